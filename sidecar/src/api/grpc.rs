@@ -1,0 +1,398 @@
+//! The Dapr gRPC API (`dapr.proto.runtime.v1.Dapr`), serving state, locks, invocation,
+//! metadata and shutdown through the same operations as the HTTP API. Everything else
+//! answers `Unimplemented` (see `grpc_unimplemented`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dapr::dapr::proto::common::v1 as common;
+use dapr::dapr::proto::runtime::v1::dapr_server::{Dapr, DaprServer};
+use dapr::dapr::proto::runtime::v1::*;
+use http::{HeaderMap, HeaderValue, Method, header};
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use super::grpc_unimplemented::{dapr_unimplemented, unimplemented_methods};
+use crate::errors::ApiError;
+use crate::invoke::{Call, grpc_code_for_http};
+use crate::runtime::{RUNTIME_VERSION, Runtime};
+use crate::state::{Concurrency, DeleteRequest, SetRequest, TxOperation, is_json};
+
+pub struct DaprApi {
+    rt: Arc<Runtime>,
+}
+
+/// The gRPC service, with the API token check in front of it when `DAPR_API_TOKEN` is set.
+pub fn service(
+    rt: Arc<Runtime>,
+) -> InterceptedService<
+    DaprServer<DaprApi>,
+    impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone,
+> {
+    let token = rt.info.api_token.clone();
+    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+        let Some(expected) = &token else {
+            return Ok(req);
+        };
+        match req.metadata().get("dapr-api-token") {
+            None => Err(Status::unauthenticated(
+                "Unauthorized: missing api token in request metadata",
+            )),
+            Some(v) if v.as_bytes() == expected.as_bytes() => Ok(req),
+            Some(_) => Err(Status::unauthenticated(
+                "Unauthorized: authentication error: api token mismatch",
+            )),
+        }
+    };
+    let server = DaprServer::new(DaprApi { rt })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    InterceptedService::new(server, check)
+}
+
+fn etag_of(e: Option<common::Etag>) -> Option<String> {
+    e.map(|e| e.value).filter(|v| !v.is_empty())
+}
+
+fn options_of(o: Option<common::StateOptions>) -> Concurrency {
+    o.map(|o| Concurrency::from_proto(o.concurrency))
+        .unwrap_or_default()
+}
+
+fn ttl_of(meta: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
+    match meta.get("ttlInSeconds") {
+        None => Ok(None),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::malformed(format!("incorrect value for metadata ttlInSeconds: {v}"))
+        }),
+    }
+}
+
+/// gRPC saves store raw bytes, except that `contentType=application/json` asks for JSON.
+fn set_request(
+    item: common::StateItem,
+    extra: &HashMap<String, String>,
+) -> Result<SetRequest, ApiError> {
+    let mut meta = item.metadata;
+    meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if meta.get("contentType").map(String::as_str) == Some("application/json")
+        && !is_json(&item.value)
+    {
+        return Err(ApiError::malformed(
+            "value is not valid JSON but contentType is application/json",
+        ));
+    }
+    Ok(SetRequest {
+        key: item.key,
+        value: Bytes::from(item.value),
+        etag: etag_of(item.etag),
+        concurrency: options_of(item.options),
+        ttl: ttl_of(&meta)?,
+    })
+}
+
+fn http_method(verb: i32) -> Method {
+    use common::http_extension::Verb;
+    match Verb::try_from(verb).unwrap_or(Verb::None) {
+        Verb::Get => Method::GET,
+        Verb::Head => Method::HEAD,
+        Verb::Put => Method::PUT,
+        Verb::Delete => Method::DELETE,
+        Verb::Connect => Method::CONNECT,
+        Verb::Options => Method::OPTIONS,
+        Verb::Trace => Method::TRACE,
+        Verb::Patch => Method::PATCH,
+        Verb::Post | Verb::None => Method::POST,
+    }
+}
+
+#[tonic::async_trait]
+impl Dapr for DaprApi {
+    dapr_unimplemented!();
+
+    async fn invoke_service(
+        &self,
+        request: Request<InvokeServiceRequest>,
+    ) -> Result<Response<common::InvokeResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        let msg = req
+            .message
+            .ok_or_else(|| ApiError::malformed("message is required"))?;
+        let ext = msg.http_extension.unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        for kv in meta.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+                let name = k.as_str();
+                if name.starts_with("grpc-")
+                    || name == "content-type"
+                    || name == "te"
+                    || name == "user-agent"
+                {
+                    continue;
+                }
+                if let (Ok(n), Ok(v)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_bytes(v.as_bytes()),
+                ) {
+                    headers.append(n, v);
+                }
+            }
+        }
+        if !msg.content_type.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&msg.content_type) {
+                headers.insert(header::CONTENT_TYPE, v);
+            }
+        }
+        let call = Call {
+            method: http_method(ext.verb),
+            path: format!("/{}", msg.method.trim_start_matches('/')),
+            query: Some(ext.querystring).filter(|q| !q.is_empty()),
+            headers,
+            body: msg.data.map(|a| Bytes::from(a.value)).unwrap_or_default(),
+        };
+        let resp = self.rt.invoker.invoke(&req.id, call).await?;
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .map_err(|e| Status::internal(format!("reading the app's response: {e}")))?;
+        let code = grpc_code_for_http(status);
+        if code != tonic::Code::Ok {
+            let mut st = Status::new(code, String::from_utf8_lossy(&body).into_owned());
+            if let Ok(v) = status.as_str().parse() {
+                st.metadata_mut().insert("dapr-http-status", v);
+            }
+            return Err(st);
+        }
+        let mut out = Response::new(common::InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: body.to_vec(),
+            }),
+            content_type,
+        });
+        if let Ok(v) = status.as_str().parse() {
+            out.metadata_mut().insert("dapr-http-status", v);
+        }
+        Ok(out)
+    }
+
+    async fn get_state(
+        &self,
+        request: Request<GetStateRequest>,
+    ) -> Result<Response<GetStateResponse>, Status> {
+        let req = request.into_inner();
+        let store = self.rt.state_store(&req.store_name)?;
+        let found = self.rt.get_state(store, &req.key).await?;
+        Ok(Response::new(match found {
+            None => GetStateResponse::default(),
+            Some(item) => GetStateResponse {
+                data: item.data.to_vec(),
+                etag: item.etag.unwrap_or_default(),
+                metadata: item.metadata.into_iter().collect(),
+            },
+        }))
+    }
+
+    async fn get_bulk_state(
+        &self,
+        request: Request<GetBulkStateRequest>,
+    ) -> Result<Response<GetBulkStateResponse>, Status> {
+        let req = request.into_inner();
+        let store = self.rt.state_store(&req.store_name)?;
+        let results = self.rt.bulk_get(store, &req.keys).await?;
+        let items = req
+            .keys
+            .into_iter()
+            .zip(results)
+            .map(|(key, r)| match r {
+                Ok(Some(found)) => BulkStateItem {
+                    key,
+                    data: found.data.to_vec(),
+                    etag: found.etag.unwrap_or_default(),
+                    error: String::new(),
+                    metadata: found.metadata.into_iter().collect(),
+                },
+                Ok(None) => BulkStateItem {
+                    key,
+                    ..Default::default()
+                },
+                Err(e) => BulkStateItem {
+                    key,
+                    error: e.to_string(),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(GetBulkStateResponse { items }))
+    }
+
+    async fn save_state(&self, request: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let store = self.rt.state_store(&req.store_name)?;
+        let none = HashMap::new();
+        let items = req
+            .states
+            .into_iter()
+            .map(|s| set_request(s, &none))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.rt.save_state(&req.store_name, store, items).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete_state(
+        &self,
+        request: Request<DeleteStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let store = self.rt.state_store(&req.store_name)?;
+        let del = DeleteRequest {
+            key: req.key,
+            etag: etag_of(req.etag),
+            concurrency: options_of(req.options),
+        };
+        self.rt.delete_state(store, del).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete_bulk_state(
+        &self,
+        request: Request<DeleteBulkStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let store = self.rt.state_store(&req.store_name)?;
+        for item in req.states {
+            let del = DeleteRequest {
+                key: item.key,
+                etag: etag_of(item.etag),
+                concurrency: options_of(item.options),
+            };
+            self.rt.delete_state(store, del).await?;
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn execute_state_transaction(
+        &self,
+        request: Request<ExecuteStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let store = self.rt.state_store(&req.store_name)?;
+        if !store.store.transactional() {
+            return Err(
+                ApiError::transactions_not_supported(&req.store_name, self.rt.app_id()).into(),
+            );
+        }
+        let none = HashMap::new();
+        let mut ops = Vec::with_capacity(req.operations.len());
+        for op in req.operations {
+            let item = op.request.unwrap_or_default();
+            match op.operation_type.as_str() {
+                "upsert" => ops.push(TxOperation::Upsert(set_request(item, &none)?)),
+                "delete" => ops.push(TxOperation::Delete(DeleteRequest {
+                    key: item.key,
+                    etag: etag_of(item.etag),
+                    concurrency: options_of(item.options),
+                })),
+                other => {
+                    return Err(Status::unimplemented(format!(
+                        "operation type {other} not supported"
+                    )));
+                }
+            }
+        }
+        self.rt.transact(&req.store_name, store, ops).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn try_lock_alpha1(
+        &self,
+        request: Request<TryLockRequest>,
+    ) -> Result<Response<TryLockResponse>, Status> {
+        let r = request.into_inner();
+        let success = self
+            .rt
+            .try_lock(
+                &r.store_name,
+                &r.resource_id,
+                &r.lock_owner,
+                r.expiry_in_seconds,
+            )
+            .await?;
+        Ok(Response::new(TryLockResponse { success }))
+    }
+
+    async fn unlock_alpha1(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let r = request.into_inner();
+        let status = self
+            .rt
+            .unlock(&r.store_name, &r.resource_id, &r.lock_owner)
+            .await?;
+        Ok(Response::new(UnlockResponse {
+            status: status as i32,
+        }))
+    }
+
+    async fn get_metadata(
+        &self,
+        _request: Request<GetMetadataRequest>,
+    ) -> Result<Response<GetMetadataResponse>, Status> {
+        let rt = &self.rt;
+        let mut extended: HashMap<String, String> = rt
+            .extended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
+        Ok(Response::new(GetMetadataResponse {
+            id: rt.info.app_id.clone(),
+            runtime_version: RUNTIME_VERSION.into(),
+            extended_metadata: extended,
+            registered_components: rt
+                .components
+                .registered
+                .iter()
+                .map(|c| RegisteredComponents {
+                    name: c.name.clone(),
+                    r#type: c.kind.clone(),
+                    version: c.version.clone(),
+                    capabilities: c.capabilities.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
+            app_connection_properties: Some(AppConnectionProperties {
+                port: rt.info.app_port.map(i32::from).unwrap_or(0),
+                protocol: rt.info.app_protocol.clone(),
+                channel_address: rt.info.app_channel_address.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn set_metadata(
+        &self,
+        request: Request<SetMetadataRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        self.rt
+            .extended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(r.key, r.value);
+        Ok(Response::new(()))
+    }
+
+    async fn shutdown(&self, _request: Request<ShutdownRequest>) -> Result<Response<()>, Status> {
+        self.rt.request_shutdown();
+        Ok(Response::new(()))
+    }
+}

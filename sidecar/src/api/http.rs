@@ -1,0 +1,613 @@
+//! The Dapr HTTP API: invocation, state, locks, health, metadata and shutdown, with daprd's
+//! routes, status codes and error bodies (see `shared/DAPR_API.md`).
+//!
+//! Unmatched routes fall to invocation by the `dapr-app-id` header, as in daprd, and end in
+//! 404 `ERR_DIRECT_INVOKE` when there is no app id. Paths are normalised (trailing slash,
+//! doubled slashes) before routing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::errors::ApiError;
+use crate::invoke::Call;
+use crate::runtime::Runtime;
+use crate::state::{Concurrency, DeleteRequest, SetRequest, TxOperation};
+
+type Rt = State<Arc<Runtime>>;
+
+pub fn router(rt: Arc<Runtime>) -> Router {
+    let mut r = Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
+        .route("/v1.0/metadata", get(metadata))
+        .route("/v1.0/metadata/{attr}", put(set_metadata))
+        .route("/v1.0/shutdown", post(shutdown))
+        .route("/v1.0/invoke/{app_id}/method/{*method}", any(invoke_path))
+        .route("/v1.0/state/{store}", post(save_state).put(save_state))
+        .route(
+            "/v1.0/state/{store}/bulk",
+            post(bulk_get)
+                .put(bulk_get)
+                .get(get_bulk_named_key)
+                .delete(delete_bulk_named_key),
+        )
+        .route(
+            "/v1.0/state/{store}/transaction",
+            post(transaction)
+                .put(transaction)
+                .get(get_transaction_named_key),
+        )
+        .route(
+            "/v1.0/state/{store}/{key}",
+            get(get_state).delete(delete_state),
+        )
+        .route("/v1.0-alpha1/lock/{store}", post(try_lock))
+        .route("/v1.0-alpha1/unlock/{store}", post(unlock))
+        .fallback(invoke_by_header)
+        .method_not_allowed_fallback(invoke_by_header);
+    if rt.info.api_token.is_some() {
+        r = r.layer(middleware::from_fn_with_state(rt.clone(), require_token));
+    }
+    if rt.info.enable_api_logging {
+        r = r.layer(middleware::from_fn(log_call));
+    }
+    r.with_state(rt)
+}
+
+/// daprd strips one trailing `/` and collapses `//` before routing; a wrapper calls this
+/// before the router sees the request.
+pub fn normalize_path(mut req: Request<Body>) -> Request<Body> {
+    let path = req.uri().path();
+    if path.len() > 1 && (path.ends_with('/') || path.contains("//")) {
+        let mut clean = String::with_capacity(path.len());
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            clean.push('/');
+            clean.push_str(seg);
+        }
+        if clean.is_empty() {
+            clean.push('/');
+        }
+        if let Some(q) = req.uri().query() {
+            clean.push('?');
+            clean.push_str(q);
+        }
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = clean.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+async fn require_token(State(rt): Rt, mut req: Request<Body>, next: Next) -> Response {
+    let exempt = req.method() == Method::GET
+        && matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
+    let expected = rt.info.api_token.as_deref().unwrap_or_default();
+    let ok = req
+        .headers()
+        .get("dapr-api-token")
+        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    if !exempt && !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "invalid api token\n",
+        )
+            .into_response();
+    }
+    req.headers_mut().remove("dapr-api-token");
+    next.run(req).await
+}
+
+async fn log_call(req: Request<Body>, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    tracing::info!(%method, %path, status = resp.status().as_u16(), "HTTP API called");
+    resp
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn healthz(State(rt): Rt, RawQuery(q): RawQuery) -> Response {
+    if let Some(app) = query_pairs(q.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "appid")
+        .map(|(_, v)| v)
+    {
+        if app != rt.app_id() {
+            return ApiError::internal("ERR_HEALTH_APPID_NOT_MATCH", "dapr app-id does not match")
+                .into_response();
+        }
+    }
+    if !rt.is_app_ready() {
+        return ApiError::internal("ERR_HEALTH_NOT_READY", "dapr is not ready").into_response();
+    }
+    no_content()
+}
+
+async fn healthz_outbound() -> Response {
+    no_content()
+}
+
+async fn metadata(State(rt): Rt) -> Response {
+    json_response(serde_json::to_vec(&rt.metadata_json()).unwrap_or_default())
+}
+
+async fn set_metadata(State(rt): Rt, Path(attr): Path<String>, body: Bytes) -> Response {
+    let value = String::from_utf8_lossy(&body).into_owned();
+    rt.extended
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(attr, value);
+    no_content()
+}
+
+async fn shutdown(State(rt): Rt) -> Response {
+    rt.request_shutdown();
+    no_content()
+}
+
+/// `a=b&metadata.x=y` decoded; malformed pairs are skipped as Go's parser does.
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn query_metadata(pairs: &[(String, String)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata.")
+                .map(|k| (k.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+fn ttl_from(meta: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
+    match meta.get("ttlInSeconds") {
+        None => Ok(None),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::malformed(format!("incorrect value for metadata ttlInSeconds: {v}"))
+        }),
+    }
+}
+
+async fn get_state(
+    State(rt): Rt,
+    Path((store, key)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let _ = q;
+    let result = async {
+        let s = rt.state_store(&store)?;
+        rt.get_state(s, &key).await
+    }
+    .await;
+    match result {
+        Err(e) => e.into_response(),
+        Ok(None) => no_content(),
+        Ok(Some(item)) => {
+            let mut resp = json_response(item.data.to_vec());
+            let headers = resp.headers_mut();
+            if let Some(etag) = item.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                headers.insert(header::ETAG, etag);
+            }
+            for (k, v) in item.metadata {
+                if let (Ok(name), Ok(value)) = (
+                    header::HeaderName::from_bytes(format!("metadata.{k}").as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
+                    headers.insert(name, value);
+                }
+            }
+            resp
+        }
+    }
+}
+
+async fn get_bulk_named_key(state: Rt, Path(store): Path<String>, q: RawQuery) -> Response {
+    get_state(state, Path((store, "bulk".into())), q).await
+}
+
+async fn get_transaction_named_key(state: Rt, Path(store): Path<String>, q: RawQuery) -> Response {
+    get_state(state, Path((store, "transaction".into())), q).await
+}
+
+async fn delete_bulk_named_key(
+    state: Rt,
+    Path(store): Path<String>,
+    q: RawQuery,
+    h: HeaderMap,
+) -> Response {
+    delete_state(state, Path((store, "bulk".into())), q, h).await
+}
+
+#[derive(Deserialize, Default)]
+struct ItemOptions {
+    #[serde(default)]
+    concurrency: Option<String>,
+    #[serde(default)]
+    consistency: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SaveItem {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<Box<RawValue>>,
+    #[serde(default)]
+    etag: Option<String>,
+    #[serde(default)]
+    metadata: Option<HashMap<String, String>>,
+    #[serde(default)]
+    options: Option<ItemOptions>,
+}
+
+fn concurrency_of(
+    options: &Option<ItemOptions>,
+    code: &'static str,
+) -> Result<Concurrency, ApiError> {
+    let Some(o) = options else {
+        return Ok(Concurrency::Unspecified);
+    };
+    if let Some(c) = o.consistency.as_deref() {
+        if !matches!(c, "" | "strong" | "eventual") {
+            return Err(ApiError::internal(
+                code,
+                format!("unknown consistency value {c:?}"),
+            ));
+        }
+    }
+    let c = o.concurrency.as_deref().unwrap_or("");
+    Concurrency::parse(c)
+        .ok_or_else(|| ApiError::internal(code, format!("unknown concurrency value {c:?}")))
+}
+
+impl SaveItem {
+    fn into_request(
+        self,
+        query_meta: &HashMap<String, String>,
+        code: &'static str,
+    ) -> Result<SetRequest, ApiError> {
+        let mut meta = self.metadata.unwrap_or_default();
+        meta.extend(query_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let concurrency = concurrency_of(&self.options, code)?;
+        let value = match self.value {
+            Some(raw) => Bytes::copy_from_slice(raw.get().as_bytes()),
+            None => Bytes::from_static(b"null"),
+        };
+        Ok(SetRequest {
+            key: self.key.unwrap_or_default(),
+            value,
+            etag: self.etag.filter(|e| !e.is_empty()),
+            concurrency,
+            ttl: ttl_from(&meta)?,
+        })
+    }
+}
+
+async fn save_state(
+    State(rt): Rt,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let s = rt.state_store(&store)?;
+        let items: Vec<SaveItem> = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))?;
+        let query_meta = query_metadata(&query_pairs(q.as_deref()));
+        let reqs = items
+            .into_iter()
+            .map(|i| i.into_request(&query_meta, "ERR_STATE_SAVE"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if reqs.iter().any(|r| r.key.is_empty()) {
+            return Err(ApiError::malformed("\"key\" is a required field"));
+        }
+        rt.save_state(&store, s, reqs).await
+    }
+    .await;
+    match result {
+        Ok(()) => no_content(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct BulkGetBody {
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+async fn bulk_get(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Response {
+    let result = async {
+        let s = rt.state_store(&store)?;
+        let req: BulkGetBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))?;
+        let results = rt.bulk_get(s, &req.keys).await?;
+        let mut out = Vec::with_capacity(64 * req.keys.len().max(1));
+        out.push(b'[');
+        for (i, (key, r)) in req.keys.iter().zip(results).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mut item = serde_json::Map::new();
+            item.insert("key".into(), key.clone().into());
+            match r {
+                Ok(Some(found)) => {
+                    let data: serde_json::Value =
+                        match serde_json::from_slice::<Box<RawValue>>(&found.data) {
+                            Ok(raw) => {
+                                serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
+                            }
+                            Err(_) => {
+                                use base64::Engine as _;
+                                base64::engine::general_purpose::STANDARD
+                                    .encode(&found.data)
+                                    .into()
+                            }
+                        };
+                    item.insert("data".into(), data);
+                    if let Some(etag) = found.etag {
+                        item.insert("etag".into(), etag.into());
+                    }
+                    if !found.metadata.is_empty() {
+                        let m: serde_json::Map<String, serde_json::Value> = found
+                            .metadata
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into()))
+                            .collect();
+                        item.insert("metadata".into(), m.into());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    item.insert("error".into(), e.to_string().into());
+                }
+            }
+            out.extend_from_slice(&serde_json::to_vec(&item).unwrap_or_default());
+        }
+        out.push(b']');
+        Ok::<_, ApiError>(out)
+    }
+    .await;
+    match result {
+        Ok(body) => json_response(body),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_state(
+    State(rt): Rt,
+    Path((store, key)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let s = rt.state_store(&store)?;
+        let pairs = query_pairs(q.as_deref());
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let options = ItemOptions {
+            concurrency: get("concurrency"),
+            consistency: get("consistency"),
+        };
+        let concurrency = concurrency_of(&Some(options), "ERR_STATE_DELETE")?;
+        let etag = headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .filter(|e| !e.is_empty());
+        rt.delete_state(
+            s,
+            DeleteRequest {
+                key,
+                etag,
+                concurrency,
+            },
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(()) => no_content(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct TxBody {
+    #[serde(default)]
+    operations: Vec<TxOp>,
+}
+
+#[derive(Deserialize)]
+struct TxOp {
+    operation: String,
+    request: SaveItem,
+}
+
+async fn transaction(
+    State(rt): Rt,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let s = rt.state_store(&store)?;
+        if !s.store.transactional() {
+            return Err(ApiError::transactions_not_supported(&store, rt.app_id()));
+        }
+        let tx: TxBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))?;
+        let query_meta = query_metadata(&query_pairs(q.as_deref()));
+        let mut ops = Vec::with_capacity(tx.operations.len());
+        for op in tx.operations {
+            match op.operation.as_str() {
+                "upsert" => ops.push(TxOperation::Upsert(
+                    op.request
+                        .into_request(&query_meta, "ERR_STATE_TRANSACTION")?,
+                )),
+                "delete" => {
+                    let concurrency = concurrency_of(&op.request.options, "ERR_STATE_TRANSACTION")?;
+                    ops.push(TxOperation::Delete(DeleteRequest {
+                        key: op.request.key.unwrap_or_default(),
+                        etag: op.request.etag.filter(|e| !e.is_empty()),
+                        concurrency,
+                    }))
+                }
+                other => {
+                    return Err(ApiError::new(
+                        "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                        StatusCode::BAD_REQUEST,
+                        tonic::Code::Unimplemented,
+                        format!("operation type {other} not supported"),
+                    ));
+                }
+            }
+        }
+        rt.transact(&store, s, ops).await
+    }
+    .await;
+    match result {
+        Ok(()) => no_content(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Protobuf JSON: camelCase names, snake_case accepted, unknown fields ignored.
+#[derive(Deserialize)]
+struct LockBody {
+    #[serde(default, alias = "resource_id", rename = "resourceId")]
+    resource_id: String,
+    #[serde(default, alias = "lock_owner", rename = "lockOwner")]
+    lock_owner: String,
+    #[serde(default, alias = "expiry_in_seconds", rename = "expiryInSeconds")]
+    expiry_in_seconds: i32,
+}
+
+fn parse_lock(body: &[u8]) -> Result<LockBody, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))
+}
+
+async fn try_lock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Response {
+    let result = async {
+        let b = parse_lock(&body)?;
+        rt.try_lock(&store, &b.resource_id, &b.lock_owner, b.expiry_in_seconds)
+            .await
+    }
+    .await;
+    match result {
+        Ok(true) => json_response(br#"{"success":true}"#.to_vec()),
+        Ok(false) => json_response(br#"{"success":false}"#.to_vec()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn unlock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Response {
+    let result = async {
+        let b = parse_lock(&body)?;
+        rt.unlock(&store, &b.resource_id, &b.lock_owner).await
+    }
+    .await;
+    match result {
+        Ok(status) => json_response(format!(r#"{{"status":{}}}"#, status as i32).into_bytes()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward(rt: &Runtime, target: &str, path: String, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match rt.invoker.read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let call = Call {
+        method: parts.method,
+        path,
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers,
+        body,
+    };
+    match rt.invoker.invoke(target, call).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn invoke_path(
+    State(rt): Rt,
+    Path((app_id, method)): Path<(String, String)>,
+    req: Request<Body>,
+) -> Response {
+    let mut path = String::with_capacity(method.len() + 1);
+    path.push('/');
+    path.push_str(&method);
+    forward(&rt, &app_id, path, req).await
+}
+
+async fn invoke_by_header(State(rt): Rt, req: Request<Body>) -> Response {
+    let target = req
+        .headers()
+        .iter()
+        .find(|(k, _)| k.as_str().eq_ignore_ascii_case("dapr-app-id"))
+        .and_then(|(_, v)| v.to_str().ok())
+        .map(str::to_string);
+    match target.filter(|t| !t.is_empty()) {
+        None => ApiError::no_app_id().into_response(),
+        Some(target) => {
+            let path = req.uri().path().to_string();
+            forward(&rt, &target, path, req).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_like_daprd() {
+        let norm = |p: &str| {
+            normalize_path(Request::builder().uri(p).body(Body::empty()).unwrap())
+                .uri()
+                .to_string()
+        };
+        assert_eq!(norm("/v1.0/healthz/"), "/v1.0/healthz");
+        assert_eq!(norm("/v1.0//state/s?x=1"), "/v1.0/state/s?x=1");
+        assert_eq!(norm("/"), "/");
+        assert_eq!(norm("/v1.0/metadata"), "/v1.0/metadata");
+    }
+}

@@ -1,0 +1,307 @@
+//! Turning component specs into live stores, and the key-prefix rules (`keyPrefix`) that
+//! decide what key a store really sees.
+
+mod redis;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::lock::{self, LockStore};
+use crate::resources::ComponentSpec;
+use crate::state::{self, StateStore};
+
+#[derive(Debug, thiserror::Error)]
+#[error("component {name} ({kind}) in {file}: {message}")]
+pub struct ComponentError {
+    pub name: String,
+    pub kind: String,
+    pub file: String,
+    pub message: String,
+}
+
+fn fail(spec: &ComponentSpec, message: impl Into<String>) -> ComponentError {
+    ComponentError {
+        name: spec.name.clone(),
+        kind: spec.kind.clone(),
+        file: spec.file.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// A loaded state store with its precomputed key prefix.
+pub struct StateComponent {
+    pub store: StateStore,
+    /// `None` means keys are stored as given (`keyPrefix: none`, or no app id).
+    pub prefix: Option<String>,
+}
+
+impl StateComponent {
+    pub fn key(&self, key: &str) -> String {
+        match &self.prefix {
+            Some(p) => {
+                let mut k = String::with_capacity(p.len() + 2 + key.len());
+                k.push_str(p);
+                k.push_str("||");
+                k.push_str(key);
+                k
+            }
+            None => key.to_string(),
+        }
+    }
+}
+
+pub struct LockComponent {
+    pub store: LockStore,
+    /// `lock||app||` (or `lock||` with none); the resource id follows.
+    pub prefix: String,
+}
+
+/// What `/v1.0/metadata` lists.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub name: String,
+    pub kind: String,
+    pub version: String,
+    pub capabilities: Vec<&'static str>,
+}
+
+#[derive(Default)]
+pub struct Components {
+    pub state: HashMap<String, StateComponent>,
+    pub lock: HashMap<String, LockComponent>,
+    pub registered: Vec<Registered>,
+}
+
+/// `keyPrefix`, lower-cased as Dapr does.
+fn prefixes(
+    spec: &ComponentSpec,
+    app_id: &str,
+) -> Result<(Option<String>, String), ComponentError> {
+    let setting = spec
+        .meta("keyPrefix")
+        .unwrap_or("appid")
+        .to_ascii_lowercase();
+    if setting.contains("||") {
+        return Err(fail(spec, "keyPrefix can't contain '||'"));
+    }
+    let state = match setting.as_str() {
+        "appid" if app_id.is_empty() => None,
+        "appid" => Some(app_id.to_string()),
+        "name" => Some(spec.name.clone()),
+        "namespace" => match std::env::var("NAMESPACE") {
+            Ok(ns) if !ns.is_empty() && !app_id.is_empty() => Some(format!("{ns}.{app_id}")),
+            _ if app_id.is_empty() => None,
+            _ => Some(app_id.to_string()),
+        },
+        "none" => None,
+        literal => Some(literal.to_string()),
+    };
+    let lock = match setting.as_str() {
+        "appid" if app_id.is_empty() => "lock||".to_string(),
+        "appid" => format!("lock||{app_id}||"),
+        "name" => format!("lock||{}||", spec.name),
+        "none" => "lock||".to_string(),
+        literal => format!("lock||{literal}||"),
+    };
+    Ok((state, lock))
+}
+
+fn duration_meta(
+    spec: &ComponentSpec,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, ComponentError> {
+    match spec.meta(name) {
+        None => Ok(default),
+        Some(v) => {
+            parse_duration(v).ok_or_else(|| fail(spec, format!("{name}: {v:?} is not a duration")))
+        }
+    }
+}
+
+/// Go-style durations as Dapr metadata writes them (`2s`, `500ms`, `1m`), or plain seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok().filter(|n: &f64| *n >= 0.0)?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+impl Components {
+    /// Builds every component; a failing one stops the sidecar unless it says `ignoreErrors`.
+    pub async fn load(specs: &[ComponentSpec], app_id: &str) -> Result<Components, ComponentError> {
+        let mut out = Components::default();
+        for spec in specs {
+            match Self::load_one(&mut out, spec, app_id).await {
+                Ok(()) => {}
+                Err(e) if spec.ignore_errors => {
+                    tracing::warn!(error = %e, "component failed to load; ignored")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_one(&mut self, spec: &ComponentSpec, app_id: &str) -> Result<(), ComponentError> {
+        let (state_prefix, lock_prefix) = prefixes(spec, app_id)?;
+        if self.state.contains_key(&spec.name) || self.lock.contains_key(&spec.name) {
+            return Err(fail(spec, "a component with this name is already loaded"));
+        }
+        let capabilities = match spec.kind.as_str() {
+            "state.in-memory" => {
+                let store = StateStore::Memory(state::memory::MemoryStore::new());
+                self.add_state(spec, store, state_prefix)
+            }
+            "state.sqlite" => {
+                let settings = state::sqlite::SqliteSettings {
+                    connection_string: spec
+                        .meta("connectionString")
+                        .ok_or_else(|| fail(spec, "metadata connectionString is required"))?
+                        .to_string(),
+                    table_name: spec.meta("tableName").unwrap_or("state").to_string(),
+                    busy_timeout: duration_meta(spec, "busyTimeout", Duration::from_secs(2))?,
+                    disable_wal: spec.meta("disableWAL") == Some("true"),
+                };
+                let store = state::sqlite::SqliteStore::open(&settings)
+                    .map_err(|e| fail(spec, e.to_string()))?;
+                self.add_state(spec, StateStore::Sqlite(store), state_prefix)
+            }
+            "state.redis" => {
+                let conn = redis::connect(spec).await?;
+                let ttl =
+                    match spec.meta("ttlInSeconds") {
+                        None => None,
+                        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+                            fail(spec, format!("ttlInSeconds {v:?} is not a number"))
+                        })?),
+                    };
+                let store = StateStore::Redis(state::redis::RedisStore::new(conn, ttl));
+                self.add_state(spec, store, state_prefix)
+            }
+            "lock.in-memory" => {
+                self.lock.insert(
+                    spec.name.clone(),
+                    LockComponent {
+                        store: LockStore::Memory(lock::memory::MemoryLock::new()),
+                        prefix: lock_prefix,
+                    },
+                );
+                Vec::new()
+            }
+            "lock.redis" => {
+                if spec.meta("redisType") == Some("cluster") {
+                    return Err(fail(spec, "lock.redis does not support redisType cluster"));
+                }
+                let conn = redis::connect(spec).await?;
+                self.lock.insert(
+                    spec.name.clone(),
+                    LockComponent {
+                        store: LockStore::Redis(lock::redis::RedisLock::new(conn)),
+                        prefix: lock_prefix,
+                    },
+                );
+                Vec::new()
+            }
+            other => {
+                return Err(fail(
+                    spec,
+                    format!(
+                        "unknown component type {other:?}; this sidecar loads state.in-memory, state.sqlite, state.redis, lock.in-memory and lock.redis"
+                    ),
+                ));
+            }
+        };
+        self.registered.push(Registered {
+            name: spec.name.clone(),
+            kind: spec.kind.clone(),
+            version: if spec.version.is_empty() {
+                "v1".into()
+            } else {
+                spec.version.clone()
+            },
+            capabilities,
+        });
+        tracing::info!(name = %spec.name, kind = %spec.kind, "component loaded");
+        Ok(())
+    }
+
+    fn add_state(
+        &mut self,
+        spec: &ComponentSpec,
+        store: StateStore,
+        prefix: Option<String>,
+    ) -> Vec<&'static str> {
+        let caps = store.capabilities().to_vec();
+        self.state
+            .insert(spec.name.clone(), StateComponent { store, prefix });
+        caps
+    }
+
+    /// Periodic housekeeping: expired in-memory entries.
+    pub fn sweep(&self) {
+        for c in self.state.values() {
+            if let StateStore::Memory(m) = &c.store {
+                m.sweep();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(prefix: Option<&str>) -> ComponentSpec {
+        let mut metadata = HashMap::new();
+        if let Some(p) = prefix {
+            metadata.insert("keyprefix".to_string(), p.to_string());
+        }
+        ComponentSpec {
+            name: "statestore".into(),
+            kind: "state.in-memory".into(),
+            version: "v1".into(),
+            metadata,
+            ignore_errors: false,
+            scopes: vec![],
+            file: "x.yaml".into(),
+        }
+    }
+
+    #[test]
+    fn key_prefix_rules_follow_dapr() {
+        let p = |s| prefixes(&spec(s), "backend").unwrap();
+        assert_eq!(p(None), (Some("backend".into()), "lock||backend||".into()));
+        assert_eq!(
+            p(Some("name")),
+            (Some("statestore".into()), "lock||statestore||".into())
+        );
+        assert_eq!(p(Some("none")), (None, "lock||".into()));
+        assert_eq!(
+            p(Some("Shared")),
+            (Some("shared".into()), "lock||shared||".into())
+        );
+        assert!(prefixes(&spec(Some("a||b")), "backend").is_err());
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

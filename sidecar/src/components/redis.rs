@@ -1,0 +1,78 @@
+//! The Redis connection settings `state.redis` and `lock.redis` share (`redisHost`,
+//! `redisPassword`, `redisUsername`, `redisDB`, timeouts, `maxRetries`), turned into one
+//! multiplexed, auto-reconnecting connection that fails fast when the server is down.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+use super::{ComponentError, duration_meta, fail};
+use crate::resources::ComponentSpec;
+
+pub async fn connect(spec: &ComponentSpec) -> Result<ConnectionManager, ComponentError> {
+    let host = spec
+        .meta("redisHost")
+        .ok_or_else(|| fail(spec, "metadata redisHost is required"))?;
+    if spec.meta("enableTLS") == Some("true") {
+        return Err(fail(
+            spec,
+            "enableTLS is not supported by this sidecar (loopback Redis only)",
+        ));
+    }
+    if spec.meta("redisType").is_some_and(|t| t != "node") {
+        return Err(fail(spec, "only redisType node is supported"));
+    }
+    if spec.meta("failover") == Some("true") {
+        return Err(fail(spec, "Sentinel failover is not supported"));
+    }
+    let (h, p) = host.rsplit_once(':').unwrap_or((host, "6379"));
+    let port: u16 = p
+        .parse()
+        .map_err(|_| fail(spec, format!("redisHost {host:?} has no valid port")))?;
+    let mut settings = RedisConnectionInfo::default();
+    if let Some(db) = spec.meta("redisDB") {
+        settings = settings.set_db(
+            db.parse()
+                .map_err(|_| fail(spec, format!("redisDB {db:?} is not a number")))?,
+        );
+    }
+    if let Some(user) = spec.meta("redisUsername") {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = spec.meta("redisPassword") {
+        settings = settings.set_password(password);
+    }
+    let info = ConnectionAddr::Tcp(h.to_string(), port)
+        .into_connection_info()
+        .map_err(|e| fail(spec, e.to_string()))?
+        .set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(|e| fail(spec, e.to_string()))?;
+    let retries = match spec.meta("maxRetries").or(spec.meta("redisMaxRetries")) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| fail(spec, format!("maxRetries {v:?} is not a number")))?,
+        None => 3,
+    };
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(retries)
+        .set_max_delay(duration_meta(
+            spec,
+            "maxRetryBackoff",
+            Duration::from_secs(2),
+        )?)
+        .set_connection_timeout(Some(duration_meta(
+            spec,
+            "dialTimeout",
+            Duration::from_secs(5),
+        )?))
+        .set_response_timeout(Some(duration_meta(
+            spec,
+            "readTimeout",
+            Duration::from_secs(3),
+        )?));
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| fail(spec, format!("connecting to redis at {host}: {e}")))
+}

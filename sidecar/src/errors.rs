@@ -1,0 +1,190 @@
+//! The errors the sidecar itself answers with, in Dapr's shape: an `errorCode` and a message,
+//! the HTTP status daprd uses, and the gRPC code it uses for the same failure.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// One Dapr API error. Built through the named constructors so each code keeps the status
+/// pair DAPR_API.md gives it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub message: String,
+    pub status: StatusCode,
+    pub grpc: tonic::Code,
+    /// `ErrorInfo.reason` of Dapr's "rich" errors; they also carry `details` over HTTP.
+    pub reason: Option<&'static str>,
+    pub app_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "errorCode")]
+    error_code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(
+        code: &'static str,
+        status: StatusCode,
+        grpc: tonic::Code,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            status,
+            grpc,
+            reason: None,
+            app_id: None,
+        }
+    }
+
+    fn rich(mut self, reason: &'static str, app_id: &str) -> Self {
+        self.reason = Some(reason);
+        if !app_id.is_empty() {
+            self.app_id = Some(app_id.to_string());
+        }
+        self
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(
+            "ERR_MALFORMED_REQUEST",
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            message,
+        )
+    }
+
+    pub fn body_read(message: impl Into<String>) -> Self {
+        Self::new(
+            "ERR_BODY_READ",
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            message,
+        )
+    }
+
+    pub fn illegal_key(key: &str, app_id: &str) -> Self {
+        Self::malformed(format!("input key/keyPrefix '{key}' can't contain '||'"))
+            .rich("DAPR_STATE_ILLEGAL_KEY", app_id)
+    }
+
+    pub fn state_store_not_found(name: &str, app_id: &str) -> Self {
+        Self::new(
+            "ERR_STATE_STORE_NOT_FOUND",
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            format!("state store {name} is not found"),
+        )
+        .rich("DAPR_STATE_NOT_FOUND", app_id)
+    }
+
+    pub fn state_store_not_configured(app_id: &str) -> Self {
+        Self::new(
+            "ERR_STATE_STORE_NOT_CONFIGURED",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::FailedPrecondition,
+            "state store is not configured",
+        )
+        .rich("DAPR_STATE_NOT_CONFIGURED", app_id)
+    }
+
+    pub fn transactions_not_supported(name: &str, app_id: &str) -> Self {
+        Self::new(
+            "ERR_STATE_STORE_NOT_SUPPORTED",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Unimplemented,
+            format!("state store {name} doesn't support transactions"),
+        )
+        .rich("DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED", app_id)
+    }
+
+    pub fn lock_store_not_configured() -> Self {
+        Self::new(
+            "ERR_LOCK_STORE_NOT_CONFIGURED",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::FailedPrecondition,
+            "lock store is not configured",
+        )
+    }
+
+    pub fn lock_store_not_found(name: &str) -> Self {
+        Self::new(
+            "ERR_LOCK_STORE_NOT_FOUND",
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            format!("lock store {name} not found"),
+        )
+    }
+
+    pub fn internal(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            code,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            message,
+        )
+    }
+
+    pub fn direct_invoke(message: impl Into<String>) -> Self {
+        Self::internal("ERR_DIRECT_INVOKE", message)
+    }
+
+    pub fn no_app_id() -> Self {
+        Self::new(
+            "ERR_DIRECT_INVOKE",
+            StatusCode::NOT_FOUND,
+            tonic::Code::NotFound,
+            "failed getting app id either from the URL path or the header dapr-app-id",
+        )
+    }
+
+    fn details(&self) -> Vec<serde_json::Value> {
+        match self.reason {
+            None => Vec::new(),
+            Some(reason) => {
+                let mut info = serde_json::json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": "dapr.io",
+                });
+                if let Some(app_id) = &self.app_id {
+                    info["metadata"] = serde_json::json!({ "appID": app_id });
+                }
+                vec![info]
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error_code: self.code,
+            message: &self.message,
+            details: self.details(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        tonic::Status::new(err.grpc, err.message)
+    }
+}

@@ -1,0 +1,249 @@
+//! Service invocation: the caller's sidecar sends the request to the callee's sidecar
+//! (found through the registry, on its internal port), which calls its app; the app's
+//! status, headers and body come back unchanged, as in Dapr.
+//!
+//! One pooled keep-alive HTTP/1.1 client (TCP_NODELAY) serves both hops: a connection per
+//! request would add a handshake to every call. Bodies are read whole (they are bounded by
+//! `--max-body-size`) so that a call to a peer whose registration went stale can be retried
+//! once against a fresh lookup.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::errors::ApiError;
+use crate::registry::Registry;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
+const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
+const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
+const API_TOKEN: HeaderName = HeaderName::from_static("dapr-api-token");
+const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
+
+/// Hop-by-hop headers, never forwarded in either direction.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "http2-settings",
+];
+
+pub struct Invoker {
+    client: HttpClient,
+    app_id: String,
+    app_base: Option<String>,
+    app_token: Option<HeaderValue>,
+    registry: Arc<Registry>,
+    max_body: usize,
+}
+
+/// A call as the API received it, ready to be sent on.
+pub struct Call {
+    pub method: Method,
+    /// The app-side path, starting with `/`.
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+impl Invoker {
+    pub fn new(
+        app_id: String,
+        app_address: Option<(String, u16)>,
+        app_token: Option<String>,
+        registry: Arc<Registry>,
+        max_body: usize,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Invoker {
+            client,
+            app_id,
+            app_base: app_address.map(|(host, port)| format!("http://{host}:{port}")),
+            app_token: app_token.and_then(|t| HeaderValue::from_str(&t).ok()),
+            registry,
+            max_body,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Reads a request body within `--max-body-size`.
+    pub async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
+        axum::body::to_bytes(body, self.max_body)
+            .await
+            .map_err(|e| ApiError::body_read(format!("failed to read request body: {e}")))
+    }
+
+    /// Invokes `method` on `target` (from this sidecar's API).
+    pub async fn invoke(&self, target: &str, mut call: Call) -> Result<Response<Body>, ApiError> {
+        for h in [&API_TOKEN, &APP_ID, &CALLER, &CALLEE, &CALLER_NS] {
+            call.headers.remove(h);
+        }
+        strip_hop_by_hop(&mut call.headers);
+        if target == self.app_id {
+            return self.deliver(call).await;
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.app_id) {
+            call.headers.insert(CALLER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(target) {
+            call.headers.insert(CALLEE, v);
+        }
+        let fail = |e: &dyn std::fmt::Display| {
+            ApiError::direct_invoke(format!("failed to invoke, id: {target}, err: {e}"))
+        };
+        for attempt in 0..2 {
+            let Some(port) = self.registry.resolve(target) else {
+                return Err(fail(&format!("couldn't find service: {target}")));
+            };
+            let uri = target_uri(
+                &format!("http://127.0.0.1:{port}"),
+                &call.path,
+                call.query.as_deref(),
+            )
+            .map_err(|e| fail(&e))?;
+            match self.send(&call, uri).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is_connect() && attempt == 0 => {
+                    tracing::debug!(target, error = %e, "peer sidecar unreachable; looking it up again");
+                    self.registry.forget(target);
+                }
+                Err(e) => return Err(fail(&e)),
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Delivers a call to this sidecar's own app (the callee end of an invocation).
+    pub async fn deliver(&self, mut call: Call) -> Result<Response<Body>, ApiError> {
+        let Some(base) = &self.app_base else {
+            return Err(ApiError::direct_invoke(format!(
+                "failed to invoke, id: {}, err: app channel is not initialized (no --app-port)",
+                self.app_id
+            )));
+        };
+        strip_hop_by_hop(&mut call.headers);
+        call.headers.remove(&API_TOKEN);
+        if let Some(token) = &self.app_token {
+            call.headers.insert(API_TOKEN, token.clone());
+        }
+        let uri = target_uri(base, &call.path, call.query.as_deref()).map_err(|e| {
+            ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
+        })?;
+        self.send(&call, uri).await.map_err(|e| {
+            ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
+        })
+    }
+
+    async fn send(
+        &self,
+        call: &Call,
+        uri: Uri,
+    ) -> Result<Response<Body>, hyper_util::client::legacy::Error> {
+        let mut req = Request::new(Full::new(call.body.clone()));
+        *req.method_mut() = call.method.clone();
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.clone_from(&call.headers);
+        headers.remove(header::HOST);
+        let resp = self.client.request(req).await?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+fn target_uri(base: &str, path: &str, query: Option<&str>) -> Result<Uri, http::uri::InvalidUri> {
+    let mut s = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    s.push_str(base);
+    s.push_str(path);
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        s.push('?');
+        s.push_str(q);
+    }
+    s.parse()
+}
+
+/// Maps an app's HTTP status to the gRPC code Dapr uses when the two protocols meet.
+pub fn grpc_code_for_http(status: StatusCode) -> tonic::Code {
+    use tonic::Code;
+    match status.as_u16() {
+        200..=299 => Code::Ok,
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        408 => Code::Cancelled,
+        409 => Code::AlreadyExists,
+        429 => Code::ResourceExhausted,
+        500 => Code::Unknown,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        _ => Code::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn target_uri_keeps_query() {
+        let u = target_uri("http://127.0.0.1:1", "/a/b", Some("x=1&y=2")).unwrap();
+        assert_eq!(u.to_string(), "http://127.0.0.1:1/a/b?x=1&y=2");
+    }
+}

@@ -1,0 +1,18 @@
+//! A Dapr-API-compatible sidecar for one machine: the HTTP and gRPC APIs of state, locks,
+//! service invocation, health and metadata, over in-memory, SQLite and Redis components,
+//! and `sidecar run`, a stand-in for `dapr run`.
+
+pub mod api;
+pub mod cli;
+pub mod components;
+pub mod errors;
+pub mod invoke;
+pub mod launcher;
+pub mod lock;
+pub mod metrics;
+pub mod registry;
+pub mod resources;
+pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,45 @@
+//! Distributed lock stores: `lock.redis` (Dapr's layout: `SET key owner NX EX`, an owner-checked
+//! delete script) and `lock.in-memory`, an in-process lock for one-machine runs.
+//!
+//! Keys arrive already prefixed (`lock||app||resource`).
+
+pub mod memory;
+pub mod redis;
+
+/// `UnlockResponse.Status`, the numbers the HTTP API writes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlockStatus {
+    Success = 0,
+    LockDoesNotExist = 1,
+    LockBelongsToOthers = 2,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LockError(pub String);
+
+pub enum LockStore {
+    Memory(memory::MemoryLock),
+    Redis(redis::RedisLock),
+}
+
+impl LockStore {
+    pub async fn try_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        expiry_secs: i32,
+    ) -> Result<bool, LockError> {
+        match self {
+            LockStore::Memory(l) => Ok(l.try_lock(key, owner, expiry_secs)),
+            LockStore::Redis(l) => l.try_lock(key, owner, expiry_secs).await,
+        }
+    }
+
+    pub async fn unlock(&self, key: &str, owner: &str) -> Result<UnlockStatus, LockError> {
+        match self {
+            LockStore::Memory(l) => Ok(l.unlock(key, owner)),
+            LockStore::Redis(l) => l.unlock(key, owner).await,
+        }
+    }
+}

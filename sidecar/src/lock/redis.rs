@@ -1,0 +1,60 @@
+//! `lock.redis`: the layout of Dapr's Redis lock: the key holds the owner and expires by
+//! itself (`SET NX EX`); unlock is a script that deletes only for the owner.
+
+use redis::aio::ConnectionManager;
+
+use super::{LockError, UnlockStatus};
+
+/// -1: no such lock; -2: someone else's; otherwise the DEL count.
+const UNLOCK_SCRIPT: &str = r#"
+local v = redis.call("GET", KEYS[1])
+if not v then return -1 end
+if v ~= ARGV[1] then return -2 end
+return redis.call("DEL", KEYS[1])
+"#;
+
+pub struct RedisLock {
+    conn: ConnectionManager,
+}
+
+impl RedisLock {
+    pub fn new(conn: ConnectionManager) -> Self {
+        RedisLock { conn }
+    }
+
+    pub async fn try_lock(
+        &self,
+        key: &str,
+        owner: &str,
+        expiry_secs: i32,
+    ) -> Result<bool, LockError> {
+        let mut conn = self.conn.clone();
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(owner)
+            .arg("NX")
+            .arg("EX")
+            .arg(expiry_secs)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| LockError(e.to_string()))?;
+        Ok(reply.is_some())
+    }
+
+    pub async fn unlock(&self, key: &str, owner: &str) -> Result<UnlockStatus, LockError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = redis::cmd("EVAL")
+            .arg(UNLOCK_SCRIPT)
+            .arg(1)
+            .arg(key)
+            .arg(owner)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| LockError(e.to_string()))?;
+        Ok(match n {
+            -1 => UnlockStatus::LockDoesNotExist,
+            -2 => UnlockStatus::LockBelongsToOthers,
+            _ => UnlockStatus::Success,
+        })
+    }
+}

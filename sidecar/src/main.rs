@@ -1,0 +1,42 @@
+//! `sidecar`: the binary. Parses flags, picks the runtime, and hands over to the launcher.
+
+use clap::Parser;
+use sidecar::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    sidecar::telemetry::init_logging(&args.log_level, args.log_as_json);
+    // One thread serves best when a few busy processes share two cores (see DESIGN.md);
+    // SIDECAR_WORKERS=N asks for a multi-thread runtime instead.
+    let workers: usize = std::env::var("SIDECAR_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sidecar: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match sidecar::launcher::run(args).await {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("sidecar: {e:#}");
+                1
+            }
+        }
+    });
+    drop(runtime);
+    std::process::exit(code);
+}

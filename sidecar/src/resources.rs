@@ -1,0 +1,261 @@
+//! Reading Dapr resource files: `Component` YAMLs from `--resources-path` and the
+//! `Configuration` YAML of `--config`, in Dapr's own format.
+//!
+//! Errors name the file, and for broken YAML the line, so a typo is found at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A component as written in its file; metadata names are lower-cased because components
+/// match them without regard to case.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    pub name: String,
+    pub kind: String,
+    pub version: String,
+    pub metadata: HashMap<String, String>,
+    pub ignore_errors: bool,
+    pub scopes: Vec<String>,
+    pub file: PathBuf,
+}
+
+impl ComponentSpec {
+    pub fn meta(&self, name: &str) -> Option<&str> {
+        self.metadata
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ObjectMeta {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RawResource {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Value,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+fn parse_docs(path: &Path) -> Result<Vec<RawResource>, ResourceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ResourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_saphyr::from_multiple::<RawResource>(&text).map_err(|e| ResourceError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// YAML scalars of any type become strings, as Dapr's metadata does.
+fn scalar_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Loads every `Component` in the `*.yaml`/`*.yml` files of the given folders. Other kinds
+/// (Configuration, Resiliency, Subscription, ...) are skipped; components scoped to other
+/// app ids are left out, as daprd does.
+pub fn load_components(
+    paths: &[PathBuf],
+    app_id: &str,
+) -> Result<Vec<ComponentSpec>, ResourceError> {
+    let mut specs = Vec::new();
+    for dir in paths {
+        let entries = std::fs::read_dir(dir).map_err(|source| ResourceError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        files.sort();
+        for file in files {
+            for doc in parse_docs(&file)? {
+                if doc.kind != "Component" {
+                    continue;
+                }
+                let spec = component_from(doc, &file)?;
+                if spec.scopes.is_empty() || spec.scopes.iter().any(|s| s == app_id) {
+                    specs.push(spec);
+                }
+            }
+        }
+    }
+    Ok(specs)
+}
+
+fn component_from(doc: RawResource, file: &Path) -> Result<ComponentSpec, ResourceError> {
+    let invalid = |message: String| ResourceError::Invalid {
+        path: file.to_path_buf(),
+        message,
+    };
+    if doc.metadata.name.is_empty() {
+        return Err(invalid("component has no metadata.name".into()));
+    }
+    let spec = doc
+        .spec
+        .as_object()
+        .ok_or_else(|| invalid("component has no spec".into()))?;
+    let kind = spec.get("type").map(scalar_string).unwrap_or_default();
+    if kind.is_empty() {
+        return Err(invalid(format!(
+            "component {} has no spec.type",
+            doc.metadata.name
+        )));
+    }
+    let mut metadata = HashMap::new();
+    if let Some(items) = spec.get("metadata").and_then(Value::as_array) {
+        for item in items {
+            let name = item.get("name").map(scalar_string).unwrap_or_default();
+            if name.is_empty() {
+                return Err(invalid(format!(
+                    "component {}: a metadata item has no name",
+                    doc.metadata.name
+                )));
+            }
+            if item.get("secretKeyRef").is_some() {
+                return Err(invalid(format!(
+                    "component {}: metadata {name} uses secretKeyRef; secret stores are not supported by this sidecar",
+                    doc.metadata.name
+                )));
+            }
+            let value = item.get("value").map(scalar_string).unwrap_or_default();
+            metadata.insert(name.to_ascii_lowercase(), value);
+        }
+    }
+    Ok(ComponentSpec {
+        name: doc.metadata.name,
+        kind,
+        version: spec.get("version").map(scalar_string).unwrap_or_default(),
+        metadata,
+        ignore_errors: spec
+            .get("ignoreErrors")
+            .is_some_and(|v| scalar_string(v) == "true"),
+        scopes: doc.scopes,
+        file: file.to_path_buf(),
+    })
+}
+
+/// The parts of Dapr's `Configuration` this sidecar acts on.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// `tracing.samplingRate`; 0 means no tracing work at all.
+    pub sampling_rate: f64,
+    pub zipkin_endpoint: Option<String>,
+    pub metrics_enabled: bool,
+}
+
+impl Default for Configuration {
+    fn default() -> Self {
+        Configuration {
+            sampling_rate: 0.0,
+            zipkin_endpoint: None,
+            metrics_enabled: true,
+        }
+    }
+}
+
+pub fn load_configuration(path: &Path) -> Result<Configuration, ResourceError> {
+    let invalid = |message: String| ResourceError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let docs = parse_docs(path)?;
+    let doc = docs
+        .into_iter()
+        .find(|d| d.kind == "Configuration")
+        .ok_or_else(|| invalid("no resource of kind Configuration".into()))?;
+    let mut config = Configuration::default();
+    if let Some(tracing) = doc.spec.get("tracing") {
+        let rate = tracing
+            .get("samplingRate")
+            .map(scalar_string)
+            .unwrap_or_default();
+        config.sampling_rate = if rate.is_empty() {
+            0.0001
+        } else {
+            rate.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "tracing.samplingRate {rate:?} is not a number from 0 to 1"
+                    ))
+                })?
+        };
+        config.zipkin_endpoint = tracing
+            .get("zipkin")
+            .and_then(|z| z.get("endpointAddress"))
+            .map(scalar_string)
+            .filter(|s| !s.is_empty());
+    }
+    if let Some(enabled) = doc.spec.get("metrics").and_then(|m| m.get("enabled")) {
+        config.metrics_enabled = match scalar_string(enabled).as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(invalid(format!(
+                    "metrics.enabled {other:?} is not true or false"
+                )));
+            }
+        };
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_yaml_names_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("sidecar-res-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.yaml");
+        std::fs::write(
+            &file,
+            "kind: Component\nmetadata:\n  name: x\nspec: [unclosed\n",
+        )
+        .unwrap();
+        let err = load_components(std::slice::from_ref(&dir), "app")
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("bad.yaml"), "{err}");
+        assert!(
+            err.contains("line") || err.contains(":4:") || err.contains(" 4"),
+            "{err}"
+        );
+    }
+}
