@@ -1,1 +1,16 @@
+//! The test harness every black-box test of the workspace uses: a real `redis-server` on a
+//! free loopback port, real `sidecar run` processes with their own name registry, temporary
+//! component folders, and health polling instead of sleeps. Everything started here is
+//! stopped when its handle is dropped.
 
+mod components;
+mod process;
+mod redis;
+mod sidecar;
+mod stores;
+
+pub use components::ComponentsDir;
+pub use process::{TempDir, free_port, wait_until};
+pub use redis::RedisServer;
+pub use sidecar::{SidecarBuilder, SidecarProcess};
+pub use stores::{StoreFixture, StoreKind};

@@ -4,11 +4,11 @@
 //! Each entry is a hash at the prefixed key with fields `data` and `version` (the version is
 //! the ETag, a decimal counter) and, for keys ever written with first-write, `first-write`.
 //! Writes and deletes are single Lua scripts so the ETag check and the write are atomic;
-//! transactions are the same scripts inside MULTI/EXEC (no rollback, as in Dapr).
+//! a transaction is one script that checks every ETag before it writes anything.
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use redis::{Pipeline, RedisError, Value};
+use redis::{RedisError, Value};
 
 use super::{Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation};
 
@@ -33,6 +33,45 @@ if not ok or ver == false or ver == ARGV[1] or ARGV[1] == "0" then
   return redis.call("DEL", KEYS[1])
 end
 return redis.error_reply("failed to delete " .. KEYS[1])
+"#;
+
+/// A whole transaction: KEYS are the operations' keys; ARGV holds four values per
+/// operation: "s" (upsert) or "d" (delete), the expected version ("0" for none), the data,
+/// and the TTL ("" none, "p" persist, or seconds). Checks first, then writes.
+const TX_SCRIPT: &str = r#"
+local n = #KEYS
+for i = 1, n do
+  local b = (i - 1) * 4
+  local want = ARGV[b + 2]
+  local ok, ver = pcall(redis.call, "HGET", KEYS[i], "version")
+  if not ok then ver = false end
+  if ARGV[b + 1] == "s" then
+    local fw = false
+    if ok then
+      local okf, f = pcall(redis.call, "HEXISTS", KEYS[i], "first-write")
+      fw = okf and f == 1
+    end
+    if not (ver == false or ver == "" or ver == want or (not fw and want == "0")) then
+      return redis.error_reply("failed to set key " .. KEYS[i])
+    end
+  elseif not (ver == false or ver == want or want == "0") then
+    return redis.error_reply("failed to delete " .. KEYS[i])
+  end
+end
+for i = 1, n do
+  local b = (i - 1) * 4
+  if ARGV[b + 1] == "s" then
+    local t = redis.call("TYPE", KEYS[i])["ok"]
+    if t ~= "hash" and t ~= "none" then redis.call("DEL", KEYS[i]) end
+    redis.call("HSET", KEYS[i], "data", ARGV[b + 3])
+    redis.call("HINCRBY", KEYS[i], "version", 1)
+    local ttl = ARGV[b + 4]
+    if ttl == "p" then redis.call("PERSIST", KEYS[i]) elseif ttl ~= "" then redis.call("EXPIRE", KEYS[i], ttl) end
+  else
+    redis.call("DEL", KEYS[i])
+  end
+end
+return n
 "#;
 
 pub struct RedisStore {
@@ -61,6 +100,9 @@ impl RedisStore {
         &self,
         keys: &[String],
     ) -> Result<Vec<Result<Option<Stored>, StoreError>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for key in keys {
@@ -148,44 +190,41 @@ impl RedisStore {
         }
     }
 
+    /// All operations in one script: every ETag is checked before anything is written, so a
+    /// failed transaction leaves nothing behind. (Dapr's own store sends MULTI/EXEC and can
+    /// apply part of a failed transaction; the keys and hashes written are the same.)
     pub async fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
-        let mut pipe: Pipeline = redis::pipe();
-        pipe.atomic();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(TX_SCRIPT).arg(ops.len());
+        for op in ops {
+            match op {
+                TxOperation::Upsert(r) => cmd.arg(&r.key),
+                TxOperation::Delete(r) => cmd.arg(&r.key),
+            };
+        }
         for op in ops {
             match op {
                 TxOperation::Upsert(req) => {
                     let version = expected_version(req.etag.as_deref(), req.concurrency)?;
-                    pipe.cmd("EVAL")
-                        .arg(SET_SCRIPT)
-                        .arg(1)
-                        .arg(&req.key)
-                        .arg(version)
-                        .arg(&req.value[..]);
-                    match self.ttl_for(req) {
-                        Some(ttl) if ttl > 0 => {
-                            pipe.cmd("EXPIRE").arg(&req.key).arg(ttl);
-                        }
-                        Some(_) => {
-                            pipe.cmd("PERSIST").arg(&req.key);
-                        }
-                        None => {}
-                    }
+                    let ttl = match self.ttl_for(req) {
+                        Some(t) if t > 0 => t.to_string(),
+                        Some(_) => "p".to_string(),
+                        None => String::new(),
+                    };
+                    cmd.arg("s").arg(version).arg(&req.value[..]).arg(ttl);
                 }
                 TxOperation::Delete(req) => {
-                    let etag = req.etag.clone().unwrap_or_else(|| "0".into());
-                    pipe.cmd("EVAL")
-                        .arg(DEL_SCRIPT)
-                        .arg(1)
-                        .arg(&req.key)
-                        .arg(etag);
+                    let etag = req.etag.as_deref().unwrap_or("0");
+                    cmd.arg("d").arg(etag).arg("").arg("");
                 }
             }
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<Value>(&mut conn)
-            .await
-            .map_err(StoreError::backend)?;
-        Ok(())
+        match cmd.query_async::<Value>(&mut conn).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_script_refusal(&e) => Err(StoreError::EtagMismatch(e.to_string())),
+            Err(e) => Err(StoreError::backend(e)),
+        }
     }
 }
 
@@ -199,9 +238,13 @@ fn expected_version(etag: Option<&str>, concurrency: Concurrency) -> Result<i64,
     }
 }
 
+/// The scripts' own refusals (`failed to set key ...`); redis-rs reads the first word of
+/// an error reply as its code, so the text arrives split.
 fn is_script_refusal(e: &RedisError) -> bool {
-    let text = e.to_string();
-    text.contains("failed to set key") || text.contains("failed to delete")
+    e.code() == Some("failed") && {
+        let text = e.to_string();
+        text.contains("to set key") || text.contains("to delete")
+    }
 }
 
 fn parse_hash(key: &str, v: Value) -> Result<Option<Stored>, StoreError> {

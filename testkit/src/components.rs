@@ -1,0 +1,90 @@
+//! Component folders for one test: a state store and a lock store of the chosen kind,
+//! written as Dapr component YAMLs.
+
+use std::path::Path;
+
+use crate::process::TempDir;
+
+pub struct ComponentsDir {
+    dir: TempDir,
+}
+
+fn component(name: &str, kind: &str, meta: &[(&str, String)]) -> String {
+    let mut s = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {kind}\n  version: v1\n  metadata:"
+    );
+    s.push_str(if meta.is_empty() { " []\n" } else { "\n" });
+    for (k, v) in meta {
+        s.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    }
+    s
+}
+
+impl ComponentsDir {
+    fn with(files: &[(&str, String)]) -> Self {
+        let dir = TempDir::new("components");
+        for (file, text) in files {
+            std::fs::write(dir.path().join(file), text).expect("writing a component file");
+        }
+        ComponentsDir { dir }
+    }
+
+    /// In-memory state and lock.
+    pub fn memory() -> Self {
+        Self::with(&[
+            (
+                "statestore.yaml",
+                component("statestore", "state.in-memory", &[]),
+            ),
+            (
+                "lockstore.yaml",
+                component("lockstore", "lock.in-memory", &[]),
+            ),
+        ])
+    }
+
+    /// SQLite state in `db` and the in-process lock.
+    pub fn sqlite(db: &Path) -> Self {
+        Self::with(&[
+            (
+                "statestore.yaml",
+                component(
+                    "statestore",
+                    "state.sqlite",
+                    &[("connectionString", db.display().to_string())],
+                ),
+            ),
+            (
+                "lockstore.yaml",
+                component("lockstore", "lock.in-memory", &[]),
+            ),
+        ])
+    }
+
+    /// Redis state and lock on `127.0.0.1:port`, with extra state metadata (e.g. keyPrefix).
+    pub fn redis(port: u16, extra: &[(&str, String)]) -> Self {
+        let host = ("redisHost", format!("127.0.0.1:{port}"));
+        let mut state_meta = vec![host.clone()];
+        state_meta.extend(extra.iter().cloned());
+        Self::with(&[
+            (
+                "statestore.yaml",
+                component("statestore", "state.redis", &state_meta),
+            ),
+            (
+                "lockstore.yaml",
+                component("lockstore", "lock.redis", &[host]),
+            ),
+        ])
+    }
+
+    /// Arbitrary files, for tests of loading errors.
+    pub fn raw(files: &[(&str, &str)]) -> Self {
+        let owned: Vec<(&str, String)> = files.iter().map(|(f, t)| (*f, t.to_string())).collect();
+        Self::with(&owned)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}

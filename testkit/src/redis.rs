@@ -1,0 +1,87 @@
+//! A real `redis-server` on a free loopback port, with no persistence, stopped on drop.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::process::{TempDir, free_port, wait_until};
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> anyhow::Result<RedisServer> {
+        let dir = TempDir::new("redis");
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    anyhow::anyhow!("starting redis-server (apt-get install redis-server): {e}")
+                })?;
+            let mut server = RedisServer {
+                port,
+                child,
+                _dir: TempDir::new("redis-unused"),
+            };
+            match wait_until("redis PING", Duration::from_secs(5), || ping(port)).await {
+                Ok(()) => {
+                    server._dir = dir;
+                    return Ok(server);
+                }
+                Err(e) => last_err = Some(e),
+            }
+            drop(server);
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    /// Runs one command (inline form) and returns the raw reply text.
+    pub async fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+async fn ping(port: u16) -> Option<()> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"PING\r\n").await.ok()?;
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).await.ok()?;
+    buf[..n].starts_with(b"+PONG").then_some(())
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,196 @@
+//! `sidecar run` as a child process, built linkerd-style: a builder for the flags, a handle
+//! that knows the ports the sidecar chose (read from its registry file) and stops it on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::process::wait_until;
+
+pub struct SidecarBuilder {
+    bin: PathBuf,
+    app_id: String,
+    registry: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    command: Vec<String>,
+}
+
+pub struct SidecarProcess {
+    pub app_id: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    child: Option<Child>,
+}
+
+impl SidecarBuilder {
+    /// `bin` is the sidecar binary (`env!("CARGO_BIN_EXE_sidecar")` in its own tests);
+    /// `registry` is the folder shared by the sidecars of one stack.
+    pub fn new(bin: impl Into<PathBuf>, app_id: &str, registry: &Path) -> Self {
+        SidecarBuilder {
+            bin: bin.into(),
+            app_id: app_id.to_string(),
+            registry: registry.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            command: Vec::new(),
+        }
+    }
+
+    pub fn resources(mut self, dir: &Path) -> Self {
+        self.args.push("--resources-path".into());
+        self.args.push(dir.display().to_string());
+        self
+    }
+
+    pub fn app_port(mut self, port: u16) -> Self {
+        self.args.push("--app-port".into());
+        self.args.push(port.to_string());
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// The app command that `sidecar run` starts beside the sidecar.
+    pub fn command(mut self, cmd: &[&str]) -> Self {
+        self.command = cmd.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    fn build_command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("run")
+            .arg("--app-id")
+            .arg(&self.app_id)
+            .arg("--registry-dir")
+            .arg(&self.registry)
+            .arg("--log-level")
+            .arg("warn")
+            .args(&self.args)
+            .env_remove("DAPR_API_TOKEN")
+            .env_remove("APP_API_TOKEN")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if !self.command.is_empty() {
+            cmd.arg("--").args(&self.command);
+        }
+        cmd
+    }
+
+    /// Runs to completion (for launcher tests); returns the exit status and stderr.
+    pub fn run_to_end(&self) -> anyhow::Result<(ExitStatus, String)> {
+        let out = self
+            .build_command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        Ok((
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Starts the sidecar and waits until its outbound health answers 204.
+    pub async fn spawn(self) -> anyhow::Result<SidecarProcess> {
+        let mut child = self
+            .build_command()
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let pid = child.id();
+        let file = self.registry.join(format!("{}.{pid}.json", self.app_id));
+        let read = wait_until(
+            "the sidecar's registry entry",
+            Duration::from_secs(20),
+            || {
+                let file = file.clone();
+                let exited = child.try_wait().ok().flatten().is_some();
+                async move {
+                    if exited {
+                        return Some(None);
+                    }
+                    let text = std::fs::read(&file).ok()?;
+                    serde_json::from_slice::<serde_json::Value>(&text)
+                        .ok()
+                        .map(Some)
+                }
+            },
+        )
+        .await?;
+        let Some(entry) = read else {
+            let status = child.wait()?;
+            anyhow::bail!("sidecar exited before serving: {status}");
+        };
+        let port = |k: &str| {
+            entry[k]
+                .as_u64()
+                .map(|p| p as u16)
+                .ok_or_else(|| anyhow::anyhow!("no {k} in registry entry"))
+        };
+        let sidecar = SidecarProcess {
+            app_id: self.app_id.clone(),
+            http_port: port("httpPort")?,
+            grpc_port: port("grpcPort")?,
+            child: Some(child),
+        };
+        let url = format!("{}/v1.0/healthz/outbound", sidecar.http_url());
+        let client = reqwest::Client::new();
+        wait_until("sidecar health", Duration::from_secs(20), || {
+            let req = client.get(&url).send();
+            async move { req.await.ok().filter(|r| r.status() == 204).map(|_| ()) }
+        })
+        .await?;
+        Ok(sidecar)
+    }
+}
+
+impl SidecarProcess {
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait for exit (SIGKILL after 10 s).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe_sigterm(child.id());
+        for _ in 0..500 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
