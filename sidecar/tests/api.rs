@@ -1,0 +1,211 @@
+//! Health, metadata, the API token, unknown routes, unimplemented gRPC methods, metrics and
+//! shutdown.
+
+use std::time::Duration;
+
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use dapr::dapr::proto::runtime::v1::{GetMetadataRequest, PublishEventRequest};
+use serde_json::Value;
+use testkit::{ComponentsDir, SidecarBuilder, TempDir};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sidecar")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_waits_for_the_app_and_metadata_lists_components() {
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let app_port = testkit::free_port();
+    let s = SidecarBuilder::new(bin(), "meta", registry.path())
+        .resources(components.path())
+        .app_port(app_port)
+        .spawn()
+        .await
+        .unwrap();
+    let r = reqwest::get(format!("{}/v1.0/healthz", s.http_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500, "no app listening yet");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errorCode"],
+        "ERR_HEALTH_NOT_READY"
+    );
+    let _app = std::net::TcpListener::bind(("127.0.0.1", app_port)).unwrap();
+    testkit::wait_until("healthz 204", Duration::from_secs(5), || async {
+        let r = reqwest::get(format!("{}/v1.0/healthz", s.http_url()))
+            .await
+            .ok()?;
+        (r.status() == 204).then_some(())
+    })
+    .await
+    .unwrap();
+    let r = reqwest::get(format!("{}/v1.0/healthz?appid=other", s.http_url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errorCode"],
+        "ERR_HEALTH_APPID_NOT_MATCH"
+    );
+
+    let m: Value = reqwest::get(format!("{}/v1.0/metadata", s.http_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["id"], "meta");
+    let names: Vec<&str> = m["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"statestore") && names.contains(&"lockstore"),
+        "{m}"
+    );
+    assert_eq!(m["appConnectionProperties"]["port"], app_port);
+
+    let mut c = DaprClient::connect(s.grpc_url()).await.unwrap();
+    let gm = c
+        .get_metadata(GetMetadataRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gm.id, "meta");
+    let err = c
+        .publish_event(PublishEventRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_is_required_except_for_health() {
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let s = SidecarBuilder::new(bin(), "locked", registry.path())
+        .resources(components.path())
+        .env("DAPR_API_TOKEN", "s3cret")
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/v1.0/metadata", s.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.text().await.unwrap(), "invalid api token\n");
+    let r = http
+        .get(format!("{}/v1.0/metadata", s.http_url()))
+        .header("dapr-api-token", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{}/v1.0/metadata", s.http_url()))
+        .header("dapr-api-token", "s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{}/v1.0/healthz", s.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let mut c = DaprClient::connect(s.grpc_url()).await.unwrap();
+    let err = c
+        .get_metadata(GetMetadataRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(GetMetadataRequest::default());
+    req.metadata_mut()
+        .insert("dapr-api-token", "s3cret".parse().unwrap());
+    assert_eq!(c.get_metadata(req).await.unwrap().into_inner().id, "locked");
+
+    let mut client = dapr::Client::from_options(
+        dapr::client::ClientOptions::new()
+            .with_address(s.grpc_url())
+            .with_api_token("s3cret"),
+    )
+    .await
+    .unwrap();
+    client
+        .save_state("statestore", "k", b"1".to_vec(), None, None, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_configuration() {
+    let registry = TempDir::new("registry");
+    let dir = TempDir::new("config");
+    let on = dir.path().join("on.yaml");
+    std::fs::write(&on, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  metrics:\n    enabled: true\n").unwrap();
+    let port = testkit::free_port();
+    let s = SidecarBuilder::new(bin(), "metered", registry.path())
+        .arg("--config")
+        .arg(on.display().to_string())
+        .arg("--metrics-port")
+        .arg(port.to_string())
+        .spawn()
+        .await
+        .unwrap();
+    reqwest::get(format!("{}/v1.0/metadata", s.http_url()))
+        .await
+        .unwrap();
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("dapr_http_server_request_count{app_id=\"metered\""),
+        "{text}"
+    );
+
+    let off_port = testkit::free_port();
+    let off = SidecarBuilder::new(bin(), "quiet", registry.path())
+        .arg("--config")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml"))
+        .arg("--metrics-port")
+        .arg(off_port.to_string())
+        .spawn()
+        .await
+        .unwrap();
+    reqwest::get(format!("{}/v1.0/metadata", off.http_url()))
+        .await
+        .unwrap();
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{off_port}/"))
+            .await
+            .is_err(),
+        "metrics disabled: no listener"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_api_stops_the_sidecar() {
+    let registry = TempDir::new("registry");
+    let mut s = SidecarBuilder::new(bin(), "stopper", registry.path())
+        .spawn()
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1.0/shutdown", s.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let status = s.stop().unwrap();
+    assert!(status.success(), "{status}");
+}

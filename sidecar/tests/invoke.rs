@@ -1,0 +1,353 @@
+//! Service invocation through two real sidecars to a real app, over HTTP and gRPC.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest};
+use dapr::dapr::proto::runtime::v1::InvokeServiceRequest;
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use serde_json::{Value, json};
+use testkit::{ComponentsDir, SidecarBuilder, SidecarProcess, TempDir};
+
+/// An app that answers with what it received; `/status/N` answers status N.
+async fn echo(req: Request) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    if let Some(code) = parts.uri.path().strip_prefix("/status/") {
+        let code = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+        return (code, [("x-app", "yes")], format!("app says {code}")).into_response();
+    }
+    let headers: HashMap<String, String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    axum::Json(json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response()
+}
+
+async fn start_echo_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(listener, Router::new().fallback(echo))
+            .await
+            .unwrap()
+    });
+    port
+}
+
+struct Pair {
+    caller: SidecarProcess,
+    _callee: SidecarProcess,
+    http: reqwest::Client,
+    _registry: TempDir,
+    _components: ComponentsDir,
+}
+
+async fn pair(callee_env: &[(&str, &str)]) -> Pair {
+    let app_port = start_echo_app().await;
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let bin = env!("CARGO_BIN_EXE_sidecar");
+    let mut callee = SidecarBuilder::new(bin, "backend", registry.path())
+        .resources(components.path())
+        .app_port(app_port);
+    for (k, v) in callee_env {
+        callee = callee.env(k, v);
+    }
+    let callee = callee.spawn().await.unwrap();
+    let caller = SidecarBuilder::new(bin, "frontend", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    Pair {
+        caller,
+        _callee: callee,
+        http: reqwest::Client::new(),
+        _registry: registry,
+        _components: components,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_passes_verb_path_query_headers_and_body() {
+    let p = pair(&[]).await;
+    for method in ["POST", "PUT", "DELETE", "PATCH", "GET"] {
+        let r = p
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!(
+                    "{}/v1.0/invoke/backend/method/book_hotel/42?x=1&y=two",
+                    p.caller.http_url()
+                ),
+            )
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("x-custom", "kept")
+            .header("content-type", "application/json")
+            .body(r#"{"user":"ann"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["method"], method);
+        assert_eq!(e["path"], "/book_hotel/42");
+        assert_eq!(e["query"], "x=1&y=two");
+        assert_eq!(e["body"], r#"{"user":"ann"}"#);
+        let h = &e["headers"];
+        assert_eq!(
+            h["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(h["x-custom"], "kept");
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["dapr-caller-app-id"], "frontend");
+        assert_eq!(h["dapr-callee-app-id"], "backend");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_errors_pass_through_unwrapped() {
+    let p = pair(&[]).await;
+    let r = p
+        .http
+        .get(format!(
+            "{}/v1.0/invoke/backend/method/status/404",
+            p.caller.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-app"], "yes");
+    assert_eq!(r.text().await.unwrap(), "app says 404 Not Found");
+    let r = p
+        .http
+        .post(format!(
+            "{}/v1.0/invoke/backend/method/status/503",
+            p.caller.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_form_and_unknown_targets() {
+    let p = pair(&[]).await;
+    let r = p
+        .http
+        .get(format!("{}/any/path?q=1", p.caller.http_url()))
+        .header("dapr-app-id", "backend")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["path"], "/any/path");
+    assert_eq!(e["query"], "q=1");
+    assert!(
+        e["headers"].get("dapr-app-id").is_none(),
+        "dapr-app-id is removed before forwarding"
+    );
+
+    let r = p
+        .http
+        .get(format!(
+            "{}/v1.0/invoke/nobody/method/x",
+            p.caller.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errorCode"],
+        "ERR_DIRECT_INVOKE"
+    );
+    let r = p
+        .http
+        .get(format!("{}/not/a/route", p.caller.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errorCode"],
+        "ERR_DIRECT_INVOKE"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_with_different_registries_do_not_see_each_other() {
+    let p = pair(&[]).await;
+    let other_registry = TempDir::new("registry");
+    let stranger = SidecarBuilder::new(
+        env!("CARGO_BIN_EXE_sidecar"),
+        "frontend",
+        other_registry.path(),
+    )
+    .spawn()
+    .await
+    .unwrap();
+    let r = p
+        .http
+        .get(format!(
+            "{}/v1.0/invoke/backend/method/x",
+            stranger.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        500,
+        "a sidecar of another stack must not reach this backend"
+    );
+    let r = p
+        .http
+        .get(format!(
+            "{}/v1.0/invoke/backend/method/x",
+            p.caller.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_invoke_service() {
+    let p = pair(&[]).await;
+    let mut c = DaprClient::connect(p.caller.grpc_url()).await.unwrap();
+    let req = |method: &str| InvokeServiceRequest {
+        id: "backend".into(),
+        message: Some(InvokeRequest {
+            method: method.into(),
+            data: Some(prost_any(b"payload")),
+            content_type: "text/plain".into(),
+            http_extension: Some(HttpExtension {
+                verb: 4,
+                querystring: "a=b".into(),
+            }),
+        }),
+    };
+    let resp = c.invoke_service(req("echo/me")).await.unwrap().into_inner();
+    let e: Value = serde_json::from_slice(&resp.data.unwrap().value).unwrap();
+    assert_eq!(e["method"], "PUT");
+    assert_eq!(e["path"], "/echo/me");
+    assert_eq!(e["query"], "a=b");
+    assert_eq!(e["body"], "payload");
+    let err = c.invoke_service(req("status/404")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+fn prost_any(bytes: &[u8]) -> prost_types::Any {
+    prost_types::Any {
+        type_url: String::new(),
+        value: bytes.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_api_token_is_sent_to_the_app_and_caller_token_is_not() {
+    let p = pair(&[("APP_API_TOKEN", "app-secret")]).await;
+    let r = p
+        .http
+        .get(format!(
+            "{}/v1.0/invoke/backend/method/x",
+            p.caller.http_url()
+        ))
+        .header("dapr-api-token", "caller-token")
+        .send()
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["headers"]["dapr-api-token"], "app-secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_started_by_sidecar_run_is_reachable_from_another_sidecar() {
+    let registry = TempDir::new("registry");
+    let www = TempDir::new("www");
+    std::fs::write(www.path().join("hello.txt"), "hello from the app\n").unwrap();
+    let port = testkit::free_port();
+    let bin = env!("CARGO_BIN_EXE_sidecar");
+    let _web = SidecarBuilder::new(bin, "web", registry.path())
+        .app_port(port)
+        .command(&[
+            "python3",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &www.path().display().to_string(),
+        ])
+        .spawn()
+        .await
+        .unwrap();
+    let caller = SidecarBuilder::new(bin, "client", registry.path())
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1.0/invoke/web/method/hello.txt", caller.http_url());
+    let body = testkit::wait_until(
+        "the app behind sidecar run",
+        std::time::Duration::from_secs(20),
+        || {
+            let req = http.get(&url).send();
+            async move {
+                let r = req.await.ok()?;
+                if r.status() != 200 {
+                    return None;
+                }
+                r.text().await.ok()
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(body, "hello from the app\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoking_the_own_app_id_goes_straight_to_the_app() {
+    let app_port = start_echo_app().await;
+    let registry = TempDir::new("registry");
+    let s = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "solo", registry.path())
+        .app_port(app_port)
+        .spawn()
+        .await
+        .unwrap();
+    let r = reqwest::get(format!("{}/v1.0/invoke/solo/method/self", s.http_url()))
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["path"], "/self");
+}

@@ -1,0 +1,141 @@
+//! `sidecar run` as `dapr run`: the app's environment, its exit status, signal forwarding,
+//! and clear errors for broken component files.
+
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::{ComponentsDir, SidecarBuilder, TempDir};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sidecar")
+}
+
+#[test]
+fn exits_with_the_apps_status() {
+    let registry = TempDir::new("registry");
+    let (status, _) = SidecarBuilder::new(bin(), "quitter", registry.path())
+        .command(&["sh", "-c", "exit 3"])
+        .run_to_end()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+}
+
+#[test]
+fn app_gets_dapr_run_environment_and_a_live_sidecar() {
+    let registry = TempDir::new("registry");
+    let script = r#"
+set -e
+test "$APP_ID" = envcheck
+test "$APP_PORT" = 4321
+test "$APP_PROTOCOL" = http
+test -n "$DAPR_HTTP_PORT"
+test -n "$DAPR_GRPC_PORT"
+python3 -c "import os, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:%s/v1.0/healthz/outbound' % os.environ['DAPR_HTTP_PORT']); assert r.status == 204"
+"#;
+    let (status, stderr) = SidecarBuilder::new(bin(), "envcheck", registry.path())
+        .app_port(4321)
+        .command(&["sh", "-c", script])
+        .run_to_end()
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_app() {
+    let registry = TempDir::new("registry");
+    let flag = registry.path().join("app-started");
+    let script = format!(
+        "trap 'exit 7' TERM; touch {}; while true; do sleep 0.05; done",
+        flag.display()
+    );
+    let mut child = Command::new(bin())
+        .args([
+            "run",
+            "--app-id",
+            "sleeper",
+            "--log-level",
+            "warn",
+            "--registry-dir",
+        ])
+        .arg(registry.path())
+        .args(["--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if flag.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(flag.exists(), "the app never started");
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the app's own exit code after SIGTERM"
+    );
+    let left: Vec<_> = std::fs::read_dir(registry.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert!(left.is_empty(), "registration removed on shutdown");
+}
+
+#[test]
+fn unknown_component_type_names_file_and_type() {
+    let registry = TempDir::new("registry");
+    let dir = ComponentsDir::raw(&[(
+        "pubsub.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata: []\n",
+    )]);
+    let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
+        .resources(dir.path())
+        .command(&["true"])
+        .run_to_end()
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("pubsub.yaml") && stderr.contains("pubsub.kafka"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn broken_yaml_names_file_and_line() {
+    let registry = TempDir::new("registry");
+    let dir = ComponentsDir::raw(&[(
+        "broken.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec: [oops\n",
+    )]);
+    let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
+        .resources(dir.path())
+        .command(&["true"])
+        .run_to_end()
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("broken.yaml") && stderr.contains("line"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn other_resource_kinds_are_skipped() {
+    let registry = TempDir::new("registry");
+    let dir = ComponentsDir::raw(&[(
+        "resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies: {}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n",
+    )]);
+    let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
+        .resources(dir.path())
+        .command(&["true"])
+        .run_to_end()
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+}

@@ -1,0 +1,280 @@
+//! Distributed lock API against every lock store, over HTTP and gRPC.
+
+use std::time::{Duration, Instant};
+
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use dapr::dapr::proto::runtime::v1::{TryLockRequest, UnlockRequest};
+use serde_json::{Value, json};
+use testkit::{SidecarBuilder, SidecarProcess, StoreFixture, StoreKind, TempDir};
+
+struct Stack {
+    _fixture: StoreFixture,
+    sidecar: SidecarProcess,
+    http: reqwest::Client,
+    _registry: TempDir,
+}
+
+async fn stack(kind: StoreKind) -> Stack {
+    let fixture = StoreFixture::start(kind).await.expect("store fixture");
+    let registry = TempDir::new("registry");
+    let sidecar = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "app", registry.path())
+        .resources(fixture.components.path())
+        .spawn()
+        .await
+        .expect("sidecar");
+    Stack {
+        _fixture: fixture,
+        sidecar,
+        http: reqwest::Client::new(),
+        _registry: registry,
+    }
+}
+
+impl Stack {
+    async fn call(&self, op: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!(
+                "{}/v1.0-alpha1/{op}/lockstore",
+                self.sidecar.http_url()
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn lock(&self, resource: &str, owner: &str, expiry: i64) -> bool {
+        let (status, body) = self
+            .call(
+                "lock",
+                json!({"resourceId": resource, "lockOwner": owner, "expiryInSeconds": expiry}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["success"]
+            .as_bool()
+            .expect("success is a JSON boolean")
+    }
+
+    async fn unlock(&self, resource: &str, owner: &str) -> i64 {
+        let (status, body) = self
+            .call(
+                "unlock",
+                json!({"resourceId": resource, "lockOwner": owner}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["status"].as_i64().expect("status is a number")
+    }
+}
+
+async fn http_lock_is_exclusive_and_owner_released(kind: StoreKind) {
+    let s = stack(kind).await;
+    assert!(s.lock("hotel-1", "a", 30).await);
+    assert!(!s.lock("hotel-1", "b", 30).await, "held by a");
+    assert!(!s.lock("hotel-1", "a", 30).await, "not reentrant");
+    assert!(s.lock("hotel-2", "b", 30).await, "another resource is free");
+    assert_eq!(s.unlock("hotel-1", "b").await, 2, "LOCK_BELONGS_TO_OTHERS");
+    assert!(
+        !s.lock("hotel-1", "b", 30).await,
+        "a failed unlock changes nothing"
+    );
+    assert_eq!(s.unlock("hotel-1", "a").await, 0, "SUCCESS");
+    assert_eq!(s.unlock("hotel-1", "a").await, 1, "LOCK_DOES_NOT_EXIST");
+    assert!(s.lock("hotel-1", "b", 30).await, "free after release");
+}
+
+async fn http_lock_expires_after_its_lease(kind: StoreKind) {
+    let s = stack(kind).await;
+    let start = Instant::now();
+    assert!(s.lock("r", "crashed-owner", 1).await);
+    assert!(!s.lock("r", "next", 1).await);
+    loop {
+        if s.lock("r", "next", 5).await {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the lease of 1 s never ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "released before its lease: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        s.unlock("r", "crashed-owner").await,
+        2,
+        "the old owner no longer holds it"
+    );
+}
+
+async fn http_lock_validation(kind: StoreKind) {
+    let s = stack(kind).await;
+    let (status, body) = s
+        .call(
+            "lock",
+            json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 0}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (400, Some("ERR_MALFORMED_REQUEST"))
+    );
+    let (status, body) = s
+        .call("lock", json!({"resourceId": "r", "expiryInSeconds": 5}))
+        .await;
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (400, Some("ERR_MALFORMED_REQUEST"))
+    );
+    let (status, body) = s
+        .call(
+            "lock",
+            json!({"resource_id": "r", "lock_owner": "o", "expiry_in_seconds": 5}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"success": true})),
+        "snake_case names are accepted"
+    );
+    let r = s
+        .http
+        .post(format!("{}/v1.0-alpha1/lock/nope", s.sidecar.http_url()))
+        .json(&json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errorCode"],
+        "ERR_LOCK_STORE_NOT_FOUND"
+    );
+    let (status, body) = s
+        .call(
+            "lock",
+            json!({"resourceId": "a||b", "lockOwner": "o", "expiryInSeconds": 5}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (500, Some("ERR_TRY_LOCK"))
+    );
+}
+
+async fn grpc_lock(kind: StoreKind) {
+    let s = stack(kind).await;
+    let mut c = DaprClient::connect(s.sidecar.grpc_url()).await.unwrap();
+    let req = |owner: &str| TryLockRequest {
+        store_name: "lockstore".into(),
+        resource_id: "g".into(),
+        lock_owner: owner.into(),
+        expiry_in_seconds: 30,
+    };
+    assert!(
+        c.try_lock_alpha1(req("a"))
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
+    assert!(
+        !c.try_lock_alpha1(req("b"))
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
+    let unlock = |owner: &str| UnlockRequest {
+        store_name: "lockstore".into(),
+        resource_id: "g".into(),
+        lock_owner: owner.into(),
+    };
+    assert_eq!(
+        c.unlock_alpha1(unlock("b"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        2
+    );
+    assert_eq!(
+        c.unlock_alpha1(unlock("a"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        0
+    );
+    assert_eq!(
+        c.unlock_alpha1(unlock("a"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        1
+    );
+    let mut bad = req("a");
+    bad.expiry_in_seconds = -1;
+    assert_eq!(
+        c.try_lock_alpha1(bad).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    let mut unknown = req("a");
+    unknown.store_name = "nope".into();
+    assert_eq!(
+        c.try_lock_alpha1(unknown).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+}
+
+macro_rules! for_each_store {
+    ($($test:ident),* $(,)?) => {
+        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(testkit::StoreKind::Memory).await } )* }
+        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(testkit::StoreKind::Redis).await } )* }
+    };
+}
+
+for_each_store!(
+    http_lock_is_exclusive_and_owner_released,
+    http_lock_expires_after_its_lease,
+    http_lock_validation,
+    grpc_lock,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lock_store_configured() {
+    let registry = TempDir::new("registry");
+    let empty = testkit::ComponentsDir::raw(&[]);
+    let s = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "app", registry.path())
+        .resources(empty.path())
+        .spawn()
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1.0-alpha1/lock/lockstore", s.http_url()))
+        .json(&json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errorCode"],
+        "ERR_LOCK_STORE_NOT_CONFIGURED"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1.0/state/statestore/k", s.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errorCode"],
+        "ERR_STATE_STORE_NOT_CONFIGURED"
+    );
+}
