@@ -212,12 +212,12 @@ impl Runtime {
         owner: &str,
         expiry: Option<i32>,
     ) -> Result<&LockComponent, ApiError> {
-        if let Some(expiry) = expiry {
-            if expiry <= 0 {
-                return Err(ApiError::malformed(format!(
-                    "ExpiryInSeconds is not positive in lock store {name}"
-                )));
-            }
+        if let Some(expiry) = expiry
+            && expiry <= 0
+        {
+            return Err(ApiError::malformed(format!(
+                "ExpiryInSeconds is not positive in lock store {name}"
+            )));
         }
         if self.components.lock.is_empty() {
             return Err(ApiError::lock_store_not_configured());

@@ -23,16 +23,13 @@ pub struct DaprApi {
     rt: Arc<Runtime>,
 }
 
-/// The gRPC service, with the API token check in front of it when `DAPR_API_TOKEN` is set.
-pub fn service(
-    rt: Arc<Runtime>,
-) -> InterceptedService<
-    DaprServer<DaprApi>,
-    impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone,
-> {
-    let token = rt.info.api_token.clone();
-    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
-        let Some(expected) = &token else {
+/// Checks `dapr-api-token` metadata when `DAPR_API_TOKEN` is set.
+#[derive(Clone)]
+pub struct TokenCheck(Option<Arc<str>>);
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.0 else {
             return Ok(req);
         };
         match req.metadata().get("dapr-api-token") {
@@ -44,7 +41,12 @@ pub fn service(
                 "Unauthorized: authentication error: api token mismatch",
             )),
         }
-    };
+    }
+}
+
+/// The gRPC service, with the API token check in front of it.
+pub fn service(rt: Arc<Runtime>) -> InterceptedService<DaprServer<DaprApi>, TokenCheck> {
+    let check = TokenCheck(rt.info.api_token.as_deref().map(Arc::from));
     let server = DaprServer::new(DaprApi { rt })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -139,10 +141,10 @@ impl Dapr for DaprApi {
                 }
             }
         }
-        if !msg.content_type.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&msg.content_type) {
-                headers.insert(header::CONTENT_TYPE, v);
-            }
+        if !msg.content_type.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&msg.content_type)
+        {
+            headers.insert(header::CONTENT_TYPE, v);
         }
         let call = Call {
             method: http_method(ext.verb),

@@ -135,15 +135,12 @@ fn json_response(body: Vec<u8>) -> Response {
 }
 
 async fn healthz(State(rt): Rt, RawQuery(q): RawQuery) -> Response {
-    if let Some(app) = query_pairs(q.as_deref())
+    let asked = query_pairs(q.as_deref())
         .into_iter()
-        .find(|(k, _)| k == "appid")
-        .map(|(_, v)| v)
-    {
-        if app != rt.app_id() {
-            return ApiError::internal("ERR_HEALTH_APPID_NOT_MATCH", "dapr app-id does not match")
-                .into_response();
-        }
+        .find(|(k, _)| k == "appid");
+    if asked.is_some_and(|(_, app)| app != rt.app_id()) {
+        return ApiError::internal("ERR_HEALTH_APPID_NOT_MATCH", "dapr app-id does not match")
+            .into_response();
     }
     if !rt.is_app_ready() {
         return ApiError::internal("ERR_HEALTH_NOT_READY", "dapr is not ready").into_response();
@@ -277,13 +274,13 @@ fn concurrency_of(
     let Some(o) = options else {
         return Ok(Concurrency::Unspecified);
     };
-    if let Some(c) = o.consistency.as_deref() {
-        if !matches!(c, "" | "strong" | "eventual") {
-            return Err(ApiError::internal(
-                code,
-                format!("unknown consistency value {c:?}"),
-            ));
-        }
+    if let Some(c) = o.consistency.as_deref()
+        && !matches!(c, "" | "strong" | "eventual")
+    {
+        return Err(ApiError::internal(
+            code,
+            format!("unknown consistency value {c:?}"),
+        ));
     }
     let c = o.concurrency.as_deref().unwrap_or("");
     Concurrency::parse(c)

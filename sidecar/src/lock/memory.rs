@@ -21,10 +21,10 @@ impl MemoryLock {
     pub fn try_lock(&self, key: &str, owner: &str, expiry_secs: i32) -> bool {
         let now = Instant::now();
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, until)) = leases.get(key) {
-            if *until > now {
-                return false;
-            }
+        if let Some((_, until)) = leases.get(key)
+            && *until > now
+        {
+            return false;
         }
         if leases.len() >= 4096 {
             leases.retain(|_, (_, until)| *until > now);

@@ -43,11 +43,12 @@ const EXPIRES: &str =
 
 fn open(settings: &SqliteSettings) -> Result<Connection, StoreError> {
     let cs = settings.connection_string.as_str();
-    if cs != ":memory:" && !cs.starts_with("file:") {
-        if let Some(dir) = Path::new(cs).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
-        }
+    if cs != ":memory:"
+        && !cs.starts_with("file:")
+        && let Some(dir) = Path::new(cs).parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
