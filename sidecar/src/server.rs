@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Entry, Registration, Registry};
 use crate::resources::{self, Configuration};
 use crate::runtime::{Runtime, RuntimeInfo};
+use crate::trace::{TraceLayer, Tracer};
 
 /// Everything a sidecar needs to start; the launcher fills it from `dapr run` flags.
 #[derive(Debug, Clone)]
@@ -177,7 +178,16 @@ impl Sidecar {
         });
 
         let mut tasks = Vec::new();
-        let mut router = api::http::router(runtime.clone());
+        let tracer = Tracer::new(
+            config.sampling_rate,
+            config.zipkin_endpoint.clone(),
+            &opts.app_id,
+        );
+        let traced = |router: axum::Router| match &tracer {
+            Some(t) => router.layer(TraceLayer::new(t.clone())),
+            None => router,
+        };
+        let mut router = traced(api::http::router(runtime.clone()));
         if let Some(listener) = metrics_listener {
             let metrics = Metrics::new(&opts.app_id);
             router = metrics.layer(router);
@@ -186,19 +196,31 @@ impl Sidecar {
         tasks.push(serve_http(http, router, rx.clone()));
         tasks.push(serve_http(
             internal,
-            api::internal::router(runtime.clone()),
+            traced(api::internal::router(runtime.clone())),
             rx.clone(),
         ));
         let grpc_rx = rx.clone();
         let grpc_service = api::grpc::service(runtime.clone());
+        let grpc_tracer = tracer.clone();
         tasks.push(tokio::spawn(async move {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(grpc_service)
-                .serve_with_incoming_shutdown(incoming, stopped(grpc_rx))
-                .await
-            {
+            let result = match grpc_tracer {
+                Some(t) => {
+                    tonic::transport::Server::builder()
+                        .layer(TraceLayer::new(t))
+                        .add_service(grpc_service)
+                        .serve_with_incoming_shutdown(incoming, stopped(grpc_rx))
+                        .await
+                }
+                None => {
+                    tonic::transport::Server::builder()
+                        .add_service(grpc_service)
+                        .serve_with_incoming_shutdown(incoming, stopped(grpc_rx))
+                        .await
+                }
+            };
+            if let Err(e) = result {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         }));

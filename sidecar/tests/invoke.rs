@@ -1,57 +1,10 @@
 //! Service invocation through two real sidecars to a real app, over HTTP and gRPC.
 
-use std::collections::HashMap;
-
-use axum::Router;
-use axum::extract::Request;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest};
 use dapr::dapr::proto::runtime::v1::InvokeServiceRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::{ComponentsDir, SidecarBuilder, SidecarProcess, TempDir};
-
-/// An app that answers with what it received; `/status/N` answers status N.
-async fn echo(req: Request) -> axum::response::Response {
-    let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    if let Some(code) = parts.uri.path().strip_prefix("/status/") {
-        let code = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
-        return (code, [("x-app", "yes")], format!("app says {code}")).into_response();
-    }
-    let headers: HashMap<String, String> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                v.to_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    axum::Json(json!({
-        "method": parts.method.as_str(),
-        "path": parts.uri.path(),
-        "query": parts.uri.query(),
-        "headers": headers,
-        "body": String::from_utf8_lossy(&body),
-    }))
-    .into_response()
-}
-
-async fn start_echo_app() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        axum::serve(listener, Router::new().fallback(echo))
-            .await
-            .unwrap()
-    });
-    port
-}
 
 struct Pair {
     caller: SidecarProcess,
@@ -62,7 +15,7 @@ struct Pair {
 }
 
 async fn pair(callee_env: &[(&str, &str)]) -> Pair {
-    let app_port = start_echo_app().await;
+    let app_port = testkit::start_echo_app().await;
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
     let bin = env!("CARGO_BIN_EXE_sidecar");
@@ -338,7 +291,7 @@ async fn an_app_started_by_sidecar_run_is_reachable_from_another_sidecar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoking_the_own_app_id_goes_straight_to_the_app() {
-    let app_port = start_echo_app().await;
+    let app_port = testkit::start_echo_app().await;
     let registry = TempDir::new("registry");
     let s = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "solo", registry.path())
         .app_port(app_port)

@@ -17,8 +17,15 @@ fn python() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_works_against_the_sidecar() {
     let py = python();
-    let has_sdk = Command::new(&py).args(["-c", "import dapr.clients"]).status().is_ok_and(|s| s.success());
-    assert!(has_sdk, "{} has no Dapr SDK: run scripts/test, or set DAPR_SDK_PYTHON", py.display());
+    let has_sdk = Command::new(&py)
+        .args(["-c", "import dapr.clients"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_sdk,
+        "{} has no Dapr SDK: run scripts/test, or set DAPR_SDK_PYTHON",
+        py.display()
+    );
 
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
@@ -28,15 +35,37 @@ async fn official_python_sdk_works_against_the_sidecar() {
     let bin = env!("CARGO_BIN_EXE_sidecar");
     let _web = SidecarBuilder::new(bin, "pyweb", registry.path())
         .app_port(port)
-        .command(&["python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory", &www.path().display().to_string()])
+        .command(&[
+            "python3",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &www.path().display().to_string(),
+        ])
         .spawn()
         .await
         .unwrap();
-    let client = SidecarBuilder::new(bin, "pyclient", registry.path()).resources(components.path()).spawn().await.unwrap();
-    testkit::wait_until("the app behind the target sidecar", std::time::Duration::from_secs(20), || async {
-        let r = reqwest::get(format!("{}/v1.0/invoke/pyweb/method/hello.txt", client.http_url())).await.ok()?;
-        (r.status() == 200).then_some(())
-    })
+    let client = SidecarBuilder::new(bin, "pyclient", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    testkit::wait_until(
+        "the app behind the target sidecar",
+        std::time::Duration::from_secs(20),
+        || async {
+            let r = reqwest::get(format!(
+                "{}/v1.0/invoke/pyweb/method/hello.txt",
+                client.http_url()
+            ))
+            .await
+            .ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
     .await
     .unwrap();
 
@@ -53,6 +82,9 @@ async fn official_python_sdk_works_against_the_sidecar() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python SDK checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "python SDK checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }

@@ -3,12 +3,14 @@
 //! component folders, and health polling instead of sleeps. Everything started here is
 //! stopped when its handle is dropped.
 
+mod apps;
 mod components;
 mod process;
 mod redis;
 mod sidecar;
 mod stores;
 
+pub use apps::{Collected, start_collector, start_echo_app};
 pub use components::ComponentsDir;
 pub use process::{TempDir, free_port, wait_until};
 pub use redis::RedisServer;
