@@ -61,17 +61,42 @@ fn open(settings: &SqliteSettings) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
+    /// Opens (and if needed creates) the database. Several sidecars may open one file at
+    /// once (as the two of one stack do); a busy database is retried for a while.
     pub fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
         let table = &settings.table_name;
         if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(StoreError::Backend(format!("invalid tableName {table:?}")));
         }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::try_open(settings) {
+                Err(StoreError::Backend(m)) if m.contains("locked") || m.contains("busy") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Backend(m));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(settings: &SqliteSettings) -> Result<Self, StoreError> {
+        let table = &settings.table_name;
         let conn = open(settings)?;
         let in_memory = settings.connection_string.contains(":memory:");
         let wal = !settings.disable_wal && !in_memory;
-        let journal = if wal { "WAL" } else { "DELETE" };
-        conn.pragma_update(None, "journal_mode", journal)
+        let journal = if wal { "wal" } else { "delete" };
+        let current: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .map_err(StoreError::backend)?;
+        if !current.eq_ignore_ascii_case(journal)
+            && !(in_memory && current.eq_ignore_ascii_case("memory"))
+        {
+            conn.pragma_update(None, "journal_mode", journal)
+                .map_err(StoreError::backend)?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(StoreError::backend)?;
         if wal {

@@ -1,0 +1,319 @@
+//! The backend's line to its sidecar: Dapr's gRPC API through the `dapr` crate's generated
+//! client, which (unlike the crate's high-level client) keeps the gRPC status code, so an
+//! ETag conflict can be told from a store failure, and has locks and transactions.
+//!
+//! The channel connects lazily and reconnects by itself, so the app can start before its
+//! sidecar and survives a sidecar restart; a call while the sidecar is down fails fast.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dapr::dapr::proto::common::v1::{Etag, StateItem, StateOptions};
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use dapr::dapr::proto::runtime::v1::{
+    ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest, SaveStateRequest,
+    TransactionalStateOperation, TryLockRequest, UnlockRequest,
+};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::settings::DaprSettings;
+
+/// Adds `dapr-api-token` to every call when `DAPR_API_TOKEN` is set.
+#[derive(Clone)]
+pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("dapr-api-token", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Raw = DaprClient<InterceptedService<Channel, Token>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaprError {
+    /// The sidecar could not be reached, or said it is unavailable.
+    #[error("dapr sidecar unavailable: {0}")]
+    Unavailable(String),
+    /// First-write / ETag refusal (gRPC ABORTED).
+    #[error("etag conflict: {0}")]
+    Conflict(String),
+    /// Anything else the sidecar or its store reported.
+    #[error("dapr call failed ({code:?}): {message}")]
+    Failed { code: tonic::Code, message: String },
+}
+
+impl From<tonic::Status> for DaprError {
+    fn from(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::Unavailable => DaprError::Unavailable(s.message().to_string()),
+            tonic::Code::Aborted => DaprError::Conflict(s.message().to_string()),
+            code => DaprError::Failed {
+                code,
+                message: s.message().to_string(),
+            },
+        }
+    }
+}
+
+/// One value read from the store; an empty `etag` means the key does not exist.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub key: String,
+    pub data: Vec<u8>,
+    pub etag: String,
+}
+
+impl Item {
+    pub fn exists(&self) -> bool {
+        !self.etag.is_empty() || !self.data.is_empty()
+    }
+}
+
+/// A transaction operation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Upsert {
+        key: String,
+        value: Vec<u8>,
+        etag: Option<String>,
+    },
+    Delete {
+        key: String,
+        etag: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlocked {
+    Released,
+    DidNotExist,
+    HeldByOther,
+}
+
+/// State and lock calls on one state store and one lock store.
+#[derive(Clone)]
+pub struct StateClient {
+    raw: Raw,
+    statestore: String,
+    lockstore: String,
+}
+
+fn first_write() -> Option<StateOptions> {
+    Some(StateOptions {
+        concurrency: 1,
+        consistency: 2,
+    })
+}
+
+impl StateClient {
+    fn endpoint(settings: &DaprSettings) -> Result<Endpoint, DaprError> {
+        Ok(Endpoint::from_shared(settings.grpc_endpoint.clone())
+            .map_err(|e| {
+                DaprError::Unavailable(format!("bad gRPC endpoint {}: {e}", settings.grpc_endpoint))
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true))
+    }
+
+    fn with_channel(settings: &DaprSettings, channel: Channel) -> Self {
+        let token = settings.api_token.as_deref().and_then(|t| t.parse().ok());
+        StateClient {
+            raw: DaprClient::with_interceptor(channel, Token(token))
+                .max_decoding_message_size(64 << 20),
+            statestore: settings.statestore.clone(),
+            lockstore: settings.lockstore.clone(),
+        }
+    }
+
+    /// A client that connects on its first call and reconnects by itself.
+    pub fn new(settings: &DaprSettings) -> Result<Self, DaprError> {
+        Ok(Self::with_channel(
+            settings,
+            Self::endpoint(settings)?.connect_lazy(),
+        ))
+    }
+
+    /// A client connected now (retrying for up to 30 s while the sidecar starts).
+    pub async fn connect(settings: &DaprSettings) -> Result<Self, DaprError> {
+        let endpoint = Self::endpoint(settings)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match endpoint.connect().await {
+                Ok(channel) => return Ok(Self::with_channel(settings, channel)),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "sidecar not reachable yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(DaprError::Unavailable(e.to_string())),
+            }
+        }
+    }
+
+    pub async fn try_lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        lease_secs: i32,
+    ) -> Result<bool, DaprError> {
+        let r = self
+            .raw
+            .clone()
+            .try_lock_alpha1(TryLockRequest {
+                store_name: self.lockstore.clone(),
+                resource_id: resource.to_string(),
+                lock_owner: owner.to_string(),
+                expiry_in_seconds: lease_secs,
+            })
+            .await?;
+        Ok(r.into_inner().success)
+    }
+
+    pub async fn unlock(&self, resource: &str, owner: &str) -> Result<Unlocked, DaprError> {
+        let r = self
+            .raw
+            .clone()
+            .unlock_alpha1(UnlockRequest {
+                store_name: self.lockstore.clone(),
+                resource_id: resource.to_string(),
+                lock_owner: owner.to_string(),
+            })
+            .await?;
+        Ok(match r.into_inner().status {
+            0 => Unlocked::Released,
+            1 => Unlocked::DidNotExist,
+            _ => Unlocked::HeldByOther,
+        })
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Item, DaprError> {
+        let r = self
+            .raw
+            .clone()
+            .get_state(GetStateRequest {
+                store_name: self.statestore.clone(),
+                key: key.to_string(),
+                consistency: 2,
+                metadata: HashMap::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(Item {
+            key: key.to_string(),
+            data: r.data,
+            etag: r.etag,
+        })
+    }
+
+    /// One round trip for all keys, in order.
+    pub async fn bulk_get(&self, keys: &[String]) -> Result<Vec<Item>, DaprError> {
+        let r = self
+            .raw
+            .clone()
+            .get_bulk_state(GetBulkStateRequest {
+                store_name: self.statestore.clone(),
+                keys: keys.to_vec(),
+                parallelism: 0,
+                metadata: HashMap::new(),
+            })
+            .await?
+            .into_inner();
+        let mut by_key: HashMap<String, Item> = HashMap::with_capacity(r.items.len());
+        for it in r.items {
+            if !it.error.is_empty() {
+                return Err(DaprError::Failed {
+                    code: tonic::Code::Internal,
+                    message: format!("reading {}: {}", it.key, it.error),
+                });
+            }
+            by_key.insert(
+                it.key.clone(),
+                Item {
+                    key: it.key,
+                    data: it.data,
+                    etag: it.etag,
+                },
+            );
+        }
+        Ok(keys
+            .iter()
+            .map(|k| {
+                by_key.remove(k).unwrap_or(Item {
+                    key: k.clone(),
+                    data: Vec::new(),
+                    etag: String::new(),
+                })
+            })
+            .collect())
+    }
+
+    /// Creates `key` only if it does not exist; `Ok(false)` when it already did.
+    pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<bool, DaprError> {
+        let r = self
+            .raw
+            .clone()
+            .save_state(SaveStateRequest {
+                store_name: self.statestore.clone(),
+                states: vec![StateItem {
+                    key: key.to_string(),
+                    value,
+                    etag: None,
+                    metadata: HashMap::new(),
+                    options: first_write(),
+                }],
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(s) => match DaprError::from(s) {
+                // A first-write save on an existing key is refused as a conflict by
+                // in-memory and SQLite stores, and as a plain failure by Redis.
+                DaprError::Conflict(_)
+                | DaprError::Failed {
+                    code: tonic::Code::Internal,
+                    ..
+                } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// All operations or none (on this project's sidecar; see the README about real
+    /// Dapr with Redis). An ETag that no longer matches fails the whole transaction.
+    pub async fn transact(&self, ops: Vec<Op>) -> Result<(), DaprError> {
+        let operations = ops
+            .into_iter()
+            .map(|op| {
+                let (kind, key, value, etag) = match op {
+                    Op::Upsert { key, value, etag } => ("upsert", key, value, etag),
+                    Op::Delete { key, etag } => ("delete", key, Vec::new(), etag),
+                };
+                let options = etag.as_ref().and(first_write());
+                TransactionalStateOperation {
+                    operation_type: kind.to_string(),
+                    request: Some(StateItem {
+                        key,
+                        value,
+                        etag: etag.map(|value| Etag { value }),
+                        metadata: HashMap::new(),
+                        options,
+                    }),
+                }
+            })
+            .collect();
+        self.raw
+            .clone()
+            .execute_state_transaction(ExecuteStateTransactionRequest {
+                store_name: self.statestore.clone(),
+                operations,
+                metadata: HashMap::new(),
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! What the two services share: the wire types of the booking API (`wire`), JSON errors
+//! with the right status (`error`), the Dapr gRPC client the backend talks to its sidecar
+//! with (`dapr`), settings read the way `dapr run` passes them (`settings`), and the
+//! command line, logging and runtime every service starts with (`service`).
+
+pub mod dapr;
+pub mod error;
+pub mod service;
+pub mod settings;
+pub mod wire;

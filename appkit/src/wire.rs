@@ -1,0 +1,239 @@
+//! The JSON bodies of the booking API: `reservation.json` (frontend `POST /book`),
+//! `user.json` (backend `POST /book_hotel/{id}`), and what the services answer.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::Date;
+use time::macros::format_description;
+
+/// Longest stay one booking may cover.
+pub const MAX_NIGHTS: i64 = 30;
+/// Most rooms one booking may take.
+pub const MAX_ROOMS: u32 = 20;
+
+/// A calendar day, written `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(pub Date);
+
+impl Day {
+    pub fn parse(s: &str) -> Option<Day> {
+        Date::parse(s, format_description!("[year]-[month]-[day]"))
+            .ok()
+            .map(Day)
+    }
+
+    pub fn next(self) -> Option<Day> {
+        self.0.next_day().map(Day)
+    }
+
+    /// Nights from `self` up to, not including, `end`.
+    pub fn nights_until(self, end: Day) -> Vec<Day> {
+        let mut out = Vec::new();
+        let mut d = self;
+        while d < end {
+            out.push(d);
+            match d.next() {
+                Some(n) => d = n,
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02}",
+            self.0.year(),
+            self.0.month() as u8,
+            self.0.day()
+        )
+    }
+}
+
+impl Serialize for Day {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Day::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a date like 2026-12-01")))
+    }
+}
+
+/// `user.json`: who books, the stay, and how many rooms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BookingRequest {
+    pub user_id: String,
+    pub name: String,
+    pub check_in: Day,
+    pub check_out: Day,
+    pub rooms: u32,
+}
+
+/// Why a request is refused before any work is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl BookingRequest {
+    /// The rules a booking must meet whatever the hotel: a real stay, a sane room count.
+    pub fn validate(&self) -> Result<Vec<Day>, Invalid> {
+        let bad = |code, message: String| Err(Invalid { code, message });
+        if self.user_id.trim().is_empty() || self.user_id.len() > 128 {
+            return bad(
+                "invalid_field",
+                "user_id must be 1 to 128 characters".into(),
+            );
+        }
+        if self.name.trim().is_empty() || self.name.len() > 256 {
+            return bad("invalid_field", "name must be 1 to 256 characters".into());
+        }
+        if self.check_out <= self.check_in {
+            return bad(
+                "invalid_dates",
+                format!(
+                    "check_out {} must be after check_in {}",
+                    self.check_out, self.check_in
+                ),
+            );
+        }
+        let nights = (self.check_out.0 - self.check_in.0).whole_days();
+        if nights > MAX_NIGHTS {
+            return bad(
+                "invalid_dates",
+                format!("a stay is at most {MAX_NIGHTS} nights; this one is {nights}"),
+            );
+        }
+        if self.rooms == 0 || self.rooms > MAX_ROOMS {
+            return bad(
+                "invalid_rooms",
+                format!("rooms must be 1 to {MAX_ROOMS}, not {}", self.rooms),
+            );
+        }
+        Ok(self.check_in.nights_until(self.check_out))
+    }
+}
+
+/// `reservation.json`: a hotel and the user part the backend books.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationRequest {
+    pub hotel_id: u32,
+    pub user: BookingRequest,
+}
+
+/// A booking as stored and answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: String,
+    pub hotel_id: u32,
+    pub user_id: String,
+    pub name: String,
+    pub check_in: Day,
+    pub check_out: Day,
+    pub rooms: u32,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hotel {
+    pub id: u32,
+    pub name: String,
+    pub city: String,
+    /// Rooms for sale each night.
+    pub rooms: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NightAvailability {
+    pub date: Day,
+    pub booked: u32,
+    pub available: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Availability {
+    pub hotel_id: u32,
+    pub rooms: u32,
+    pub nights: Vec<NightAvailability>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(check_in: &str, check_out: &str, rooms: u32) -> BookingRequest {
+        BookingRequest {
+            user_id: "u1".into(),
+            name: "Ada".into(),
+            check_in: Day::parse(check_in).unwrap(),
+            check_out: Day::parse(check_out).unwrap(),
+            rooms,
+        }
+    }
+
+    #[test]
+    fn nights_cover_the_stay_without_the_last_day() {
+        let n = req("2026-12-30", "2027-01-02", 1).validate().unwrap();
+        let s: Vec<String> = n.iter().map(ToString::to_string).collect();
+        assert_eq!(s, ["2026-12-30", "2026-12-31", "2027-01-01"]);
+    }
+
+    #[test]
+    fn bad_stays_and_rooms_are_refused() {
+        assert_eq!(
+            req("2026-12-03", "2026-12-01", 1)
+                .validate()
+                .unwrap_err()
+                .code,
+            "invalid_dates"
+        );
+        assert_eq!(
+            req("2026-12-01", "2026-12-01", 1)
+                .validate()
+                .unwrap_err()
+                .code,
+            "invalid_dates"
+        );
+        assert_eq!(
+            req("2026-01-01", "2026-03-01", 1)
+                .validate()
+                .unwrap_err()
+                .code,
+            "invalid_dates"
+        );
+        assert_eq!(
+            req("2026-12-01", "2026-12-02", 0)
+                .validate()
+                .unwrap_err()
+                .code,
+            "invalid_rooms"
+        );
+        assert_eq!(
+            req("2026-12-01", "2026-12-02", 21)
+                .validate()
+                .unwrap_err()
+                .code,
+            "invalid_rooms"
+        );
+    }
+
+    #[test]
+    fn dates_parse_strictly() {
+        assert!(Day::parse("2026-02-30").is_none());
+        assert!(Day::parse("2026-2-3").is_none());
+        assert_eq!(Day::parse("2028-02-29").unwrap().to_string(), "2028-02-29");
+    }
+}

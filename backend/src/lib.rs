@@ -1,0 +1,6 @@
+//! The backend service: hotel catalogue, booking rules, and the HTTP API the frontend
+//! reaches through Dapr service invocation. State and locks go through the Dapr sidecar.
+
+pub mod booking;
+pub mod catalogue;
+pub mod routes;

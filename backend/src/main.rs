@@ -1,0 +1,92 @@
+//! `backend`: serves `POST /book_hotel/{id}` and the booking queries on :5001.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use appkit::dapr::StateClient;
+use appkit::service::{ServiceArgs, init_logging, runtime, shutdown_signal};
+use appkit::settings::{DaprSettings, app_port};
+use axum::serve::ListenerExt as _;
+use backend::booking::{Booker, Consistency, Policy, Work};
+use backend::catalogue::Catalogue;
+use backend::routes::{AppState, app};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "backend", about = "Hotel booking backend (a Dapr app)")]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// How concurrent bookings are kept from overselling.
+    #[arg(long, env = "CONSISTENCY", value_enum, default_value = "lock")]
+    consistency: Consistency,
+    /// How much of the Dapr path a booking takes (benchmark configurations).
+    #[arg(long, env = "BACKEND_WORK", value_enum, default_value = "full")]
+    work: Work,
+    /// Lock lease in seconds: how long a crashed backend can block a hotel.
+    #[arg(long, env = "LOCK_LEASE_SECONDS", default_value_t = 5)]
+    lock_lease: i32,
+    /// How long a booking waits for a busy hotel before answering 503, in milliseconds.
+    #[arg(long, env = "BUSY_WAIT_MS", default_value_t = 5000)]
+    busy_wait_ms: u64,
+    /// Hotel catalogue CSV (id,name,city,rooms); default: the one built in.
+    #[arg(long, env = "HOTEL_CATALOGUE")]
+    catalogue: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.service).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.lock_lease > 0,
+        "--lock-lease must be at least 1 second"
+    );
+    let catalogue = Arc::new(match &args.catalogue {
+        Some(path) => Catalogue::from_file(path)?,
+        None => Catalogue::shipped()?,
+    });
+    let settings = DaprSettings::from_env();
+    let port = args.service.port.unwrap_or_else(|| app_port(5001));
+    runtime(args.service.workers)?.block_on(async move {
+        let state = match args.work {
+            Work::NoDapr => None,
+            Work::ClientOnly => Some(
+                StateClient::connect(&settings)
+                    .await
+                    .context("connecting to the Dapr sidecar")?,
+            ),
+            Work::Full => Some(StateClient::new(&settings)?),
+        };
+        let policy = Policy {
+            consistency: args.consistency,
+            lease_secs: args.lock_lease,
+            wait_budget: Duration::from_millis(args.busy_wait_ms),
+        };
+        let booker = Booker::new(catalogue.clone(), state, policy, args.work);
+        let app_state = AppState {
+            booker: Arc::new(booker),
+            app_token: settings.app_token.as_deref().map(Arc::from),
+        };
+        let listener = tokio::net::TcpListener::bind((args.service.host, port))
+            .await
+            .with_context(|| format!("binding {}:{port}", args.service.host))?;
+        tracing::info!(
+            port,
+            hotels = catalogue.len(),
+            consistency = ?args.consistency,
+            work = ?args.work,
+            statestore = %settings.statestore,
+            lockstore = %settings.lockstore,
+            "backend listening"
+        );
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app(app_state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}

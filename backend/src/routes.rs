@@ -1,0 +1,171 @@
+//! The backend's HTTP API (what the frontend reaches through Dapr service invocation).
+
+use std::sync::Arc;
+
+use appkit::error::{AppError, parse_json};
+use appkit::wire::{BookingRequest, Day, Hotel};
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::booking::Booker;
+
+/// Bodies larger than this are refused with 413 before they are read.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub booker: Arc<Booker>,
+    pub app_token: Option<Arc<str>>,
+}
+
+pub fn app(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/book_hotel/{hotel_id}", post(book))
+        .route("/hotels", get(hotels))
+        .route("/hotels/{hotel_id}", get(hotel))
+        .route("/hotels/{hotel_id}/availability", get(availability))
+        .route("/reservations/{id}", get(reservation).delete(cancel))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    if state.app_token.is_some() {
+        r = r.layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_app_token,
+        ));
+    }
+    r.route("/healthz", get(healthz)).with_state(state)
+}
+
+/// With `APP_API_TOKEN` set, only the sidecar (which sends it) may call the app.
+async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let expected = s.app_token.as_deref().unwrap_or_default();
+    let ok = req
+        .headers()
+        .get("dapr-api-token")
+        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    if !ok {
+        return AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong dapr-api-token",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn hotel_id(raw: &str) -> Result<u32, AppError> {
+    raw.parse().map_err(|_| {
+        AppError::bad_request(
+            "invalid_hotel_id",
+            format!("hotel id {raw:?} is not a number"),
+        )
+    })
+}
+
+async fn book(
+    State(s): State<AppState>,
+    Path(raw_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let id = hotel_id(&raw_id)?;
+    s.booker.hotel_exists(id)?;
+    let req: BookingRequest = parse_json(body)?;
+    let reservation = s.booker.book(id, req).await?;
+    Ok((StatusCode::CREATED, Json(reservation)).into_response())
+}
+
+async fn hotels(State(s): State<AppState>) -> Json<Vec<Hotel>> {
+    Json(s.booker.catalogue.all().cloned().collect())
+}
+
+async fn hotel(
+    State(s): State<AppState>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Hotel>, AppError> {
+    let id = hotel_id(&raw_id)?;
+    s.booker
+        .catalogue
+        .get(id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| AppError::not_found("hotel_not_found", format!("no hotel with id {id}")))
+}
+
+#[derive(Deserialize)]
+struct Range {
+    check_in: Option<String>,
+    check_out: Option<String>,
+}
+
+fn day(name: &str, v: Option<String>) -> Result<Day, AppError> {
+    let v = v.ok_or_else(|| {
+        AppError::bad_request(
+            "invalid_field",
+            format!("query parameter {name} is required"),
+        )
+    })?;
+    Day::parse(&v).ok_or_else(|| {
+        AppError::bad_request(
+            "invalid_field",
+            format!("{name} {v:?} is not a date like 2026-12-01"),
+        )
+    })
+}
+
+async fn availability(
+    State(s): State<AppState>,
+    Path(raw_id): Path<String>,
+    query: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let id = hotel_id(&raw_id)?;
+    let Query(range) = query.map_err(|e| AppError::bad_request("invalid_field", e.body_text()))?;
+    let (from, to) = (
+        day("check_in", range.check_in)?,
+        day("check_out", range.check_out)?,
+    );
+    Ok(Json(s.booker.availability(id, from, to).await?).into_response())
+}
+
+async fn reservation(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    Ok(Json(s.booker.reservation(&valid_id(&id)?).await?).into_response())
+}
+
+async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, AppError> {
+    Ok(Json(s.booker.cancel(&valid_id(&id)?).await?).into_response())
+}
+
+/// Reservation ids are UUIDs; anything else cannot exist and must not reach the store.
+fn valid_id(id: &str) -> Result<String, AppError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| AppError::not_found("reservation_not_found", format!("no reservation {id}")))
+}
+
+async fn healthz() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+async fn not_found() -> AppError {
+    AppError::not_found("not_found", "no such route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,35 @@
+//! `frontend`: the public booking API on :5002.
+
+use anyhow::Context as _;
+use appkit::service::{ServiceArgs, init_logging, runtime, shutdown_signal};
+use appkit::settings::{DaprSettings, app_port};
+use axum::serve::ListenerExt as _;
+use clap::Parser;
+use frontend::invoke::Backend;
+use frontend::routes::app;
+
+#[derive(Parser, Debug)]
+#[command(name = "frontend", about = "Hotel booking frontend (a Dapr app)")]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.service).map_err(anyhow::Error::msg)?;
+    let settings = DaprSettings::from_env();
+    let port = args.service.port.unwrap_or_else(|| app_port(5002));
+    runtime(args.service.workers)?.block_on(async move {
+        let backend = Backend::new(settings.http_port, &settings.backend_app_id, settings.api_token.as_deref())?;
+        let listener = tokio::net::TcpListener::bind((args.service.host, port))
+            .await
+            .with_context(|| format!("binding {}:{port}", args.service.host))?;
+        tracing::info!(port, dapr_http_port = settings.http_port, backend = %settings.backend_app_id, "frontend listening");
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app(backend)).with_graceful_shutdown(shutdown_signal()).await?;
+        Ok(())
+    })
+}

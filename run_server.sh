@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Starts the backend: run_server.sh <workers> <log-level>
+#   workers: tokio worker threads (1 = a single-threaded runtime)
+#   log-level: critical, error, warning, info, debug or trace (uvicorn's words)
+# Meant to run under `dapr run` or `sidecar run`, which set APP_PORT and the Dapr ports.
+# Builds the release binary first (a no-op when it is fresh); with BIN_DIR set, runs
+# $BIN_DIR/backend as it is.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+if [ -n "${BIN_DIR:-}" ]; then
+  bin="$BIN_DIR/backend"
+else
+  cargo build --release --quiet --manifest-path "$here/Cargo.toml" -p backend
+  bin="$here/target/release/backend"
+fi
+exec "$bin" --workers "${1:-1}" --log-level "${2:-info}"

@@ -1,0 +1,24 @@
+//! A trivial HTTP app for measuring what the sidecars add: every request gets `200 ok`.
+//! `cargo run --release -p sidecar --example trivial_app -- <port>` (default: $APP_PORT or 7000).
+
+use axum::Router;
+use axum::serve::ListenerExt as _;
+
+fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("APP_PORT").ok())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(7000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = Router::new().fallback(|| async { "ok" });
+        axum::serve(listener, app).await
+    })
+}
