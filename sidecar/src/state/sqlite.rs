@@ -91,9 +91,9 @@ impl SqliteStore {
         let current: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .map_err(StoreError::backend)?;
-        if !current.eq_ignore_ascii_case(journal)
-            && !(in_memory && current.eq_ignore_ascii_case("memory"))
-        {
+        let already = current.eq_ignore_ascii_case(journal)
+            || (in_memory && current.eq_ignore_ascii_case("memory"));
+        if !already {
             conn.pragma_update(None, "journal_mode", journal)
                 .map_err(StoreError::backend)?;
         }
