@@ -20,6 +20,25 @@ pub struct Cli {
 pub enum Command {
     /// Start a sidecar and, if given, the app command beside it (like `dapr run`).
     Run(RunArgs),
+    /// Remove one app's keys and held locks from the stores of a resources folder.
+    ResetState(ResetArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ResetArgs {
+    /// Folders of component YAMLs naming the stores to empty.
+    #[arg(
+        short = 'd',
+        long = "resources-path",
+        visible_alias = "components-path",
+        required = true
+    )]
+    pub resources_path: Vec<PathBuf>,
+    /// The app whose keys are removed (its key prefix).
+    #[arg(short = 'a', long, default_value = "backend")]
+    pub app_id: String,
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -122,7 +141,9 @@ mod tests {
             "1",
             "critical",
         ]);
-        let Command::Run(r) = a.command;
+        let Command::Run(r) = a.command else {
+            panic!("not run")
+        };
         assert_eq!(r.command, ["bash", "run_server.sh", "1", "critical"]);
         let b = Cli::parse_from([
             "sidecar",
@@ -135,7 +156,9 @@ mod tests {
             "app",
             "--flag",
         ]);
-        let Command::Run(r) = b.command;
+        let Command::Run(r) = b.command else {
+            panic!("not run")
+        };
         assert_eq!(r.command, ["app", "--flag"]);
         assert_eq!(r.resources_path, [PathBuf::from("c")]);
     }

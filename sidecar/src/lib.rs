@@ -11,6 +11,7 @@ pub mod launcher;
 pub mod lock;
 pub mod metrics;
 pub mod registry;
+pub mod reset;
 pub mod resources;
 pub mod runtime;
 pub mod server;

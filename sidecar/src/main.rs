@@ -5,7 +5,22 @@ use sidecar::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::ResetState(reset) => {
+            sidecar::telemetry::init_logging(&reset.log_level, false);
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(sidecar::reset::run(reset)));
+            if let Err(e) = result {
+                eprintln!("sidecar reset-state: {e:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    };
     sidecar::telemetry::init_logging(&args.log_level, args.log_as_json);
     // One thread serves best when a few busy processes share two cores (see DESIGN.md);
     // SIDECAR_WORKERS=N asks for a multi-thread runtime instead.

@@ -1,7 +1,7 @@
 //! Turning component specs into live stores, and the key-prefix rules (`keyPrefix`) that
 //! decide what key a store really sees.
 
-mod redis;
+pub(crate) mod redis;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -189,7 +189,8 @@ impl Components {
                             fail(spec, format!("ttlInSeconds {v:?} is not a number"))
                         })?),
                     };
-                let store = StateStore::Redis(state::redis::RedisStore::new(conn, ttl));
+                let host = spec.meta("redisHost").unwrap_or_default().to_string();
+                let store = StateStore::Redis(state::redis::RedisStore::new(conn, host, ttl));
                 self.add_state(spec, store, state_prefix)
             }
             "lock.in-memory" => {

@@ -76,3 +76,36 @@ pub async fn connect(spec: &ComponentSpec) -> Result<ConnectionManager, Componen
         .await
         .map_err(|e| fail(spec, format!("connecting to redis at {host}: {e}")))
 }
+
+/// SCANs for `prefix*` (glob characters escaped) and DELs what it finds, in batches.
+pub async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<u64> {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    let (mut cursor, mut removed) = (0u64, 0u64);
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            removed += redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<u64>(conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
+    }
+}

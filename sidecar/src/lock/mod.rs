@@ -36,6 +36,14 @@ impl LockStore {
         }
     }
 
+    /// Removes held locks under `prefix` (Redis only; in-process locks end with the sidecar).
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, LockError> {
+        match self {
+            LockStore::Memory(_) => Ok(0),
+            LockStore::Redis(l) => l.delete_prefix(prefix).await,
+        }
+    }
+
     pub async fn unlock(&self, key: &str, owner: &str) -> Result<UnlockStatus, LockError> {
         match self {
             LockStore::Memory(l) => Ok(l.unlock(key, owner)),

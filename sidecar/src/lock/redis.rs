@@ -41,6 +41,12 @@ impl RedisLock {
         Ok(reply.is_some())
     }
 
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, LockError> {
+        crate::components::redis::delete_prefix(&mut self.conn.clone(), prefix)
+            .await
+            .map_err(|e| LockError(e.to_string()))
+    }
+
     pub async fn unlock(&self, key: &str, owner: &str) -> Result<UnlockStatus, LockError> {
         let mut conn = self.conn.clone();
         let n: i64 = redis::cmd("EVAL")

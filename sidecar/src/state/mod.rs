@@ -150,6 +150,25 @@ impl StateStore {
         }
     }
 
+    /// Removes every key that starts with `prefix`; returns how many. In-memory stores hold
+    /// nothing between runs, so they report 0.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        match self {
+            StateStore::Memory(_) => Ok(0),
+            StateStore::Sqlite(s) => s.delete_prefix(prefix),
+            StateStore::Redis(s) => s.delete_prefix(prefix).await,
+        }
+    }
+
+    /// Where the data lives, for messages.
+    pub fn location(&self) -> String {
+        match self {
+            StateStore::Memory(_) => "sidecar memory".into(),
+            StateStore::Sqlite(s) => s.location(),
+            StateStore::Redis(s) => s.location(),
+        }
+    }
+
     pub async fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
         match self {
             StateStore::Memory(s) => s.multi(ops),

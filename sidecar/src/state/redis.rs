@@ -76,13 +76,29 @@ return n
 
 pub struct RedisStore {
     conn: ConnectionManager,
+    host: String,
     /// The component's `ttlInSeconds`, used when a save gives none.
     default_ttl: Option<i64>,
 }
 
 impl RedisStore {
-    pub fn new(conn: ConnectionManager, default_ttl: Option<i64>) -> Self {
-        RedisStore { conn, default_ttl }
+    pub fn new(conn: ConnectionManager, host: String, default_ttl: Option<i64>) -> Self {
+        RedisStore {
+            conn,
+            host,
+            default_ttl,
+        }
+    }
+
+    pub fn location(&self) -> String {
+        format!("Redis {}", self.host)
+    }
+
+    /// Deletes only the keys under `prefix`, never a FLUSHDB of a shared server.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        crate::components::redis::delete_prefix(&mut self.conn.clone(), prefix)
+            .await
+            .map_err(StoreError::backend)
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {

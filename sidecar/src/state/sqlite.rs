@@ -32,6 +32,7 @@ pub struct SqliteSettings {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    path: String,
     table: String,
     /// Dropping the store closes this channel, which stops the checkpoint thread.
     _checkpointer: Option<mpsc::Sender<()>>,
@@ -121,6 +122,7 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            path: settings.connection_string.clone(),
             table: table.clone(),
             _checkpointer: checkpointer,
         })
@@ -151,6 +153,22 @@ impl SqliteStore {
 
     pub fn delete(&self, req: &DeleteRequest) -> Result<(), StoreError> {
         delete_one(&self.conn(), &self.table, req)
+    }
+
+    pub fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let table = &self.table;
+        let n = self
+            .conn()
+            .execute(
+                &format!("DELETE FROM {table} WHERE substr(key, 1, length(?1)) = ?1"),
+                [prefix],
+            )
+            .map_err(StoreError::backend)?;
+        Ok(n as u64)
+    }
+
+    pub fn location(&self) -> String {
+        format!("SQLite {}", self.path)
     }
 
     pub fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
