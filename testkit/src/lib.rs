@@ -8,6 +8,7 @@ mod components;
 mod process;
 mod redis;
 mod sidecar;
+mod stack;
 mod stores;
 
 pub use apps::{Collected, start_collector, start_echo_app};
@@ -15,4 +16,5 @@ pub use components::ComponentsDir;
 pub use process::{TempDir, free_port, wait_until};
 pub use redis::RedisServer;
 pub use sidecar::{SidecarBuilder, SidecarProcess};
+pub use stack::{Stack, StackBuilder, workspace_bin};
 pub use stores::{StoreFixture, StoreKind};

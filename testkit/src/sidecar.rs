@@ -27,8 +27,9 @@ impl SidecarBuilder {
     /// `bin` is the sidecar binary (`env!("CARGO_BIN_EXE_sidecar")` in its own tests);
     /// `registry` is the folder shared by the sidecars of one stack.
     pub fn new(bin: impl Into<PathBuf>, app_id: &str, registry: &Path) -> Self {
+        let bin = bin.into();
         SidecarBuilder {
-            bin: bin.into(),
+            bin,
             app_id: app_id.to_string(),
             registry: registry.to_path_buf(),
             args: Vec::new(),

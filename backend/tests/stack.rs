@@ -1,0 +1,228 @@
+//! End-to-end: two `sidecar run`s, the frontend and the backend, booking through
+//! `POST /book` on SQLite and on a real Redis.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::{Stack, StoreKind, TempDir};
+
+/// Hotel 1 sells 50 rooms a night, hotel 2 sells 5.
+fn catalogue() -> (TempDir, String) {
+    let dir = TempDir::new("catalogue");
+    let path = dir.path().join("hotels.csv");
+    std::fs::write(&path, "id,name,city,rooms\n1,Contested Hotel,Lisbon,50\n2,Tiny Inn,Porto,5\n").unwrap();
+    let p = path.display().to_string();
+    (dir, p)
+}
+
+async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
+    let (dir, path) = catalogue();
+    let s = Stack::builder(kind)
+        .backend_env("HOTEL_CATALOGUE", &path)
+        .backend_env("CONSISTENCY", consistency)
+        .spawn()
+        .await
+        .expect("stack");
+    (s, dir)
+}
+
+fn booking(hotel: u32, user: &str, check_in: &str, check_out: &str, rooms: u32) -> Value {
+    json!({"hotel_id": hotel, "user": {"user_id": user, "name": "Test User", "check_in": check_in, "check_out": check_out, "rooms": rooms}})
+}
+
+async fn book(http: &reqwest::Client, s: &Stack, body: &Value) -> (u16, Value) {
+    let r = http.post(format!("{}/book", s.frontend_url)).json(body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn booked(http: &reqwest::Client, s: &Stack, hotel: u32, from: &str, to: &str) -> Vec<u64> {
+    let r: Value = http
+        .get(format!("{}/hotels/{hotel}/availability?check_in={from}&check_out={to}", s.frontend_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["nights"].as_array().unwrap().iter().map(|n| n["booked"].as_u64().unwrap()).collect()
+}
+
+async fn roundtrip(kind: StoreKind) {
+    let (s, _c) = stack(kind, "lock").await;
+    let http = reqwest::Client::new();
+    let (status, r) = book(&http, &s, &booking(2, "ann", "2026-12-01", "2026-12-03", 2)).await;
+    assert_eq!(status, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "a UUID");
+    assert_eq!((r["hotel_id"].as_u64(), r["rooms"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(r["check_in"], "2026-12-01");
+    assert!(r["created_at"].as_str().unwrap().starts_with("20"));
+
+    let got: Value = http.get(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got, r, "read back as booked");
+    assert_eq!(booked(&http, &s, 2, "2026-11-30", "2026-12-04").await, [0, 2, 2, 0]);
+
+    // The backend's own route (user.json shape) books too.
+    let direct = http
+        .post(format!("{}/book_hotel/2", s.backend_url))
+        .json(&json!({"user_id": "bob", "name": "Bob", "check_in": "2026-12-02", "check_out": "2026-12-03", "rooms": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 201);
+    let (status, err) = book(&http, &s, &booking(2, "cy", "2026-12-01", "2026-12-03", 1)).await;
+    assert_eq!(status, 409, "5 rooms: 2 + 3 taken on 12-02");
+    assert_eq!(err["error"], "sold_out");
+    assert!(err["message"].as_str().unwrap().contains("2026-12-02"), "names the night: {err}");
+
+    let del = http.delete(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+    assert_eq!(del.status(), 200);
+    let gone = http.get(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(booked(&http, &s, 2, "2026-12-01", "2026-12-03").await, [0, 3], "cancel frees the nights");
+    let again = http.delete(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+    assert_eq!(again.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roundtrip_sqlite() {
+    roundtrip(StoreKind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roundtrip_redis() {
+    roundtrip(StoreKind::Redis).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_right_4xx() {
+    let (s, _c) = stack(StoreKind::Sqlite, "lock").await;
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>| {
+        let req = http.post(format!("{}/book", s.frontend_url)).header("content-type", "application/json").body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (status, v["error"].as_str().unwrap_or("<not json>").to_string())
+        }
+    };
+    let case = |v: Value| serde_json::to_vec(&v).unwrap();
+    assert_eq!(post(b"not json".to_vec()).await, (400, "invalid_json".into()));
+    assert_eq!(post(case(json!({"hotel_id": 1}))).await, (400, "invalid_field".into()));
+    assert_eq!(post(case(json!({"hotel_id": "x", "user": {}}))).await, (400, "invalid_field".into()));
+    assert_eq!(post(case(booking(1, "u", "2026-12-03", "2026-12-01", 1))).await, (400, "invalid_dates".into()));
+    assert_eq!(post(case(booking(1, "u", "2026-12-01", "2026-12-01", 1))).await, (400, "invalid_dates".into()));
+    assert_eq!(post(case(booking(1, "u", "2026-13-01", "2026-12-02", 1))).await, (400, "invalid_field".into()));
+    assert_eq!(post(case(booking(1, "u", "2026-12-01", "2026-12-02", 0))).await, (400, "invalid_rooms".into()));
+    assert_eq!(post(case(booking(1, "u", "2026-12-01", "2026-12-02", 1_000_000))).await, (400, "invalid_rooms".into()));
+    assert_eq!(post(case(booking(999, "u", "2026-12-01", "2026-12-02", 1))).await, (404, "hotel_not_found".into()));
+    let mut huge = case(booking(1, "u", "2026-12-01", "2026-12-02", 1));
+    huge.extend(std::iter::repeat_n(b' ', 2 << 20));
+    assert_eq!(post(huge).await, (413, "body_too_large".into()));
+
+    // The backend itself, as real Dapr would reach it, answers the same way.
+    let r = http.post(format!("{}/book_hotel/abc", s.backend_url)).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.post(format!("{}/book_hotel/999", s.backend_url)).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http.get(format!("{}/reservations/not-a-uuid", s.frontend_url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http.get(format!("{}/hotels/1/availability?check_in=2026-12-01", s.frontend_url)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(format!("{}/nowhere", s.frontend_url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
+}
+
+/// 500 concurrent one-night bookings of a hotel with 50 rooms.
+async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(600).build().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let http = http.clone();
+        let url = format!("{}/book", s.frontend_url);
+        let body = booking(1, &format!("user-{i}"), "2026-12-24", "2026-12-25", 1);
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (status, v)
+        }));
+    }
+    let (mut ids, mut refused, mut odd) = (Vec::new(), 0, Vec::new());
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        match status {
+            201 => ids.push(v["id"].as_str().unwrap().to_string()),
+            409 | 503 => {
+                assert!(matches!(v["error"].as_str(), Some("sold_out" | "busy")), "a clear refusal: {v}");
+                refused += 1
+            }
+            other => odd.push(other),
+        }
+    }
+    (ids, refused, odd)
+}
+
+async fn no_oversell(kind: StoreKind, consistency: &str) {
+    let (s, _c) = stack(kind, consistency).await;
+    let (ids, refused, odd) = contend(&s).await;
+    assert!(odd.is_empty(), "unexpected statuses: {odd:?}");
+    assert_eq!(ids.len(), 50, "exactly the capacity is sold");
+    assert_eq!(refused, 450);
+    let http = reqwest::Client::new();
+    assert_eq!(booked(&http, &s, 1, "2026-12-24", "2026-12-25").await, [50], "the stored count agrees");
+    for id in &ids {
+        let r = http.get(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "every acknowledged booking is stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_oversell_lock_sqlite() {
+    no_oversell(StoreKind::Sqlite, "lock").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_oversell_lock_redis() {
+    no_oversell(StoreKind::Redis, "lock").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_oversell_etag_sqlite() {
+    no_oversell(StoreKind::Sqlite, "etag").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_oversell_etag_redis() {
+    no_oversell(StoreKind::Redis, "etag").await
+}
+
+/// The same load without protection goes wrong: more sold than the hotel has, or a stored
+/// count that disagrees with what was acknowledged. (This is why the tests above can fail.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_mode_can_oversell() {
+    let (s, _c) = stack(StoreKind::Sqlite, "none").await;
+    let (ids, _, odd) = contend(&s).await;
+    assert!(odd.is_empty(), "{odd:?}");
+    let http = reqwest::Client::new();
+    let count = booked(&http, &s, 1, "2026-12-24", "2026-12-25").await[0] as usize;
+    assert!(
+        ids.len() > 50 || count != ids.len(),
+        "no protection yet consistent: {} sold, {count} counted",
+        ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_gives_a_clear_5xx() {
+    let (mut s, _c) = stack(StoreKind::Redis, "lock").await;
+    drop(s.store.redis.take());
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let (status, body) = book(&http, &s, &booking(2, "ann", "2026-12-01", "2026-12-02", 1)).await;
+    assert!(status == 502 || status == 503, "{status} {body}");
+    assert!(body["error"].is_string() && body["message"].is_string(), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(30), "fails in bounded time");
+}

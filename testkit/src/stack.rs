@@ -1,0 +1,97 @@
+//! The whole system for end-to-end tests: backend and frontend, each started by its own
+//! `sidecar run`, on free ports, with one kind of store, polled until healthy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::process::{TempDir, free_port, wait_until};
+use crate::sidecar::{SidecarBuilder, SidecarProcess};
+use crate::stores::{StoreFixture, StoreKind};
+
+/// A workspace binary next to the running test (`target/<profile>/<name>`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace, or scripts/test)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct StackBuilder {
+    store: StoreKind,
+    backend_env: Vec<(String, String)>,
+}
+
+pub struct Stack {
+    pub frontend_url: String,
+    pub backend_url: String,
+    pub backend_sidecar: SidecarProcess,
+    pub frontend_sidecar: SidecarProcess,
+    pub store: StoreFixture,
+    _registry: TempDir,
+}
+
+impl Stack {
+    pub fn builder(store: StoreKind) -> StackBuilder {
+        StackBuilder {
+            store,
+            backend_env: Vec::new(),
+        }
+    }
+}
+
+impl StackBuilder {
+    /// Environment for the backend (e.g. CONSISTENCY, HOTEL_CATALOGUE).
+    pub fn backend_env(mut self, k: &str, v: &str) -> Self {
+        self.backend_env.push((k.into(), v.into()));
+        self
+    }
+
+    pub async fn spawn(self) -> anyhow::Result<Stack> {
+        let store = StoreFixture::start(self.store).await?;
+        let registry = TempDir::new("registry");
+        let sidecar = workspace_bin("sidecar");
+        let (backend_port, frontend_port) = (free_port(), free_port());
+        let backend_bin = workspace_bin("backend").display().to_string();
+        let frontend_bin = workspace_bin("frontend").display().to_string();
+        let mut backend = SidecarBuilder::new(&sidecar, "backend", registry.path())
+            .resources(store.components.path())
+            .app_port(backend_port);
+        for (k, v) in &self.backend_env {
+            backend = backend.env(k, v);
+        }
+        let backend_sidecar = backend
+            .command(&[&backend_bin, "--workers", "1", "--log-level", "warning"])
+            .spawn()
+            .await?;
+        let frontend_sidecar = SidecarBuilder::new(&sidecar, "frontend", registry.path())
+            .resources(store.components.path())
+            .app_port(frontend_port)
+            .command(&[&frontend_bin, "--workers", "1", "--log-level", "warning"])
+            .spawn()
+            .await?;
+        let client = reqwest::Client::new();
+        for url in [
+            format!("{}/v1.0/healthz", backend_sidecar.http_url()),
+            format!("{}/v1.0/healthz", frontend_sidecar.http_url()),
+        ] {
+            wait_until(&url, Duration::from_secs(30), || {
+                let req = client.get(&url).send();
+                async move { req.await.ok().filter(|r| r.status() == 204).map(|_| ()) }
+            })
+            .await?;
+        }
+        Ok(Stack {
+            frontend_url: format!("http://127.0.0.1:{frontend_port}"),
+            backend_url: format!("http://127.0.0.1:{backend_port}"),
+            backend_sidecar,
+            frontend_sidecar,
+            store,
+            _registry: registry,
+        })
+    }
+}
