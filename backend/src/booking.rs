@@ -44,6 +44,9 @@ pub struct Policy {
     pub lease_secs: i32,
     /// How long a booking waits for a busy lock (or retries ETag conflicts) before 503.
     pub wait_budget: Duration,
+    /// Fault injection for tests and demos: stay this long inside the lock, so a backend
+    /// can be killed while it holds one. Zero in normal runs.
+    pub hold_lock: Duration,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -312,6 +315,9 @@ impl Booker {
             }
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_millis(20));
+        }
+        if !self.policy.hold_lock.is_zero() {
+            tokio::time::sleep(self.policy.hold_lock).await;
         }
         let result = work().await;
         match state.unlock(&resource, &owner).await {

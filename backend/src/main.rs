@@ -31,6 +31,9 @@ struct Args {
     /// How long a booking waits for a busy hotel before answering 503, in milliseconds.
     #[arg(long, env = "BUSY_WAIT_MS", default_value_t = 5000)]
     busy_wait_ms: u64,
+    /// Fault injection: milliseconds to stay inside each lock (to kill a backend holding one).
+    #[arg(long, env = "BACKEND_HOLD_LOCK_MS", default_value_t = 0, hide = true)]
+    hold_lock_ms: u64,
     /// Hotel catalogue CSV (id,name,city,rooms); default: the one built in.
     #[arg(long, env = "HOTEL_CATALOGUE")]
     catalogue: Option<PathBuf>,
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             consistency: args.consistency,
             lease_secs: args.lock_lease,
             wait_budget: Duration::from_millis(args.busy_wait_ms),
+            hold_lock: Duration::from_millis(args.hold_lock_ms),
         };
         let booker = Booker::new(catalogue.clone(), state, policy, args.work);
         let app_state = AppState {

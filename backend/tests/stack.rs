@@ -10,7 +10,11 @@ use testkit::{Stack, StoreKind, TempDir};
 fn catalogue() -> (TempDir, String) {
     let dir = TempDir::new("catalogue");
     let path = dir.path().join("hotels.csv");
-    std::fs::write(&path, "id,name,city,rooms\n1,Contested Hotel,Lisbon,50\n2,Tiny Inn,Porto,5\n").unwrap();
+    std::fs::write(
+        &path,
+        "id,name,city,rooms\n1,Contested Hotel,Lisbon,50\n2,Tiny Inn,Porto,5\n",
+    )
+    .unwrap();
     let p = path.display().to_string();
     (dir, p)
 }
@@ -31,20 +35,33 @@ fn booking(hotel: u32, user: &str, check_in: &str, check_out: &str, rooms: u32) 
 }
 
 async fn book(http: &reqwest::Client, s: &Stack, body: &Value) -> (u16, Value) {
-    let r = http.post(format!("{}/book", s.frontend_url)).json(body).send().await.unwrap();
+    let r = http
+        .post(format!("{}/book", s.frontend_url))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 async fn booked(http: &reqwest::Client, s: &Stack, hotel: u32, from: &str, to: &str) -> Vec<u64> {
     let r: Value = http
-        .get(format!("{}/hotels/{hotel}/availability?check_in={from}&check_out={to}", s.frontend_url))
+        .get(format!(
+            "{}/hotels/{hotel}/availability?check_in={from}&check_out={to}",
+            s.frontend_url
+        ))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    r["nights"].as_array().unwrap().iter().map(|n| n["booked"].as_u64().unwrap()).collect()
+    r["nights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["booked"].as_u64().unwrap())
+        .collect()
 }
 
 async fn roundtrip(kind: StoreKind) {
@@ -54,13 +71,26 @@ async fn roundtrip(kind: StoreKind) {
     assert_eq!(status, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 36, "a UUID");
-    assert_eq!((r["hotel_id"].as_u64(), r["rooms"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (r["hotel_id"].as_u64(), r["rooms"].as_u64()),
+        (Some(2), Some(2))
+    );
     assert_eq!(r["check_in"], "2026-12-01");
     assert!(r["created_at"].as_str().unwrap().starts_with("20"));
 
-    let got: Value = http.get(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap().json().await.unwrap();
+    let got: Value = http
+        .get(format!("{}/reservations/{id}", s.frontend_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got, r, "read back as booked");
-    assert_eq!(booked(&http, &s, 2, "2026-11-30", "2026-12-04").await, [0, 2, 2, 0]);
+    assert_eq!(
+        booked(&http, &s, 2, "2026-11-30", "2026-12-04").await,
+        [0, 2, 2, 0]
+    );
 
     // The backend's own route (user.json shape) books too.
     let direct = http
@@ -73,14 +103,33 @@ async fn roundtrip(kind: StoreKind) {
     let (status, err) = book(&http, &s, &booking(2, "cy", "2026-12-01", "2026-12-03", 1)).await;
     assert_eq!(status, 409, "5 rooms: 2 + 3 taken on 12-02");
     assert_eq!(err["error"], "sold_out");
-    assert!(err["message"].as_str().unwrap().contains("2026-12-02"), "names the night: {err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("2026-12-02"),
+        "names the night: {err}"
+    );
 
-    let del = http.delete(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+    let del = http
+        .delete(format!("{}/reservations/{id}", s.frontend_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 200);
-    let gone = http.get(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+    let gone = http
+        .get(format!("{}/reservations/{id}", s.frontend_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), 404);
-    assert_eq!(booked(&http, &s, 2, "2026-12-01", "2026-12-03").await, [0, 3], "cancel frees the nights");
-    let again = http.delete(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+    assert_eq!(
+        booked(&http, &s, 2, "2026-12-01", "2026-12-03").await,
+        [0, 3],
+        "cancel frees the nights"
+    );
+    let again = http
+        .delete(format!("{}/reservations/{id}", s.frontend_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 404);
 }
 
@@ -99,45 +148,106 @@ async fn bad_input_gets_the_right_4xx() {
     let (s, _c) = stack(StoreKind::Sqlite, "lock").await;
     let http = reqwest::Client::new();
     let post = |body: Vec<u8>| {
-        let req = http.post(format!("{}/book", s.frontend_url)).header("content-type", "application/json").body(body);
+        let req = http
+            .post(format!("{}/book", s.frontend_url))
+            .header("content-type", "application/json")
+            .body(body);
         async move {
             let r = req.send().await.unwrap();
             let status = r.status().as_u16();
             let v: Value = r.json().await.unwrap_or(Value::Null);
-            (status, v["error"].as_str().unwrap_or("<not json>").to_string())
+            (
+                status,
+                v["error"].as_str().unwrap_or("<not json>").to_string(),
+            )
         }
     };
     let case = |v: Value| serde_json::to_vec(&v).unwrap();
-    assert_eq!(post(b"not json".to_vec()).await, (400, "invalid_json".into()));
-    assert_eq!(post(case(json!({"hotel_id": 1}))).await, (400, "invalid_field".into()));
-    assert_eq!(post(case(json!({"hotel_id": "x", "user": {}}))).await, (400, "invalid_field".into()));
-    assert_eq!(post(case(booking(1, "u", "2026-12-03", "2026-12-01", 1))).await, (400, "invalid_dates".into()));
-    assert_eq!(post(case(booking(1, "u", "2026-12-01", "2026-12-01", 1))).await, (400, "invalid_dates".into()));
-    assert_eq!(post(case(booking(1, "u", "2026-13-01", "2026-12-02", 1))).await, (400, "invalid_field".into()));
-    assert_eq!(post(case(booking(1, "u", "2026-12-01", "2026-12-02", 0))).await, (400, "invalid_rooms".into()));
-    assert_eq!(post(case(booking(1, "u", "2026-12-01", "2026-12-02", 1_000_000))).await, (400, "invalid_rooms".into()));
-    assert_eq!(post(case(booking(999, "u", "2026-12-01", "2026-12-02", 1))).await, (404, "hotel_not_found".into()));
+    assert_eq!(
+        post(b"not json".to_vec()).await,
+        (400, "invalid_json".into())
+    );
+    assert_eq!(
+        post(case(json!({"hotel_id": 1}))).await,
+        (400, "invalid_field".into())
+    );
+    assert_eq!(
+        post(case(json!({"hotel_id": "x", "user": {}}))).await,
+        (400, "invalid_field".into())
+    );
+    assert_eq!(
+        post(case(booking(1, "u", "2026-12-03", "2026-12-01", 1))).await,
+        (400, "invalid_dates".into())
+    );
+    assert_eq!(
+        post(case(booking(1, "u", "2026-12-01", "2026-12-01", 1))).await,
+        (400, "invalid_dates".into())
+    );
+    assert_eq!(
+        post(case(booking(1, "u", "2026-13-01", "2026-12-02", 1))).await,
+        (400, "invalid_field".into())
+    );
+    assert_eq!(
+        post(case(booking(1, "u", "2026-12-01", "2026-12-02", 0))).await,
+        (400, "invalid_rooms".into())
+    );
+    assert_eq!(
+        post(case(booking(1, "u", "2026-12-01", "2026-12-02", 1_000_000))).await,
+        (400, "invalid_rooms".into())
+    );
+    assert_eq!(
+        post(case(booking(999, "u", "2026-12-01", "2026-12-02", 1))).await,
+        (404, "hotel_not_found".into())
+    );
     let mut huge = case(booking(1, "u", "2026-12-01", "2026-12-02", 1));
     huge.extend(std::iter::repeat_n(b' ', 2 << 20));
     assert_eq!(post(huge).await, (413, "body_too_large".into()));
 
     // The backend itself, as real Dapr would reach it, answers the same way.
-    let r = http.post(format!("{}/book_hotel/abc", s.backend_url)).json(&json!({})).send().await.unwrap();
+    let r = http
+        .post(format!("{}/book_hotel/abc", s.backend_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = http.post(format!("{}/book_hotel/999", s.backend_url)).json(&json!({})).send().await.unwrap();
+    let r = http
+        .post(format!("{}/book_hotel/999", s.backend_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = http.get(format!("{}/reservations/not-a-uuid", s.frontend_url)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/reservations/not-a-uuid", s.frontend_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = http.get(format!("{}/hotels/1/availability?check_in=2026-12-01", s.frontend_url)).send().await.unwrap();
+    let r = http
+        .get(format!(
+            "{}/hotels/1/availability?check_in=2026-12-01",
+            s.frontend_url
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = http.get(format!("{}/nowhere", s.frontend_url)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/nowhere", s.frontend_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
 }
 
 /// 500 concurrent one-night bookings of a hotel with 50 rooms.
 async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(600).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(600)
+        .build()
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..500 {
         let http = http.clone();
@@ -156,7 +266,10 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
         match status {
             201 => ids.push(v["id"].as_str().unwrap().to_string()),
             409 | 503 => {
-                assert!(matches!(v["error"].as_str(), Some("sold_out" | "busy")), "a clear refusal: {v}");
+                assert!(
+                    matches!(v["error"].as_str(), Some("sold_out" | "busy")),
+                    "a clear refusal: {v}"
+                );
                 refused += 1
             }
             other => odd.push(other),
@@ -172,9 +285,17 @@ async fn no_oversell(kind: StoreKind, consistency: &str) {
     assert_eq!(ids.len(), 50, "exactly the capacity is sold");
     assert_eq!(refused, 450);
     let http = reqwest::Client::new();
-    assert_eq!(booked(&http, &s, 1, "2026-12-24", "2026-12-25").await, [50], "the stored count agrees");
+    assert_eq!(
+        booked(&http, &s, 1, "2026-12-24", "2026-12-25").await,
+        [50],
+        "the stored count agrees"
+    );
     for id in &ids {
-        let r = http.get(format!("{}/reservations/{id}", s.frontend_url)).send().await.unwrap();
+        let r = http
+            .get(format!("{}/reservations/{id}", s.frontend_url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "every acknowledged booking is stored");
     }
 }
@@ -223,6 +344,102 @@ async fn store_down_gives_a_clear_5xx() {
     let started = Instant::now();
     let (status, body) = book(&http, &s, &booking(2, "ann", "2026-12-01", "2026-12-02", 1)).await;
     assert!(status == 502 || status == 503, "{status} {body}");
-    assert!(body["error"].is_string() && body["message"].is_string(), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(30), "fails in bounded time");
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "fails in bounded time"
+    );
+}
+
+/// A backend killed with SIGKILL while it holds the lock on a hotel (a Redis lock, which
+/// outlives it) blocks that hotel only until the lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_lock_holder_blocks_only_for_the_lease() {
+    let (_dir, path) = catalogue();
+    let store = testkit::StoreFixture::start(StoreKind::Redis)
+        .await
+        .unwrap();
+    let redis = store.redis.as_ref().unwrap();
+    let registry = TempDir::new("registry");
+    let backend_bin = testkit::workspace_bin("backend").display().to_string();
+    let start = |hold_ms: &str, port: u16| {
+        testkit::SidecarBuilder::new(
+            testkit::workspace_bin("sidecar"),
+            "backend",
+            registry.path(),
+        )
+        .resources(store.components.path())
+        .app_port(port)
+        .env("HOTEL_CATALOGUE", &path)
+        .env("LOCK_LEASE_SECONDS", "2")
+        .env("BUSY_WAIT_MS", "10000")
+        .env("BACKEND_HOLD_LOCK_MS", hold_ms)
+        .command(&[&backend_bin, "--log-level", "warning"])
+        .spawn()
+    };
+    let http = reqwest::Client::new();
+    let user = json!({"user_id": "u", "name": "N", "check_in": "2026-12-01", "check_out": "2026-12-02", "rooms": 1});
+
+    let port = testkit::free_port();
+    let mut doomed = start("60000", port).await.unwrap();
+    testkit::wait_until("the backend to listen", Duration::from_secs(20), || {
+        let r = http.get(format!("http://127.0.0.1:{port}/healthz")).send();
+        async move { r.await.ok().map(|_| ()) }
+    })
+    .await
+    .unwrap();
+    let stuck = tokio::spawn(
+        http.post(format!("http://127.0.0.1:{port}/book_hotel/1"))
+            .json(&user)
+            .send(),
+    );
+    testkit::wait_until("the lock to be held", Duration::from_secs(10), || async {
+        redis
+            .command(&["GET", "lock||backend||hotel-1"])
+            .await
+            .ok()
+            .filter(|r| r.starts_with('$'))
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+    let held_at = Instant::now();
+    for pid in doomed.app_pids() {
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    let _ = stuck.await;
+    doomed.stop();
+    let ttl = redis
+        .command(&["TTL", "lock||backend||hotel-1"])
+        .await
+        .unwrap();
+    assert!(
+        !ttl.starts_with(":-2"),
+        "the dead backend's lock is still there: {ttl}"
+    );
+
+    let port = testkit::free_port();
+    let _fresh = start("0", port).await.unwrap();
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/book_hotel/1"))
+        .json(&user)
+        .send()
+        .await
+        .unwrap();
+    let waited = held_at.elapsed();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the dead holder's lock did not block at all ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "blocked {waited:?}, beyond the 2 s lease"
+    );
 }

@@ -168,6 +168,27 @@ impl SidecarProcess {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// The processes `sidecar run` started (its app), from /proc.
+    pub fn app_pids(&self) -> Vec<u32> {
+        let me = self.pid();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .is_some_and(|stat| {
+                        // Fields after the parenthesised command: state, then ppid.
+                        stat.rsplit_once(')').and_then(|(_, rest)| {
+                            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                        }) == Some(me)
+                    })
+            })
+            .collect()
+    }
+
     /// SIGTERM, then wait for exit (SIGKILL after 10 s).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
