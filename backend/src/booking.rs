@@ -205,6 +205,12 @@ impl Booker {
                     .map_err(store_error)?;
             }
             items = state.bulk_get(&keys).await.map_err(store_error)?;
+            if let Some(missing) = items.iter().find(|i| !i.exists()) {
+                return Err(AppError::bad_gateway(
+                    "store_error",
+                    format!("night {} could not be created", missing.key),
+                ));
+            }
         }
         let mut ops = Vec::with_capacity(items.len() + 1);
         for (day, item) in nights.iter().zip(&items) {

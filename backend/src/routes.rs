@@ -80,7 +80,8 @@ async fn book(
     let id = hotel_id(&raw_id)?;
     s.booker.hotel_exists(id)?;
     let req: BookingRequest = parse_json(body)?;
-    let reservation = s.booker.book(id, req).await?;
+    let booker = s.booker.clone();
+    let reservation = finish(async move { booker.book(id, req).await }).await?;
     Ok((StatusCode::CREATED, Json(reservation)).into_response())
 }
 
@@ -144,7 +145,23 @@ async fn reservation(
 }
 
 async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, AppError> {
-    Ok(Json(s.booker.cancel(&valid_id(&id)?).await?).into_response())
+    let id = valid_id(&id)?;
+    let booker = s.booker.clone();
+    Ok(Json(finish(async move { booker.cancel(&id).await }).await?).into_response())
+}
+
+/// Runs a change to completion in its own task: a client that hangs up mid-request must not
+/// cancel it between taking the lock and releasing it.
+async fn finish<T: Send + 'static>(
+    work: impl Future<Output = Result<T, AppError>> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        Err(AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("booking task failed: {e}"),
+        ))
+    })
 }
 
 /// Reservation ids are UUIDs; anything else cannot exist and must not reach the store.
