@@ -155,7 +155,8 @@ impl Booker {
         let state = self.state()?;
         match self.policy.consistency {
             Consistency::Lock => {
-                self.with_lock(state, hotel_id, || async {
+                let while_busy = || self.check_capacity(state, &hotel, &nights, reservation.rooms);
+                self.with_lock(state, hotel_id, while_busy, || async {
                     match self
                         .book_once(state, &hotel, &nights, &reservation, false)
                         .await?
@@ -183,6 +184,24 @@ impl Booker {
             }
         }
         Ok(reservation)
+    }
+
+    /// A read outside the lock, made only while the lock is busy: a stay that is already
+    /// sold out is refused at once instead of queueing for the lock. (Only the check under
+    /// the lock can accept a booking.)
+    async fn check_capacity(
+        &self,
+        state: &StateClient,
+        hotel: &Hotel,
+        nights: &[Day],
+        rooms: u32,
+    ) -> Result<(), AppError> {
+        let keys: Vec<String> = nights.iter().map(|d| night_key(hotel.id, *d)).collect();
+        let items = state.bulk_get(&keys).await.map_err(store_error)?;
+        for (day, item) in nights.iter().zip(&items) {
+            sold_out(hotel, *day, booked_of(item)?, rooms)?;
+        }
+        Ok(())
     }
 
     /// Reads the nights (creating missing ones first when `etags` so they have an ETag),
@@ -215,16 +234,7 @@ impl Booker {
         let mut ops = Vec::with_capacity(items.len() + 1);
         for (day, item) in nights.iter().zip(&items) {
             let booked = booked_of(item)?;
-            let left = hotel.rooms.saturating_sub(booked);
-            if left < reservation.rooms {
-                return Err(AppError::conflict(
-                    "sold_out",
-                    format!(
-                        "hotel {} has {left} of {} rooms left on {day}; {} requested",
-                        hotel.id, hotel.rooms, reservation.rooms
-                    ),
-                ));
-            }
+            sold_out(hotel, *day, booked, reservation.rooms)?;
             ops.push(Op::Upsert {
                 key: item.key.clone(),
                 value: serde_json::to_vec(&Night {
@@ -290,14 +300,18 @@ impl Booker {
         }
     }
 
-    /// Runs `work` holding the lock on the hotel; the lock is released whatever `work` returns.
-    async fn with_lock<T, F, Fut>(
+    /// Runs `work` holding the lock on the hotel; the lock is released whatever `work`
+    /// returns. While the lock is busy, `while_busy` may refuse early (e.g. sold out).
+    async fn with_lock<T, B, BFut, F, Fut>(
         &self,
         state: &StateClient,
         hotel_id: u32,
+        mut while_busy: B,
         work: F,
     ) -> Result<T, AppError>
     where
+        B: FnMut() -> BFut,
+        BFut: Future<Output = Result<(), AppError>>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, AppError>>,
     {
@@ -319,6 +333,7 @@ impl Booker {
                     1,
                 ));
             }
+            while_busy().await?;
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_millis(20));
         }
@@ -369,15 +384,20 @@ impl Booker {
         let hotel_id = first.hotel_id;
         match self.policy.consistency {
             Consistency::Lock => {
-                self.with_lock(state, hotel_id, || async {
-                    match self.cancel_once(state, id, false).await? {
-                        Attempt::Done(r) => Ok(r),
-                        Attempt::Conflict => Err(AppError::bad_gateway(
-                            "store_error",
-                            "unexpected conflict under the lock",
-                        )),
-                    }
-                })
+                self.with_lock(
+                    state,
+                    hotel_id,
+                    || async { Ok(()) },
+                    || async {
+                        match self.cancel_once(state, id, false).await? {
+                            Attempt::Done(r) => Ok(r),
+                            Attempt::Conflict => Err(AppError::bad_gateway(
+                                "store_error",
+                                "unexpected conflict under the lock",
+                            )),
+                        }
+                    },
+                )
                 .await
             }
             Consistency::Etag => self.optimistic(|| self.cancel_once(state, id, true)).await,
@@ -456,6 +476,21 @@ impl Booker {
             nights: out,
         })
     }
+}
+
+/// 409 naming the night when it lacks the rooms.
+fn sold_out(hotel: &Hotel, day: Day, booked: u32, rooms: u32) -> Result<(), AppError> {
+    let left = hotel.rooms.saturating_sub(booked);
+    if left < rooms {
+        return Err(AppError::conflict(
+            "sold_out",
+            format!(
+                "hotel {} has {left} of {} rooms left on {day}; {rooms} requested",
+                hotel.id, hotel.rooms
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn jitter(d: Duration) -> Duration {

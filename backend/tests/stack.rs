@@ -24,6 +24,8 @@ async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
     let s = Stack::builder(kind)
         .backend_env("HOTEL_CATALOGUE", &path)
         .backend_env("CONSISTENCY", consistency)
+        // Correctness, not speed, is under test: let a slow machine take its time.
+        .backend_env("BUSY_WAIT_MS", "30000")
         .spawn()
         .await
         .expect("stack");
