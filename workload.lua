@@ -11,14 +11,14 @@
 --   SEED     base seed (default 42); thread i uses SEED + i, so two runs send the same requests
 --   HOTELS   bookings go to hotel ids 1..HOTELS (default 300: the whole catalogue); fewer
 --            hotels means more contention for the same locks and nights
---   DAYS     stays start within DAYS days from START (default 60)
+--   DAYS     stays start within DAYS days from START (default 365)
 --   START    first check-in date, YYYY-MM-DD (default 2027-01-01)
 --   NIGHTS   longest stay in nights (default 3); stays are 1..NIGHTS nights
 --   ROOMS    most rooms per booking (default 1)
 
 local seed   = tonumber(os.getenv("SEED") or "42")
 local hotels = tonumber(os.getenv("HOTELS") or "300")
-local days   = tonumber(os.getenv("DAYS") or "60")
+local days   = tonumber(os.getenv("DAYS") or "365")
 local start  = os.getenv("START") or "2027-01-01"
 local nights = tonumber(os.getenv("NIGHTS") or "3")
 local rooms  = tonumber(os.getenv("ROOMS") or "1")

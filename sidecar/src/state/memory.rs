@@ -26,6 +26,9 @@ impl Entry {
 #[derive(Default)]
 pub struct MemoryStore {
     items: Mutex<HashMap<String, Entry>>,
+    /// How many entries were written with a TTL: the sweep has nothing to do while 0, and
+    /// a walk over a large map each second would stall the runtime for nothing.
+    with_ttl: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryStore {
@@ -82,7 +85,7 @@ impl MemoryStore {
         }
     }
 
-    fn apply_set(items: &mut HashMap<String, Entry>, req: &SetRequest, now: Instant) {
+    fn apply_set(&self, items: &mut HashMap<String, Entry>, req: &SetRequest, now: Instant) {
         let expires = match req.ttl {
             Some(ttl) if ttl > 0 => {
                 let d = Duration::from_secs(ttl as u64);
@@ -90,6 +93,10 @@ impl MemoryStore {
             }
             _ => None,
         };
+        if expires.is_some() {
+            self.with_ttl
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         items.insert(
             req.key.clone(),
             Entry {
@@ -104,7 +111,7 @@ impl MemoryStore {
         let now = Instant::now();
         let mut items = self.lock();
         Self::check_set(&items, req, now)?;
-        Self::apply_set(&mut items, req, now);
+        self.apply_set(&mut items, req, now);
         Ok(())
     }
 
@@ -127,7 +134,7 @@ impl MemoryStore {
         }
         for op in ops {
             match op {
-                TxOperation::Upsert(r) => Self::apply_set(&mut items, r, now),
+                TxOperation::Upsert(r) => self.apply_set(&mut items, r, now),
                 TxOperation::Delete(r) => {
                     items.remove(&r.key);
                 }
@@ -138,8 +145,15 @@ impl MemoryStore {
 
     /// Drops expired entries; the sidecar calls it every second, as Dapr's store does.
     pub fn sweep(&self) {
+        use std::sync::atomic::Ordering;
+        if self.with_ttl.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let now = Instant::now();
-        self.lock().retain(|_, e| e.live(now));
+        let mut items = self.lock();
+        items.retain(|_, e| e.live(now));
+        let left = items.values().filter(|e| e.expires.is_some()).count();
+        self.with_ttl.store(left, Ordering::Relaxed);
     }
 }
 

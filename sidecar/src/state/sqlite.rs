@@ -101,7 +101,11 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(StoreError::backend)?;
         if wal {
+            // Checkpoints run on a background thread, not inside commits; the connection
+            // that restarts the WAL trims it back to this size.
             conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(StoreError::backend)?;
+            conn.pragma_update(None, "journal_size_limit", 64i64 << 20)
                 .map_err(StoreError::backend)?;
         }
         conn.execute_batch(&format!(
@@ -285,26 +289,21 @@ fn delete_one(conn: &Connection, table: &str, req: &DeleteRequest) -> Result<(),
     Ok(())
 }
 
-/// A thread with its own connection that checkpoints the WAL once a second (PASSIVE: it
-/// never waits for writers) and truncates it when it has grown past 64 MiB.
+/// A thread with its own connection that checkpoints the WAL once a second. PASSIVE never
+/// waits for or blocks a writer (TRUNCATE would stall commits); once a checkpoint has
+/// caught up, the next commit starts the WAL over, and `journal_size_limit` trims the file.
 fn spawn_checkpointer(settings: &SqliteSettings) -> Result<mpsc::Sender<()>, StoreError> {
     let conn = open(settings)?;
+    conn.pragma_update(None, "journal_size_limit", 64i64 << 20)
+        .map_err(StoreError::backend)?;
     let (tx, rx) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(1))
             {
-                let pages: Result<(i64, i64, i64), _> =
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    });
-                match pages {
-                    Ok((_, log, _)) if log > 16_384 => {
-                        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "sqlite checkpoint failed");
                 }
             }
             let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
