@@ -445,3 +445,15 @@ async fn a_crashed_lock_holder_blocks_only_for_the_lease() {
         "blocked {waited:?}, beyond the 2 s lease"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_down_gives_a_clear_502() {
+    let (mut s, _c) = stack(StoreKind::Sqlite, "lock").await;
+    let http = reqwest::Client::new();
+    let (status, _) = book(&http, &s, &booking(2, "ann", "2026-12-01", "2026-12-02", 1)).await;
+    assert_eq!(status, 201);
+    s.backend_sidecar.stop();
+    let (status, body) = book(&http, &s, &booking(2, "bob", "2026-12-01", "2026-12-02", 1)).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "backend_unavailable", "{body}");
+}

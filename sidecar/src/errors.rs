@@ -183,8 +183,53 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `google.rpc.ErrorInfo`, which the `dapr` crate does not generate.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorInfo {
+    #[prost(string, tag = "1")]
+    pub reason: String,
+    #[prost(string, tag = "2")]
+    pub domain: String,
+    #[prost(map = "string, string", tag = "3")]
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// A gRPC status carrying `ErrorInfo{reason, domain: "dapr.io"}` in
+/// `grpc-status-details-bin`, as daprd sends it.
+pub fn status_with_reason(
+    code: tonic::Code,
+    message: String,
+    reason: &str,
+    metadata: std::collections::HashMap<String, String>,
+) -> tonic::Status {
+    use prost::Message as _;
+    let info = ErrorInfo {
+        reason: reason.to_string(),
+        domain: "dapr.io".into(),
+        metadata,
+    };
+    let status = dapr::google::rpc::Status {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    tonic::Status::with_details(code, message, status.encode_to_vec().into())
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        tonic::Status::new(err.grpc, err.message)
+        // State errors carry a reason over gRPC (the rich reason, else the error code);
+        // lock and invocation errors are a bare status, as in daprd.
+        let reason = err.reason.or_else(|| {
+            (err.code.starts_with("ERR_STATE") || err.code == "ERR_NOT_SUPPORTED_STATE_OPERATION")
+                .then_some(err.code)
+        });
+        match reason {
+            Some(reason) => status_with_reason(err.grpc, err.message, reason, Default::default()),
+            None => tonic::Status::new(err.grpc, err.message),
+        }
     }
 }

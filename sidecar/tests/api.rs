@@ -206,6 +206,124 @@ async fn shutdown_api_stops_the_sidecar() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let status = s.stop().unwrap();
+    let status = s
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("the sidecar stops by itself");
+    assert!(status.success(), "{status}");
+}
+
+fn error_reason(status: &tonic::Status) -> Option<String> {
+    use prost::Message as _;
+    let st = dapr::google::rpc::Status::decode(status.details()).ok()?;
+    let any = st.details.first()?;
+    assert_eq!(any.type_url, "type.googleapis.com/google.rpc.ErrorInfo");
+    let info = sidecar::errors::ErrorInfo::decode(any.value.as_slice()).ok()?;
+    assert_eq!(info.domain, "dapr.io");
+    Some(info.reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_errors_carry_dapr_error_info() {
+    use dapr::dapr::proto::runtime::v1::GetStateRequest;
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let s = SidecarBuilder::new(bin(), "rich", registry.path())
+        .resources(components.path())
+        .env("DAPR_API_TOKEN", "t")
+        .spawn()
+        .await
+        .unwrap();
+    let mut c = DaprClient::connect(s.grpc_url()).await.unwrap();
+    let err = c
+        .get_metadata(GetMetadataRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error_reason(&err).as_deref(), Some("Unauthorized"));
+    let mut req = tonic::Request::new(GetStateRequest {
+        store_name: "nope".into(),
+        key: "k".into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("dapr-api-token", "t".parse().unwrap());
+    let err = c.get_state(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error_reason(&err).as_deref(), Some("DAPR_STATE_NOT_FOUND"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_attributes_bulk_delete_and_grpc_shutdown() {
+    use dapr::dapr::proto::common::v1::StateItem;
+    use dapr::dapr::proto::runtime::v1::{
+        DeleteBulkStateRequest, GetStateRequest, SaveStateRequest, SetMetadataRequest,
+        ShutdownRequest,
+    };
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let mut s = SidecarBuilder::new(bin(), "attrs", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/v1.0/metadata/color", s.http_url()))
+        .body("blue")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut c = DaprClient::connect(s.grpc_url()).await.unwrap();
+    c.set_metadata(SetMetadataRequest {
+        key: "size".into(),
+        value: "xl".into(),
+    })
+    .await
+    .unwrap();
+    let m: Value = http
+        .get(format!("{}/v1.0/metadata", s.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["extended"]["color"], "blue");
+    assert_eq!(m["extended"]["size"], "xl");
+
+    let item = |k: &str| StateItem {
+        key: k.into(),
+        value: b"1".to_vec(),
+        ..Default::default()
+    };
+    c.save_state(SaveStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("a"), item("b")],
+    })
+    .await
+    .unwrap();
+    c.delete_bulk_state(DeleteBulkStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("a"), item("b")],
+    })
+    .await
+    .unwrap();
+    for k in ["a", "b"] {
+        let got = c
+            .get_state(GetStateRequest {
+                store_name: "statestore".into(),
+                key: k.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(got.into_inner().data.is_empty(), "{k} deleted");
+    }
+
+    c.shutdown(ShutdownRequest::default()).await.unwrap();
+    drop(c);
+    let status = s
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("the sidecar stops by itself");
     assert!(status.success(), "{status}");
 }

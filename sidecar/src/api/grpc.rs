@@ -32,14 +32,22 @@ impl tonic::service::Interceptor for TokenCheck {
         let Some(expected) = &self.0 else {
             return Ok(req);
         };
+        let refuse = |why: &str| {
+            let meta = [
+                ("http.code".to_string(), "401".to_string()),
+                ("http.error_message".to_string(), why.to_string()),
+            ];
+            crate::errors::status_with_reason(
+                tonic::Code::Unauthenticated,
+                "Unauthorized".into(),
+                "Unauthorized",
+                meta.into_iter().collect(),
+            )
+        };
         match req.metadata().get("dapr-api-token") {
-            None => Err(Status::unauthenticated(
-                "Unauthorized: missing api token in request metadata",
-            )),
+            None => Err(refuse("missing api token in request metadata")),
             Some(v) if v.as_bytes() == expected.as_bytes() => Ok(req),
-            Some(_) => Err(Status::unauthenticated(
-                "Unauthorized: authentication error: api token mismatch",
-            )),
+            Some(_) => Err(refuse("authentication error: api token mismatch")),
         }
     }
 }
