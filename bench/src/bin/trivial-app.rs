@@ -1,5 +1,5 @@
 //! A trivial HTTP app for measuring what the sidecars add: every request gets `200 ok`.
-//! `cargo run --release -p sidecar --example trivial_app -- <port>` (default: $APP_PORT or 7000).
+//! `trivial-app <port>` (default: $APP_PORT or 7000); the harness runs it for the sidecar row.
 
 use axum::Router;
 use axum::serve::ListenerExt as _;

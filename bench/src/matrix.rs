@@ -1,0 +1,457 @@
+//! The configurations of the original study (plus Redis, ETag and sidecar-only rows), and
+//! how one row is run: start it, warm up, a max-throughput run, constant-rate latency runs,
+//! CPU and memory of every process, stop.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::load::{self, Measured, Target};
+use crate::procstat;
+use crate::stack::{Redis, Running, Scratch, bin, free_port, write_components};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// The backend alone, answering without Dapr.
+    BackendNoDapr,
+    /// The backend alone beside its sidecar, client connected, no state access.
+    BackendClientOnly,
+    /// The backend alone beside its sidecar, full booking.
+    BackendFull,
+    /// frontend → sidecar → sidecar → backend, backend answering without state.
+    ThroughNoState,
+    /// frontend → sidecar → sidecar → backend, full booking.
+    ThroughFull,
+    /// A trivial app called directly and through two sidecars, at 1,000 req/s.
+    Sidecars,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Original {
+    pub max_rps: &'static str,
+    pub latency_10: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub shape: Shape,
+    pub backend_workers: usize,
+    pub frontend_workers: usize,
+    pub redis: bool,
+    pub consistency: &'static str,
+    pub original: Option<Original>,
+}
+
+const fn row(id: &'static str, title: &'static str, shape: Shape, be: usize, fe: usize) -> Row {
+    Row {
+        id,
+        title,
+        shape,
+        backend_workers: be,
+        frontend_workers: fe,
+        redis: false,
+        consistency: "lock",
+        original: None,
+    }
+}
+
+fn orig(max_rps: &'static str, latency_10: &'static str) -> Option<Original> {
+    Some(Original {
+        max_rps,
+        latency_10,
+    })
+}
+
+/// Every row, in the order of the original table.
+pub fn all_rows() -> Vec<Row> {
+    use Shape::*;
+    vec![
+        Row {
+            original: orig("~3.3k (wrk -t4 -c100)", "2.1–2.9 ms"),
+            ..row(
+                "backend-nodapr",
+                "backend alone, no state access, no Dapr client",
+                BackendNoDapr,
+                1,
+                0,
+            )
+        },
+        Row {
+            original: orig("~600 (wrk -t2 -c50)", "3.5–4.4 ms"),
+            ..row(
+                "backend-client",
+                "backend alone, Dapr client connected, no state access",
+                BackendClientOnly,
+                1,
+                0,
+            )
+        },
+        Row {
+            original: orig("~200", "8.6–9.5 ms"),
+            ..row(
+                "backend-full-w1",
+                "backend alone, full booking through Dapr state",
+                BackendFull,
+                1,
+                0,
+            )
+        },
+        Row {
+            original: orig("~380", "8.6–9.5 ms"),
+            ..row(
+                "backend-full-w2",
+                "backend alone, full booking through Dapr state",
+                BackendFull,
+                2,
+                0,
+            )
+        },
+        Row {
+            original: orig("~450", "9.8–10.8 ms"),
+            ..row(
+                "through-nostate-f1",
+                "frontend + backend through Dapr, backend without state",
+                ThroughNoState,
+                1,
+                1,
+            )
+        },
+        Row {
+            original: orig("~500", "9.8–10.8 ms"),
+            ..row(
+                "through-nostate-f2",
+                "frontend + backend through Dapr, backend without state",
+                ThroughNoState,
+                1,
+                2,
+            )
+        },
+        Row {
+            original: orig("~700", "9.8–10.8 ms"),
+            ..row(
+                "through-nostate-f4",
+                "frontend + backend through Dapr, backend without state",
+                ThroughNoState,
+                1,
+                4,
+            )
+        },
+        Row {
+            original: orig("~150", "16–19 ms"),
+            ..row(
+                "through-full-w1",
+                "frontend + backend through Dapr, full booking",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            original: orig("~300", "16–19 ms"),
+            ..row(
+                "through-full-w2",
+                "frontend + backend through Dapr, full booking",
+                ThroughFull,
+                2,
+                2,
+            )
+        },
+        Row {
+            redis: true,
+            ..row(
+                "through-full-redis",
+                "frontend + backend through Dapr, full booking, Redis state and lock",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            consistency: "etag",
+            ..row(
+                "through-full-etag",
+                "frontend + backend through Dapr, full booking, ETag consistency (no lock)",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        row(
+            "sidecars",
+            "trivial app direct vs through two sidecars, 1,000 req/s",
+            Sidecars,
+            0,
+            0,
+        ),
+    ]
+}
+
+/// Seconds for each phase of a row.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timing {
+    pub warm: u64,
+    pub max: u64,
+    pub latency: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RateResult {
+    pub rate: u32,
+    pub measured: Measured,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SidecarResult {
+    pub rate: u32,
+    pub direct: Measured,
+    pub through: Measured,
+    pub added_p50_ms: f64,
+    pub added_p90_ms: f64,
+    pub added_p99_ms: f64,
+    /// CPU of each sidecar per 1,000 req/s, in vCPU.
+    pub vcpu_per_1000_rps: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RowResult {
+    pub row: Row,
+    pub max: Option<Measured>,
+    pub cpu_us_per_request: BTreeMap<String, f64>,
+    pub latency: Vec<RateResult>,
+    pub peak_rss_mib: BTreeMap<String, f64>,
+    pub sidecars: Option<SidecarResult>,
+    pub error: Option<String>,
+}
+
+/// The app command for `sidecar run`.
+fn app_cmd(name: &str, workers: usize) -> anyhow::Result<Vec<String>> {
+    Ok(vec![
+        bin(name)?.display().to_string(),
+        "--workers".into(),
+        workers.to_string(),
+        "--log-level".into(),
+        "error".into(),
+    ])
+}
+
+/// Runs one row; `say` prints progress lines.
+pub fn run_row(
+    row: &Row,
+    t: Timing,
+    seed: u64,
+    say: &mut dyn FnMut(&str),
+) -> anyhow::Result<RowResult> {
+    let scratch = Scratch::new(row.id)?;
+    let registry = scratch.path().join("registry");
+    let components = scratch.path().join("components");
+    let no_components = scratch.path().join("none");
+    std::fs::create_dir_all(&components)?;
+    std::fs::create_dir_all(&no_components)?;
+    let redis = if row.redis {
+        Some(Redis::start()?)
+    } else {
+        None
+    };
+    write_components(&components, redis.as_ref().map(|r| r.port))?;
+    let mut running = Running::default();
+
+    if row.shape == Shape::Sidecars {
+        return run_sidecars(row, t, &scratch, &registry, &mut running, say);
+    }
+
+    let backend_port = free_port()?;
+    let work = match row.shape {
+        Shape::BackendNoDapr | Shape::ThroughNoState => "no-dapr",
+        Shape::BackendClientOnly => "client-only",
+        _ => "full",
+    };
+    let backend_env = [
+        ("BACKEND_WORK", work.to_string()),
+        ("CONSISTENCY", row.consistency.to_string()),
+    ];
+    if row.shape == Shape::BackendNoDapr {
+        let mut cmd = Command::new(bin("backend")?);
+        cmd.args([
+            "--workers",
+            &row.backend_workers.to_string(),
+            "--log-level",
+            "error",
+        ])
+        .env("APP_PORT", backend_port.to_string())
+        .envs(backend_env.iter().map(|(k, v)| (*k, v.as_str())));
+        running.app("backend", backend_port, &mut cmd)?;
+    } else {
+        running.sidecar_with_app(
+            "backend",
+            backend_port,
+            &components,
+            &registry,
+            &backend_env,
+            &app_cmd("backend", row.backend_workers)?,
+        )?;
+    }
+    let target = if matches!(row.shape, Shape::ThroughNoState | Shape::ThroughFull) {
+        let frontend_port = free_port()?;
+        running.sidecar_with_app(
+            "frontend",
+            frontend_port,
+            &no_components,
+            &registry,
+            &[],
+            &app_cmd("frontend", row.frontend_workers)?,
+        )?;
+        Target::Frontend {
+            port: frontend_port,
+        }
+    } else {
+        Target::Backend { port: backend_port }
+    };
+
+    if t.warm > 0 {
+        say(&format!("warm-up {} s", t.warm));
+        load::max_throughput(&target, t.warm, 50, seed + 1000)?;
+    }
+    say(&format!("max throughput: wrk -t2 -c50, {} s", t.max));
+    let before = procstat::snapshot(&running.measured);
+    let max = load::max_throughput(&target, t.max, 50, seed)?;
+    let after = procstat::snapshot(&running.measured);
+    let mut cpu_us_per_request: BTreeMap<String, f64> = procstat::spent(&before, &after)
+        .into_iter()
+        .map(|(k, secs)| (k, secs * 1e6 / max.requests.max(1) as f64))
+        .collect();
+    let total: f64 = cpu_us_per_request.values().sum();
+    cpu_us_per_request.insert("total".into(), total);
+    say(&format!(
+        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU per request",
+        max.rps, max.p50, max.p99, total
+    ));
+
+    let mut rates = vec![10];
+    if row.shape == Shape::ThroughFull {
+        rates.push(1000);
+    }
+    let mut latency = Vec::new();
+    for rate in rates {
+        let generator = if load::wrk2_path().is_some() {
+            "wrk2"
+        } else {
+            "oha"
+        };
+        say(&format!(
+            "latency at {rate} req/s: {generator}, {} s",
+            t.latency
+        ));
+        let m = load::constant_rate(&target, rate, t.latency, seed + rate as u64, scratch.path())?;
+        say(&format!(
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            m.p50, m.p90, m.p99
+        ));
+        latency.push(RateResult { rate, measured: m });
+    }
+    let peak_rss_mib = running.peak_rss();
+    drop(running);
+    drop(redis);
+    Ok(RowResult {
+        row: row.clone(),
+        max: Some(max),
+        cpu_us_per_request,
+        latency,
+        peak_rss_mib,
+        sidecars: None,
+        error: None,
+    })
+}
+
+/// The row that isolates the sidecars, as Dapr's own performance tests do.
+fn run_sidecars(
+    row: &Row,
+    t: Timing,
+    _scratch: &Scratch,
+    registry: &std::path::Path,
+    running: &mut Running,
+    say: &mut dyn FnMut(&str),
+) -> anyhow::Result<RowResult> {
+    let (app_port, callee_http, caller_http) = (free_port()?, free_port()?, free_port()?);
+    let mut app = Command::new(bin("trivial-app")?);
+    app.arg(app_port.to_string());
+    running.app("app", app_port, &mut app)?;
+    for (id, http, app_port) in [
+        ("trivial", callee_http, Some(app_port)),
+        ("caller", caller_http, None),
+    ] {
+        let mut cmd = Command::new(bin("sidecar")?);
+        cmd.args([
+            "run",
+            "--app-id",
+            id,
+            "--dapr-http-port",
+            &http.to_string(),
+            "--log-level",
+            "warn",
+            "--config",
+            "config.yaml",
+        ])
+        .arg("--registry-dir")
+        .arg(registry);
+        if let Some(p) = app_port {
+            cmd.args(["--app-port", &p.to_string()]);
+        }
+        let pid = running.spawn(&format!("{id}-sidecar"), &mut cmd)?;
+        running.measured.push((format!("{id}-sidecar"), pid));
+        load::wait_port(http, std::time::Duration::from_secs(30))?;
+    }
+    let rate = 1000;
+    let direct = Target::Get {
+        url: format!("http://127.0.0.1:{app_port}/hello"),
+    };
+    let through = Target::Get {
+        url: format!("http://127.0.0.1:{caller_http}/v1.0/invoke/trivial/method/hello"),
+    };
+    if t.warm > 0 {
+        load::max_throughput(&through, t.warm, 16, 0)?;
+    }
+    say(&format!("direct at {rate} req/s, {} s", t.latency));
+    let d = load::constant_rate(&direct, rate, t.latency, 0, std::path::Path::new("."))?;
+    say(&format!(
+        "through two sidecars at {rate} req/s, {} s",
+        t.latency
+    ));
+    let before = procstat::snapshot(&running.measured);
+    let started = std::time::Instant::now();
+    let v = load::constant_rate(&through, rate, t.latency, 0, std::path::Path::new("."))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = procstat::snapshot(&running.measured);
+    let vcpu: BTreeMap<String, f64> = procstat::spent(&before, &after)
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("-sidecar"))
+        .map(|(k, secs)| (k, secs / elapsed / (v.rps.max(1.0) / 1000.0)))
+        .collect();
+    say(&format!(
+        "added p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+        v.p50 - d.p50,
+        v.p90 - d.p90,
+        v.p99 - d.p99
+    ));
+    let peak_rss_mib = running.peak_rss();
+    Ok(RowResult {
+        row: row.clone(),
+        max: None,
+        cpu_us_per_request: BTreeMap::new(),
+        latency: Vec::new(),
+        peak_rss_mib,
+        sidecars: Some(SidecarResult {
+            rate,
+            added_p50_ms: v.p50 - d.p50,
+            added_p90_ms: v.p90 - d.p90,
+            added_p99_ms: v.p99 - d.p99,
+            direct: d,
+            through: v,
+            vcpu_per_1000_rps: vcpu,
+        }),
+        error: None,
+    })
+}

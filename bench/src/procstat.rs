@@ -1,0 +1,90 @@
+//! What each process of a configuration spends, read from /proc: CPU time (user + system)
+//! and peak resident memory (VmHWM).
+
+use std::collections::BTreeMap;
+
+/// CPU seconds used so far by `pid`, or `None` once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Peak resident set size of `pid` in MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Children of `parent` (the app a `sidecar run` started).
+pub fn children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                        == Some(parent)
+                })
+        })
+        .collect()
+}
+
+/// CPU seconds of each named process at one moment.
+pub type Snapshot = BTreeMap<String, f64>;
+
+pub fn snapshot(procs: &[(String, u32)]) -> Snapshot {
+    procs
+        .iter()
+        .filter_map(|(name, pid)| Some((name.clone(), cpu_seconds(*pid)?)))
+        .collect()
+}
+
+/// CPU seconds spent between two snapshots, per process.
+pub fn spent(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), (v - before.get(k)?).max(0.0))))
+        .collect()
+}
+
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(cpu_seconds(me).is_some());
+        assert!(peak_rss_mib(me).unwrap() > 0.0);
+    }
+}

@@ -1,0 +1,98 @@
+//! Runs the harness on a tiny matrix (about a second per run) and checks that it writes a
+//! well-formed results file, table and plots. It asserts no timing.
+
+use std::path::Path;
+use std::process::Command;
+
+fn png_ok(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    assert!(
+        bytes.len() > 5_000,
+        "{} is suspiciously small",
+        path.display()
+    );
+}
+
+#[test]
+fn tiny_matrix_writes_results_table_and_plots() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = std::env::temp_dir().join(format!("bench-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args([
+            "--tiny",
+            "--rows",
+            "backend-nodapr,through-full-w1,sidecars",
+            "--out",
+        ])
+        .arg(&out)
+        .current_dir(root)
+        .output()
+        .expect("running bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("[1/3]") && stdout.contains("[3/3]"),
+        "a progress line per row:\n{stdout}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in &rows[..2] {
+        assert!(r["error"].is_null(), "{r}");
+        let max = &r["max"];
+        assert!(
+            max["rps"].as_f64().unwrap() > 0.0 && max["requests"].as_u64().unwrap() > 0,
+            "{max}"
+        );
+        assert!(max["generator"] == "wrk");
+        assert!(
+            r["cpu_us_per_request"]["total"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+        let lat = &r["latency"][0]["measured"];
+        assert!(
+            lat["p50"].as_f64().unwrap() > 0.0
+                && lat["p99"].as_f64().unwrap() >= lat["p50"].as_f64().unwrap()
+        );
+        assert!(r["peak_rss_mib"].as_object().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(
+        rows[1]["latency"].as_array().unwrap().len(),
+        2,
+        "full booking through Dapr also runs at 1,000 req/s"
+    );
+    let sc = &rows[2]["sidecars"];
+    assert!(sc["through"]["p50"].as_f64().unwrap() > 0.0, "{sc}");
+    assert!(
+        sc["vcpu_per_1000_rps"]
+            .as_object()
+            .is_some_and(|m| m.len() == 2),
+        "{sc}"
+    );
+
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| configuration | workers | max throughput, ours | original |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("backend alone, no state access, no Dapr client") && md.contains("~3.3k"),
+        "{md}"
+    );
+    assert!(md.contains("What the two sidecars add"), "{md}");
+    png_ok(&out.join("latency.png"));
+    png_ok(&out.join("throughput.png"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
