@@ -24,7 +24,7 @@ use crate::report::{Machine, Report};
     about = "Benchmark the hotel booking system configuration by configuration"
 )]
 struct Args {
-    /// Short runs (3 s max-throughput, 5 s constant-rate): the whole matrix in about 3 minutes.
+    /// Short runs (3 s max-throughput, 4 s constant-rate): the whole matrix in under 3 minutes.
     #[arg(long)]
     quick: bool,
     /// About a second per run, for the smoke test.

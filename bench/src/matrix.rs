@@ -1,6 +1,6 @@
 //! The configurations of the original study (plus Redis, ETag and sidecar-only rows), and
-//! how one row is run: start it, warm up, a max-throughput run, constant-rate latency runs,
-//! CPU and memory of every process, stop.
+//! how one row is run: start it, warm up, let the machine settle, constant-rate latency
+//! runs, a max-throughput run (with the CPU every process spends on it), peak memory, stop.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -163,7 +163,17 @@ pub fn all_rows() -> Vec<Row> {
         Row {
             redis: true,
             ..row(
-                "through-full-redis",
+                "backend-full-redis",
+                "backend alone, full booking, Redis state and lock",
+                BackendFull,
+                1,
+                0,
+            )
+        },
+        Row {
+            redis: true,
+            ..row(
+                "through-full-redis-w1",
                 "frontend + backend through Dapr, full booking, Redis state and lock",
                 ThroughFull,
                 1,
@@ -171,10 +181,31 @@ pub fn all_rows() -> Vec<Row> {
             )
         },
         Row {
+            redis: true,
+            ..row(
+                "through-full-redis-w2",
+                "frontend + backend through Dapr, full booking, Redis state and lock",
+                ThroughFull,
+                2,
+                2,
+            )
+        },
+        Row {
             consistency: "etag",
             ..row(
                 "through-full-etag",
                 "frontend + backend through Dapr, full booking, ETag consistency (no lock)",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            consistency: "etag",
+            redis: true,
+            ..row(
+                "through-full-etag-redis",
+                "frontend + backend through Dapr, full booking, ETag consistency (no lock), Redis",
                 ThroughFull,
                 1,
                 1,
@@ -225,6 +256,13 @@ pub struct RowResult {
     pub peak_rss_mib: BTreeMap<String, f64>,
     pub sidecars: Option<SidecarResult>,
     pub error: Option<String>,
+}
+
+/// Flushes dirty pages to disk and lets background work (checkpoints) finish.
+fn settle() {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    std::thread::sleep(std::time::Duration::from_millis(500));
 }
 
 /// The app command for `sidecar run`.
@@ -315,21 +353,9 @@ pub fn run_row(
         say(&format!("warm-up {} s", t.warm));
         load::max_throughput(&target, t.warm, 50, seed + 1000)?;
     }
-    say(&format!("max throughput: wrk -t2 -c50, {} s", t.max));
-    let before = procstat::snapshot(&running.measured);
-    let max = load::max_throughput(&target, t.max, 50, seed)?;
-    let after = procstat::snapshot(&running.measured);
-    let mut cpu_us_per_request: BTreeMap<String, f64> = procstat::spent(&before, &after)
-        .into_iter()
-        .map(|(k, secs)| (k, secs * 1e6 / max.requests.max(1) as f64))
-        .collect();
-    let total: f64 = cpu_us_per_request.values().sum();
-    cpu_us_per_request.insert("total".into(), total);
-    say(&format!(
-        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU per request",
-        max.rps, max.p50, max.p99, total
-    ));
-
+    // Latency first, on a settled machine: a full-speed run leaves hundreds of MB of dirty
+    // pages (SQLite) whose writeback would stall the next run's requests.
+    settle();
     let mut rates = vec![10];
     if row.shape == Shape::ThroughFull {
         rates.push(1000);
@@ -347,11 +373,29 @@ pub fn run_row(
         ));
         let m = load::constant_rate(&target, rate, t.latency, seed + rate as u64, scratch.path())?;
         say(&format!(
-            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
-            m.p50, m.p90, m.p99
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {}",
+            m.p50,
+            m.p90,
+            m.p99,
+            m.p999.map_or("-".into(), |v| format!("{v:.2} ms"))
         ));
         latency.push(RateResult { rate, measured: m });
     }
+
+    say(&format!("max throughput: wrk -t2 -c50, {} s", t.max));
+    let before = procstat::snapshot(&running.measured);
+    let max = load::max_throughput(&target, t.max, 50, seed)?;
+    let after = procstat::snapshot(&running.measured);
+    let mut cpu_us_per_request: BTreeMap<String, f64> = procstat::spent(&before, &after)
+        .into_iter()
+        .map(|(k, secs)| (k, secs * 1e6 / max.requests.max(1) as f64))
+        .collect();
+    let total: f64 = cpu_us_per_request.values().sum();
+    cpu_us_per_request.insert("total".into(), total);
+    say(&format!(
+        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU per request",
+        max.rps, max.p50, max.p99, total
+    ));
     let peak_rss_mib = running.peak_rss();
     drop(running);
     drop(redis);
@@ -414,6 +458,7 @@ fn run_sidecars(
     if t.warm > 0 {
         load::max_throughput(&through, t.warm, 16, 0)?;
     }
+    settle();
     say(&format!("direct at {rate} req/s, {} s", t.latency));
     let d = load::constant_rate(&direct, rate, t.latency, 0, std::path::Path::new("."))?;
     say(&format!(
