@@ -296,6 +296,9 @@ pub fn run_row(
     };
     write_components(&components, redis.as_ref().map(|r| r.port))?;
     let mut running = Running::default();
+    if let Some(r) = &redis {
+        running.measured.push(("redis-server".into(), r.pid));
+    }
 
     if row.shape == Shape::Sidecars {
         return run_sidecars(row, t, &scratch, &registry, &mut running, say);

@@ -380,7 +380,7 @@ fn throughput_plot(rep: &Report, path: &Path) -> anyhow::Result<()> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;

@@ -157,6 +157,7 @@ impl Drop for Running {
 /// A `redis-server` of our own, with no persistence, on a free port.
 pub struct Redis {
     pub port: u16,
+    pub pid: u32,
     child: Child,
     _dir: Scratch,
 }
