@@ -186,6 +186,7 @@ impl Redis {
         wait_port(port, Duration::from_secs(10))?;
         Ok(Redis {
             port,
+            pid: child.id(),
             child,
             _dir: dir,
         })
