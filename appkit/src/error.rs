@@ -92,6 +92,25 @@ impl IntoResponse for AppError {
     }
 }
 
+/// Fallback for unknown routes: JSON like every other error.
+pub async fn not_found() -> AppError {
+    AppError::not_found("not_found", "no such route")
+}
+
+/// Fallback for a known route called with the wrong method.
+pub async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
 /// Parses a JSON body read with a size limit: too large is 413, not JSON is 400
 /// `invalid_json`, the wrong shape is 400 `invalid_field`.
 pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, AppError> {

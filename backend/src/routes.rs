@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use appkit::error::{AppError, parse_json};
+use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
 use appkit::wire::{BookingRequest, Day, Hotel};
 use axum::Json;
 use axum::Router;
@@ -169,20 +169,4 @@ fn valid_id(id: &str) -> Result<String, AppError> {
     uuid::Uuid::parse_str(id)
         .map(|u| u.to_string())
         .map_err(|_| AppError::not_found("reservation_not_found", format!("no reservation {id}")))
-}
-
-async fn healthz() -> StatusCode {
-    StatusCode::NO_CONTENT
-}
-
-async fn not_found() -> AppError {
-    AppError::not_found("not_found", "no such route")
-}
-
-async fn method_not_allowed() -> AppError {
-    AppError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
 }

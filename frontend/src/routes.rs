@@ -1,13 +1,13 @@
 //! The public API: `POST /book` and the queries, each validated here and invoked on the
 //! backend through Dapr.
 
-use appkit::error::{AppError, parse_json};
+use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
 use appkit::wire::ReservationRequest;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{get, post};
 
@@ -129,20 +129,4 @@ async fn cancel(
         None,
     )
     .await
-}
-
-async fn healthz() -> StatusCode {
-    StatusCode::NO_CONTENT
-}
-
-async fn not_found() -> AppError {
-    AppError::not_found("not_found", "no such route")
-}
-
-async fn method_not_allowed() -> AppError {
-    AppError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
 }

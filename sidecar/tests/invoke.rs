@@ -245,48 +245,16 @@ async fn app_api_token_is_sent_to_the_app_and_caller_token_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_started_by_sidecar_run_is_reachable_from_another_sidecar() {
     let registry = TempDir::new("registry");
-    let www = TempDir::new("www");
-    std::fs::write(www.path().join("hello.txt"), "hello from the app\n").unwrap();
-    let port = testkit::free_port();
-    let bin = env!("CARGO_BIN_EXE_sidecar");
-    let _web = SidecarBuilder::new(bin, "web", registry.path())
-        .app_port(port)
-        .command(&[
-            "python3",
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            &www.path().display().to_string(),
-        ])
-        .spawn()
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
+    let (_web, _www) = testkit::spawn_static_app(bin, "web", registry.path())
         .await
         .unwrap();
     let caller = SidecarBuilder::new(bin, "client", registry.path())
         .spawn()
         .await
         .unwrap();
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1.0/invoke/web/method/hello.txt", caller.http_url());
-    let body = testkit::wait_until(
-        "the app behind sidecar run",
-        std::time::Duration::from_secs(20),
-        || {
-            let req = http.get(&url).send();
-            async move {
-                let r = req.await.ok()?;
-                if r.status() != 200 {
-                    return None;
-                }
-                r.text().await.ok()
-            }
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(body, "hello from the app\n");
+    let body = testkit::fetch_hello_through(&caller, "web").await.unwrap();
+    assert_eq!(body, testkit::HELLO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,23 +29,8 @@ async fn official_python_sdk_works_against_the_sidecar() {
 
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
-    let www = TempDir::new("www");
-    std::fs::write(www.path().join("hello.txt"), "hello from the app\n").unwrap();
-    let port = testkit::free_port();
-    let bin = env!("CARGO_BIN_EXE_sidecar");
-    let _web = SidecarBuilder::new(bin, "pyweb", registry.path())
-        .app_port(port)
-        .command(&[
-            "python3",
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            &www.path().display().to_string(),
-        ])
-        .spawn()
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
+    let (_web, _www) = testkit::spawn_static_app(bin, "pyweb", registry.path())
         .await
         .unwrap();
     let client = SidecarBuilder::new(bin, "pyclient", registry.path())
@@ -53,21 +38,9 @@ async fn official_python_sdk_works_against_the_sidecar() {
         .spawn()
         .await
         .unwrap();
-    testkit::wait_until(
-        "the app behind the target sidecar",
-        std::time::Duration::from_secs(20),
-        || async {
-            let r = reqwest::get(format!(
-                "{}/v1.0/invoke/pyweb/method/hello.txt",
-                client.http_url()
-            ))
-            .await
-            .ok()?;
-            (r.status() == 200).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    testkit::fetch_hello_through(&client, "pyweb")
+        .await
+        .unwrap();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_check.py");
     let out = tokio::process::Command::new(&py)

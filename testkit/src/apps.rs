@@ -83,3 +83,62 @@ pub async fn start_collector() -> (u16, Collected) {
     let port = serve(Router::new().fallback(collect).with_state(c.clone())).await;
     (port, c)
 }
+
+/// The text `hello.txt` holds in [`spawn_static_app`].
+pub const HELLO: &str = "hello from the app\n";
+
+/// A real app process started by `sidecar run`: `python3 -m http.server` serving a folder
+/// with `hello.txt`. Returns the sidecar (which owns the app) and the folder.
+pub async fn spawn_static_app(
+    sidecar_bin: &std::path::Path,
+    app_id: &str,
+    registry: &std::path::Path,
+) -> anyhow::Result<(crate::SidecarProcess, crate::TempDir)> {
+    let www = crate::TempDir::new("www");
+    std::fs::write(www.path().join("hello.txt"), HELLO)?;
+    let port = crate::free_port().to_string();
+    let dir = www.path().display().to_string();
+    let sidecar = crate::SidecarBuilder::new(sidecar_bin, app_id, registry)
+        .app_port(port.parse()?)
+        .command(&[
+            "python3",
+            "-m",
+            "http.server",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &dir,
+        ])
+        .spawn()
+        .await?;
+    Ok((sidecar, www))
+}
+
+/// Polls `GET /v1.0/invoke/{app_id}/method/hello.txt` on `caller` until the app answers 200;
+/// returns the body.
+pub async fn fetch_hello_through(
+    caller: &crate::SidecarProcess,
+    app_id: &str,
+) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/v1.0/invoke/{app_id}/method/hello.txt",
+        caller.http_url()
+    );
+    crate::wait_until(
+        "the app behind sidecar run",
+        std::time::Duration::from_secs(20),
+        || {
+            let req = http.get(&url).send();
+            async move {
+                let r = req.await.ok()?;
+                if r.status() != 200 {
+                    return None;
+                }
+                r.text().await.ok()
+            }
+        },
+    )
+    .await
+}

@@ -11,7 +11,9 @@ mod sidecar;
 mod stack;
 mod stores;
 
-pub use apps::{Collected, start_collector, start_echo_app};
+pub use apps::{
+    Collected, HELLO, fetch_hello_through, spawn_static_app, start_collector, start_echo_app,
+};
 pub use components::ComponentsDir;
 pub use process::{TempDir, free_port, wait_until};
 pub use redis::RedisServer;
