@@ -126,6 +126,36 @@ pub fn markdown(rep: &Report) -> String {
             workers(r)
         );
     }
+    let _ = writeln!(
+        s,
+        "\n## Latency in detail (constant rate, corrected for coordinated omission)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| configuration | id | rate | p50 | p90 | p95 | p99 | p99.9 | errors | generator |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let opt = |v: Option<f64>| v.map_or("—".into(), |v| format!("{} ms", ms(v)));
+    for r in &rep.rows {
+        for l in &r.latency {
+            let m = &l.measured;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} req/s | {} ms | {} ms | {} | {} ms | {} | {} of {} | {} |",
+                r.row.title,
+                r.row.id,
+                l.rate,
+                ms(m.p50),
+                ms(m.p90),
+                opt(m.p95),
+                ms(m.p99),
+                opt(m.p999),
+                m.errors,
+                m.requests,
+                m.generator
+            );
+        }
+    }
     if let Some(r) = rep.rows.iter().find(|r| r.row.shape == Shape::Sidecars) {
         let _ = writeln!(
             s,
