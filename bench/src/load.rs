@@ -124,7 +124,8 @@ pub fn constant_rate(
         "-c",
         &conns.to_string(),
     ])
-    .args(["--no-tui", "--output-format", "json"]);
+    // -w: requests in flight at the deadline finish instead of counting as errors.
+    .args(["-w", "--no-tui", "--output-format", "json"]);
     match target {
         Target::Get { url } => {
             cmd.arg(url);
