@@ -12,14 +12,14 @@
 --   HOTELS   bookings go to hotel ids 1..HOTELS (default 300: the whole catalogue); fewer
 --            hotels means more contention for the same locks and nights
 --   DAYS     stays start within DAYS days from START (default 365)
---   START    first check-in date, YYYY-MM-DD (default 2027-01-01)
+--   START    first check-in date, YYYY-MM-DD (default tomorrow, UTC: past stays are refused)
 --   NIGHTS   longest stay in nights (default 3); stays are 1..NIGHTS nights
 --   ROOMS    most rooms per booking (default 1)
 
 local seed   = tonumber(os.getenv("SEED") or "42")
 local hotels = tonumber(os.getenv("HOTELS") or "300")
 local days   = tonumber(os.getenv("DAYS") or "365")
-local start  = os.getenv("START") or "2027-01-01"
+local start  = os.getenv("START")
 local nights = tonumber(os.getenv("NIGHTS") or "3")
 local rooms  = tonumber(os.getenv("ROOMS") or "1")
 
@@ -57,8 +57,13 @@ local function civil_from_days(z)
   return string.format("%04d-%02d-%02d", y, m, d)
 end
 
-local sy, sm, sd = start:match("(%d+)-(%d+)-(%d+)")
-local start_day = days_from_civil(tonumber(sy), tonumber(sm), tonumber(sd))
+local start_day
+if start then
+  local sy, sm, sd = start:match("(%d+)-(%d+)-(%d+)")
+  start_day = days_from_civil(tonumber(sy), tonumber(sm), tonumber(sd))
+else
+  start_day = math.floor(os.time() / 86400) + 1
+end
 local frontend = true
 local base_path = "/"
 local n = 0

@@ -23,6 +23,16 @@ impl Day {
             .map(Day)
     }
 
+    /// Today in the hotels' calendar, which is UTC.
+    pub fn today() -> Day {
+        Day(time::OffsetDateTime::now_utc().date())
+    }
+
+    /// `days` after this one (before it when negative); `None` past the calendar's end.
+    pub fn plus(self, days: i64) -> Option<Day> {
+        self.0.checked_add(time::Duration::days(days)).map(Day)
+    }
+
     pub fn next(self) -> Option<Day> {
         self.0.next_day().map(Day)
     }
@@ -87,8 +97,9 @@ pub struct Invalid {
 }
 
 impl BookingRequest {
-    /// The rules a booking must meet whatever the hotel: a real stay, a sane room count.
-    pub fn validate(&self) -> Result<Vec<Day>, Invalid> {
+    /// The rules a booking must meet whatever the hotel: a real stay that starts `today`
+    /// or later, a sane room count.
+    pub fn validate(&self, today: Day) -> Result<Vec<Day>, Invalid> {
         let bad = |code, message: String| Err(Invalid { code, message });
         if self.user_id.trim().is_empty() || self.user_id.len() > 128 {
             return bad(
@@ -105,6 +116,15 @@ impl BookingRequest {
                 format!(
                     "check_out {} must be after check_in {}",
                     self.check_out, self.check_in
+                ),
+            );
+        }
+        if self.check_in < today {
+            return bad(
+                "invalid_dates",
+                format!(
+                    "check_in {} is in the past (today is {today}, UTC)",
+                    self.check_in
                 ),
             );
         }
@@ -174,6 +194,13 @@ pub struct Availability {
 mod tests {
     use super::*;
 
+    fn day(s: &str) -> Day {
+        Day::parse(s).unwrap()
+    }
+
+    /// A fixed "today" so the cases below never age.
+    const TODAY: &str = "2026-06-01";
+
     fn req(check_in: &str, check_out: &str, rooms: u32) -> BookingRequest {
         BookingRequest {
             user_id: "u1".into(),
@@ -186,7 +213,9 @@ mod tests {
 
     #[test]
     fn nights_cover_the_stay_without_the_last_day() {
-        let n = req("2026-12-30", "2027-01-02", 1).validate().unwrap();
+        let n = req("2026-12-30", "2027-01-02", 1)
+            .validate(day(TODAY))
+            .unwrap();
         let s: Vec<String> = n.iter().map(ToString::to_string).collect();
         assert_eq!(s, ["2026-12-30", "2026-12-31", "2027-01-01"]);
     }
@@ -195,39 +224,49 @@ mod tests {
     fn bad_stays_and_rooms_are_refused() {
         assert_eq!(
             req("2026-12-03", "2026-12-01", 1)
-                .validate()
+                .validate(day(TODAY))
                 .unwrap_err()
                 .code,
             "invalid_dates"
         );
         assert_eq!(
             req("2026-12-01", "2026-12-01", 1)
-                .validate()
+                .validate(day(TODAY))
                 .unwrap_err()
                 .code,
             "invalid_dates"
         );
         assert_eq!(
-            req("2026-01-01", "2026-03-01", 1)
-                .validate()
+            req("2026-07-01", "2026-09-01", 1)
+                .validate(day(TODAY))
                 .unwrap_err()
                 .code,
             "invalid_dates"
         );
         assert_eq!(
             req("2026-12-01", "2026-12-02", 0)
-                .validate()
+                .validate(day(TODAY))
                 .unwrap_err()
                 .code,
             "invalid_rooms"
         );
         assert_eq!(
             req("2026-12-01", "2026-12-02", 21)
-                .validate()
+                .validate(day(TODAY))
                 .unwrap_err()
                 .code,
             "invalid_rooms"
         );
+    }
+
+    #[test]
+    fn stays_may_start_today_but_not_before() {
+        assert!(req(TODAY, "2026-06-02", 1).validate(day(TODAY)).is_ok());
+        let past = req("2026-05-31", "2026-06-02", 1)
+            .validate(day(TODAY))
+            .unwrap_err();
+        assert_eq!(past.code, "invalid_dates");
+        assert!(past.message.contains("past"), "{}", past.message);
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Booker {
     pub async fn book(&self, hotel_id: u32, req: BookingRequest) -> Result<Reservation, AppError> {
         let hotel = self.hotel(hotel_id)?.clone();
         let nights = req
-            .validate()
+            .validate(Day::today())
             .map_err(|i| AppError::bad_request(i.code, i.message))?;
         let reservation = Reservation {
             id: uuid::Uuid::new_v4().to_string(),

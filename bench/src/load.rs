@@ -179,27 +179,11 @@ fn write_bodies(path: &Path, n: u64, seed: u64, frontend: bool) -> anyhow::Resul
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
-/// 2027-01-01 plus `offset` days, as YYYY-MM-DD.
+/// Tomorrow (UTC) plus `offset` days, as YYYY-MM-DD: the stays of a load run never lie in
+/// the past, which the services refuse.
 fn day(offset: i64) -> String {
-    const MONTHS: [i64; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    let (mut year, mut left) = (2027i64, offset);
-    loop {
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let len = if leap { 366 } else { 365 };
-        if left < len {
-            let mut month = 0usize;
-            loop {
-                let mlen = MONTHS[month] + i64::from(month == 1 && leap);
-                if left < mlen {
-                    return format!("{year:04}-{:02}-{:02}", month + 1, left + 1);
-                }
-                left -= mlen;
-                month += 1;
-            }
-        }
-        left -= len;
-        year += 1;
-    }
+    let tomorrow = time::OffsetDateTime::now_utc().date() + time::Duration::days(1);
+    (tomorrow + time::Duration::days(offset)).to_string()
 }
 
 /// A wrk/wrk2 latency value (`812.00us`, `1.49ms`, `2.00s`) in milliseconds.
@@ -336,10 +320,10 @@ mod tests {
     }
 
     #[test]
-    fn days_count_from_2027() {
-        assert_eq!(day(0), "2027-01-01");
-        assert_eq!(day(31), "2027-02-01");
-        assert_eq!(day(365), "2028-01-01");
-        assert_eq!(day(365 + 59), "2028-02-29");
+    fn days_count_from_tomorrow() {
+        let tomorrow = time::OffsetDateTime::now_utc().date() + time::Duration::days(1);
+        assert_eq!(day(0), tomorrow.to_string());
+        assert_eq!(day(366), (tomorrow + time::Duration::days(366)).to_string());
+        assert_eq!(day(0).len(), 10, "YYYY-MM-DD");
     }
 }

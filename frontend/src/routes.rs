@@ -2,7 +2,7 @@
 //! backend through Dapr.
 
 use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
-use appkit::wire::ReservationRequest;
+use appkit::wire::{Day, ReservationRequest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -37,7 +37,7 @@ async fn book(
 ) -> Result<Response, AppError> {
     let req: ReservationRequest = parse_json(body)?;
     req.user
-        .validate()
+        .validate(Day::today())
         .map_err(|i| AppError::bad_request(i.code, i.message))?;
     let user = serde_json::to_vec(&req.user)
         .map_err(|e| AppError::bad_request("invalid_field", e.to_string()))?;

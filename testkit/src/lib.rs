@@ -5,6 +5,7 @@
 
 mod apps;
 mod components;
+mod http;
 mod process;
 mod redis;
 mod sidecar;
@@ -15,6 +16,7 @@ pub use apps::{
     Collected, HELLO, fetch_hello_through, spawn_static_app, start_collector, start_echo_app,
 };
 pub use components::ComponentsDir;
+pub use http::post_reading_early;
 pub use process::{TempDir, free_port, wait_until};
 pub use redis::RedisServer;
 pub use sidecar::{SidecarBuilder, SidecarProcess};

@@ -1,18 +1,47 @@
 //! Small process-level helpers: free ports, temporary folders, polling with a deadline.
 
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (bind to 0, read, release). Only for processes that
-/// must be told a port up front; sidecars pick their own and report them.
+/// A loopback port for a process that must be told its port up front (sidecars pick their
+/// own and report them). Binding to 0 and releasing is racy: the kernel hands the same
+/// ephemeral port to the next test process that asks. So ports come from below the
+/// ephemeral range, where the kernel never hands one out, and each is reserved for the
+/// life of this process by a lock on a file named for it; the lock goes with the process,
+/// however it ends, so concurrent test processes never share a port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("testkit-ports");
+    std::fs::create_dir_all(&dir).expect("creating the port reservation folder");
+    let low = ephemeral_low().clamp(11_000, 65_000);
+    let span = u64::from(low - 10_000);
+    for _ in 0..1000 {
+        let port = 10_000 + (RandomState::new().build_hasher().finish() % span) as u16;
+        let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range after 1000 tries")
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A folder removed (with its contents) on drop.

@@ -67,6 +67,16 @@ impl RedisServer {
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
+
+    /// Whether `key` exists now (`EXISTS` answers the integer reply `:1` or `:0`).
+    pub async fn exists(&self, key: &str) -> anyhow::Result<bool> {
+        let reply = self.command(&["EXISTS", key]).await?;
+        match reply.trim_end() {
+            ":1" => Ok(true),
+            ":0" => Ok(false),
+            other => anyhow::bail!("EXISTS {key} answered {other:?}"),
+        }
+    }
 }
 
 async fn ping(port: u16) -> Option<()> {
