@@ -4,9 +4,13 @@
 //!
 //! The channel connects lazily and reconnects by itself, so the app can start before its
 //! sidecar and survives a sidecar restart; a call while the sidecar is down fails fast.
+//! Every call carries a deadline (`StateClient::until`): the sidecar sees it as
+//! `grpc-timeout`, and the call gives up locally when it passes, so a stalled sidecar or
+//! store can never hold a request (or a lock) without end.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use dapr::dapr::proto::common::v1::{Etag, StateItem, StateOptions};
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
@@ -43,6 +47,9 @@ pub enum DaprError {
     /// First-write / ETag refusal (gRPC ABORTED).
     #[error("etag conflict: {0}")]
     Conflict(String),
+    /// The call's deadline passed first; whether a write took effect is unknown.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     /// Anything else the sidecar or its store reported.
     #[error("dapr call failed ({code:?}): {message}")]
     Failed { code: tonic::Code, message: String },
@@ -53,6 +60,7 @@ impl From<tonic::Status> for DaprError {
         match s.code() {
             tonic::Code::Unavailable => DaprError::Unavailable(s.message().to_string()),
             tonic::Code::Aborted => DaprError::Conflict(s.message().to_string()),
+            tonic::Code::DeadlineExceeded => DaprError::DeadlineExceeded(s.message().to_string()),
             code => DaprError::Failed {
                 code,
                 message: s.message().to_string(),
@@ -82,6 +90,8 @@ pub enum Op {
         key: String,
         value: Vec<u8>,
         etag: Option<String>,
+        /// Seconds until the store drops the key (`ttlInSeconds`); `None` keeps it.
+        ttl: Option<u32>,
     },
     Delete {
         key: String,
@@ -102,6 +112,13 @@ pub struct StateClient {
     raw: Raw,
     statestore: String,
     lockstore: String,
+    /// When every call made through this handle gives up.
+    deadline: Option<Instant>,
+}
+
+fn ttl_metadata(ttl: Option<u32>) -> HashMap<String, String> {
+    ttl.map(|t| HashMap::from([("ttlInSeconds".to_string(), t.to_string())]))
+        .unwrap_or_default()
 }
 
 fn first_write() -> Option<StateOptions> {
@@ -128,7 +145,43 @@ impl StateClient {
                 .max_decoding_message_size(64 << 20),
             statestore: settings.statestore.clone(),
             lockstore: settings.lockstore.clone(),
+            deadline: None,
         }
+    }
+
+    /// The same client, with every call made through it bounded by `deadline`.
+    pub fn until(&self, deadline: Instant) -> StateClient {
+        StateClient {
+            deadline: Some(deadline),
+            ..self.clone()
+        }
+    }
+
+    /// Runs one call within the deadline: the sidecar is told the time left
+    /// (`grpc-timeout`), and the wait ends here when it runs out either way.
+    async fn call<T, Fut>(
+        &self,
+        what: &str,
+        request: T,
+        send: impl FnOnce(Raw, tonic::Request<T>) -> Fut,
+    ) -> Result<Fut::Output, DaprError>
+    where
+        Fut: Future,
+    {
+        let mut request = tonic::Request::new(request);
+        let Some(deadline) = self.deadline else {
+            return Ok(send(self.raw.clone(), request).await);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(DaprError::DeadlineExceeded(format!(
+                "no time left for {what}"
+            )));
+        }
+        request.set_timeout(left);
+        tokio::time::timeout(left, send(self.raw.clone(), request))
+            .await
+            .map_err(|_| DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}")))
     }
 
     /// A client that connects on its first call and reconnects by itself.
@@ -161,29 +214,31 @@ impl StateClient {
         owner: &str,
         lease_secs: i32,
     ) -> Result<bool, DaprError> {
+        let req = TryLockRequest {
+            store_name: self.lockstore.clone(),
+            resource_id: resource.to_string(),
+            lock_owner: owner.to_string(),
+            expiry_in_seconds: lease_secs,
+        };
         let r = self
-            .raw
-            .clone()
-            .try_lock_alpha1(TryLockRequest {
-                store_name: self.lockstore.clone(),
-                resource_id: resource.to_string(),
-                lock_owner: owner.to_string(),
-                expiry_in_seconds: lease_secs,
+            .call("TryLockAlpha1", req, |mut raw, req| async move {
+                raw.try_lock_alpha1(req).await
             })
-            .await?;
+            .await??;
         Ok(r.into_inner().success)
     }
 
     pub async fn unlock(&self, resource: &str, owner: &str) -> Result<Unlocked, DaprError> {
+        let req = UnlockRequest {
+            store_name: self.lockstore.clone(),
+            resource_id: resource.to_string(),
+            lock_owner: owner.to_string(),
+        };
         let r = self
-            .raw
-            .clone()
-            .unlock_alpha1(UnlockRequest {
-                store_name: self.lockstore.clone(),
-                resource_id: resource.to_string(),
-                lock_owner: owner.to_string(),
+            .call("UnlockAlpha1", req, |mut raw, req| async move {
+                raw.unlock_alpha1(req).await
             })
-            .await?;
+            .await??;
         Ok(match r.into_inner().status {
             0 => Unlocked::Released,
             1 => Unlocked::DidNotExist,
@@ -192,16 +247,17 @@ impl StateClient {
     }
 
     pub async fn get(&self, key: &str) -> Result<Item, DaprError> {
+        let req = GetStateRequest {
+            store_name: self.statestore.clone(),
+            key: key.to_string(),
+            consistency: 2,
+            metadata: HashMap::new(),
+        };
         let r = self
-            .raw
-            .clone()
-            .get_state(GetStateRequest {
-                store_name: self.statestore.clone(),
-                key: key.to_string(),
-                consistency: 2,
-                metadata: HashMap::new(),
+            .call("GetState", req, |mut raw, req| async move {
+                raw.get_state(req).await
             })
-            .await?
+            .await??
             .into_inner();
         Ok(Item {
             key: key.to_string(),
@@ -212,16 +268,17 @@ impl StateClient {
 
     /// One round trip for all keys, in order.
     pub async fn bulk_get(&self, keys: &[String]) -> Result<Vec<Item>, DaprError> {
+        let req = GetBulkStateRequest {
+            store_name: self.statestore.clone(),
+            keys: keys.to_vec(),
+            parallelism: 0,
+            metadata: HashMap::new(),
+        };
         let r = self
-            .raw
-            .clone()
-            .get_bulk_state(GetBulkStateRequest {
-                store_name: self.statestore.clone(),
-                keys: keys.to_vec(),
-                parallelism: 0,
-                metadata: HashMap::new(),
+            .call("GetBulkState", req, |mut raw, req| async move {
+                raw.get_bulk_state(req).await
             })
-            .await?
+            .await??
             .into_inner();
         let mut by_key: HashMap<String, Item> = HashMap::with_capacity(r.items.len());
         for it in r.items {
@@ -252,22 +309,29 @@ impl StateClient {
             .collect())
     }
 
-    /// Creates `key` only if it does not exist; `Ok(false)` when it already did.
-    pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<bool, DaprError> {
+    /// Creates `key` only if it does not exist; `Ok(false)` when it already did. With a
+    /// `ttl`, the store drops the key after that many seconds.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    ) -> Result<bool, DaprError> {
+        let req = SaveStateRequest {
+            store_name: self.statestore.clone(),
+            states: vec![StateItem {
+                key: key.to_string(),
+                value,
+                etag: None,
+                metadata: ttl_metadata(ttl),
+                options: first_write(),
+            }],
+        };
         let r = self
-            .raw
-            .clone()
-            .save_state(SaveStateRequest {
-                store_name: self.statestore.clone(),
-                states: vec![StateItem {
-                    key: key.to_string(),
-                    value,
-                    etag: None,
-                    metadata: HashMap::new(),
-                    options: first_write(),
-                }],
+            .call("SaveState", req, |mut raw, req| async move {
+                raw.save_state(req).await
             })
-            .await;
+            .await?;
         match r {
             Ok(_) => Ok(true),
             Err(s) => match DaprError::from(s) {
@@ -289,9 +353,14 @@ impl StateClient {
         let operations = ops
             .into_iter()
             .map(|op| {
-                let (kind, key, value, etag) = match op {
-                    Op::Upsert { key, value, etag } => ("upsert", key, value, etag),
-                    Op::Delete { key, etag } => ("delete", key, Vec::new(), etag),
+                let (kind, key, value, etag, ttl) = match op {
+                    Op::Upsert {
+                        key,
+                        value,
+                        etag,
+                        ttl,
+                    } => ("upsert", key, value, etag, ttl),
+                    Op::Delete { key, etag } => ("delete", key, Vec::new(), etag, None),
                 };
                 let options = etag.as_ref().and(first_write());
                 TransactionalStateOperation {
@@ -300,20 +369,21 @@ impl StateClient {
                         key,
                         value,
                         etag: etag.map(|value| Etag { value }),
-                        metadata: HashMap::new(),
+                        metadata: ttl_metadata(ttl),
                         options,
                     }),
                 }
             })
             .collect();
-        self.raw
-            .clone()
-            .execute_state_transaction(ExecuteStateTransactionRequest {
-                store_name: self.statestore.clone(),
-                operations,
-                metadata: HashMap::new(),
-            })
-            .await?;
+        let req = ExecuteStateTransactionRequest {
+            store_name: self.statestore.clone(),
+            operations,
+            metadata: HashMap::new(),
+        };
+        self.call("ExecuteStateTransaction", req, |mut raw, req| async move {
+            raw.execute_state_transaction(req).await
+        })
+        .await??;
         Ok(())
     }
 }

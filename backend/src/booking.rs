@@ -4,16 +4,26 @@
 //! plus `reservation-{uuid}`). Three ways to keep concurrent bookings of one hotel from
 //! selling a room twice, chosen at start:
 //! - `lock` (default): the Dapr lock on `hotel-{id}` around read-check-write, released on
-//!   every path; a busy lock is retried with backoff for a bounded time, then 503.
+//!   every path; a busy lock is retried with backoff for a bounded time, then 503. The lock
+//!   only keeps bookers from getting in each other's way: a lease can run out under a
+//!   holder that stalls, so the writes also carry the ETags read under the lock (fencing),
+//!   and the work stops before its commit once the lease is nearly over.
 //! - `etag`: no lock; nights are written with first-write ETags in one transaction, and a
 //!   conflict re-reads and retries, within bounds.
 //! - `none`: no protection at all, to show what goes wrong.
+//!
+//! Every call to the sidecar carries the request's deadline. A commit whose answer is lost
+//! (an error or a timeout after the store may have applied it) is ambiguous: the
+//! reservation is read back before anything is done again. A change made under an
+//! `Idempotency-Key` writes the key's record in the same transaction, guarded by the
+//! record's ETag, so one key makes at most one booking, and a retry is answered from it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appkit::dapr::{DaprError, Item, Op, StateClient, Unlocked};
 use appkit::error::AppError;
+use appkit::request::deadline_exceeded;
 use appkit::wire::{Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation};
 use serde::{Deserialize, Serialize};
 
@@ -44,9 +54,24 @@ pub struct Policy {
     pub lease_secs: i32,
     /// How long a booking waits for a busy lock (or retries ETag conflicts) before 503.
     pub wait_budget: Duration,
-    /// Fault injection for tests and demos: stay this long inside the lock, so a backend
-    /// can be killed while it holds one. Zero in normal runs.
+    /// Fault injection for tests and demos: stay this long inside the lock, between the
+    /// read and the commit, so a backend can be killed or paused while it holds one. Zero
+    /// in normal runs.
     pub hold_lock: Duration,
+    /// In `lock` mode, write with the ETags read under the lock and stop before a commit
+    /// once the lease is nearly over. Off only to show the hole it closes.
+    pub fencing: bool,
+    /// How long an idempotency key's record is kept, in seconds.
+    pub key_ttl_secs: u32,
+}
+
+/// What one request brings to the booking rules besides its body.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// When the answer is due; every sidecar call gives up then.
+    pub deadline: Instant,
+    /// The `Idempotency-Key`, already checked.
+    pub key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -62,9 +87,34 @@ pub fn reservation_key(id: &str) -> String {
     format!("reservation-{id}")
 }
 
+pub fn idempotency_record_key(key: &str) -> String {
+    format!("idempotency-{key}")
+}
+
+/// What an idempotency key stands for: the request it was first used with and, once that
+/// request's change is committed, its answer. Written in the change's own transaction.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct KeyRecord {
+    request: serde_json::Value,
+    #[serde(default)]
+    answer: Option<Reservation>,
+}
+
+/// A key in use by this request.
+struct KeyUse {
+    record_key: String,
+    request: serde_json::Value,
+}
+
+/// How long an ambiguous commit may take to read back, past the request's deadline.
+const READ_BACK_GRACE: Duration = Duration::from_secs(1);
+
 fn store_error(e: DaprError) -> AppError {
     match e {
         DaprError::Unavailable(m) => AppError::unavailable("dapr_unavailable", m),
+        DaprError::DeadlineExceeded(m) => {
+            deadline_exceeded(format!("the request's time ran out: {m}"))
+        }
         other => AppError::bad_gateway("store_error", other.to_string()),
     }
 }
@@ -92,7 +142,17 @@ fn now_rfc3339() -> String {
 /// The outcome of one optimistic attempt.
 enum Attempt<T> {
     Done(T),
+    /// Someone else changed what was read (or the lease ran out first): read again.
     Conflict,
+}
+
+/// How the writes of one attempt are guarded.
+#[derive(Clone, Copy)]
+struct Guard {
+    /// Write nights (and the reservation on cancel) with the ETags read.
+    etags: bool,
+    /// Do not start the commit after this instant (the lock's lease is nearly over).
+    commit_by: Option<Instant>,
 }
 
 pub struct Booker {
@@ -134,11 +194,22 @@ impl Booker {
         })
     }
 
-    pub async fn book(&self, hotel_id: u32, req: BookingRequest) -> Result<Reservation, AppError> {
+    /// Books a stay; with a key already used for the same request, answers that booking
+    /// again instead.
+    pub async fn book(
+        &self,
+        hotel_id: u32,
+        req: BookingRequest,
+        call: &Call,
+    ) -> Result<Reservation, AppError> {
         let hotel = self.hotel(hotel_id)?.clone();
         let nights = req
             .validate(Day::today())
             .map_err(|i| AppError::bad_request(i.code, i.message))?;
+        let key = call.key.as_ref().map(|k| KeyUse {
+            record_key: idempotency_record_key(k),
+            request: serde_json::json!({"book": {"hotel_id": hotel_id, "user": &req}}),
+        });
         let reservation = Reservation {
             id: uuid::Uuid::new_v4().to_string(),
             hotel_id,
@@ -153,37 +224,47 @@ impl Booker {
             return Ok(reservation);
         }
         let state = self.state()?;
+        let within = state.until(call.deadline);
+        let key = key.as_ref();
+        let attempt = |guard: Guard, s: StateClient| {
+            let (hotel, nights, reservation) = (&hotel, &nights, &reservation);
+            async move {
+                self.book_once(&s, hotel, nights, reservation, key, guard)
+                    .await
+            }
+        };
         match self.policy.consistency {
             Consistency::Lock => {
-                let while_busy = || self.check_capacity(state, &hotel, &nights, reservation.rooms);
-                self.with_lock(state, hotel_id, while_busy, || async {
-                    match self
-                        .book_once(state, &hotel, &nights, &reservation, false)
-                        .await?
-                    {
-                        Attempt::Done(()) => Ok(()),
-                        Attempt::Conflict => Err(AppError::bad_gateway(
-                            "store_error",
-                            "unexpected conflict under the lock",
-                        )),
-                    }
+                let while_busy =
+                    || self.check_capacity(&within, &hotel, &nights, reservation.rooms);
+                self.retrying(call.deadline, || {
+                    self.with_lock(&within, hotel_id, call.deadline, while_busy, |g, s| {
+                        attempt(g, s)
+                    })
                 })
-                .await?
+                .await
             }
             Consistency::Etag => {
-                self.optimistic(|| self.book_once(state, &hotel, &nights, &reservation, true))
-                    .await?
+                let guard = Guard {
+                    etags: true,
+                    commit_by: None,
+                };
+                self.retrying(call.deadline, || attempt(guard, within.clone()))
+                    .await
             }
             Consistency::None => {
-                if let Attempt::Conflict = self
-                    .book_once(state, &hotel, &nights, &reservation, false)
-                    .await?
-                {
-                    return Err(AppError::bad_gateway("store_error", "unexpected conflict"));
+                let guard = Guard {
+                    etags: false,
+                    commit_by: None,
+                };
+                match attempt(guard, within.clone()).await? {
+                    Attempt::Done(r) => Ok(r),
+                    Attempt::Conflict => {
+                        Err(AppError::bad_gateway("store_error", "unexpected conflict"))
+                    }
                 }
             }
         }
-        Ok(reservation)
     }
 
     /// A read outside the lock, made only while the lock is busy: a stay that is already
@@ -204,92 +285,212 @@ impl Booker {
         Ok(())
     }
 
-    /// Reads the nights (creating missing ones first when `etags` so they have an ETag),
-    /// checks every night has the rooms, and writes nights and reservation in one transaction.
+    /// Reads the nights (and the key's record), answers again a change the key already
+    /// made, checks every night has the rooms, and writes nights, reservation and record
+    /// in one transaction.
     async fn book_once(
         &self,
         state: &StateClient,
         hotel: &Hotel,
         nights: &[Day],
         reservation: &Reservation,
-        etags: bool,
-    ) -> Result<Attempt<()>, AppError> {
+        key: Option<&KeyUse>,
+        guard: Guard,
+    ) -> Result<Attempt<Reservation>, AppError> {
         let keys: Vec<String> = nights.iter().map(|d| night_key(hotel.id, *d)).collect();
-        let mut items = state.bulk_get(&keys).await.map_err(store_error)?;
-        if etags && items.iter().any(|i| !i.exists()) {
-            for item in items.iter().filter(|i| !i.exists()) {
-                state
-                    .create(&item.key, br#"{"booked":0}"#.to_vec())
-                    .await
-                    .map_err(store_error)?;
-            }
-            items = state.bulk_get(&keys).await.map_err(store_error)?;
-            if let Some(missing) = items.iter().find(|i| !i.exists()) {
-                return Err(AppError::bad_gateway(
-                    "store_error",
-                    format!("night {} could not be created", missing.key),
-                ));
-            }
-        }
-        let mut ops = Vec::with_capacity(items.len() + 1);
-        for (day, item) in nights.iter().zip(&items) {
+        let read = match self.read_guarded(state, keys, key, guard.etags).await? {
+            Read::Answered(r) => return Ok(Attempt::Done(r)),
+            Read::Items(items) => items,
+        };
+        let (night_items, record) = split_record(&read, key);
+        let mut ops = Vec::with_capacity(read.len() + 1);
+        for (day, item) in nights.iter().zip(night_items) {
             let booked = booked_of(item)?;
             sold_out(hotel, *day, booked, reservation.rooms)?;
             ops.push(Op::Upsert {
                 key: item.key.clone(),
-                value: serde_json::to_vec(&Night {
+                value: json_bytes(&Night {
                     booked: booked + reservation.rooms,
-                })
-                .unwrap_or_default(),
-                etag: etags.then(|| item.etag.clone()),
+                }),
+                etag: guard.etags.then(|| item.etag.clone()),
+                ttl: None,
             });
         }
         ops.push(Op::Upsert {
             key: reservation_key(&reservation.id),
-            value: serde_json::to_vec(reservation).unwrap_or_default(),
+            value: json_bytes(reservation),
             etag: None,
+            ttl: None,
         });
-        self.commit(state, ops, etags, &keys, &items).await
+        if let (Some(k), Some(record)) = (key, record) {
+            ops.push(self.record_op(k, record, reservation));
+        }
+        if !self.policy.hold_lock.is_zero() {
+            tokio::time::sleep(self.policy.hold_lock).await;
+        }
+        if guard.commit_by.is_some_and(|by| Instant::now() >= by) {
+            tracing::warn!(
+                hotel_id = hotel.id,
+                "the lock's lease ran out before the commit; trying again"
+            );
+            return Ok(Attempt::Conflict);
+        }
+        let mine = reservation_key(&reservation.id);
+        match self.commit(state, ops, &read, &mine).await? {
+            Commit::Applied => Ok(Attempt::Done(reservation.clone())),
+            Commit::Conflict => Ok(Attempt::Conflict),
+        }
     }
 
-    /// Writes `ops`; with ETags, a failure is a conflict if any night changed since it was
-    /// read (Dapr reports a stale ETag in a transaction as a plain failure, not ABORTED).
+    /// The key's record, now with the answer, written under the ETag it was read with.
+    fn record_op(&self, key: &KeyUse, record: &Item, answer: &Reservation) -> Op {
+        Op::Upsert {
+            key: key.record_key.clone(),
+            value: json_bytes(&KeyRecord {
+                request: key.request.clone(),
+                answer: Some(answer.clone()),
+            }),
+            etag: Some(record.etag.clone()),
+            ttl: Some(self.policy.key_ttl_secs),
+        }
+    }
+
+    /// Reads `keys` plus the key's record. A record that already holds an answer for the
+    /// same request ends the attempt with it; one for another request is a 422. Missing
+    /// entries that must be written under an ETag (nights when `etags`, the record always)
+    /// are created first, first-write, and read again for their ETags.
+    async fn read_guarded(
+        &self,
+        state: &StateClient,
+        mut keys: Vec<String>,
+        key: Option<&KeyUse>,
+        etags: bool,
+    ) -> Result<Read, AppError> {
+        if let Some(k) = key {
+            keys.push(k.record_key.clone());
+        }
+        let mut items = state.bulk_get(&keys).await.map_err(store_error)?;
+        if let Some(answer) = self.answered(key, items.last())? {
+            return Ok(Read::Answered(answer));
+        }
+        let night_count = keys.len() - usize::from(key.is_some());
+        let missing: Vec<usize> = (0..items.len())
+            .filter(|&i| !items[i].exists() && (etags || i >= night_count))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Read::Items(items));
+        }
+        for &i in &missing {
+            let (value, ttl) = match key {
+                Some(k) if i >= night_count => (
+                    json_bytes(&KeyRecord {
+                        request: k.request.clone(),
+                        answer: None,
+                    }),
+                    Some(self.policy.key_ttl_secs),
+                ),
+                _ => (br#"{"booked":0}"#.to_vec(), None),
+            };
+            state
+                .create(&items[i].key, value, ttl)
+                .await
+                .map_err(store_error)?;
+        }
+        items = state.bulk_get(&keys).await.map_err(store_error)?;
+        if let Some(answer) = self.answered(key, items.last())? {
+            return Ok(Read::Answered(answer));
+        }
+        if let Some(i) = missing.into_iter().find(|&i| !items[i].exists()) {
+            return Err(AppError::bad_gateway(
+                "store_error",
+                format!("{} could not be created", items[i].key),
+            ));
+        }
+        Ok(Read::Items(items))
+    }
+
+    /// What the key's record says: the answer of the change it already made, a 422 when it
+    /// was made for another request, or nothing yet.
+    fn answered(
+        &self,
+        key: Option<&KeyUse>,
+        record: Option<&Item>,
+    ) -> Result<Option<Reservation>, AppError> {
+        let (Some(k), Some(item)) = (key, record) else {
+            return Ok(None);
+        };
+        if !item.exists() {
+            return Ok(None);
+        }
+        let rec: KeyRecord = serde_json::from_slice(&item.data).map_err(|e| {
+            AppError::bad_gateway(
+                "store_error",
+                format!("{} holds unreadable data: {e}", item.key),
+            )
+        })?;
+        if rec.request != k.request {
+            return Err(AppError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with another request",
+            ));
+        }
+        Ok(rec.answer)
+    }
+
+    /// Writes `ops` in one transaction. When the answer is an error, the write may still
+    /// have happened (a lost reply, a timeout): read `mine` back (a key only this change
+    /// writes, or deletes) before deciding. Otherwise it is a conflict if anything read
+    /// changed since; else a store failure.
     async fn commit(
         &self,
         state: &StateClient,
         ops: Vec<Op>,
-        etags: bool,
-        keys: &[String],
         read: &[Item],
-    ) -> Result<Attempt<()>, AppError> {
-        match state.transact(ops).await {
-            Ok(()) => Ok(Attempt::Done(())),
-            Err(e @ DaprError::Unavailable(_)) => Err(store_error(e)),
-            Err(e) if etags => {
-                let now = state.bulk_get(keys).await.map_err(store_error)?;
-                if now.iter().zip(read).any(|(a, b)| a.etag != b.etag) {
-                    Ok(Attempt::Conflict)
-                } else {
-                    Err(store_error(e))
-                }
+        mine: &str,
+    ) -> Result<Commit, AppError> {
+        let expect_present = ops
+            .iter()
+            .any(|op| matches!(op, Op::Upsert { key, .. } if key == mine));
+        let err = match state.transact(ops).await {
+            Ok(()) => return Ok(Commit::Applied),
+            Err(e) => e,
+        };
+        let check = state.until(Instant::now() + READ_BACK_GRACE);
+        let mut keys: Vec<String> = read.iter().map(|i| i.key.clone()).collect();
+        keys.push(mine.to_string());
+        let now = match check.bulk_get(&keys).await {
+            Ok(now) => now,
+            Err(read_err) => {
+                tracing::error!(error = %err, read_back = %read_err, "commit outcome unknown");
+                return Err(outcome_unknown(err));
             }
-            Err(e) => Err(store_error(e)),
+        };
+        let applied = now.last().is_some_and(|i| i.exists()) == expect_present;
+        if applied {
+            tracing::warn!(error = %err, "the commit's answer was an error, but it was applied");
+            return Ok(Commit::Applied);
         }
+        if now.iter().zip(read).any(|(a, b)| a.etag != b.etag) {
+            return Ok(Commit::Conflict);
+        }
+        Err(store_error(err))
     }
 
-    /// Retries an optimistic attempt on conflict, with jittered backoff, within the budget.
-    async fn optimistic<T, F, Fut>(&self, mut attempt: F) -> Result<T, AppError>
+    /// Retries an attempt on conflict, with jittered backoff, within the wait budget and
+    /// the request's deadline.
+    async fn retrying<T, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T, AppError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Attempt<T>, AppError>>,
     {
-        let deadline = Instant::now() + self.policy.wait_budget;
+        let give_up = (Instant::now() + self.policy.wait_budget).min(deadline);
         let mut backoff = Duration::from_millis(1);
         loop {
             if let Attempt::Done(v) = attempt().await? {
                 return Ok(v);
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= give_up {
                 return Err(AppError::busy(
                     "too many concurrent changes to this hotel; try again",
                     1,
@@ -302,32 +503,38 @@ impl Booker {
 
     /// Runs `work` holding the lock on the hotel; the lock is released whatever `work`
     /// returns. While the lock is busy, `while_busy` may refuse early (e.g. sold out).
+    /// With fencing, `work` gets a guard that writes under ETags and stops before its
+    /// commit when the lease (less a margin) is over, and a client whose calls end then.
     async fn with_lock<T, B, BFut, F, Fut>(
         &self,
         state: &StateClient,
         hotel_id: u32,
+        deadline: Instant,
         mut while_busy: B,
         work: F,
-    ) -> Result<T, AppError>
+    ) -> Result<Attempt<T>, AppError>
     where
         B: FnMut() -> BFut,
         BFut: Future<Output = Result<(), AppError>>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, AppError>>,
+        F: FnOnce(Guard, StateClient) -> Fut,
+        Fut: Future<Output = Result<Attempt<T>, AppError>>,
     {
         let resource = format!("hotel-{hotel_id}");
         let owner = uuid::Uuid::new_v4().to_string();
-        let deadline = Instant::now() + self.policy.wait_budget;
+        let give_up = (Instant::now() + self.policy.wait_budget).min(deadline);
         let mut backoff = Duration::from_micros(500);
-        loop {
+        let lease = Duration::from_secs(self.policy.lease_secs.max(1) as u64);
+        let taken_at = loop {
+            // The lease may start as soon as the request leaves: count from before it.
+            let asked_at = Instant::now();
             if state
                 .try_lock(&resource, &owner, self.policy.lease_secs)
                 .await
                 .map_err(store_error)?
             {
-                break;
+                break asked_at;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= give_up {
                 return Err(AppError::busy(
                     format!("hotel {hotel_id} is busy; try again"),
                     1,
@@ -336,17 +543,29 @@ impl Booker {
             while_busy().await?;
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_millis(20));
-        }
-        if !self.policy.hold_lock.is_zero() {
-            tokio::time::sleep(self.policy.hold_lock).await;
-        }
-        let result = work().await;
-        match state.unlock(&resource, &owner).await {
+        };
+        let result = if self.policy.fencing {
+            let commit_by = taken_at + lease - lease_margin(lease);
+            let guard = Guard {
+                etags: true,
+                commit_by: Some(commit_by),
+            };
+            work(guard, state.until(commit_by.min(deadline))).await
+        } else {
+            let guard = Guard {
+                etags: false,
+                commit_by: None,
+            };
+            work(guard, state.clone()).await
+        };
+        // Released with a short deadline of its own, even when the request's has passed.
+        let release = state.until(Instant::now() + READ_BACK_GRACE);
+        match release.unlock(&resource, &owner).await {
             Ok(Unlocked::Released) => {}
-            Ok(other) => tracing::error!(
+            Ok(other) => tracing::warn!(
                 hotel_id,
                 ?other,
-                "the lock lease ran out before the booking finished; raise --lock-lease"
+                "the lock's lease ran out before the work finished (its writes were fenced)"
             ),
             Err(e) => {
                 tracing::warn!(hotel_id, error = %e, "unlock failed; the lease will free the hotel")
@@ -355,58 +574,67 @@ impl Booker {
         result
     }
 
-    pub async fn reservation(&self, id: &str) -> Result<Reservation, AppError> {
-        Ok(self.read_reservation(id).await?.0)
-    }
-
-    async fn read_reservation(&self, id: &str) -> Result<(Reservation, String), AppError> {
-        let state = self.state()?;
-        let item = state.get(&reservation_key(id)).await.map_err(store_error)?;
-        if !item.exists() {
-            return Err(AppError::not_found(
-                "reservation_not_found",
-                format!("no reservation {id}"),
-            ));
-        }
-        let r = serde_json::from_slice(&item.data).map_err(|e| {
-            AppError::bad_gateway(
-                "store_error",
-                format!("reservation {id} is unreadable: {e}"),
-            )
-        })?;
-        Ok((r, item.etag))
+    pub async fn reservation(&self, id: &str, call: &Call) -> Result<Reservation, AppError> {
+        let state = self.state()?.until(call.deadline);
+        Ok(read_reservation(&state, id).await?.0)
     }
 
     /// Cancels a reservation and frees its nights, under the same protection as booking.
-    pub async fn cancel(&self, id: &str) -> Result<Reservation, AppError> {
+    pub async fn cancel(&self, id: &str, call: &Call) -> Result<Reservation, AppError> {
         let state = self.state()?;
-        let (first, _) = self.read_reservation(id).await?;
-        let hotel_id = first.hotel_id;
+        let within = state.until(call.deadline);
+        let key = call.key.as_ref().map(|k| KeyUse {
+            record_key: idempotency_record_key(k),
+            request: serde_json::json!({"cancel": id}),
+        });
+        let key = key.as_ref();
+        // The hotel's id (for its lock) comes from the reservation; a key that already
+        // cancelled it answers from its record.
+        let mut first_keys = vec![reservation_key(id)];
+        if let Some(k) = key {
+            first_keys.push(k.record_key.clone());
+        }
+        let first = within.bulk_get(&first_keys).await.map_err(store_error)?;
+        if let Some(answer) = self.answered(key, first.get(1))? {
+            return Ok(answer);
+        }
+        let hotel_id = parse_reservation(id, &first[0])?.hotel_id;
+        let attempt = |guard: Guard, s: StateClient| async move {
+            self.cancel_once(&s, id, key, guard).await
+        };
         match self.policy.consistency {
             Consistency::Lock => {
-                self.with_lock(
-                    state,
-                    hotel_id,
-                    || async { Ok(()) },
-                    || async {
-                        match self.cancel_once(state, id, false).await? {
-                            Attempt::Done(r) => Ok(r),
-                            Attempt::Conflict => Err(AppError::bad_gateway(
-                                "store_error",
-                                "unexpected conflict under the lock",
-                            )),
-                        }
-                    },
-                )
+                self.retrying(call.deadline, || {
+                    self.with_lock(
+                        &within,
+                        hotel_id,
+                        call.deadline,
+                        || async { Ok(()) },
+                        |g, s| attempt(g, s),
+                    )
+                })
                 .await
             }
-            Consistency::Etag => self.optimistic(|| self.cancel_once(state, id, true)).await,
-            Consistency::None => match self.cancel_once(state, id, false).await? {
-                Attempt::Done(r) => Ok(r),
-                Attempt::Conflict => {
-                    Err(AppError::bad_gateway("store_error", "unexpected conflict"))
+            Consistency::Etag => {
+                let guard = Guard {
+                    etags: true,
+                    commit_by: None,
+                };
+                self.retrying(call.deadline, || attempt(guard, within.clone()))
+                    .await
+            }
+            Consistency::None => {
+                let guard = Guard {
+                    etags: false,
+                    commit_by: None,
+                };
+                match attempt(guard, within.clone()).await? {
+                    Attempt::Done(r) => Ok(r),
+                    Attempt::Conflict => {
+                        Err(AppError::bad_gateway("store_error", "unexpected conflict"))
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -414,29 +642,52 @@ impl Booker {
         &self,
         state: &StateClient,
         id: &str,
-        etags: bool,
+        key: Option<&KeyUse>,
+        guard: Guard,
     ) -> Result<Attempt<Reservation>, AppError> {
-        let (r, r_etag) = self.read_reservation(id).await?;
+        let (r, r_etag) = read_reservation(state, id).await?;
         let nights = r.check_in.nights_until(r.check_out);
         let keys: Vec<String> = nights.iter().map(|d| night_key(r.hotel_id, *d)).collect();
-        let items = state.bulk_get(&keys).await.map_err(store_error)?;
-        let mut ops = Vec::with_capacity(items.len() + 1);
-        for item in &items {
+        let read = match self.read_guarded(state, keys, key, guard.etags).await? {
+            Read::Answered(done) => return Ok(Attempt::Done(done)),
+            Read::Items(items) => items,
+        };
+        let (night_items, record) = split_record(&read, key);
+        let mut ops = Vec::with_capacity(read.len() + 1);
+        for item in night_items {
             let booked = booked_of(item)?.saturating_sub(r.rooms);
             ops.push(Op::Upsert {
                 key: item.key.clone(),
-                value: serde_json::to_vec(&Night { booked }).unwrap_or_default(),
-                etag: etags.then(|| item.etag.clone()).filter(|e| !e.is_empty()),
+                value: json_bytes(&Night { booked }),
+                etag: guard
+                    .etags
+                    .then(|| item.etag.clone())
+                    .filter(|e| !e.is_empty()),
+                ttl: None,
             });
         }
+        let mine = reservation_key(id);
         ops.push(Op::Delete {
-            key: reservation_key(id),
-            etag: etags.then_some(r_etag),
+            key: mine.clone(),
+            etag: guard.etags.then(|| r_etag.clone()),
         });
-        Ok(match self.commit(state, ops, etags, &keys, &items).await? {
-            Attempt::Done(()) => Attempt::Done(r),
-            Attempt::Conflict => Attempt::Conflict,
-        })
+        if let (Some(k), Some(record)) = (key, record) {
+            ops.push(self.record_op(k, record, &r));
+        }
+        if guard.commit_by.is_some_and(|by| Instant::now() >= by) {
+            return Ok(Attempt::Conflict);
+        }
+        // The reservation as read is part of what must not have changed.
+        let mut seen = read.clone();
+        seen.push(Item {
+            key: mine.clone(),
+            data: Vec::new(),
+            etag: r_etag,
+        });
+        match self.commit(state, ops, &seen, &mine).await? {
+            Commit::Applied => Ok(Attempt::Done(r)),
+            Commit::Conflict => Ok(Attempt::Conflict),
+        }
     }
 
     pub async fn availability(
@@ -444,6 +695,7 @@ impl Booker {
         hotel_id: u32,
         from: Day,
         to: Day,
+        call: &Call,
     ) -> Result<Availability, AppError> {
         let hotel = self.hotel(hotel_id)?.clone();
         if to <= from {
@@ -460,7 +712,12 @@ impl Booker {
         }
         let nights = from.nights_until(to);
         let keys: Vec<String> = nights.iter().map(|d| night_key(hotel_id, *d)).collect();
-        let items = self.state()?.bulk_get(&keys).await.map_err(store_error)?;
+        let items = self
+            .state()?
+            .until(call.deadline)
+            .bulk_get(&keys)
+            .await
+            .map_err(store_error)?;
         let mut out = Vec::with_capacity(nights.len());
         for (day, item) in nights.into_iter().zip(&items) {
             let booked = booked_of(item)?;
@@ -476,6 +733,73 @@ impl Booker {
             nights: out,
         })
     }
+}
+
+/// What `read_guarded` found.
+enum Read {
+    /// The key's record already holds the answer.
+    Answered(Reservation),
+    Items(Vec<Item>),
+}
+
+/// What a commit did, once any doubt is read away.
+enum Commit {
+    Applied,
+    Conflict,
+}
+
+/// The nights of a guarded read, and the key's record when there is a key.
+fn split_record<'a>(read: &'a [Item], key: Option<&KeyUse>) -> (&'a [Item], Option<&'a Item>) {
+    match key {
+        Some(_) => {
+            let (record, nights) = read
+                .split_last()
+                .map_or((None, read), |(r, n)| (Some(r), n));
+            (nights, record)
+        }
+        None => (read, None),
+    }
+}
+
+fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// 504 for a commit whose outcome could not be read back in time.
+fn outcome_unknown(e: DaprError) -> AppError {
+    deadline_exceeded(format!(
+        "the change may or may not have been made ({e}); retry with the same \
+         Idempotency-Key, or read it back, to know"
+    ))
+}
+
+async fn read_reservation(
+    state: &StateClient,
+    id: &str,
+) -> Result<(Reservation, String), AppError> {
+    let item = state.get(&reservation_key(id)).await.map_err(store_error)?;
+    let r = parse_reservation(id, &item)?;
+    Ok((r, item.etag))
+}
+
+fn parse_reservation(id: &str, item: &Item) -> Result<Reservation, AppError> {
+    if !item.exists() {
+        return Err(AppError::not_found(
+            "reservation_not_found",
+            format!("no reservation {id}"),
+        ));
+    }
+    serde_json::from_slice(&item.data).map_err(|e| {
+        AppError::bad_gateway(
+            "store_error",
+            format!("reservation {id} is unreadable: {e}"),
+        )
+    })
+}
+
+/// What is kept of a lease for the unlock and the clock's slack: a fifth, at least 200 ms.
+fn lease_margin(lease: Duration) -> Duration {
+    (lease / 5).max(Duration::from_millis(200)).min(lease / 2)
 }
 
 /// 409 naming the night when it lacks the rooms.

@@ -31,9 +31,26 @@ struct Args {
     /// How long a booking waits for a busy hotel before answering 503, in milliseconds.
     #[arg(long, env = "BUSY_WAIT_MS", default_value_t = 5000)]
     busy_wait_ms: u64,
-    /// Fault injection: milliseconds to stay inside each lock (to kill a backend holding one).
+    /// The most time one request may take, in milliseconds (a caller's
+    /// `x-request-timeout-ms` can only shorten it); past it the answer is 504.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// How long an Idempotency-Key's record (and so its answer) is kept, in seconds.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECONDS", default_value_t = 86_400)]
+    idempotency_ttl: u32,
+    /// Fault injection: milliseconds to stay inside each lock, between read and commit (to
+    /// kill or pause a backend holding one).
     #[arg(long, env = "BACKEND_HOLD_LOCK_MS", default_value_t = 0, hide = true)]
     hold_lock_ms: u64,
+    /// Unsafe, for the fault suite's proof only: write under the lock without ETags and
+    /// without the lease bound, as before fencing.
+    #[arg(
+        long,
+        env = "BACKEND_UNSAFE_NO_FENCING",
+        default_value_t = false,
+        hide = true
+    )]
+    unsafe_no_fencing: bool,
     /// Hotel catalogue CSV (id,name,city,rooms); default: the one built in.
     #[arg(long, env = "HOTEL_CATALOGUE")]
     catalogue: Option<PathBuf>,
@@ -67,11 +84,19 @@ fn main() -> anyhow::Result<()> {
             lease_secs: args.lock_lease,
             wait_budget: Duration::from_millis(args.busy_wait_ms),
             hold_lock: Duration::from_millis(args.hold_lock_ms),
+            fencing: !args.unsafe_no_fencing,
+            key_ttl_secs: args.idempotency_ttl.max(1),
         };
+        if args.unsafe_no_fencing {
+            tracing::warn!(
+                "fencing is off: a stalled lock holder can oversell (fault-suite proof only)"
+            );
+        }
         let booker = Booker::new(catalogue.clone(), state, policy, args.work);
         let app_state = AppState {
             booker: Arc::new(booker),
             app_token: settings.app_token.as_deref().map(Arc::from),
+            budget: Duration::from_millis(args.request_timeout_ms.max(1)),
         };
         let listener = tokio::net::TcpListener::bind((args.service.host, port))
             .await

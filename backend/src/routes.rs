@@ -1,21 +1,23 @@
 //! The backend's HTTP API (what the frontend reaches through Dapr service invocation).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
+use appkit::request::{deadline, idempotency_key};
 use appkit::wire::{BookingRequest, Day, Hotel};
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::booking::Booker;
+use crate::booking::{Booker, Call};
 
 /// Bodies larger than this are refused with 413 before they are read.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -24,6 +26,17 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct AppState {
     pub booker: Arc<Booker>,
     pub app_token: Option<Arc<str>>,
+    /// The most time a request may take, unless its caller gives it less.
+    pub budget: Duration,
+}
+
+impl AppState {
+    fn call(&self, headers: &HeaderMap) -> Result<Call, AppError> {
+        Ok(Call {
+            deadline: deadline(headers, self.budget),
+            key: idempotency_key(headers)?,
+        })
+    }
 }
 
 pub fn app(state: AppState) -> Router {
@@ -75,13 +88,15 @@ fn hotel_id(raw: &str) -> Result<u32, AppError> {
 async fn book(
     State(s): State<AppState>,
     Path(raw_id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let id = hotel_id(&raw_id)?;
     s.booker.hotel_exists(id)?;
+    let call = s.call(&headers)?;
     let req: BookingRequest = parse_json(body)?;
     let booker = s.booker.clone();
-    let reservation = finish(async move { booker.book(id, req).await }).await?;
+    let reservation = finish(async move { booker.book(id, req, &call).await }).await?;
     Ok((StatusCode::CREATED, Json(reservation)).into_response())
 }
 
@@ -126,6 +141,7 @@ fn day(name: &str, v: Option<String>) -> Result<Day, AppError> {
 async fn availability(
     State(s): State<AppState>,
     Path(raw_id): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
     let id = hotel_id(&raw_id)?;
@@ -134,20 +150,28 @@ async fn availability(
         day("check_in", range.check_in)?,
         day("check_out", range.check_out)?,
     );
-    Ok(Json(s.booker.availability(id, from, to).await?).into_response())
+    let call = s.call(&headers)?;
+    Ok(Json(s.booker.availability(id, from, to, &call).await?).into_response())
 }
 
 async fn reservation(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    Ok(Json(s.booker.reservation(&valid_id(&id)?).await?).into_response())
+    let call = s.call(&headers)?;
+    Ok(Json(s.booker.reservation(&valid_id(&id)?, &call).await?).into_response())
 }
 
-async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, AppError> {
+async fn cancel(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let id = valid_id(&id)?;
+    let call = s.call(&headers)?;
     let booker = s.booker.clone();
-    Ok(Json(finish(async move { booker.cancel(&id).await }).await?).into_response())
+    Ok(Json(finish(async move { booker.cancel(&id, &call).await }).await?).into_response())
 }
 
 /// Runs a change to completion in its own task: a client that hangs up mid-request must not

@@ -32,6 +32,8 @@ async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
         .backend_env("CONSISTENCY", consistency)
         // Correctness, not speed, is under test: let a slow machine take its time.
         .backend_env("BUSY_WAIT_MS", "30000")
+        .backend_env("REQUEST_TIMEOUT_MS", "60000")
+        .frontend_env("REQUEST_TIMEOUT_MS", "60000")
         .spawn()
         .await
         .expect("stack");

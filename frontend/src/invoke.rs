@@ -1,11 +1,17 @@
 //! Calls to the backend through Dapr service invocation over HTTP:
 //! `http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/invoke/$BACKEND_APP_ID/method/...`, one pooled
-//! keep-alive client, `traceparent`/`tracestate` passed along, and the backend's status and
-//! body handed back as they are. Failures of the Dapr path itself become 502/503.
+//! keep-alive client, `traceparent`/`tracestate` and `Idempotency-Key` passed along, and
+//! the backend's status and body handed back as they are. Each call has the request's
+//! deadline: the backend is told the time left (`x-request-timeout-ms`), and a backend
+//! that has not answered by then is a 504. Failures of the Dapr path itself become 502/503.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use appkit::error::AppError;
+use appkit::request::{
+    IDEMPOTENCY_KEY, TIMEOUT_HEADER, deadline, deadline_exceeded, idempotency_key,
+    timeout_for_next_hop,
+};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +23,8 @@ pub struct Backend {
     client: reqwest::Client,
     base: String,
     token: Option<HeaderValue>,
+    /// The most time one request may take, unless its caller gives it less.
+    budget: Duration,
 }
 
 impl Backend {
@@ -24,6 +32,7 @@ impl Backend {
         dapr_http_port: u16,
         backend_app_id: &str,
         api_token: Option<&str>,
+        budget: Duration,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -36,6 +45,7 @@ impl Backend {
             client,
             base: format!("http://127.0.0.1:{dapr_http_port}/v1.0/invoke/{backend_app_id}/method"),
             token: api_token.map(HeaderValue::from_str).transpose()?,
+            budget,
         })
     }
 
@@ -47,11 +57,20 @@ impl Backend {
         incoming: &HeaderMap,
         json: Option<Vec<u8>>,
     ) -> Result<Response, AppError> {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        let deadline = deadline(incoming, self.budget);
+        let key = idempotency_key(incoming)?;
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .header(TIMEOUT_HEADER, timeout_for_next_hop(deadline));
         for name in PASSED {
             if let Some(v) = incoming.get(name) {
                 req = req.header(name, v);
             }
+        }
+        if let Some(key) = key {
+            req = req.header(IDEMPOTENCY_KEY, key);
         }
         if let Some(t) = &self.token {
             req = req.header("dapr-api-token", t);
@@ -62,7 +81,12 @@ impl Backend {
                 .body(body);
         }
         let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
+            if e.is_timeout() {
+                deadline_exceeded(format!(
+                    "the backend did not answer in time; a change may or may not have \
+                     been made (retry with the same Idempotency-Key to know): {e}"
+                ))
+            } else if e.is_connect() {
                 AppError::unavailable(
                     "sidecar_unavailable",
                     format!("the Dapr sidecar is not reachable: {e}"),
@@ -78,6 +102,9 @@ impl Backend {
         let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
         let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
         let body: Bytes = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                return deadline_exceeded(format!("the backend's answer came too late: {e}"));
+            }
             AppError::bad_gateway(
                 "sidecar_error",
                 format!("reading the backend's answer failed: {e}"),

@@ -13,6 +13,10 @@ use frontend::routes::app;
 struct Args {
     #[command(flatten)]
     service: ServiceArgs,
+    /// The most time one request may take, in milliseconds (a caller's
+    /// `x-request-timeout-ms` can only shorten it); past it the answer is 504.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    request_timeout_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -21,7 +25,8 @@ fn main() -> anyhow::Result<()> {
     let settings = DaprSettings::from_env();
     let port = args.service.port.unwrap_or_else(|| app_port(5002));
     runtime(args.service.workers)?.block_on(async move {
-        let backend = Backend::new(settings.http_port, &settings.backend_app_id, settings.api_token.as_deref())?;
+        let budget = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
+        let backend = Backend::new(settings.http_port, &settings.backend_app_id, settings.api_token.as_deref(), budget)?;
         let listener = tokio::net::TcpListener::bind((args.service.host, port))
             .await
             .with_context(|| format!("binding {}:{port}", args.service.host))?;

@@ -24,6 +24,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 pub struct StackBuilder {
     store: StoreKind,
     backend_env: Vec<(String, String)>,
+    frontend_env: Vec<(String, String)>,
 }
 
 pub struct Stack {
@@ -40,6 +41,7 @@ impl Stack {
         StackBuilder {
             store,
             backend_env: Vec::new(),
+            frontend_env: Vec::new(),
         }
     }
 }
@@ -48,6 +50,12 @@ impl StackBuilder {
     /// Environment for the backend (e.g. CONSISTENCY, HOTEL_CATALOGUE).
     pub fn backend_env(mut self, k: &str, v: &str) -> Self {
         self.backend_env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Environment for the frontend (e.g. REQUEST_TIMEOUT_MS).
+    pub fn frontend_env(mut self, k: &str, v: &str) -> Self {
+        self.frontend_env.push((k.into(), v.into()));
         self
     }
 
@@ -68,9 +76,13 @@ impl StackBuilder {
             .command(&[&backend_bin, "--workers", "1", "--log-level", "warning"])
             .spawn()
             .await?;
-        let frontend_sidecar = SidecarBuilder::new(&sidecar, "frontend", registry.path())
+        let mut frontend = SidecarBuilder::new(&sidecar, "frontend", registry.path())
             .resources(store.components.path())
-            .app_port(frontend_port)
+            .app_port(frontend_port);
+        for (k, v) in &self.frontend_env {
+            frontend = frontend.env(k, v);
+        }
+        let frontend_sidecar = frontend
             .command(&[&frontend_bin, "--workers", "1", "--log-level", "warning"])
             .spawn()
             .await?;
