@@ -610,7 +610,7 @@ impl Booker {
                         hotel_id,
                         call.deadline,
                         || async { Ok(()) },
-                        |g, s| attempt(g, s),
+                        attempt,
                     )
                 })
                 .await
