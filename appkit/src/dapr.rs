@@ -159,18 +159,18 @@ impl StateClient {
 
     /// Runs one call within the deadline: the sidecar is told the time left
     /// (`grpc-timeout`), and the wait ends here when it runs out either way.
-    async fn call<T, Fut>(
+    async fn call<T, R, Fut>(
         &self,
         what: &str,
         request: T,
         send: impl FnOnce(Raw, tonic::Request<T>) -> Fut,
-    ) -> Result<Fut::Output, DaprError>
+    ) -> Result<R, DaprError>
     where
-        Fut: Future,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let mut request = tonic::Request::new(request);
         let Some(deadline) = self.deadline else {
-            return Ok(send(self.raw.clone(), request).await);
+            return Ok(send(self.raw.clone(), request).await?.into_inner());
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -179,9 +179,16 @@ impl StateClient {
             )));
         }
         request.set_timeout(left);
-        tokio::time::timeout(left, send(self.raw.clone(), request))
-            .await
-            .map_err(|_| DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}")))
+        let late = || DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}"));
+        match tokio::time::timeout(left, send(self.raw.clone(), request)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            // tonic ends a call whose grpc-timeout passed as CANCELLED.
+            Ok(Err(s)) if s.code() == tonic::Code::Cancelled && Instant::now() >= deadline => {
+                Err(late())
+            }
+            Ok(Err(s)) => Err(s.into()),
+            Err(_) => Err(late()),
+        }
     }
 
     /// A client that connects on its first call and reconnects by itself.
@@ -224,8 +231,8 @@ impl StateClient {
             .call("TryLockAlpha1", req, |mut raw, req| async move {
                 raw.try_lock_alpha1(req).await
             })
-            .await??;
-        Ok(r.into_inner().success)
+            .await?;
+        Ok(r.success)
     }
 
     pub async fn unlock(&self, resource: &str, owner: &str) -> Result<Unlocked, DaprError> {
@@ -238,8 +245,8 @@ impl StateClient {
             .call("UnlockAlpha1", req, |mut raw, req| async move {
                 raw.unlock_alpha1(req).await
             })
-            .await??;
-        Ok(match r.into_inner().status {
+            .await?;
+        Ok(match r.status {
             0 => Unlocked::Released,
             1 => Unlocked::DidNotExist,
             _ => Unlocked::HeldByOther,
@@ -257,8 +264,7 @@ impl StateClient {
             .call("GetState", req, |mut raw, req| async move {
                 raw.get_state(req).await
             })
-            .await??
-            .into_inner();
+            .await?;
         Ok(Item {
             key: key.to_string(),
             data: r.data,
@@ -278,8 +284,7 @@ impl StateClient {
             .call("GetBulkState", req, |mut raw, req| async move {
                 raw.get_bulk_state(req).await
             })
-            .await??
-            .into_inner();
+            .await?;
         let mut by_key: HashMap<String, Item> = HashMap::with_capacity(r.items.len());
         for it in r.items {
             if !it.error.is_empty() {
@@ -331,10 +336,10 @@ impl StateClient {
             .call("SaveState", req, |mut raw, req| async move {
                 raw.save_state(req).await
             })
-            .await?;
+            .await;
         match r {
-            Ok(_) => Ok(true),
-            Err(s) => match DaprError::from(s) {
+            Ok(()) => Ok(true),
+            Err(e) => match e {
                 // A first-write save on an existing key is refused as a conflict by
                 // in-memory and SQLite stores, and as a plain failure by Redis.
                 DaprError::Conflict(_)
@@ -383,7 +388,7 @@ impl StateClient {
         self.call("ExecuteStateTransaction", req, |mut raw, req| async move {
             raw.execute_state_transaction(req).await
         })
-        .await??;
+        .await?;
         Ok(())
     }
 }

@@ -3,27 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use appkit::wire::Day;
+mod common;
+
+use common::{book, booked, booking, catalogue, day};
 use serde_json::{Value, json};
 use testkit::{Stack, StoreKind, TempDir};
-
-/// A night `offset` days after a month from today (UTC), so stays never fall in the past.
-fn day(offset: i64) -> String {
-    Day::today().plus(30 + offset).unwrap().to_string()
-}
-
-/// Hotel 1 sells 50 rooms a night, hotel 2 sells 5.
-fn catalogue() -> (TempDir, String) {
-    let dir = TempDir::new("catalogue");
-    let path = dir.path().join("hotels.csv");
-    std::fs::write(
-        &path,
-        "id,name,city,rooms\n1,Contested Hotel,Lisbon,50\n2,Tiny Inn,Porto,5\n",
-    )
-    .unwrap();
-    let p = path.display().to_string();
-    (dir, p)
-}
 
 async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
     let (dir, path) = catalogue();
@@ -38,40 +22,6 @@ async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
         .await
         .expect("stack");
     (s, dir)
-}
-
-fn booking(hotel: u32, user: &str, check_in: &str, check_out: &str, rooms: u32) -> Value {
-    json!({"hotel_id": hotel, "user": {"user_id": user, "name": "Test User", "check_in": check_in, "check_out": check_out, "rooms": rooms}})
-}
-
-async fn book(http: &reqwest::Client, s: &Stack, body: &Value) -> (u16, Value) {
-    let r = http
-        .post(format!("{}/book", s.frontend_url))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn booked(http: &reqwest::Client, s: &Stack, hotel: u32, from: &str, to: &str) -> Vec<u64> {
-    let r: Value = http
-        .get(format!(
-            "{}/hotels/{hotel}/availability?check_in={from}&check_out={to}",
-            s.frontend_url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["nights"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["booked"].as_u64().unwrap())
-        .collect()
 }
 
 async fn roundtrip(kind: StoreKind) {

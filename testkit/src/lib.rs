@@ -6,6 +6,7 @@
 mod apps;
 mod components;
 mod http;
+mod ledger;
 mod process;
 mod redis;
 mod sidecar;
@@ -17,6 +18,7 @@ pub use apps::{
 };
 pub use components::ComponentsDir;
 pub use http::post_reading_early;
+pub use ledger::{Ledger, Verdict};
 pub use process::{TempDir, free_port, wait_until};
 pub use redis::RedisServer;
 pub use sidecar::{SidecarBuilder, SidecarProcess};
