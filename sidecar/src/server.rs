@@ -267,6 +267,9 @@ impl Sidecar {
                     .with_context(|| format!("registering in {}", registry.dir().display()))?,
             )
         };
+        if registration.is_some() {
+            refuse_process_local_lock_replicas(&runtime.components, &registry, &opts.app_id)?;
+        }
         tracing::info!(
             app_id = %opts.app_id,
             http_port = ports.http,
@@ -334,4 +337,41 @@ async fn wait_for_app(rt: Arc<Runtime>, host: String, port: u16, stop: watch::Re
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A `lock.in-memory` store lives in one sidecar's memory: two sidecars of one app id
+/// (replicas, which invocation calls in turn) would each grant the same lock, and `lock`
+/// mode would oversell without a word. So a second live instance refuses to start. It
+/// checks after registering, so two that start at once both see each other and both stop.
+fn refuse_process_local_lock_replicas(
+    components: &crate::components::Components,
+    registry: &Registry,
+    app_id: &str,
+) -> anyhow::Result<()> {
+    let local: Vec<&str> = components
+        .lock
+        .iter()
+        .filter(|(_, c)| matches!(c.store, crate::lock::LockStore::Memory(_)))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if local.is_empty() {
+        return Ok(());
+    }
+    let me = std::process::id();
+    let others: Vec<u32> = registry
+        .entries(app_id)
+        .into_iter()
+        .map(|e| e.pid)
+        .filter(|pid| *pid != me)
+        .collect();
+    if let Some(pid) = others.first() {
+        anyhow::bail!(
+            "lock store {:?} is lock.in-memory: it lives in one sidecar's memory, and another \
+             sidecar of app id {app_id:?} is already running (pid {pid}); two replicas would \
+             not exclude each other. Give every replica a shared lock store, e.g. \
+             --resources-path components/redis (lock.redis)",
+            local.join(", ")
+        );
+    }
+    Ok(())
 }

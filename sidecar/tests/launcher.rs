@@ -139,3 +139,33 @@ fn other_resource_kinds_are_skipped() {
         .unwrap();
     assert!(status.success(), "{stderr}");
 }
+
+/// Two sidecars of one app id with the in-process lock would each grant the same lock:
+/// the second one refuses to start, naming the component and the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_with_a_process_local_lock_is_refused() {
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let _first = SidecarBuilder::new(bin(), "solo", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let (status, stderr) = SidecarBuilder::new(bin(), "solo", registry.path())
+        .resources(components.path())
+        .command(&["true"])
+        .run_to_end()
+        .unwrap();
+    assert!(!status.success(), "the second replica started: {stderr}");
+    assert!(
+        stderr.contains("\"lockstore\"") && stderr.contains("components/redis"),
+        "{stderr}"
+    );
+    // Another app id beside it is no replica, and starts.
+    let (status, stderr) = SidecarBuilder::new(bin(), "other", registry.path())
+        .resources(components.path())
+        .command(&["true"])
+        .run_to_end()
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+}

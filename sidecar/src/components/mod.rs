@@ -175,6 +175,15 @@ impl Components {
                     table_name: spec.meta("tableName").unwrap_or("state").to_string(),
                     busy_timeout: duration_meta(spec, "busyTimeout", Duration::from_secs(2))?,
                     disable_wal: spec.meta("disableWAL") == Some("true"),
+                    synchronous: match spec.meta("synchronous") {
+                        None => state::sqlite::Synchronous::default(),
+                        Some(v) => state::sqlite::Synchronous::parse(v).ok_or_else(|| {
+                            fail(
+                                spec,
+                                format!("synchronous {v:?} must be FULL, EXTRA or NORMAL"),
+                            )
+                        })?,
+                    },
                 };
                 let store = state::sqlite::SqliteStore::open(&settings)
                     .map_err(|e| fail(spec, e.to_string()))?;

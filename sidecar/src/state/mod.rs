@@ -117,7 +117,7 @@ impl StateStore {
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
         match self {
             StateStore::Memory(s) => s.get(key),
-            StateStore::Sqlite(s) => s.get(key),
+            StateStore::Sqlite(s) => s.get(key).await,
             StateStore::Redis(s) => s.get(key).await,
         }
     }
@@ -129,7 +129,7 @@ impl StateStore {
     ) -> Result<Vec<Result<Option<Stored>, StoreError>>, StoreError> {
         match self {
             StateStore::Memory(s) => Ok(keys.iter().map(|k| s.get(k)).collect()),
-            StateStore::Sqlite(s) => s.bulk_get(keys),
+            StateStore::Sqlite(s) => s.bulk_get(keys).await,
             StateStore::Redis(s) => s.bulk_get(keys).await,
         }
     }
@@ -137,7 +137,7 @@ impl StateStore {
     pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
         match self {
             StateStore::Memory(s) => s.set(req),
-            StateStore::Sqlite(s) => s.set(req),
+            StateStore::Sqlite(s) => s.set(req).await,
             StateStore::Redis(s) => s.set(req).await,
         }
     }
@@ -145,7 +145,7 @@ impl StateStore {
     pub async fn delete(&self, req: &DeleteRequest) -> Result<(), StoreError> {
         match self {
             StateStore::Memory(s) => s.delete(req),
-            StateStore::Sqlite(s) => s.delete(req),
+            StateStore::Sqlite(s) => s.delete(req).await,
             StateStore::Redis(s) => s.delete(req).await,
         }
     }
@@ -155,7 +155,7 @@ impl StateStore {
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         match self {
             StateStore::Memory(_) => Ok(0),
-            StateStore::Sqlite(s) => s.delete_prefix(prefix),
+            StateStore::Sqlite(s) => s.delete_prefix(prefix).await,
             StateStore::Redis(s) => s.delete_prefix(prefix).await,
         }
     }
@@ -172,7 +172,7 @@ impl StateStore {
     pub async fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
         match self {
             StateStore::Memory(s) => s.multi(ops),
-            StateStore::Sqlite(s) => s.multi(ops),
+            StateStore::Sqlite(s) => s.multi(ops).await,
             StateStore::Redis(s) => s.multi(ops).await,
         }
     }

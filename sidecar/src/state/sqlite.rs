@@ -3,12 +3,15 @@
 //! The table has the layout of Dapr's own SQLite component (`key`, `value`, `is_binary`,
 //! `etag`, `expiration_time`, `update_time`), with UUID ETags and values that are not JSON
 //! kept base64-encoded, so a file written here reads the same under real `daprd`.
-//! Statements run inline on the caller's thread under one mutex: a write is tens of
-//! microseconds, cheaper than a hop to a blocking pool. The WAL is checkpointed by a
-//! background thread, not inside commits, so that no request pays for a checkpoint.
+//! Statements run on a thread of the store's own, never on the async runtime: a database
+//! that is busy (a second writer, `reset-state`, a slow disk) makes only this store wait,
+//! while locks, health checks and invocation go on. A request whose caller has given up
+//! (its deadline passed) before its turn is not run at all. Commits are `synchronous=FULL`
+//! by default, so an acknowledged write survives a power loss; the `synchronous`
+//! metadata (`NORMAL`) trades that for speed. The WAL is checkpointed by a background
+//! thread, not inside commits, so that no request pays for a checkpoint.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -28,12 +31,46 @@ pub struct SqliteSettings {
     pub table_name: String,
     pub busy_timeout: Duration,
     pub disable_wal: bool,
+    pub synchronous: Synchronous,
 }
 
+/// SQLite's `synchronous` setting: how hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// A commit is on disk when it returns: nothing acknowledged is lost on power loss.
+    #[default]
+    Full,
+    /// Like `Full`, and the WAL's directory is synced too.
+    Extra,
+    /// In WAL mode, the last commits before a power loss (not a crash) may be lost.
+    Normal,
+}
+
+impl Synchronous {
+    pub fn parse(v: &str) -> Option<Self> {
+        match v.to_ascii_uppercase().as_str() {
+            "FULL" => Some(Synchronous::Full),
+            "EXTRA" => Some(Synchronous::Extra),
+            "NORMAL" => Some(Synchronous::Normal),
+            _ => None,
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// One piece of work for the store's thread, with the caller's reply channel.
+type Job = Box<dyn FnOnce(&mut Connection, &str) + Send>;
+
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    jobs: mpsc::Sender<Job>,
     path: String,
-    table: String,
     /// Dropping the store closes this channel, which stops the checkpoint thread.
     _checkpointer: Option<mpsc::Sender<()>>,
 }
@@ -98,7 +135,7 @@ impl SqliteStore {
             conn.pragma_update(None, "journal_mode", journal)
                 .map_err(StoreError::backend)?;
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        conn.pragma_update(None, "synchronous", settings.synchronous.pragma())
             .map_err(StoreError::backend)?;
         if wal {
             // Checkpoints run on a background thread, not inside commits; the connection
@@ -124,70 +161,108 @@ impl SqliteStore {
         } else {
             None
         };
+        let jobs = spawn_worker(conn, table.clone())?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            jobs,
             path: settings.connection_string.clone(),
-            table: table.clone(),
             _checkpointer: checkpointer,
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `work` on the store's thread and waits for its result without blocking the
+    /// runtime. If the caller stops waiting first, `work` is skipped when its turn comes.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn, table| {
+            if !tx.is_closed() {
+                let _ = tx.send(work(conn, table));
+            }
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Backend("the SQLite store's thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the SQLite store's thread has stopped".into()))?
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        get_one(&self.conn(), &self.table, key)
+    pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn, table| get_one(conn, table, &key))
+            .await
     }
 
-    pub fn bulk_get(
+    pub async fn bulk_get(
         &self,
         keys: &[String],
     ) -> Result<Vec<Result<Option<Stored>, StoreError>>, StoreError> {
-        let conn = self.conn();
-        Ok(keys
-            .iter()
-            .map(|k| get_one(&conn, &self.table, k))
-            .collect())
+        let keys = keys.to_vec();
+        self.run(move |conn, table| Ok(keys.iter().map(|k| get_one(conn, table, k)).collect()))
+            .await
     }
 
-    pub fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
-        set_one(&self.conn(), &self.table, req)
+    pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
+        let req = req.clone();
+        self.run(move |conn, table| set_one(conn, table, &req))
+            .await
     }
 
-    pub fn delete(&self, req: &DeleteRequest) -> Result<(), StoreError> {
-        delete_one(&self.conn(), &self.table, req)
+    pub async fn delete(&self, req: &DeleteRequest) -> Result<(), StoreError> {
+        let req = req.clone();
+        self.run(move |conn, table| delete_one(conn, table, &req))
+            .await
     }
 
-    pub fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        let table = &self.table;
-        let n = self
-            .conn()
-            .execute(
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let prefix = prefix.to_string();
+        self.run(move |conn, table| {
+            conn.execute(
                 &format!("DELETE FROM {table} WHERE substr(key, 1, length(?1)) = ?1"),
-                [prefix],
+                [&prefix],
             )
-            .map_err(StoreError::backend)?;
-        Ok(n as u64)
+            .map(|n| n as u64)
+            .map_err(StoreError::backend)
+        })
+        .await
     }
 
     pub fn location(&self) -> String {
         format!("SQLite {}", self.path)
     }
 
-    pub fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::backend)?;
-        for op in ops {
-            match op {
-                TxOperation::Upsert(r) => set_one(&tx, &self.table, r)?,
-                TxOperation::Delete(r) => delete_one(&tx, &self.table, r)?,
+    pub async fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
+        let ops = ops.to_vec();
+        self.run(move |conn, table| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::backend)?;
+            for op in &ops {
+                match op {
+                    TxOperation::Upsert(r) => set_one(&tx, table, r)?,
+                    TxOperation::Delete(r) => delete_one(&tx, table, r)?,
+                }
             }
-        }
-        tx.commit().map_err(StoreError::backend)
+            tx.commit().map_err(StoreError::backend)
+        })
+        .await
     }
+}
+
+/// The store's thread: owns the connection and runs jobs in order until the store is
+/// dropped (its sender with it).
+fn spawn_worker(mut conn: Connection, table: String) -> Result<mpsc::Sender<Job>, StoreError> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("sqlite-store".into())
+        .spawn(move || {
+            for job in rx {
+                job(&mut conn, &table);
+            }
+        })
+        .map_err(StoreError::backend)?;
+    Ok(tx)
 }
 
 fn get_one(conn: &Connection, table: &str, key: &str) -> Result<Option<Stored>, StoreError> {
@@ -322,6 +397,7 @@ mod tests {
             table_name: "state".into(),
             busy_timeout: Duration::from_secs(2),
             disable_wal: false,
+            synchronous: Synchronous::Full,
         })
         .unwrap()
     }
@@ -336,24 +412,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn binary_values_round_trip() {
+    #[tokio::test]
+    async fn binary_values_round_trip() {
         let s = store();
-        s.set(&set("k", b"\xff\x00raw", None)).unwrap();
-        assert_eq!(&s.get("k").unwrap().unwrap().data[..], b"\xff\x00raw");
+        s.set(&set("k", b"\xff\x00raw", None)).await.unwrap();
+        assert_eq!(&s.get("k").await.unwrap().unwrap().data[..], b"\xff\x00raw");
     }
 
-    #[test]
-    fn etag_changes_and_stale_etag_is_refused() {
+    #[tokio::test]
+    async fn etag_changes_and_stale_etag_is_refused() {
         let s = store();
-        s.set(&set("k", b"1", None)).unwrap();
-        let e1 = s.get("k").unwrap().unwrap().etag.unwrap();
-        s.set(&set("k", b"2", Some(e1.clone()))).unwrap();
-        let e2 = s.get("k").unwrap().unwrap().etag.unwrap();
+        s.set(&set("k", b"1", None)).await.unwrap();
+        let e1 = s.get("k").await.unwrap().unwrap().etag.unwrap();
+        s.set(&set("k", b"2", Some(e1.clone()))).await.unwrap();
+        let e2 = s.get("k").await.unwrap().unwrap().etag.unwrap();
         assert_ne!(e1, e2);
         assert!(matches!(
-            s.set(&set("k", b"3", Some(e1))),
+            s.set(&set("k", b"3", Some(e1))).await,
             Err(StoreError::EtagMismatch(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn synchronous_is_full_unless_relaxed() {
+        assert_eq!(Synchronous::default(), Synchronous::Full);
+        assert_eq!(Synchronous::parse("normal"), Some(Synchronous::Normal));
+        assert_eq!(
+            Synchronous::parse("off"),
+            None,
+            "no setting that loses a crash"
+        );
+        let conn = store();
+        let mode: i64 = conn
+            .run(|c, _| {
+                c.pragma_query_value(None, "synchronous", |r| r.get(0))
+                    .map_err(StoreError::backend)
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "PRAGMA synchronous: 2 is FULL");
     }
 }
