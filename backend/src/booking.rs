@@ -92,12 +92,18 @@ pub fn idempotency_record_key(key: &str) -> String {
 }
 
 /// What an idempotency key stands for: the request it was first used with and, once that
-/// request's change is committed, its answer. Written in the change's own transaction.
+/// request is decided, its answer: the change it made (written in the change's own
+/// transaction), or the refusal (sold out) it got. A key is decided once: every later
+/// use gets the same answer, so a client never hears "sold out" for a booking that a lost
+/// first answer had made.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct KeyRecord {
     request: serde_json::Value,
     #[serde(default)]
     answer: Option<Reservation>,
+    /// The sold-out message this request was refused with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
 }
 
 /// A key in use by this request.
@@ -235,8 +241,15 @@ impl Booker {
         };
         match self.policy.consistency {
             Consistency::Lock => {
-                let while_busy =
-                    || self.check_capacity(&within, &hotel, &nights, reservation.rooms);
+                // A keyed request is decided under the lock only, where its record is
+                // read: its twin in flight may already have booked.
+                let while_busy = || async {
+                    if key.is_some() {
+                        return Ok(());
+                    }
+                    self.check_capacity(&within, &hotel, &nights, reservation.rooms)
+                        .await
+                };
                 self.retrying(call.deadline, || {
                     self.with_lock(&within, hotel_id, call.deadline, while_busy, |g, s| {
                         attempt(g, s)
@@ -306,7 +319,12 @@ impl Booker {
         let mut ops = Vec::with_capacity(read.len() + 1);
         for (day, item) in nights.iter().zip(night_items) {
             let booked = booked_of(item)?;
-            sold_out(hotel, *day, booked, reservation.rooms)?;
+            if let Err(refusal) = sold_out(hotel, *day, booked, reservation.rooms) {
+                return match (key, record) {
+                    (Some(k), Some(record)) => self.refuse(state, k, record, refusal).await,
+                    _ => Err(refusal),
+                };
+            }
             ops.push(Op::Upsert {
                 key: item.key.clone(),
                 value: json_bytes(&Night {
@@ -342,6 +360,36 @@ impl Booker {
         }
     }
 
+    /// Decides a keyed request as refused: the refusal is written to the key's record under
+    /// the ETag it was read with, so that a twin of this request still in flight cannot
+    /// book after all. If the record changed meanwhile, read again.
+    async fn refuse<T>(
+        &self,
+        state: &StateClient,
+        key: &KeyUse,
+        record: &Item,
+        refusal: AppError,
+    ) -> Result<Attempt<T>, AppError> {
+        let op = Op::Upsert {
+            key: key.record_key.clone(),
+            value: json_bytes(&KeyRecord {
+                request: key.request.clone(),
+                answer: None,
+                refused: Some(refusal.message.clone()),
+            }),
+            etag: Some(record.etag.clone()),
+            ttl: Some(self.policy.key_ttl_secs),
+        };
+        match state.transact(vec![op]).await {
+            Ok(()) => Err(refusal),
+            Err(e @ (DaprError::Unavailable(_) | DaprError::DeadlineExceeded(_))) => {
+                Err(store_error(e))
+            }
+            // A stale ETag, or an answer lost: the next read of the record tells.
+            Err(_) => Ok(Attempt::Conflict),
+        }
+    }
+
     /// The key's record, now with the answer, written under the ETag it was read with.
     fn record_op(&self, key: &KeyUse, record: &Item, answer: &Reservation) -> Op {
         Op::Upsert {
@@ -349,6 +397,7 @@ impl Booker {
             value: json_bytes(&KeyRecord {
                 request: key.request.clone(),
                 answer: Some(answer.clone()),
+                refused: None,
             }),
             etag: Some(record.etag.clone()),
             ttl: Some(self.policy.key_ttl_secs),
@@ -386,6 +435,7 @@ impl Booker {
                     json_bytes(&KeyRecord {
                         request: k.request.clone(),
                         answer: None,
+                        refused: None,
                     }),
                     Some(self.policy.key_ttl_secs),
                 ),
@@ -434,6 +484,9 @@ impl Booker {
                 "idempotency_key_reused",
                 "this Idempotency-Key was already used with another request",
             ));
+        }
+        if let Some(message) = rec.refused {
+            return Err(AppError::conflict("sold_out", message));
         }
         Ok(rec.answer)
     }

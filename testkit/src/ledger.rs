@@ -29,6 +29,9 @@ pub struct Verdict {
     pub lost: usize,
     /// Stored reservations no client heard of: only an answer lost to a fault may leave one.
     pub unheard: usize,
+    /// Requests booked more than once. Drivers give every request its own `user_id`, so
+    /// two reservations with one `user_id` are one request booked twice.
+    pub doubled: usize,
 }
 
 impl Ledger {
@@ -107,6 +110,17 @@ impl Ledger {
                     "acknowledged reservation {id} is not stored as answered"
                 ));
             }
+        }
+        let mut per_user: HashMap<&str, usize> = HashMap::new();
+        for r in self.reservations.values() {
+            *per_user
+                .entry(r["user_id"].as_str().unwrap_or_default())
+                .or_default() += 1;
+        }
+        for (user, n) in per_user.into_iter().filter(|(_, n)| *n > 1) {
+            v.doubled += 1;
+            v.violations
+                .push(format!("request of user {user:?} was booked {n} times"));
         }
         let heard: std::collections::HashSet<&str> = acknowledged
             .iter()

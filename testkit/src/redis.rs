@@ -1,4 +1,5 @@
-//! A real `redis-server` on a free loopback port, with no persistence, stopped on drop.
+//! A real `redis-server` on a free loopback port, stopped on drop: without persistence, or
+//! with its append-only file on, so that it can be restarted and keep what it acknowledged.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,49 +11,73 @@ use crate::process::{TempDir, free_port, wait_until};
 pub struct RedisServer {
     pub port: u16,
     child: Child,
-    _dir: TempDir,
+    dir: TempDir,
+    durable: bool,
+}
+
+fn spawn(port: u16, dir: &TempDir, durable: bool) -> anyhow::Result<Child> {
+    let aof: &[&str] = if durable {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(aof)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting redis-server (apt-get install redis-server): {e}"))
 }
 
 impl RedisServer {
+    /// A Redis that keeps nothing on disk.
     pub async fn start() -> anyhow::Result<RedisServer> {
+        Self::start_with(false).await
+    }
+
+    /// A Redis whose append-only file is synced on every write, so a restart keeps
+    /// everything it acknowledged.
+    pub async fn start_durable() -> anyhow::Result<RedisServer> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(durable: bool) -> anyhow::Result<RedisServer> {
         let dir = TempDir::new("redis");
-        let mut last_err = None;
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    anyhow::anyhow!("starting redis-server (apt-get install redis-server): {e}")
-                })?;
-            let mut server = RedisServer {
-                port,
-                child,
-                _dir: TempDir::new("redis-unused"),
-            };
-            match wait_until("redis PING", Duration::from_secs(5), || ping(port)).await {
-                Ok(()) => {
-                    server._dir = dir;
-                    return Ok(server);
-                }
-                Err(e) => last_err = Some(e),
-            }
-            drop(server);
-        }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+        let port = free_port();
+        let child = spawn(port, &dir, durable)?;
+        let server = RedisServer {
+            port,
+            child,
+            dir,
+            durable,
+        };
+        wait_until("redis PING", Duration::from_secs(5), || ping(port)).await?;
+        Ok(server)
+    }
+
+    /// Kills the server (SIGKILL: no goodbye, no final save) and starts it again on the
+    /// same port and folder, waiting until it answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.port, &self.dir, self.durable)?;
+        let port = self.port;
+        wait_until(
+            "redis PING after a restart",
+            Duration::from_secs(10),
+            || ping(port),
+        )
+        .await
     }
 
     /// Runs one command (inline form) and returns the raw reply text.

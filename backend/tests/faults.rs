@@ -1,0 +1,412 @@
+//! The fault suite: concurrent keyed bookings through the frontend, against two backend
+//! replicas on one Redis (state and lock), while something breaks. Clients retry under the
+//! same `Idempotency-Key` on every error and timeout, as a careful client would. Each case
+//! ends with the ledger check on what Redis holds: no oversold night, no acknowledged
+//! booking lost, no request booked twice.
+//!
+//! The cases: a store that stalls past the lease, a replica paused (SIGSTOP) past its lease
+//! while it holds the lock, `kill -9` of a replica and of a replica's sidecar (each then
+//! restarted), Redis killed and restarted (append-only file on), and clients that time out
+//! and retry. Bounded: a few seconds of load per case, loopback only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{backend_replica, booking, catalogue, day, rooms_of};
+use serde_json::Value;
+use testkit::{ComponentsDir, Ledger, RedisServer, SidecarBuilder, SidecarProcess, TempDir};
+
+/// Two backend replicas and a frontend, each beside its own sidecar, on one Redis.
+struct FaultStack {
+    redis: RedisServer,
+    components: ComponentsDir,
+    registry: TempDir,
+    catalogue: String,
+    replicas: Vec<Replica>,
+    _frontend: SidecarProcess,
+    frontend_url: String,
+    _catalogue_dir: TempDir,
+}
+
+struct Replica {
+    sidecar: SidecarProcess,
+    port: u16,
+    env: Vec<(String, String)>,
+    /// Apps left running when their sidecar was killed; killed with the replica.
+    orphans: Vec<u32>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        for pid in &self.orphans {
+            kill("-KILL", *pid);
+        }
+    }
+}
+
+impl FaultStack {
+    /// `env` goes to both replicas.
+    async fn start(env: &[(&str, &str)]) -> FaultStack {
+        let (catalogue_dir, catalogue) = catalogue();
+        let redis = RedisServer::start_durable().await.unwrap();
+        let components = ComponentsDir::redis(redis.port, &[]);
+        let registry = TempDir::new("registry");
+        let frontend_port = testkit::free_port();
+        let frontend_bin = testkit::workspace_bin("frontend").display().to_string();
+        let frontend = SidecarBuilder::new(
+            testkit::workspace_bin("sidecar"),
+            "frontend",
+            registry.path(),
+        )
+        .resources(components.path())
+        .app_port(frontend_port)
+        .env("REQUEST_TIMEOUT_MS", "3000")
+        .command(&[&frontend_bin, "--log-level", "error"])
+        .spawn()
+        .await
+        .unwrap();
+        let mut stack = FaultStack {
+            redis,
+            components,
+            registry,
+            catalogue,
+            replicas: Vec::new(),
+            _frontend: frontend,
+            frontend_url: format!("http://127.0.0.1:{frontend_port}"),
+            _catalogue_dir: catalogue_dir,
+        };
+        for _ in 0..2 {
+            let env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let r = stack.start_replica(env, testkit::free_port()).await;
+            stack.replicas.push(r);
+        }
+        stack
+    }
+
+    async fn start_replica(&self, env: Vec<(String, String)>, port: u16) -> Replica {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("HOTEL_CATALOGUE", self.catalogue.as_str()),
+            ("LOCK_LEASE_SECONDS", "1"),
+            ("REQUEST_TIMEOUT_MS", "3000"),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let sidecar =
+            backend_replica(self.registry.path(), self.components.path(), port, &all).await;
+        Replica {
+            sidecar,
+            port,
+            env,
+            orphans: Vec::new(),
+        }
+    }
+
+    /// `kill -9` of replica `i`'s backend (its `sidecar run` then stops too), and a new
+    /// replica in its place.
+    async fn crash_and_restart_backend(&mut self, i: usize) {
+        let mut old = self.replicas.remove(i);
+        for pid in old.sidecar.app_pids() {
+            kill("-KILL", pid);
+        }
+        old.sidecar.stop();
+        let fresh = self
+            .start_replica(std::mem::take(&mut old.env), old.port)
+            .await;
+        self.replicas.insert(i, fresh);
+    }
+
+    /// `kill -9` of replica `i`'s sidecar; its app stays up, and a new sidecar takes the
+    /// old one's gRPC port, which the app reconnects to by itself.
+    async fn crash_and_restart_sidecar(&mut self, i: usize) {
+        let replica = &mut self.replicas[i];
+        let (grpc, app_port) = (replica.sidecar.grpc_port, replica.port);
+        replica.orphans.extend(replica.sidecar.app_pids());
+        kill("-KILL", replica.sidecar.pid());
+        replica.sidecar.stop();
+        replica.sidecar = SidecarBuilder::new(
+            testkit::workspace_bin("sidecar"),
+            "backend",
+            self.registry.path(),
+        )
+        .resources(self.components.path())
+        .app_port(app_port)
+        .arg("--dapr-grpc-port")
+        .arg(grpc.to_string())
+        .spawn()
+        .await
+        .unwrap();
+    }
+}
+
+fn kill(signal: &str, pid: u32) {
+    std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Outcome {
+    acknowledged: Vec<Value>,
+    sold_out: usize,
+    retries: usize,
+    gave_up: usize,
+    unexpected: Vec<String>,
+}
+
+/// `clients` clients, each sending `per_client` bookings one after another, each booking
+/// with its own key and `user_id`, retried under that key after any error or timeout
+/// until it is answered 201 or 409, for at most `give_up` per booking.
+async fn keyed_load(
+    url: &str,
+    clients: usize,
+    per_client: usize,
+    client_timeout: Duration,
+    give_up: Duration,
+) -> Outcome {
+    let http = reqwest::Client::builder()
+        .timeout(client_timeout)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (http, url) = (http.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut out = Outcome::default();
+                for i in 0..per_client {
+                    // Half to hotel 1 (50 rooms: writes all along), the rest to hotel 2
+                    // (5 rooms) and hotel 3 (1 room): contention and sell-outs. Three
+                    // nights.
+                    let hotel = [1, 1, 2, 3][(c + i) % 4];
+                    let night = ((c * 7 + i) % 3) as i64;
+                    let user = format!("c{c}-{i}");
+                    let body = booking(hotel, &user, &day(night), &day(night + 1), 1);
+                    let key = format!("key-{user}");
+                    let started = Instant::now();
+                    loop {
+                        let r = http
+                            .post(format!("{url}/book"))
+                            .header("Idempotency-Key", &key)
+                            .json(&body)
+                            .send()
+                            .await;
+                        let (status, answer) = match r {
+                            Ok(r) => {
+                                let s = r.status().as_u16();
+                                (s, r.json::<Value>().await.unwrap_or(Value::Null))
+                            }
+                            Err(_) => (0, Value::Null),
+                        };
+                        match status {
+                            201 => {
+                                out.acknowledged.push(answer);
+                                break;
+                            }
+                            409 => {
+                                out.sold_out += 1;
+                                break;
+                            }
+                            0 | 500..=599 => {}
+                            other => {
+                                out.unexpected.push(format!("{other} {answer}"));
+                                break;
+                            }
+                        }
+                        if started.elapsed() > give_up {
+                            out.gave_up += 1;
+                            break;
+                        }
+                        out.retries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Outcome::default();
+    for t in tasks {
+        let o = t.await.unwrap();
+        all.acknowledged.extend(o.acknowledged);
+        all.sold_out += o.sold_out;
+        all.retries += o.retries;
+        all.gave_up += o.gave_up;
+        all.unexpected.extend(o.unexpected);
+    }
+    all
+}
+
+/// Runs the load while `fault` acts on the stack, then the ledger check.
+async fn case<F, Fut>(name: &str, env: &[(&str, &str)], client_timeout: Duration, fault: F)
+where
+    F: FnOnce(Arc<tokio::sync::Mutex<FaultStack>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let stack = Arc::new(tokio::sync::Mutex::new(FaultStack::start(env).await));
+    let url = stack.lock().await.frontend_url.clone();
+    let fault = tokio::spawn(fault(stack.clone()));
+    let outcome = keyed_load(&url, 6, 20, client_timeout, Duration::from_secs(30)).await;
+    assert!(
+        fault.is_finished(),
+        "{name}: the load ended before the fault did, so it did not run through it"
+    );
+    fault.await.unwrap();
+    let stack = stack.lock().await;
+    let verdict = Ledger::read_redis(stack.redis.port, "backend")
+        .await
+        .unwrap()
+        .check(rooms_of, &outcome.acknowledged);
+    eprintln!(
+        "{name}: {} booked, {} sold out, {} retries, {} gave up, {} unheard; violations: {}",
+        outcome.acknowledged.len(),
+        outcome.sold_out,
+        outcome.retries,
+        outcome.gave_up,
+        verdict.unheard,
+        verdict.violations.len()
+    );
+    assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
+    assert!(
+        verdict.violations.is_empty(),
+        "{name}: {:?}",
+        verdict.violations
+    );
+    assert_eq!(
+        (verdict.oversold_nights, verdict.lost, verdict.doubled),
+        (0, 0, 0)
+    );
+    assert!(
+        !outcome.acknowledged.is_empty(),
+        "{name}: nothing was booked, so nothing was tested"
+    );
+}
+
+/// Waits until some booking holds a hotel's lock in Redis.
+async fn a_lock_is_held(redis: &RedisServer) {
+    testkit::wait_until(
+        "a booking to hold a lock",
+        Duration::from_secs(10),
+        || async {
+            for hotel in 1..=3 {
+                if redis
+                    .exists(&format!("lock||backend||hotel-{hotel}"))
+                    .await
+                    .ok()?
+                {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stalls_past_the_lease() {
+    case(
+        "store stall",
+        &[],
+        Duration::from_secs(5),
+        |stack| async move {
+            let s = stack.lock().await;
+            a_lock_is_held(&s.redis).await;
+            // Writes stop for twice the lease while bookings hold locks.
+            let r = s
+                .redis
+                .command(&["CLIENT", "PAUSE", "2000", "WRITE"])
+                .await
+                .unwrap();
+            assert!(r.starts_with("+OK"), "{r}");
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_past_its_lease_while_holding_the_lock() {
+    // Every booking lingers a little inside the lock, so a pause lands there.
+    case(
+        "SIGSTOP",
+        &[("BACKEND_HOLD_LOCK_MS", "100")],
+        Duration::from_secs(5),
+        |stack| async move {
+            let s = stack.lock().await;
+            a_lock_is_held(&s.redis).await;
+            let pids = s.replicas[0].sidecar.app_pids();
+            for pid in &pids {
+                kill("-STOP", *pid);
+            }
+            // Past the 1 s lease: the others take the locks it held and go on.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            for pid in &pids {
+                kill("-CONT", *pid);
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_load_then_restarted() {
+    case(
+        "kill -9 backend",
+        &[],
+        Duration::from_secs(5),
+        |stack| async move {
+            let mut s = stack.lock().await;
+            a_lock_is_held(&s.redis).await;
+            s.crash_and_restart_backend(0).await;
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_sidecar_killed_mid_load_then_restarted() {
+    case(
+        "kill -9 sidecar",
+        &[],
+        Duration::from_secs(5),
+        |stack| async move {
+            let mut s = stack.lock().await;
+            a_lock_is_held(&s.redis).await;
+            s.crash_and_restart_sidecar(0).await;
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_load() {
+    case(
+        "Redis restart",
+        &[],
+        Duration::from_secs(5),
+        |stack| async move {
+            let mut s = stack.lock().await;
+            a_lock_is_held(&s.redis).await;
+            s.redis.restart().await.unwrap();
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_time_out_and_retry_under_their_keys() {
+    // Replica 0 lingers inside the lock longer than the clients wait, so their requests
+    // time out while bookings are being made, and are sent again under the same key.
+    case(
+        "client timeouts",
+        &[("BACKEND_HOLD_LOCK_MS", "150")],
+        Duration::from_millis(100),
+        |_| async {},
+    )
+    .await
+}
