@@ -15,6 +15,7 @@
 --   START    first check-in date, YYYY-MM-DD (default tomorrow, UTC: past stays are refused)
 --   NIGHTS   longest stay in nights (default 3); stays are 1..NIGHTS nights
 --   ROOMS    most rooms per booking (default 1)
+--   KEYED    1: every booking carries its own Idempotency-Key header (default 0)
 
 local seed   = tonumber(os.getenv("SEED") or "42")
 local hotels = tonumber(os.getenv("HOTELS") or "300")
@@ -22,6 +23,7 @@ local days   = tonumber(os.getenv("DAYS") or "365")
 local start  = os.getenv("START")
 local nights = tonumber(os.getenv("NIGHTS") or "3")
 local rooms  = tonumber(os.getenv("ROOMS") or "1")
+local keyed  = os.getenv("KEYED") == "1"
 
 local threads = {}
 local counter = 0
@@ -83,6 +85,9 @@ function request()
     '{"user_id":"u-%d-%d","name":"Load Test","check_in":"%s","check_out":"%s","rooms":%d}',
     id or 0, n, civil_from_days(check_in), civil_from_days(check_out), math.random(1, rooms))
   local headers = { ["Content-Type"] = "application/json" }
+  if keyed then
+    headers["Idempotency-Key"] = string.format("k-%d-%d-%d-%d", seed, id or 0, n, os.time())
+  end
   if frontend then
     return wrk.format("POST", base_path, headers, string.format('{"hotel_id":%d,"user":%s}', hotel, user))
   end

@@ -113,7 +113,7 @@ struct KeyUse {
 }
 
 /// How long an ambiguous commit may take to read back, past the request's deadline.
-const READ_BACK_GRACE: Duration = Duration::from_secs(1);
+const READ_BACK_GRACE: Duration = Duration::from_secs(2);
 
 fn store_error(e: DaprError) -> AppError {
     match e {
@@ -611,8 +611,10 @@ impl Booker {
             };
             work(guard, state.clone()).await
         };
-        // Released with a short deadline of its own, even when the request's has passed.
-        let release = state.until(Instant::now() + READ_BACK_GRACE);
+        // Released with a deadline of its own, even when the request's has passed: up to
+        // the lease, after which the lock is gone anyway. (A short one would, on a
+        // loaded machine, leave the hotel locked for the rest of the lease.)
+        let release = state.until(Instant::now() + lease);
         match release.unlock(&resource, &owner).await {
             Ok(Unlocked::Released) => {}
             Ok(other) => tracing::warn!(

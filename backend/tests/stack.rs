@@ -14,10 +14,11 @@ async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
     let s = Stack::builder(kind)
         .backend_env("HOTEL_CATALOGUE", &path)
         .backend_env("CONSISTENCY", consistency)
-        // Correctness, not speed, is under test: let a slow machine take its time.
-        .backend_env("BUSY_WAIT_MS", "30000")
-        .backend_env("REQUEST_TIMEOUT_MS", "60000")
-        .frontend_env("REQUEST_TIMEOUT_MS", "60000")
+        // Correctness, not speed, is under test: let a slow or busy machine take its time
+        // (500 bookings queueing on one lock take about 20 s in a debug build).
+        .backend_env("BUSY_WAIT_MS", "120000")
+        .backend_env("REQUEST_TIMEOUT_MS", "150000")
+        .frontend_env("REQUEST_TIMEOUT_MS", "150000")
         .spawn()
         .await
         .expect("stack");

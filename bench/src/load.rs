@@ -62,12 +62,14 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `wrk` at full speed for `secs`, `conns` connections on 2 threads.
+/// `wrk` at full speed for `secs`, `conns` connections on 2 threads; with `keyed`, every
+/// booking carries its own `Idempotency-Key`.
 pub fn max_throughput(
     target: &Target,
     secs: u64,
     conns: u32,
     seed: u64,
+    keyed: bool,
 ) -> anyhow::Result<Measured> {
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -80,7 +82,8 @@ pub fn max_throughput(
     ]);
     if !matches!(target, Target::Get { .. }) {
         cmd.args(["-s", "workload.lua"])
-            .env("SEED", seed.to_string());
+            .env("SEED", seed.to_string())
+            .env("KEYED", if keyed { "1" } else { "0" });
     }
     cmd.arg(target.wrk_url());
     let out = run(&mut cmd, "wrk")?;
@@ -95,6 +98,7 @@ pub fn constant_rate(
     secs: u64,
     seed: u64,
     scratch: &Path,
+    keyed: bool,
 ) -> anyhow::Result<Measured> {
     let conns = if rate >= 200 { 16 } else { 1 };
     if let Some(wrk2) = wrk2_path() {
@@ -108,7 +112,8 @@ pub fn constant_rate(
         ]);
         if !matches!(target, Target::Get { .. }) {
             cmd.args(["-s", "workload.lua"])
-                .env("SEED", seed.to_string());
+                .env("SEED", seed.to_string())
+                .env("KEYED", if keyed { "1" } else { "0" });
         }
         cmd.arg(target.wrk_url());
         let out = run(&mut cmd, "wrk2")?;

@@ -43,6 +43,10 @@ pub struct Row {
     pub frontend_workers: usize,
     pub redis: bool,
     pub consistency: &'static str,
+    /// SQLite's `synchronous` for the SQLite rows: FULL (the default) or NORMAL.
+    pub sqlite_sync: &'static str,
+    /// Every booking carries its own `Idempotency-Key`.
+    pub keyed: bool,
     pub original: Option<Original>,
 }
 
@@ -55,6 +59,8 @@ const fn row(id: &'static str, title: &'static str, shape: Shape, be: usize, fe:
         frontend_workers: fe,
         redis: false,
         consistency: "lock",
+        sqlite_sync: "FULL",
+        keyed: false,
         original: None,
     }
 }
@@ -191,6 +197,26 @@ pub fn all_rows() -> Vec<Row> {
             )
         },
         Row {
+            sqlite_sync: "NORMAL",
+            ..row(
+                "through-full-sync-normal",
+                "frontend + backend through Dapr, full booking, SQLite synchronous=NORMAL",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            keyed: true,
+            ..row(
+                "through-full-keyed",
+                "frontend + backend through Dapr, full booking, each with an Idempotency-Key",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
             consistency: "etag",
             ..row(
                 "through-full-etag",
@@ -294,7 +320,7 @@ pub fn run_row(
     } else {
         None
     };
-    write_components(&components, redis.as_ref().map(|r| r.port))?;
+    write_components(&components, redis.as_ref().map(|r| r.port), row.sqlite_sync)?;
     let mut running = Running::default();
     if let Some(r) = &redis {
         running.measured.push(("redis-server".into(), r.pid));
@@ -354,7 +380,7 @@ pub fn run_row(
 
     if t.warm > 0 {
         say(&format!("warm-up {} s", t.warm));
-        load::max_throughput(&target, t.warm, 50, seed + 1000)?;
+        load::max_throughput(&target, t.warm, 50, seed + 1000, row.keyed)?;
     }
     // Latency first, on a settled machine: a full-speed run leaves hundreds of MB of dirty
     // pages (SQLite) whose writeback would stall the next run's requests.
@@ -365,6 +391,11 @@ pub fn run_row(
     }
     let mut latency = Vec::new();
     for rate in rates {
+        if row.keyed && load::wrk2_path().is_none() {
+            // oha sends one set of headers: every request would reuse one key.
+            say("latency: skipped (keyed bookings need wrk2; oha cannot vary a header)");
+            break;
+        }
         let generator = if load::wrk2_path().is_some() {
             "wrk2"
         } else {
@@ -374,7 +405,14 @@ pub fn run_row(
             "latency at {rate} req/s: {generator}, {} s",
             t.latency
         ));
-        let m = load::constant_rate(&target, rate, t.latency, seed + rate as u64, scratch.path())?;
+        let m = load::constant_rate(
+            &target,
+            rate,
+            t.latency,
+            seed + rate as u64,
+            scratch.path(),
+            row.keyed,
+        )?;
         say(&format!(
             "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {}",
             m.p50,
@@ -387,7 +425,7 @@ pub fn run_row(
 
     say(&format!("max throughput: wrk -t2 -c50, {} s", t.max));
     let before = procstat::snapshot(&running.measured);
-    let max = load::max_throughput(&target, t.max, 50, seed)?;
+    let max = load::max_throughput(&target, t.max, 50, seed, row.keyed)?;
     let after = procstat::snapshot(&running.measured);
     let mut cpu_us_per_request: BTreeMap<String, f64> = procstat::spent(&before, &after)
         .into_iter()
@@ -459,18 +497,32 @@ fn run_sidecars(
         url: format!("http://127.0.0.1:{caller_http}/v1.0/invoke/trivial/method/hello"),
     };
     if t.warm > 0 {
-        load::max_throughput(&through, t.warm, 16, 0)?;
+        load::max_throughput(&through, t.warm, 16, 0, false)?;
     }
     settle();
     say(&format!("direct at {rate} req/s, {} s", t.latency));
-    let d = load::constant_rate(&direct, rate, t.latency, 0, std::path::Path::new("."))?;
+    let d = load::constant_rate(
+        &direct,
+        rate,
+        t.latency,
+        0,
+        std::path::Path::new("."),
+        false,
+    )?;
     say(&format!(
         "through two sidecars at {rate} req/s, {} s",
         t.latency
     ));
     let before = procstat::snapshot(&running.measured);
     let started = std::time::Instant::now();
-    let v = load::constant_rate(&through, rate, t.latency, 0, std::path::Path::new("."))?;
+    let v = load::constant_rate(
+        &through,
+        rate,
+        t.latency,
+        0,
+        std::path::Path::new("."),
+        false,
+    )?;
     let elapsed = started.elapsed().as_secs_f64();
     let after = procstat::snapshot(&running.measured);
     let vcpu: BTreeMap<String, f64> = procstat::spent(&before, &after)

@@ -217,13 +217,22 @@ fn component(name: &str, kind: &str, meta: &[(&str, String)]) -> String {
 
 /// Writes the components of a row: SQLite (in `dir`) or Redis state, with the in-process
 /// lock or lock.redis.
-pub fn write_components(dir: &Path, redis: Option<u16>) -> anyhow::Result<()> {
+/// State and lock components: SQLite (with `sqlite_sync` as its `synchronous`) and the
+/// in-process lock, or Redis for both.
+pub fn write_components(dir: &Path, redis: Option<u16>, sqlite_sync: &str) -> anyhow::Result<()> {
     match redis {
         None => {
             let db = dir.join("state.db").display().to_string();
             std::fs::write(
                 dir.join("statestore.yaml"),
-                component("statestore", "state.sqlite", &[("connectionString", db)]),
+                component(
+                    "statestore",
+                    "state.sqlite",
+                    &[
+                        ("connectionString", db),
+                        ("synchronous", sqlite_sync.to_string()),
+                    ],
+                ),
             )?;
             std::fs::write(
                 dir.join("lockstore.yaml"),
