@@ -112,8 +112,9 @@ struct KeyUse {
     request: serde_json::Value,
 }
 
-/// How long an ambiguous commit may take to read back, past the request's deadline.
-const READ_BACK_GRACE: Duration = Duration::from_secs(2);
+/// The end of a request's budget kept for reading an ambiguous commit back: the work
+/// stops this much before the deadline, so the read-back still reaches the caller.
+const READ_BACK_GRACE: Duration = Duration::from_millis(300);
 
 fn store_error(e: DaprError) -> AppError {
     match e {
@@ -159,6 +160,37 @@ struct Guard {
     etags: bool,
     /// Do not start the commit after this instant (the lock's lease is nearly over).
     commit_by: Option<Instant>,
+    /// The request's own deadline, which the read-back of an ambiguous commit may use.
+    read_back_by: Instant,
+}
+
+impl Guard {
+    fn new(etags: bool, call: &Call) -> Guard {
+        Guard {
+            etags,
+            commit_by: None,
+            read_back_by: call.deadline,
+        }
+    }
+}
+
+impl Call {
+    /// When the work of this request stops, leaving time to read an ambiguous commit back.
+    fn work_until(&self) -> Instant {
+        self.deadline
+            .checked_sub(READ_BACK_GRACE)
+            .unwrap_or(self.deadline)
+    }
+}
+
+/// How to tell, after an error, whether a commit took effect.
+enum Expect<'a> {
+    /// The key's record holds this reservation as its answer (a keyed change).
+    Answer { record_key: &'a str, id: &'a str },
+    /// This key (the new reservation) exists.
+    Present(&'a str),
+    /// This key (the cancelled reservation) is gone.
+    Absent(&'a str),
 }
 
 pub struct Booker {
@@ -210,7 +242,7 @@ impl Booker {
     ) -> Result<Reservation, AppError> {
         let hotel = self.hotel(hotel_id)?.clone();
         let nights = req
-            .validate(Day::today())
+            .validate(first_bookable_day(call.key.is_some()))
             .map_err(|i| AppError::bad_request(i.code, i.message))?;
         let key = call.key.as_ref().map(|k| KeyUse {
             record_key: idempotency_record_key(k),
@@ -230,7 +262,7 @@ impl Booker {
             return Ok(reservation);
         }
         let state = self.state()?;
-        let within = state.until(call.deadline);
+        let within = state.until(call.work_until());
         let key = key.as_ref();
         let attempt = |guard: Guard, s: StateClient| {
             let (hotel, nights, reservation) = (&hotel, &nights, &reservation);
@@ -239,44 +271,55 @@ impl Booker {
                     .await
             }
         };
+        // A keyed request is decided under the lock only, where its record is read: its
+        // twin in flight may already have booked.
+        let while_busy = || async {
+            if key.is_some() {
+                return Ok(());
+            }
+            self.check_capacity(&within, &hotel, &nights, reservation.rooms)
+                .await
+        };
+        self.protected(&within, hotel_id, call, while_busy, attempt)
+            .await
+    }
+
+    /// Runs `attempt` as the consistency mode says: under the hotel's lock (fenced),
+    /// optimistically with ETags, or bare; retried on conflict within the budget.
+    async fn protected<T, B, BFut, A, AFut>(
+        &self,
+        within: &StateClient,
+        hotel_id: u32,
+        call: &Call,
+        while_busy: B,
+        attempt: A,
+    ) -> Result<T, AppError>
+    where
+        B: Fn() -> BFut + Copy,
+        BFut: Future<Output = Result<(), AppError>>,
+        A: Fn(Guard, StateClient) -> AFut + Copy,
+        AFut: Future<Output = Result<Attempt<T>, AppError>>,
+    {
+        let until = call.work_until();
         match self.policy.consistency {
             Consistency::Lock => {
-                // A keyed request is decided under the lock only, where its record is
-                // read: its twin in flight may already have booked.
-                let while_busy = || async {
-                    if key.is_some() {
-                        return Ok(());
-                    }
-                    self.check_capacity(&within, &hotel, &nights, reservation.rooms)
-                        .await
-                };
-                self.retrying(call.deadline, || {
-                    self.with_lock(&within, hotel_id, call.deadline, while_busy, |g, s| {
-                        attempt(g, s)
-                    })
+                self.retrying(until, || {
+                    self.with_lock(within, hotel_id, call, while_busy, attempt)
                 })
                 .await
             }
             Consistency::Etag => {
-                let guard = Guard {
-                    etags: true,
-                    commit_by: None,
-                };
-                self.retrying(call.deadline, || attempt(guard, within.clone()))
+                let guard = Guard::new(true, call);
+                self.retrying(until, || attempt(guard, within.clone()))
                     .await
             }
-            Consistency::None => {
-                let guard = Guard {
-                    etags: false,
-                    commit_by: None,
-                };
-                match attempt(guard, within.clone()).await? {
-                    Attempt::Done(r) => Ok(r),
-                    Attempt::Conflict => {
-                        Err(AppError::bad_gateway("store_error", "unexpected conflict"))
-                    }
-                }
-            }
+            Consistency::None => match attempt(Guard::new(false, call), within.clone()).await? {
+                Attempt::Done(r) => Ok(r),
+                Attempt::Conflict => Err(AppError::bad_gateway(
+                    "store_error",
+                    "a concurrent change got in the way (consistency none has no protection)",
+                )),
+            },
         }
     }
 
@@ -354,7 +397,14 @@ impl Booker {
             return Ok(Attempt::Conflict);
         }
         let mine = reservation_key(&reservation.id);
-        match self.commit(state, ops, &read, &mine).await? {
+        let expect = match key {
+            Some(k) => Expect::Answer {
+                record_key: &k.record_key,
+                id: &reservation.id,
+            },
+            None => Expect::Present(&mine),
+        };
+        match self.commit(state, ops, &read, expect, guard).await? {
             Commit::Applied => Ok(Attempt::Done(reservation.clone())),
             Commit::Conflict => Ok(Attempt::Conflict),
         }
@@ -382,11 +432,10 @@ impl Booker {
         };
         match state.transact(vec![op]).await {
             Ok(()) => Err(refusal),
-            Err(e @ (DaprError::Unavailable(_) | DaprError::DeadlineExceeded(_))) => {
-                Err(store_error(e))
-            }
-            // A stale ETag, or an answer lost: the next read of the record tells.
-            Err(_) => Ok(Attempt::Conflict),
+            // A stale ETag (Dapr reports it in a transaction as a plain failure): the
+            // record changed, and the next read of it tells how.
+            Err(DaprError::Conflict(_) | DaprError::Failed { .. }) => Ok(Attempt::Conflict),
+            Err(e) => Err(store_error(e)),
         }
     }
 
@@ -492,42 +541,59 @@ impl Booker {
     }
 
     /// Writes `ops` in one transaction. When the answer is an error, the write may still
-    /// have happened (a lost reply, a timeout): read `mine` back (a key only this change
-    /// writes, or deletes) before deciding. Otherwise it is a conflict if anything read
-    /// changed since; else a store failure.
+    /// have happened (a lost reply, a timeout): read back what `expect` names before
+    /// deciding. Not applied, it is a conflict if anything read changed since; else a
+    /// store failure, or an unknown outcome when the write may still land.
     async fn commit(
         &self,
         state: &StateClient,
         ops: Vec<Op>,
         read: &[Item],
-        mine: &str,
+        expect: Expect<'_>,
+        guard: Guard,
     ) -> Result<Commit, AppError> {
-        let expect_present = ops
-            .iter()
-            .any(|op| matches!(op, Op::Upsert { key, .. } if key == mine));
         let err = match state.transact(ops).await {
             Ok(()) => return Ok(Commit::Applied),
             Err(e) => e,
         };
-        let check = state.until(Instant::now() + READ_BACK_GRACE);
+        let by = guard
+            .read_back_by
+            .max(Instant::now() + Duration::from_millis(100));
         let mut keys: Vec<String> = read.iter().map(|i| i.key.clone()).collect();
-        keys.push(mine.to_string());
-        let now = match check.bulk_get(&keys).await {
+        keys.push(match &expect {
+            Expect::Answer { record_key, .. } => record_key.to_string(),
+            Expect::Present(k) | Expect::Absent(k) => k.to_string(),
+        });
+        let now = match state.until(by).bulk_get(&keys).await {
             Ok(now) => now,
             Err(read_err) => {
                 tracing::error!(error = %err, read_back = %read_err, "commit outcome unknown");
                 return Err(outcome_unknown(err));
             }
         };
-        let applied = now.last().is_some_and(|i| i.exists()) == expect_present;
+        let Some(last) = now.last() else {
+            return Err(outcome_unknown(err));
+        };
+        let applied = match expect {
+            Expect::Answer { id, .. } => serde_json::from_slice::<KeyRecord>(&last.data)
+                .ok()
+                .and_then(|r| r.answer)
+                .is_some_and(|a| a.id == id),
+            Expect::Present(_) => last.exists(),
+            Expect::Absent(_) => !last.exists(),
+        };
         if applied {
             tracing::warn!(error = %err, "the commit's answer was an error, but it was applied");
             return Ok(Commit::Applied);
         }
         if now.iter().zip(read).any(|(a, b)| a.etag != b.etag) {
+            // Someone else changed what was read: this write can no longer land.
             return Ok(Commit::Conflict);
         }
-        Err(store_error(err))
+        match err {
+            DaprError::DeadlineExceeded(_) | DaprError::Unavailable(_) => Err(outcome_unknown(err)),
+            other => Err(store_error(other)),
+        }
     }
 
     /// Retries an attempt on conflict, with jittered backoff, within the wait budget and
@@ -562,7 +628,7 @@ impl Booker {
         &self,
         state: &StateClient,
         hotel_id: u32,
-        deadline: Instant,
+        call: &Call,
         mut while_busy: B,
         work: F,
     ) -> Result<Attempt<T>, AppError>
@@ -572,6 +638,7 @@ impl Booker {
         F: FnOnce(Guard, StateClient) -> Fut,
         Fut: Future<Output = Result<Attempt<T>, AppError>>,
     {
+        let deadline = call.work_until();
         let resource = format!("hotel-{hotel_id}");
         let owner = uuid::Uuid::new_v4().to_string();
         let give_up = (Instant::now() + self.policy.wait_budget).min(deadline);
@@ -580,12 +647,18 @@ impl Booker {
         let taken_at = loop {
             // The lease may start as soon as the request leaves: count from before it.
             let asked_at = Instant::now();
-            if state
+            match state
                 .try_lock(&resource, &owner, self.policy.lease_secs)
                 .await
-                .map_err(store_error)?
             {
-                break asked_at;
+                Ok(true) => break asked_at,
+                Ok(false) => {}
+                Err(e) => {
+                    // The lock may have been granted all the same (a lost answer): let it
+                    // go rather than leave the hotel locked for a whole lease.
+                    self.release(state, hotel_id, resource, owner, lease);
+                    return Err(store_error(e));
+                }
             }
             if Instant::now() >= give_up {
                 return Err(AppError::busy(
@@ -600,33 +673,51 @@ impl Booker {
         let result = if self.policy.fencing {
             let commit_by = taken_at + lease - lease_margin(lease);
             let guard = Guard {
-                etags: true,
                 commit_by: Some(commit_by),
+                ..Guard::new(true, call)
             };
-            work(guard, state.until(commit_by.min(deadline))).await
-        } else {
-            let guard = Guard {
-                etags: false,
-                commit_by: None,
-            };
-            work(guard, state.clone()).await
-        };
-        // Released with a deadline of its own, even when the request's has passed: up to
-        // the lease, after which the lock is gone anyway. (A short one would, on a
-        // loaded machine, leave the hotel locked for the rest of the lease.)
-        let release = state.until(Instant::now() + lease);
-        match release.unlock(&resource, &owner).await {
-            Ok(Unlocked::Released) => {}
-            Ok(other) => tracing::warn!(
-                hotel_id,
-                ?other,
-                "the lock's lease ran out before the work finished (its writes were fenced)"
-            ),
-            Err(e) => {
-                tracing::warn!(hotel_id, error = %e, "unlock failed; the lease will free the hotel")
+            match work(guard, state.until(commit_by.min(deadline))).await {
+                // The lease, not the request, ran out: the writes are fenced, so take the
+                // lock again and read again.
+                Err(e) if e.code == "deadline_exceeded" && Instant::now() < deadline => {
+                    Ok(Attempt::Conflict)
+                }
+                other => other,
             }
-        }
+        } else {
+            work(Guard::new(false, call), state.clone()).await
+        };
+        self.release(state, hotel_id, resource, owner, lease);
         result
+    }
+
+    /// Releases a lock in the background, so the answer does not wait for it. It may take
+    /// up to the lease, after which the lock is gone anyway (a short deadline would, on a
+    /// loaded machine, leave the hotel locked for the rest of the lease).
+    fn release(
+        &self,
+        state: &StateClient,
+        hotel_id: u32,
+        resource: String,
+        owner: String,
+        lease: Duration,
+    ) {
+        let release = state.until(Instant::now() + lease);
+        let fencing = self.policy.fencing;
+        tokio::spawn(async move {
+            match release.unlock(&resource, &owner).await {
+                Ok(Unlocked::Released) => {}
+                Ok(other) => tracing::warn!(
+                    hotel_id,
+                    ?other,
+                    fenced = fencing,
+                    "the lock's lease ran out before the work finished"
+                ),
+                Err(e) => {
+                    tracing::warn!(hotel_id, error = %e, "unlock failed; the lease will free the hotel")
+                }
+            }
+        });
     }
 
     pub async fn reservation(&self, id: &str, call: &Call) -> Result<Reservation, AppError> {
@@ -637,7 +728,7 @@ impl Booker {
     /// Cancels a reservation and frees its nights, under the same protection as booking.
     pub async fn cancel(&self, id: &str, call: &Call) -> Result<Reservation, AppError> {
         let state = self.state()?;
-        let within = state.until(call.deadline);
+        let within = state.until(call.work_until());
         let key = call.key.as_ref().map(|k| KeyUse {
             record_key: idempotency_record_key(k),
             request: serde_json::json!({"cancel": id}),
@@ -645,11 +736,7 @@ impl Booker {
         let key = key.as_ref();
         // The hotel's id (for its lock) comes from the reservation; a key that already
         // cancelled it answers from its record.
-        let mut first_keys = vec![reservation_key(id)];
-        if let Some(k) = key {
-            first_keys.push(k.record_key.clone());
-        }
-        let first = within.bulk_get(&first_keys).await.map_err(store_error)?;
+        let first = read_with_record(&within, reservation_key(id), key).await?;
         if let Some(answer) = self.answered(key, first.get(1))? {
             return Ok(answer);
         }
@@ -657,40 +744,8 @@ impl Booker {
         let attempt = |guard: Guard, s: StateClient| async move {
             self.cancel_once(&s, id, key, guard).await
         };
-        match self.policy.consistency {
-            Consistency::Lock => {
-                self.retrying(call.deadline, || {
-                    self.with_lock(
-                        &within,
-                        hotel_id,
-                        call.deadline,
-                        || async { Ok(()) },
-                        attempt,
-                    )
-                })
-                .await
-            }
-            Consistency::Etag => {
-                let guard = Guard {
-                    etags: true,
-                    commit_by: None,
-                };
-                self.retrying(call.deadline, || attempt(guard, within.clone()))
-                    .await
-            }
-            Consistency::None => {
-                let guard = Guard {
-                    etags: false,
-                    commit_by: None,
-                };
-                match attempt(guard, within.clone()).await? {
-                    Attempt::Done(r) => Ok(r),
-                    Attempt::Conflict => {
-                        Err(AppError::bad_gateway("store_error", "unexpected conflict"))
-                    }
-                }
-            }
-        }
+        self.protected(&within, hotel_id, call, || async { Ok(()) }, attempt)
+            .await
     }
 
     async fn cancel_once(
@@ -700,7 +755,13 @@ impl Booker {
         key: Option<&KeyUse>,
         guard: Guard,
     ) -> Result<Attempt<Reservation>, AppError> {
-        let (r, r_etag) = read_reservation(state, id).await?;
+        // The record first: a twin of this keyed cancel may have made it already.
+        let first = read_with_record(state, reservation_key(id), key).await?;
+        if let Some(answer) = self.answered(key, first.get(1))? {
+            return Ok(Attempt::Done(answer));
+        }
+        let r = parse_reservation(id, &first[0])?;
+        let r_etag = first[0].etag.clone();
         let nights = r.check_in.nights_until(r.check_out);
         let keys: Vec<String> = nights.iter().map(|d| night_key(r.hotel_id, *d)).collect();
         let read = match self.read_guarded(state, keys, key, guard.etags).await? {
@@ -739,7 +800,14 @@ impl Booker {
             data: Vec::new(),
             etag: r_etag,
         });
-        match self.commit(state, ops, &seen, &mine).await? {
+        let expect = match key {
+            Some(k) => Expect::Answer {
+                record_key: &k.record_key,
+                id,
+            },
+            None => Expect::Absent(&mine),
+        };
+        match self.commit(state, ops, &seen, expect, guard).await? {
             Commit::Applied => Ok(Attempt::Done(r)),
             Commit::Conflict => Ok(Attempt::Conflict),
         }
@@ -816,16 +884,45 @@ fn split_record<'a>(read: &'a [Item], key: Option<&KeyUse>) -> (&'a [Item], Opti
     }
 }
 
+/// Our own wire types always serialize; an empty value would read back as zero rooms.
 fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+    serde_json::to_vec(value).expect("booking types serialize to JSON")
 }
 
 /// 504 for a commit whose outcome could not be read back in time.
 fn outcome_unknown(e: DaprError) -> AppError {
-    deadline_exceeded(format!(
-        "the change may or may not have been made ({e}); retry with the same \
-         Idempotency-Key, or read it back, to know"
-    ))
+    AppError::new(
+        axum::http::StatusCode::GATEWAY_TIMEOUT,
+        "outcome_unknown",
+        format!(
+            "the change may or may not have been made ({e}); retry with the same \
+             Idempotency-Key, or read it back, to know"
+        ),
+    )
+}
+
+/// Reads `key` and, with an idempotency key, its record, in one round trip.
+async fn read_with_record(
+    state: &StateClient,
+    key: String,
+    idempotency: Option<&KeyUse>,
+) -> Result<Vec<Item>, AppError> {
+    let mut keys = vec![key];
+    if let Some(k) = idempotency {
+        keys.push(k.record_key.clone());
+    }
+    state.bulk_get(&keys).await.map_err(store_error)
+}
+
+/// The first day a stay may start: today (UTC). A keyed request may be a retry of one
+/// first sent before midnight, so it may start yesterday; it is answered from its record.
+fn first_bookable_day(keyed: bool) -> Day {
+    let today = Day::today();
+    if keyed {
+        today.plus(-1).unwrap_or(today)
+    } else {
+        today
+    }
 }
 
 async fn read_reservation(

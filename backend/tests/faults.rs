@@ -271,6 +271,10 @@ where
         verdict.violations.len()
     );
     assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
+    assert_eq!(
+        outcome.gave_up, 0,
+        "{name}: bookings left undecided after 30 s"
+    );
     assert!(
         verdict.violations.is_empty(),
         "{name}: {:?}",
@@ -324,6 +328,13 @@ async fn a_store_that_stalls_past_the_lease() {
                 .await
                 .unwrap();
             assert!(r.starts_with("+OK"), "{r}");
+            // The fault lasts until a write goes through again.
+            testkit::wait_until("writes to resume", Duration::from_secs(10), || async {
+                let r = s.redis.command(&["SET", "fault-probe", "1"]).await.ok()?;
+                r.starts_with("+OK").then_some(())
+            })
+            .await
+            .unwrap();
         },
     )
     .await
@@ -400,8 +411,8 @@ async fn redis_killed_and_restarted_mid_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_time_out_and_retry_under_their_keys() {
-    // Replica 0 lingers inside the lock longer than the clients wait, so their requests
-    // time out while bookings are being made, and are sent again under the same key.
+    // Bookings linger inside the lock longer than the clients wait, so requests time out
+    // while bookings are being made, and are sent again under the same key.
     case(
         "client timeouts",
         &[("BACKEND_HOLD_LOCK_MS", "150")],

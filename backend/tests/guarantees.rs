@@ -12,12 +12,23 @@ use serde_json::{Value, json};
 use testkit::{Ledger, Stack, StoreFixture, StoreKind, TempDir};
 
 async fn stack(kind: StoreKind, consistency: &str, budget_ms: &str) -> (Stack, TempDir) {
+    stack_with(kind, consistency, budget_ms, "0").await
+}
+
+/// With `hold_ms`, every booking lingers that long inside the lock before its commit.
+async fn stack_with(
+    kind: StoreKind,
+    consistency: &str,
+    budget_ms: &str,
+    hold_ms: &str,
+) -> (Stack, TempDir) {
     let (dir, path) = catalogue();
     let s = Stack::builder(kind)
         .backend_env("HOTEL_CATALOGUE", &path)
         .backend_env("CONSISTENCY", consistency)
         .backend_env("BUSY_WAIT_MS", "30000")
         .backend_env("REQUEST_TIMEOUT_MS", budget_ms)
+        .backend_env("BACKEND_HOLD_LOCK_MS", hold_ms)
         .frontend_env("REQUEST_TIMEOUT_MS", budget_ms)
         .spawn()
         .await
@@ -117,42 +128,78 @@ async fn one_key_books_once_sqlite_etag() {
     one_key_books_once(StoreKind::Sqlite, "etag").await
 }
 
-/// Redis stops taking writes for longer than the request budget: the booking answers 504
-/// within the budget instead of hanging, and a retry under the same key, once the store
-/// is back, ends with exactly one booking.
+/// Redis stops taking writes just before a booking commits, for longer than the request
+/// budget: the commit is sent and its answer never comes in time. The booking answers 504
+/// "outcome unknown" within the budget instead of hanging. Redis then applies the queued
+/// transaction, and a retry under the same key is answered from it: one booking, not two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_answers_504_and_a_keyed_retry_books_once() {
-    let (s, _c) = stack(StoreKind::Redis, "lock", "1000").await;
+async fn a_commit_stalled_past_the_budget_is_read_back_not_redone() {
+    let (s, _c) = stack_with(StoreKind::Redis, "lock", "1500", "500").await;
     let redis = s.store.redis.as_ref().unwrap();
     let http = reqwest::Client::new();
     let body = booking(2, "ann", &day(3), &day(4), 1);
-    let pause = Duration::from_secs(6);
+    let first = tokio::spawn({
+        let (http, url, body) = (http.clone(), s.frontend_url.clone(), body.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/book"))
+                .header("Idempotency-Key", "stalled-1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    // The booking holds the lock and lingers 500 ms before its commit: stop writes now.
+    testkit::wait_until(
+        "the booking to hold the lock",
+        Duration::from_secs(10),
+        || async {
+            redis
+                .exists("lock||backend||hotel-2")
+                .await
+                .ok()
+                .filter(|held| *held)
+        },
+    )
+    .await
+    .unwrap();
+    let pause = Duration::from_secs(4);
     let reply = redis
         .command(&["CLIENT", "PAUSE", &pause.as_millis().to_string(), "WRITE"])
         .await
         .unwrap();
     assert!(reply.starts_with("+OK"), "{reply}");
     let paused_at = Instant::now();
-    let (status, err) = book_keyed(&http, &s, &body, "stalled-1").await;
+    let (status, err) = first.await.unwrap();
     assert_eq!(status, 504, "{err}");
-    assert_eq!(err["error"], "deadline_exceeded", "{err}");
+    assert_eq!(err["error"], "outcome_unknown", "{err}");
     assert!(
         paused_at.elapsed() < pause,
         "the answer waited for the store to come back instead of the budget"
     );
 
-    // Retry as a client would, under the same key, until the store is back and it books.
-    let answer = testkit::wait_until("a keyed retry to book", Duration::from_secs(30), || {
-        let (http, s, body) = (&http, &s, &body);
-        async move {
-            let (status, b) = book_keyed(http, s, body, "stalled-1").await;
-            assert!(matches!(status, 201 | 503 | 504), "{status} {b}");
-            (status == 201).then_some(b)
-        }
-    })
+    // Retry as a client would, under the same key, until the store is back and answers.
+    let answer = testkit::wait_until(
+        "a keyed retry to be answered",
+        Duration::from_secs(30),
+        || {
+            let (http, s, body) = (&http, &s, &body);
+            async move {
+                let (status, b) = book_keyed(http, s, body, "stalled-1").await;
+                assert!(matches!(status, 201 | 503 | 504), "{status} {b}");
+                (status == 201).then_some(b)
+            }
+        },
+    )
     .await
     .unwrap();
-    assert_eq!(booked(&http, &s, 2, &day(3), &day(4)).await, [1]);
+    assert_eq!(
+        booked(&http, &s, 2, &day(3), &day(4)).await,
+        [1],
+        "booked once"
+    );
     let verdict = Ledger::read_redis(redis.port, "backend")
         .await
         .unwrap()
@@ -174,7 +221,8 @@ async fn a_holder_outlives_its_lease(fencing: bool) -> (u16, testkit::Verdict) {
         ("HOTEL_CATALOGUE", path.as_str()),
         ("LOCK_LEASE_SECONDS", "1"),
         ("BACKEND_HOLD_LOCK_MS", "4000"),
-        ("REQUEST_TIMEOUT_MS", "20000"),
+        ("BUSY_WAIT_MS", "20000"),
+        ("REQUEST_TIMEOUT_MS", "30000"),
     ];
     if !fencing {
         a_env.push(("BACKEND_UNSAFE_NO_FENCING", "true"));

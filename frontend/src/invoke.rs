@@ -69,7 +69,7 @@ impl Backend {
                 req = req.header(name, v);
             }
         }
-        if let Some(key) = key {
+        if let Some(key) = &key {
             req = req.header(IDEMPOTENCY_KEY, key);
         }
         if let Some(t) = &self.token {
@@ -80,12 +80,17 @@ impl Backend {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
+        let keyed = key.is_some();
         let resp = req.send().await.map_err(|e| {
             if e.is_timeout() {
-                deadline_exceeded(format!(
-                    "the backend did not answer in time; a change may or may not have \
-                     been made (retry with the same Idempotency-Key to know): {e}"
-                ))
+                deadline_exceeded(if keyed {
+                    format!(
+                        "the backend did not answer in time; a change may or may not have \
+                         been made: retry with the same Idempotency-Key to know ({e})"
+                    )
+                } else {
+                    format!("the backend did not answer in time ({e})")
+                })
             } else if e.is_connect() {
                 AppError::unavailable(
                     "sidecar_unavailable",

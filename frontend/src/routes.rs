@@ -36,8 +36,16 @@ async fn book(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let req: ReservationRequest = parse_json(body)?;
+    // A keyed request may retry one first sent before midnight (UTC): the backend answers
+    // it from its record, so it may start yesterday.
+    let today = Day::today();
+    let first_day = if headers.contains_key(appkit::request::IDEMPOTENCY_KEY) {
+        today.plus(-1).unwrap_or(today)
+    } else {
+        today
+    };
     req.user
-        .validate(Day::today())
+        .validate(first_day)
         .map_err(|i| AppError::bad_request(i.code, i.message))?;
     let user = serde_json::to_vec(&req.user)
         .map_err(|e| AppError::bad_request("invalid_field", e.to_string()))?;

@@ -339,21 +339,27 @@ async fn wait_for_app(rt: Arc<Runtime>, host: String, port: u16, stop: watch::Re
     }
 }
 
-/// A `lock.in-memory` store lives in one sidecar's memory: two sidecars of one app id
-/// (replicas, which invocation calls in turn) would each grant the same lock, and `lock`
-/// mode would oversell without a word. So a second live instance refuses to start. It
-/// checks after registering, so two that start at once both see each other and both stop.
+/// A `lock.in-memory` or `state.in-memory` store lives in one sidecar's memory: two
+/// sidecars of one app id (replicas, which invocation calls in turn) would each grant the
+/// same lock, or keep counts of their own, and bookings would oversell without a word. So
+/// a second live instance refuses to start. It checks after registering (its servers are
+/// already up), so two that start at once both see each other and both stop.
 fn refuse_process_local_lock_replicas(
     components: &crate::components::Components,
     registry: &Registry,
     app_id: &str,
 ) -> anyhow::Result<()> {
-    let local: Vec<&str> = components
+    let locks = components
         .lock
         .iter()
         .filter(|(_, c)| matches!(c.store, crate::lock::LockStore::Memory(_)))
-        .map(|(name, _)| name.as_str())
-        .collect();
+        .map(|(name, _)| name.as_str());
+    let states = components
+        .state
+        .iter()
+        .filter(|(_, c)| matches!(c.store, crate::state::StateStore::Memory(_)))
+        .map(|(name, _)| name.as_str());
+    let local: Vec<&str> = locks.chain(states).collect();
     if local.is_empty() {
         return Ok(());
     }
@@ -366,10 +372,10 @@ fn refuse_process_local_lock_replicas(
         .collect();
     if let Some(pid) = others.first() {
         anyhow::bail!(
-            "lock store {:?} is lock.in-memory: it lives in one sidecar's memory, and another \
+            "component {:?} is in-memory: it lives in one sidecar's memory, and another \
              sidecar of app id {app_id:?} is already running (pid {pid}); two replicas would \
-             not exclude each other. Give every replica a shared lock store, e.g. \
-             --resources-path components/redis (lock.redis)",
+             not share it. Give every replica shared stores, e.g. \
+             --resources-path components/redis (state.redis, lock.redis)",
             local.join(", ")
         );
     }

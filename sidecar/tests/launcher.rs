@@ -158,7 +158,7 @@ async fn a_second_replica_with_a_process_local_lock_is_refused() {
         .unwrap();
     assert!(!status.success(), "the second replica started: {stderr}");
     assert!(
-        stderr.contains("\"lockstore\"") && stderr.contains("components/redis"),
+        stderr.contains("lockstore") && stderr.contains("components/redis"),
         "{stderr}"
     );
     // Another app id beside it is no replica, and starts.

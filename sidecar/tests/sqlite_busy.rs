@@ -54,6 +54,16 @@ async fn a_busy_database_stalls_nothing_else() {
             .json(&json!([{"key": "k", "value": 2}]))
             .send(),
     );
+    // It has reached the store: a read of the same store now queues behind it.
+    let queued = http
+        .get(url("/v1.0/state/statestore/k"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        queued.is_err_and(|e| e.is_timeout()),
+        "a read went through: the write was not holding the store's thread"
+    );
     // ...while health and locks answer.
     let r = http
         .get(url("/v1.0/healthz/outbound"))

@@ -185,7 +185,7 @@ impl SqliteStore {
             .send(job)
             .map_err(|_| StoreError::Backend("the SQLite store's thread has stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::Backend("the SQLite store's thread has stopped".into()))?
+            .map_err(|_| StoreError::Backend("the SQLite store failed this request".into()))?
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
@@ -258,7 +258,12 @@ fn spawn_worker(mut conn: Connection, table: String) -> Result<mpsc::Sender<Job>
         .name("sqlite-store".into())
         .spawn(move || {
             for job in rx {
-                job(&mut conn, &table);
+                // A job that panics fails its own caller (its reply is dropped), not the
+                // store: the thread goes on with the next one.
+                let run = std::panic::AssertUnwindSafe(|| job(&mut conn, &table));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("a SQLite store job panicked; its request failed");
+                }
             }
         })
         .map_err(StoreError::backend)?;
