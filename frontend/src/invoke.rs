@@ -118,6 +118,13 @@ impl Backend {
         if status.is_server_error()
             && let Some(err) = dapr_error(&body)
         {
+            // A sidecar that gave up on the backend at our deadline.
+            if status == StatusCode::GATEWAY_TIMEOUT {
+                return Err(deadline_exceeded(format!(
+                    "the backend did not answer in time ({})",
+                    err.message
+                )));
+            }
             return Err(err);
         }
         let mut out = (status, body).into_response();

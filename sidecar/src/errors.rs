@@ -137,6 +137,16 @@ impl ApiError {
         Self::internal("ERR_DIRECT_INVOKE", message)
     }
 
+    /// An invocation whose caller's time (`x-request-timeout-ms`) ran out: 504.
+    pub fn invoke_timeout(message: impl Into<String>) -> Self {
+        Self::new(
+            "ERR_DIRECT_INVOKE",
+            StatusCode::GATEWAY_TIMEOUT,
+            tonic::Code::DeadlineExceeded,
+            message,
+        )
+    }
+
     pub fn no_app_id() -> Self {
         Self::new(
             "ERR_DIRECT_INVOKE",

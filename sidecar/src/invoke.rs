@@ -6,6 +6,10 @@
 //! request would add a handshake to every call. Bodies are read whole (they are bounded by
 //! `--max-body-size`) so that a call to a peer whose registration went stale can be retried
 //! once against a fresh lookup.
+//!
+//! A call that says how long it has (`x-request-timeout-ms`, the time left, as this
+//! project's services send it; passed on unchanged) is given up when that time is over,
+//! on each hop, with a 504: a stalled peer or app never holds a call without end.
 
 use std::sync::Arc;
 
@@ -28,6 +32,31 @@ const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
 const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
 const API_TOKEN: HeaderName = HeaderName::from_static("dapr-api-token");
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
+const TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout-ms");
+
+/// Why a hop failed.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Client(#[from] hyper_util::client::legacy::Error),
+    #[error("no answer within the call's {0:?} (x-request-timeout-ms)")]
+    Timeout(std::time::Duration),
+}
+
+impl SendError {
+    fn is_connect(&self) -> bool {
+        matches!(self, SendError::Client(e) if e.is_connect())
+    }
+
+    /// The API error for a failed invocation of `app_id`.
+    fn to_api(&self, app_id: &str) -> ApiError {
+        let message = format!("failed to invoke, id: {app_id}, err: {self}");
+        match self {
+            SendError::Timeout(_) => ApiError::invoke_timeout(message),
+            SendError::Client(_) => ApiError::direct_invoke(message),
+        }
+    }
+}
 
 /// Hop-by-hop headers, never forwarded in either direction.
 const HOP_BY_HOP: [&str; 10] = [
@@ -146,7 +175,7 @@ impl Invoker {
                     tracing::debug!(target, error = %e, "peer sidecar unreachable; looking it up again");
                     self.registry.forget(target);
                 }
-                Err(e) => return Err(fail(&e)),
+                Err(e) => return Err(e.to_api(target)),
             }
         }
         unreachable!("the loop returns on its second attempt")
@@ -168,23 +197,29 @@ impl Invoker {
         let uri = target_uri(base, &call.path, call.query.as_deref()).map_err(|e| {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;
-        self.send(&call, uri).await.map_err(|e| {
-            ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
-        })
+        self.send(&call, uri)
+            .await
+            .map_err(|e| e.to_api(&self.app_id))
     }
 
-    async fn send(
-        &self,
-        call: &Call,
-        uri: Uri,
-    ) -> Result<Response<Body>, hyper_util::client::legacy::Error> {
+    async fn send(&self, call: &Call, uri: Uri) -> Result<Response<Body>, SendError> {
         let mut req = Request::new(Full::new(call.body.clone()));
         *req.method_mut() = call.method.clone();
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
         headers.clone_from(&call.headers);
         headers.remove(header::HOST);
-        let resp = self.client.request(req).await?;
+        let limit = call
+            .headers
+            .get(&TIMEOUT)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_millis);
+        let resp = match limit {
+            None => self.client.request(req).await?,
+            Some(d) => tokio::time::timeout(d, self.client.request(req))
+                .await
+                .map_err(|_| SendError::Timeout(d))??,
+        };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))

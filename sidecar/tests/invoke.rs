@@ -272,3 +272,45 @@ async fn invoking_the_own_app_id_goes_straight_to_the_app() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["path"], "/self");
 }
+
+/// A call that says how long it has (`x-request-timeout-ms`) is given up with a 504 when
+/// the app behind the other sidecar takes the connection and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_time_runs_out_is_a_504() {
+    // The kernel accepts connections into the backlog; nobody ever reads them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_port = silent.local_addr().unwrap().port();
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let bin = env!("CARGO_BIN_EXE_sidecar");
+    let _callee = SidecarBuilder::new(bin, "backend", registry.path())
+        .resources(components.path())
+        .app_port(app_port)
+        .spawn()
+        .await
+        .unwrap();
+    let caller = SidecarBuilder::new(bin, "frontend", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/v1.0/invoke/backend/method/book",
+            caller.http_url()
+        ))
+        .header("x-request-timeout-ms", "300")
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(r.status(), 504);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errorCode"], "ERR_DIRECT_INVOKE", "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "answered when the app gave up, not when the call's time ran out"
+    );
+    drop(silent);
+}
