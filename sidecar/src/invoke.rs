@@ -33,6 +33,8 @@ const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
 const API_TOKEN: HeaderName = HeaderName::from_static("dapr-api-token");
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
 const TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout-ms");
+/// What a hop keeps of a call's time before handing the rest on: time to answer.
+const HANDOFF_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Why a hop failed.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +216,11 @@ impl Invoker {
             .get(&TIMEOUT)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
             .map(std::time::Duration::from_millis);
+        if let Some(d) = limit {
+            // The next hop must answer before this one gives up: hand it a little less.
+            let next = d.saturating_sub(HANDOFF_MARGIN).as_millis() as u64;
+            req.headers_mut().insert(TIMEOUT, HeaderValue::from(next));
+        }
         let resp = match limit {
             None => self.client.request(req).await?,
             Some(d) => tokio::time::timeout(d, self.client.request(req))

@@ -54,16 +54,21 @@ async fn a_busy_database_stalls_nothing_else() {
             .json(&json!([{"key": "k", "value": 2}]))
             .send(),
     );
-    // It has reached the store: a read of the same store now queues behind it.
-    let queued = http
-        .get(url("/v1.0/state/statestore/k"))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(
-        queued.is_err_and(|e| e.is_timeout()),
-        "a read went through: the write was not holding the store's thread"
-    );
+    // Wait until it has reached the store: a read of the same store then queues behind
+    // it (the write waits on the lock; a read alone would not).
+    testkit::wait_until(
+        "the write to hold the store's thread",
+        Duration::from_secs(10),
+        || {
+            let read = http
+                .get(url("/v1.0/state/statestore/k"))
+                .timeout(Duration::from_millis(300))
+                .send();
+            async move { read.await.err().filter(|e| e.is_timeout()).map(|_| ()) }
+        },
+    )
+    .await
+    .unwrap();
     // ...while health and locks answer.
     let r = http
         .get(url("/v1.0/healthz/outbound"))
