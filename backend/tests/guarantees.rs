@@ -151,16 +151,17 @@ async fn a_commit_stalled_past_the_budget_is_read_back_not_redone() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     });
-    // The booking holds the lock and lingers 500 ms before its commit: stop writes now.
+    // The booking holds the lock, has created its key's record (its last write before the
+    // commit) and lingers 500 ms before the commit: stop writes now.
     testkit::wait_until(
-        "the booking to hold the lock",
+        "the booking's key record",
         Duration::from_secs(10),
         || async {
             redis
-                .exists("lock||backend||hotel-2")
+                .exists("backend||idempotency-stalled-1")
                 .await
                 .ok()
-                .filter(|held| *held)
+                .filter(|made| *made)
         },
     )
     .await
