@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 
 use crate::error::AppError;
+use crate::wire::Day;
 
 /// The header that carries the time a request has left.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
@@ -60,6 +61,18 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> 
     Ok(Some(key.to_string()))
 }
 
+/// The first day a stay may start: today (UTC). A keyed request may be a retry of one
+/// first sent before midnight, so it may start yesterday; the backend answers it from its
+/// key's record.
+pub fn first_bookable_day(keyed: bool) -> Day {
+    let today = Day::today();
+    if keyed {
+        today.plus(-1).unwrap_or(today)
+    } else {
+        today
+    }
+}
+
 /// 504 for a request whose budget ran out.
 pub fn deadline_exceeded(message: impl Into<String>) -> AppError {
     AppError::new(
@@ -99,6 +112,12 @@ mod tests {
         let next = timeout_for_next_hop(d);
         assert!(next <= 950 && next > 800, "{next}");
         assert_eq!(timeout_for_next_hop(Instant::now()), 0);
+    }
+
+    #[test]
+    fn a_keyed_stay_may_start_a_day_earlier() {
+        assert_eq!(first_bookable_day(false), Day::today());
+        assert_eq!(Some(first_bookable_day(true)), Day::today().plus(-1));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use appkit::dapr::{DaprError, Item, Op, StateClient, Unlocked};
 use appkit::error::AppError;
-use appkit::request::deadline_exceeded;
+use appkit::request::{deadline_exceeded, first_bookable_day};
 use appkit::wire::{Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,17 @@ struct KeyRecord {
 struct KeyUse {
     record_key: String,
     request: serde_json::Value,
+}
+
+impl KeyUse {
+    /// The key's record for this request: pending (neither given), or decided.
+    fn record(&self, answer: Option<&Reservation>, refused: Option<&str>) -> Vec<u8> {
+        json_bytes(&KeyRecord {
+            request: self.request.clone(),
+            answer: answer.cloned(),
+            refused: refused.map(str::to_string),
+        })
+    }
 }
 
 /// The end of a request's budget kept for reading an ambiguous commit back: the work
@@ -384,7 +395,7 @@ impl Booker {
             ttl: None,
         });
         if let (Some(k), Some(record)) = (key, record) {
-            ops.push(self.record_op(k, record, reservation));
+            ops.push(self.record_op(k, record, k.record(Some(reservation), None)));
         }
         if !self.policy.hold_lock.is_zero() {
             tokio::time::sleep(self.policy.hold_lock).await;
@@ -420,16 +431,7 @@ impl Booker {
         record: &Item,
         refusal: AppError,
     ) -> Result<Attempt<T>, AppError> {
-        let op = Op::Upsert {
-            key: key.record_key.clone(),
-            value: json_bytes(&KeyRecord {
-                request: key.request.clone(),
-                answer: None,
-                refused: Some(refusal.message.clone()),
-            }),
-            etag: Some(record.etag.clone()),
-            ttl: Some(self.policy.key_ttl_secs),
-        };
+        let op = self.record_op(key, record, key.record(None, Some(&refusal.message)));
         match state.transact(vec![op]).await {
             Ok(()) => Err(refusal),
             // A stale ETag (Dapr reports it in a transaction as a plain failure): the
@@ -439,15 +441,12 @@ impl Booker {
         }
     }
 
-    /// The key's record, now with the answer, written under the ETag it was read with.
-    fn record_op(&self, key: &KeyUse, record: &Item, answer: &Reservation) -> Op {
+    /// The key's record, now decided as `value` says, written under the ETag it was read
+    /// with.
+    fn record_op(&self, key: &KeyUse, record: &Item, value: Vec<u8>) -> Op {
         Op::Upsert {
             key: key.record_key.clone(),
-            value: json_bytes(&KeyRecord {
-                request: key.request.clone(),
-                answer: Some(answer.clone()),
-                refused: None,
-            }),
+            value,
             etag: Some(record.etag.clone()),
             ttl: Some(self.policy.key_ttl_secs),
         }
@@ -480,14 +479,9 @@ impl Booker {
         }
         for &i in &missing {
             let (value, ttl) = match key {
-                Some(k) if i >= night_count => (
-                    json_bytes(&KeyRecord {
-                        request: k.request.clone(),
-                        answer: None,
-                        refused: None,
-                    }),
-                    Some(self.policy.key_ttl_secs),
-                ),
+                Some(k) if i >= night_count => {
+                    (k.record(None, None), Some(self.policy.key_ttl_secs))
+                }
                 _ => (br#"{"booked":0}"#.to_vec(), None),
             };
             state
@@ -722,7 +716,7 @@ impl Booker {
 
     pub async fn reservation(&self, id: &str, call: &Call) -> Result<Reservation, AppError> {
         let state = self.state()?.until(call.deadline);
-        Ok(read_reservation(&state, id).await?.0)
+        read_reservation(&state, id).await
     }
 
     /// Cancels a reservation and frees its nights, under the same protection as booking.
@@ -788,7 +782,7 @@ impl Booker {
             etag: guard.etags.then(|| r_etag.clone()),
         });
         if let (Some(k), Some(record)) = (key, record) {
-            ops.push(self.record_op(k, record, &r));
+            ops.push(self.record_op(k, record, k.record(Some(&r), None)));
         }
         if guard.commit_by.is_some_and(|by| Instant::now() >= by) {
             return Ok(Attempt::Conflict);
@@ -914,24 +908,9 @@ async fn read_with_record(
     state.bulk_get(&keys).await.map_err(store_error)
 }
 
-/// The first day a stay may start: today (UTC). A keyed request may be a retry of one
-/// first sent before midnight, so it may start yesterday; it is answered from its record.
-fn first_bookable_day(keyed: bool) -> Day {
-    let today = Day::today();
-    if keyed {
-        today.plus(-1).unwrap_or(today)
-    } else {
-        today
-    }
-}
-
-async fn read_reservation(
-    state: &StateClient,
-    id: &str,
-) -> Result<(Reservation, String), AppError> {
+async fn read_reservation(state: &StateClient, id: &str) -> Result<Reservation, AppError> {
     let item = state.get(&reservation_key(id)).await.map_err(store_error)?;
-    let r = parse_reservation(id, &item)?;
-    Ok((r, item.etag))
+    parse_reservation(id, &item)
 }
 
 fn parse_reservation(id: &str, item: &Item) -> Result<Reservation, AppError> {

@@ -2,7 +2,8 @@
 //! backend through Dapr.
 
 use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
-use appkit::wire::{Day, ReservationRequest};
+use appkit::request::{IDEMPOTENCY_KEY, first_bookable_day};
+use appkit::wire::ReservationRequest;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -36,16 +37,9 @@ async fn book(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let req: ReservationRequest = parse_json(body)?;
-    // A keyed request may retry one first sent before midnight (UTC): the backend answers
-    // it from its record, so it may start yesterday.
-    let today = Day::today();
-    let first_day = if headers.contains_key(appkit::request::IDEMPOTENCY_KEY) {
-        today.plus(-1).unwrap_or(today)
-    } else {
-        today
-    };
+    let keyed = headers.contains_key(IDEMPOTENCY_KEY);
     req.user
-        .validate(first_day)
+        .validate(first_bookable_day(keyed))
         .map_err(|i| AppError::bad_request(i.code, i.message))?;
     let user = serde_json::to_vec(&req.user)
         .map_err(|e| AppError::bad_request("invalid_field", e.to_string()))?;

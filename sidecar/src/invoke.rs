@@ -8,8 +8,9 @@
 //! once against a fresh lookup.
 //!
 //! A call that says how long it has (`x-request-timeout-ms`, the time left, as this
-//! project's services send it; passed on unchanged) is given up when that time is over,
-//! on each hop, with a 504: a stalled peer or app never holds a call without end.
+//! project's services send it) is given up when that time is over, on each hop, with a
+//! 504; the next hop is told a little less, so that it answers first. A stalled peer or
+//! app never holds a call without end.
 
 use std::sync::Arc;
 
@@ -208,18 +209,18 @@ impl Invoker {
         let mut req = Request::new(Full::new(call.body.clone()));
         *req.method_mut() = call.method.clone();
         *req.uri_mut() = uri;
-        let headers = req.headers_mut();
-        headers.clone_from(&call.headers);
-        headers.remove(header::HOST);
         let limit = call
             .headers
             .get(&TIMEOUT)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
             .map(std::time::Duration::from_millis);
+        let headers = req.headers_mut();
+        headers.clone_from(&call.headers);
+        headers.remove(header::HOST);
         if let Some(d) = limit {
             // The next hop must answer before this one gives up: hand it a little less.
             let next = d.saturating_sub(HANDOFF_MARGIN).as_millis() as u64;
-            req.headers_mut().insert(TIMEOUT, HeaderValue::from(next));
+            headers.insert(TIMEOUT, HeaderValue::from(next));
         }
         let resp = match limit {
             None => self.client.request(req).await?,

@@ -268,7 +268,7 @@ impl Sidecar {
             )
         };
         if registration.is_some() {
-            refuse_process_local_lock_replicas(&runtime.components, &registry, &opts.app_id)?;
+            refuse_process_local_replicas(&runtime.components, &registry, &opts.app_id)?;
         }
         tracing::info!(
             app_id = %opts.app_id,
@@ -344,7 +344,7 @@ async fn wait_for_app(rt: Arc<Runtime>, host: String, port: u16, stop: watch::Re
 /// same lock, or keep counts of their own, and bookings would oversell without a word. So
 /// a second live instance refuses to start. It checks after registering (its servers are
 /// already up), so two that start at once both see each other and both stop.
-fn refuse_process_local_lock_replicas(
+fn refuse_process_local_replicas(
     components: &crate::components::Components,
     registry: &Registry,
     app_id: &str,

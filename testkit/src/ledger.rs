@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use appkit::wire::Day;
 use redis::AsyncCommands as _;
 use serde_json::Value;
 
@@ -137,21 +138,9 @@ impl Ledger {
 
 /// The nights a stored reservation covers (check-in up to, not including, check-out).
 fn nights(r: &Value) -> Vec<String> {
-    let day = |k: &str| {
-        r[k].as_str().and_then(|s| {
-            time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()
-        })
-    };
-    let (Some(mut d), Some(end)) = (day("check_in"), day("check_out")) else {
+    let day = |k: &str| r[k].as_str().and_then(Day::parse);
+    let (Some(from), Some(to)) = (day("check_in"), day("check_out")) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    while d < end {
-        out.push(d.to_string());
-        match d.next_day() {
-            Some(n) => d = n,
-            None => break,
-        }
-    }
-    out
+    from.nights_until(to).iter().map(Day::to_string).collect()
 }
