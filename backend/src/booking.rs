@@ -74,13 +74,21 @@ pub struct Call {
     pub key: Option<String>,
 }
 
+/// The value of a night key: rooms sold that night.
 #[derive(Serialize, Deserialize, Default)]
-struct Night {
-    booked: u32,
+pub(crate) struct Night {
+    pub(crate) booked: u32,
 }
 
 pub fn night_key(hotel: u32, day: Day) -> String {
     format!("hotel-{hotel}-{day}")
+}
+
+/// The hotel and night of a `night_key`, or `None` for another kind of key.
+pub fn parse_night_key(key: &str) -> Option<(u32, Day)> {
+    let rest = key.strip_prefix("hotel-")?;
+    let (hotel, day) = rest.split_once('-')?;
+    Some((hotel.parse().ok()?, Day::parse(day)?))
 }
 
 pub fn reservation_key(id: &str) -> String {
@@ -97,13 +105,13 @@ pub fn idempotency_record_key(key: &str) -> String {
 /// use gets the same answer, so a client never hears "sold out" for a booking that a lost
 /// first answer had made.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct KeyRecord {
+pub(crate) struct KeyRecord {
     request: serde_json::Value,
     #[serde(default)]
-    answer: Option<Reservation>,
+    pub(crate) answer: Option<Reservation>,
     /// The sold-out message this request was refused with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    refused: Option<String>,
+    pub(crate) refused: Option<String>,
 }
 
 /// A key in use by this request.

@@ -3,4 +3,5 @@
 
 pub mod booking;
 pub mod catalogue;
+pub mod ledger;
 pub mod routes;

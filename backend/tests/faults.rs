@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{backend_replica, booking, catalogue, day, rooms_of};
+use common::{backend_replica, booking, catalogue, day};
 use serde_json::Value;
-use testkit::{ComponentsDir, Ledger, RedisServer, SidecarBuilder, SidecarProcess, TempDir};
+use testkit::{ComponentsDir, RedisServer, SidecarBuilder, SidecarProcess, TempDir, check_ledger};
 
 /// Two backend replicas and a frontend, each beside its own sidecar, on one Redis.
 struct FaultStack {
@@ -257,10 +257,13 @@ where
     );
     fault.await.unwrap();
     let stack = stack.lock().await;
-    let verdict = Ledger::read_redis(stack.redis.port, "backend")
-        .await
-        .unwrap()
-        .check(rooms_of, &outcome.acknowledged);
+    let verdict = check_ledger(
+        stack.components.path(),
+        &stack.catalogue,
+        &outcome.acknowledged,
+    )
+    .await
+    .unwrap();
     eprintln!(
         "{name}: {} booked, {} sold out, {} retries, {} gave up, {} unheard; violations: {}",
         outcome.acknowledged.len(),

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{backend_replica, book, booked, booking, catalogue, day, rooms_of, user_body};
+use common::{backend_replica, book, booked, booking, catalogue, day, user_body};
 use serde_json::{Value, json};
-use testkit::{Ledger, Stack, StoreFixture, StoreKind, TempDir};
+use testkit::{Stack, StoreFixture, StoreKind, TempDir, check_ledger};
 
 async fn stack(kind: StoreKind, consistency: &str, budget_ms: &str) -> (Stack, TempDir) {
     stack_with(kind, consistency, budget_ms, "0").await
@@ -134,7 +134,7 @@ async fn one_key_books_once_sqlite_etag() {
 /// transaction, and a retry under the same key is answered from it: one booking, not two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_stalled_past_the_budget_is_read_back_not_redone() {
-    let (s, _c) = stack_with(StoreKind::Redis, "lock", "1500", "500").await;
+    let (s, c) = stack_with(StoreKind::Redis, "lock", "1500", "500").await;
     let redis = s.store.redis.as_ref().unwrap();
     let http = reqwest::Client::new();
     let body = booking(2, "ann", &day(3), &day(4), 1);
@@ -201,10 +201,10 @@ async fn a_commit_stalled_past_the_budget_is_read_back_not_redone() {
         [1],
         "booked once"
     );
-    let verdict = Ledger::read_redis(redis.port, "backend")
+    let catalogue = c.path().join("hotels.csv").display().to_string();
+    let verdict = check_ledger(s.store.components.path(), &catalogue, &[answer])
         .await
-        .unwrap()
-        .check(rooms_of, &[answer]);
+        .unwrap();
     assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
     assert_eq!(verdict.unheard, 0, "a booking no client heard of");
 }
@@ -274,10 +274,7 @@ async fn a_holder_outlives_its_lease(fencing: bool) -> (u16, testkit::Verdict) {
     } else {
         assert_eq!(a_body["error"], json!("sold_out"), "{a_body}");
     }
-    let verdict = Ledger::read_redis(redis.port, "backend")
-        .await
-        .unwrap()
-        .check(rooms_of, &acknowledged);
+    let verdict = check_ledger(resources, &path, &acknowledged).await.unwrap();
     (a_status, verdict)
 }
 

@@ -21,12 +21,16 @@ pub enum Command {
     /// Start a sidecar and, if given, the app command beside it (like `dapr run`).
     Run(RunArgs),
     /// Remove one app's keys and held locks from the stores of a resources folder.
-    ResetState(ResetArgs),
+    ResetState(StoreArgs),
+    /// Print one app's state as JSON lines (`{"store","key","value"}`), e.g. for the
+    /// booking ledger check after a load.
+    DumpState(StoreArgs),
 }
 
+/// The stores of a resources folder, seen from outside a running sidecar.
 #[derive(Args, Debug, Clone)]
-pub struct ResetArgs {
-    /// Folders of component YAMLs naming the stores to empty.
+pub struct StoreArgs {
+    /// Folders of component YAMLs naming the stores.
     #[arg(
         short = 'd',
         long = "resources-path",
@@ -34,7 +38,7 @@ pub struct ResetArgs {
         required = true
     )]
     pub resources_path: Vec<PathBuf>,
-    /// The app whose keys are removed (its key prefix).
+    /// The app whose keys are meant (its key prefix).
     #[arg(short = 'a', long, default_value = "backend")]
     pub app_id: String,
     #[arg(long, default_value = "warn")]

@@ -1,25 +1,14 @@
 //! `sidecar`: the binary. Parses flags, picks the runtime, and hands over to the launcher.
 
 use clap::Parser;
-use sidecar::cli::{Cli, Command};
+use sidecar::cli::{Cli, Command, StoreArgs};
 
 fn main() {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Run(args) => args,
-        Command::ResetState(reset) => {
-            sidecar::telemetry::init_logging(&reset.log_level, false);
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(sidecar::reset::run(reset)));
-            if let Err(e) = result {
-                eprintln!("sidecar reset-state: {e:#}");
-                std::process::exit(1);
-            }
-            return;
-        }
+        Command::ResetState(store) => offline("reset-state", store, sidecar::reset::run),
+        Command::DumpState(store) => offline("dump-state", store, sidecar::dump::run),
     };
     sidecar::telemetry::init_logging(&args.log_level, args.log_as_json);
     // One thread serves best when a few busy processes share two cores (see DESIGN.md);
@@ -54,4 +43,24 @@ fn main() {
     });
     drop(runtime);
     std::process::exit(code);
+}
+
+/// Runs a command on a stopped stack's stores, then exits.
+fn offline<F: Future<Output = anyhow::Result<()>>>(
+    name: &str,
+    store: StoreArgs,
+    command: impl FnOnce(StoreArgs) -> F,
+) -> ! {
+    sidecar::telemetry::init_logging(&store.log_level, false);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(command(store)));
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    if let Err(e) = result {
+        eprintln!("sidecar {name}: {e:#}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
 }

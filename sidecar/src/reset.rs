@@ -3,11 +3,11 @@
 //! keys (`<app>||...`, `lock||<app>||...`), never a whole shared Redis. In-memory stores
 //! hold nothing once their sidecar stops, so restarting it is their reset.
 
-use crate::cli::ResetArgs;
+use crate::cli::StoreArgs;
 use crate::components::Components;
 use crate::resources;
 
-pub async fn run(args: ResetArgs) -> anyhow::Result<()> {
+pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let specs = resources::load_components(&args.resources_path, &args.app_id)?;
     let components = Components::load(&specs, &args.app_id).await?;
     if components.state.is_empty() && components.lock.is_empty() {

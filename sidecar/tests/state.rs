@@ -609,3 +609,81 @@ async fn sqlite_data_survives_a_restart() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"booked": 3}));
 }
+
+/// `dump-state` and `reset-state` read a store from outside its sidecar: each sees one
+/// app's keys only (its prefix), values as JSON or, for raw bytes, base64; a reset leaves
+/// the other app's keys alone.
+async fn offline_commands_see_one_apps_keys(kind: StoreKind) {
+    let s = stack(kind).await;
+    let other = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "other", s._registry.path())
+        .resources(s.fixture.components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let r = s
+        .save(json!([{"key": "night", "value": {"booked": 2}}, {"key": "name", "value": "x"}]))
+        .await;
+    assert_eq!(r.status(), 204);
+    let mut c = s.grpc().await;
+    c.save_state(SaveStateRequest {
+        store_name: "statestore".into(),
+        states: vec![item("raw", &[0, 159, 1], None)],
+    })
+    .await
+    .unwrap();
+    let r = s
+        .http
+        .post(format!("{}/v1.0/state/statestore", other.http_url()))
+        .json(&json!([{"key": "night", "value": {"booked": 9}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let offline = |command: &str, app: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecar"))
+            .arg(command)
+            .arg("--resources-path")
+            .arg(s.fixture.components.path())
+            .args(["--app-id", app])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lines = |text: String| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        lines(offline("dump-state", "app")),
+        [
+            json!({"store": "statestore", "key": "name", "value": "x"}),
+            json!({"store": "statestore", "key": "night", "value": {"booked": 2}}),
+            json!({"store": "statestore", "key": "raw", "value_base64": "AJ8B"}),
+        ],
+        "{kind:?}"
+    );
+    let said = offline("reset-state", "app");
+    assert!(said.contains("removed 3 keys"), "{said}");
+    assert_eq!(lines(offline("dump-state", "app")), Vec::<Value>::new());
+    assert_eq!(
+        lines(offline("dump-state", "other")),
+        [json!({"store": "statestore", "key": "night", "value": {"booked": 9}})]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_commands_see_one_apps_keys_sqlite() {
+    offline_commands_see_one_apps_keys(StoreKind::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_commands_see_one_apps_keys_redis() {
+    offline_commands_see_one_apps_keys(StoreKind::Redis).await
+}

@@ -1,146 +1,87 @@
-//! The ledger check: after a load, with or without faults, do the stored nights agree with
-//! the stored reservations, and is every acknowledged booking there as it was answered?
-//!
-//! It reads the backend's keys straight from Redis in Dapr's layout (one hash per key,
-//! the value in its `data` field; see DAPR_API.md §12), so it checks what the store holds,
-//! not what the services say.
+//! The ledger check as a test sees it: the real commands a user runs after a load,
+//! `sidecar dump-state` on the stack's components and `ledger --json` on its lines (the
+//! rules live in `backend::ledger`), with the 201 answers the test's clients were given.
 
-use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
-use appkit::wire::Day;
-use redis::AsyncCommands as _;
+use anyhow::Context as _;
 use serde_json::Value;
 
-/// What the store holds for one app: booked counts per night, and every reservation.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    /// (hotel, night) → booked rooms, from `hotel-{id}-{YYYY-MM-DD}`.
-    pub nights: BTreeMap<(u32, String), u64>,
-    /// Reservation id → the stored reservation, from `reservation-{id}`.
-    pub reservations: HashMap<String, Value>,
-}
+use crate::process::TempDir;
+use crate::stack::workspace_bin;
 
-/// What the check found. `violations` empty means the ledger is right.
-#[derive(Debug, Default)]
+/// What `ledger --json` found. `violations` empty means the ledger is right.
+#[derive(Debug)]
 pub struct Verdict {
     pub violations: Vec<String>,
-    /// Nights booked beyond the hotel's rooms.
-    pub oversold_nights: usize,
+    pub oversold_nights: u64,
     /// Acknowledged (201) bookings missing or changed in the store.
-    pub lost: usize,
-    /// Stored reservations no client heard of: only an answer lost to a fault may leave one.
-    pub unheard: usize,
-    /// Requests booked more than once. Drivers give every request its own `user_id`, so
-    /// two reservations with one `user_id` are one request booked twice.
-    pub doubled: usize,
+    pub lost: u64,
+    /// Stored reservations no acknowledged answer names.
+    pub unheard: u64,
+    /// Requests booked more than once (every test request has its own `user_id`).
+    pub doubled: u64,
+    /// The whole verdict.
+    pub json: Value,
 }
 
-impl Ledger {
-    /// Reads every night and reservation of `app_id` from the Redis on `port`.
-    pub async fn read_redis(port: u16, app_id: &str) -> anyhow::Result<Ledger> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let prefix = format!("{app_id}||");
-        let keys: Vec<String> = conn.keys(format!("{prefix}*")).await?;
-        let mut ledger = Ledger::default();
-        for full in keys {
-            let key = &full[prefix.len()..];
-            let Ok(data) = conn.hget::<_, _, Option<Vec<u8>>>(&full, "data").await else {
-                continue; // not a state hash (a lock is a plain string)
-            };
-            let Some(data) = data else { continue };
-            if let Some(id) = key.strip_prefix("reservation-") {
-                ledger
-                    .reservations
-                    .insert(id.to_string(), serde_json::from_slice(&data)?);
-            } else if let Some(rest) = key.strip_prefix("hotel-") {
-                // hotel-{id}-{YYYY-MM-DD}: the date is the last ten characters.
-                let (hotel, day) = rest.split_at(rest.len().saturating_sub(11));
-                let night: Value = serde_json::from_slice(&data)?;
-                ledger.nights.insert(
-                    (hotel.parse()?, day.trim_start_matches('-').to_string()),
-                    night["booked"].as_u64().unwrap_or(0),
-                );
-            }
-        }
-        Ok(ledger)
-    }
-
-    /// Checks the ledger against the hotels' rooms and the bookings clients were told
-    /// about (201 answers). Every night's count must equal the rooms of the reservations
-    /// that cover it and never exceed the hotel's rooms; every acknowledged reservation
-    /// must be stored as answered.
-    pub fn check(&self, rooms_of: impl Fn(u32) -> u64, acknowledged: &[Value]) -> Verdict {
-        let mut v = Verdict::default();
-        let mut covered: BTreeMap<(u32, String), u64> = BTreeMap::new();
-        for r in self.reservations.values() {
-            let hotel = r["hotel_id"].as_u64().unwrap_or(0) as u32;
-            let rooms = r["rooms"].as_u64().unwrap_or(0);
-            for night in nights(r) {
-                *covered.entry((hotel, night)).or_default() += rooms;
-            }
-        }
-        let all: std::collections::BTreeSet<_> =
-            self.nights.keys().chain(covered.keys()).cloned().collect();
-        for (hotel, night) in all {
-            let booked = self
-                .nights
-                .get(&(hotel, night.clone()))
-                .copied()
-                .unwrap_or(0);
-            let held = covered.get(&(hotel, night.clone())).copied().unwrap_or(0);
-            if booked != held {
-                v.violations.push(format!(
-                    "hotel {hotel} night {night}: booked {booked}, reservations hold {held}"
-                ));
-            }
-            if booked.max(held) > rooms_of(hotel) {
-                v.oversold_nights += 1;
-                v.violations.push(format!(
-                    "hotel {hotel} night {night}: {} rooms sold of {}",
-                    booked.max(held),
-                    rooms_of(hotel)
-                ));
-            }
-        }
-        for a in acknowledged {
-            let id = a["id"].as_str().unwrap_or_default();
-            if self.reservations.get(id) != Some(a) {
-                v.lost += 1;
-                v.violations.push(format!(
-                    "acknowledged reservation {id} is not stored as answered"
-                ));
-            }
-        }
-        let mut per_user: HashMap<&str, usize> = HashMap::new();
-        for r in self.reservations.values() {
-            *per_user
-                .entry(r["user_id"].as_str().unwrap_or_default())
-                .or_default() += 1;
-        }
-        for (user, n) in per_user.into_iter().filter(|(_, n)| *n > 1) {
-            v.doubled += 1;
-            v.violations
-                .push(format!("request of user {user:?} was booked {n} times"));
-        }
-        let heard: std::collections::HashSet<&str> = acknowledged
-            .iter()
-            .filter_map(|a| a["id"].as_str())
-            .collect();
-        v.unheard = self
-            .reservations
-            .keys()
-            .filter(|id| !heard.contains(id.as_str()))
-            .count();
-        v
-    }
-}
-
-/// The nights a stored reservation covers (check-in up to, not including, check-out).
-fn nights(r: &Value) -> Vec<String> {
-    let day = |k: &str| r[k].as_str().and_then(Day::parse);
-    let (Some(from), Some(to)) = (day("check_in"), day("check_out")) else {
-        return Vec::new();
+/// Checks the backend's store named by `components` against the hotels of `catalogue`
+/// and the answers `acknowledged`.
+pub async fn check_ledger(
+    components: &Path,
+    catalogue: &str,
+    acknowledged: &[Value],
+) -> anyhow::Result<Verdict> {
+    let dir = TempDir::new("ledger");
+    let dump = dir.path().join("state.jsonl");
+    let out = tokio::process::Command::new(workspace_bin("sidecar"))
+        .arg("dump-state")
+        .arg("--resources-path")
+        .arg(components)
+        .args(["--app-id", "backend"])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sidecar dump-state: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&dump, &out.stdout)?;
+    let answers = dir.path().join("acknowledged.jsonl");
+    let lines: Vec<String> = acknowledged.iter().map(Value::to_string).collect();
+    std::fs::write(&answers, lines.join("\n"))?;
+    let out = tokio::process::Command::new(workspace_bin("ledger"))
+        .arg("--state")
+        .arg(&dump)
+        .arg("--acknowledged")
+        .arg(&answers)
+        .args(["--catalogue", catalogue, "--unique-users", "--json"])
+        .output()
+        .await?;
+    // 0: right, 1: violated; anything else is the command failing.
+    anyhow::ensure!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "ledger: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).context("ledger --json output")?;
+    let count = |field: &str| json[field].as_u64().unwrap_or(0);
+    let verdict = Verdict {
+        violations: json["violations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect(),
+        oversold_nights: count("oversold_nights"),
+        lost: count("lost"),
+        unheard: count("unheard"),
+        doubled: count("doubled"),
+        json: json.clone(),
     };
-    from.nights_until(to).iter().map(Day::to_string).collect()
+    anyhow::ensure!(
+        verdict.violations.is_empty() == out.status.success(),
+        "ledger's exit status disagrees with its verdict: {json}"
+    );
+    Ok(verdict)
 }

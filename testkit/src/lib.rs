@@ -18,7 +18,7 @@ pub use apps::{
 };
 pub use components::ComponentsDir;
 pub use http::post_reading_early;
-pub use ledger::{Ledger, Verdict};
+pub use ledger::{Verdict, check_ledger};
 pub use process::{TempDir, free_port, wait_until};
 pub use redis::RedisServer;
 pub use sidecar::{SidecarBuilder, SidecarProcess};

@@ -22,16 +22,6 @@ pub fn catalogue() -> (TempDir, String) {
     (dir, p)
 }
 
-/// Rooms per night of the hotels in `catalogue()`.
-pub fn rooms_of(hotel: u32) -> u64 {
-    match hotel {
-        1 => 50,
-        2 => 5,
-        3 => 1,
-        _ => 0,
-    }
-}
-
 /// A night `offset` days after a month from today (UTC), so stays never fall in the past.
 pub fn day(offset: i64) -> String {
     Day::today().plus(30 + offset).unwrap().to_string()

@@ -77,8 +77,11 @@ pub async fn connect(spec: &ComponentSpec) -> Result<ConnectionManager, Componen
         .map_err(|e| fail(spec, format!("connecting to redis at {host}: {e}")))
 }
 
-/// SCANs for `prefix*` (glob characters escaped) and DELs what it finds, in batches.
-pub async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<u64> {
+/// Every key under `prefix` (glob characters escaped), found with SCAN in batches.
+pub async fn scan_prefix(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+) -> redis::RedisResult<Vec<Vec<u8>>> {
     let mut pattern = String::with_capacity(prefix.len() + 1);
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -87,7 +90,7 @@ pub async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis:
         pattern.push(c);
     }
     pattern.push('*');
-    let (mut cursor, mut removed) = (0u64, 0u64);
+    let (mut cursor, mut found) = (0u64, Vec::new());
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
@@ -97,15 +100,25 @@ pub async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis:
             .arg(1000)
             .query_async(conn)
             .await?;
-        if !keys.is_empty() {
-            removed += redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<u64>(conn)
-                .await?;
-        }
+        found.extend(keys);
         if next == 0 {
-            return Ok(removed);
+            // SCAN may return a key twice while the keyspace is rehashed.
+            found.sort();
+            found.dedup();
+            return Ok(found);
         }
         cursor = next;
     }
+}
+
+/// DELs every key under `prefix`, in batches.
+pub async fn delete_prefix(conn: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<u64> {
+    let mut removed = 0;
+    for batch in scan_prefix(conn, prefix).await?.chunks(1000) {
+        removed += redis::cmd("DEL")
+            .arg(batch)
+            .query_async::<u64>(conn)
+            .await?;
+    }
+    Ok(removed)
 }

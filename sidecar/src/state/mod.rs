@@ -160,6 +160,18 @@ impl StateStore {
         }
     }
 
+    /// The keys that start with `prefix`, sorted, for tools that read a stopped stack's
+    /// store. An in-memory store lives in its sidecar's process, so from here it has none.
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            StateStore::Memory(_) => Err(StoreError::Backend(
+                "an in-memory store's data lives only in its running sidecar".into(),
+            )),
+            StateStore::Sqlite(s) => s.keys_with_prefix(prefix).await,
+            StateStore::Redis(s) => s.keys_with_prefix(prefix).await,
+        }
+    }
+
     /// Where the data lives, for messages.
     pub fn location(&self) -> String {
         match self {

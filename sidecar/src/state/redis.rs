@@ -94,6 +94,15 @@ impl RedisStore {
         format!("Redis {}", self.host)
     }
 
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let keys = crate::components::redis::scan_prefix(&mut self.conn.clone(), prefix)
+            .await
+            .map_err(StoreError::backend)?;
+        keys.into_iter()
+            .map(|k| String::from_utf8(k).map_err(StoreError::backend))
+            .collect()
+    }
+
     /// Deletes only the keys under `prefix`, never a FLUSHDB of a shared server.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         crate::components::redis::delete_prefix(&mut self.conn.clone(), prefix)

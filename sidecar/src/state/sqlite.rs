@@ -228,6 +228,23 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = prefix.to_string();
+        self.run(move |conn, table| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT key FROM {table} WHERE substr(key, 1, length(?1)) = ?1 AND {LIVE} \
+                     ORDER BY key"
+                ))
+                .map_err(StoreError::backend)?;
+            let keys = stmt
+                .query_map([&prefix], |r| r.get::<_, String>(0))
+                .map_err(StoreError::backend)?;
+            keys.collect::<Result<_, _>>().map_err(StoreError::backend)
+        })
+        .await
+    }
+
     pub fn location(&self) -> String {
         format!("SQLite {}", self.path)
     }

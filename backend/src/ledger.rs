@@ -1,0 +1,356 @@
+//! The ledger check: after a load, with or without faults, do the stored nights agree with
+//! the stored reservations, does no night sell more rooms than the hotel has, and is every
+//! acknowledged booking stored as it was answered?
+//!
+//! It reads what the store holds (the lines of `sidecar dump-state`), not what the
+//! services say, and knows the backend's key layout from `booking`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use appkit::wire::{Day, Reservation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::booking::{KeyRecord, Night, parse_night_key};
+
+/// One line of `sidecar dump-state`.
+#[derive(Debug, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    #[serde(default)]
+    pub value: Value,
+}
+
+/// What the store holds for the backend.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// (hotel, night) → rooms booked.
+    nights: BTreeMap<(u32, Day), u64>,
+    /// Reservation id → the stored reservation.
+    reservations: HashMap<String, Reservation>,
+    keys: KeyCounts,
+    /// Entries that belong to the layout but cannot be read: each is a violation.
+    unreadable: Vec<String>,
+}
+
+/// Idempotency keys by how they were decided.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub booked: usize,
+    pub refused: usize,
+    /// Created by a request that has not been decided (or whose change was refused by a
+    /// conflict and not retried).
+    pub pending: usize,
+}
+
+/// What the check found; `violations` empty means the ledger is right.
+#[derive(Debug, Default, Serialize)]
+pub struct Verdict {
+    pub violations: Vec<String>,
+    pub nights: usize,
+    pub reservations: usize,
+    pub keys: KeyCounts,
+    /// Nights booked beyond the hotel's rooms.
+    pub oversold_nights: usize,
+    /// Nights whose count is not the rooms of the reservations covering them.
+    pub miscounted_nights: usize,
+    /// Acknowledged (201) bookings missing or changed in the store.
+    pub lost: usize,
+    /// Stored reservations no acknowledged answer names: only an answer lost to a fault
+    /// may leave one. Counted only when acknowledged answers are given.
+    pub unheard: Option<usize>,
+    /// Requests booked more than once, when every request had its own `user_id`.
+    pub doubled: Option<usize>,
+}
+
+impl Ledger {
+    /// Sorts the dumped entries into nights, reservations and key records; other keys are
+    /// not the ledger's.
+    pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Ledger {
+        let mut ledger = Ledger::default();
+        for Entry { key, value } in entries {
+            if let Some(night) = parse_night_key(&key) {
+                match serde_json::from_value::<Night>(value) {
+                    Ok(n) => {
+                        ledger.nights.insert(night, n.booked.into());
+                    }
+                    Err(e) => ledger.unreadable.push(format!("{key}: {e}")),
+                }
+            } else if let Some(id) = key.strip_prefix("reservation-") {
+                match serde_json::from_value::<Reservation>(value) {
+                    Ok(r) if r.id == id => {
+                        ledger.reservations.insert(r.id.clone(), r);
+                    }
+                    Ok(r) => ledger
+                        .unreadable
+                        .push(format!("{key} holds reservation {}", r.id)),
+                    Err(e) => ledger.unreadable.push(format!("{key}: {e}")),
+                }
+            } else if key.starts_with("idempotency-") {
+                match serde_json::from_value::<KeyRecord>(value) {
+                    Ok(KeyRecord {
+                        answer: Some(_), ..
+                    }) => ledger.keys.booked += 1,
+                    Ok(KeyRecord {
+                        refused: Some(_), ..
+                    }) => ledger.keys.refused += 1,
+                    Ok(_) => ledger.keys.pending += 1,
+                    Err(e) => ledger.unreadable.push(format!("{key}: {e}")),
+                }
+            }
+        }
+        ledger
+    }
+
+    /// Checks the ledger against the hotels' rooms (`None` for a hotel the catalogue does
+    /// not have) and, when given, the answers clients were told (201 bodies).
+    /// `unique_users` says every request had its own `user_id`, so two reservations with
+    /// one are one request booked twice.
+    pub fn check(
+        &self,
+        rooms_of: impl Fn(u32) -> Option<u32>,
+        acknowledged: Option<&[Reservation]>,
+        unique_users: bool,
+    ) -> Verdict {
+        let mut v = Verdict {
+            violations: self.unreadable.clone(),
+            nights: self.nights.len(),
+            reservations: self.reservations.len(),
+            keys: self.keys,
+            ..Verdict::default()
+        };
+        let mut covered: BTreeMap<(u32, Day), u64> = BTreeMap::new();
+        for r in self.reservations.values() {
+            for night in r.check_in.nights_until(r.check_out) {
+                *covered.entry((r.hotel_id, night)).or_default() += u64::from(r.rooms);
+            }
+        }
+        let all: BTreeSet<(u32, Day)> = self.nights.keys().chain(covered.keys()).copied().collect();
+        for (hotel, night) in all {
+            let booked = self.nights.get(&(hotel, night)).copied().unwrap_or(0);
+            let held = covered.get(&(hotel, night)).copied().unwrap_or(0);
+            if booked != held {
+                v.miscounted_nights += 1;
+                v.violations.push(format!(
+                    "hotel {hotel} night {night}: booked {booked}, reservations hold {held}"
+                ));
+            }
+            let sold = booked.max(held);
+            match rooms_of(hotel) {
+                Some(rooms) if sold <= u64::from(rooms) => {}
+                Some(rooms) => {
+                    v.oversold_nights += 1;
+                    v.violations.push(format!(
+                        "hotel {hotel} night {night}: {sold} rooms sold of {rooms}"
+                    ));
+                }
+                None if sold == 0 => {}
+                None => v.violations.push(format!(
+                    "hotel {hotel} night {night}: {sold} rooms sold of a hotel not in the catalogue"
+                )),
+            }
+        }
+        if let Some(acknowledged) = acknowledged {
+            for a in acknowledged {
+                if self.reservations.get(&a.id) != Some(a) {
+                    v.lost += 1;
+                    v.violations.push(format!(
+                        "acknowledged reservation {} is not stored as answered",
+                        a.id
+                    ));
+                }
+            }
+            let heard: HashSet<&str> = acknowledged.iter().map(|a| a.id.as_str()).collect();
+            v.unheard = Some(
+                self.reservations
+                    .keys()
+                    .filter(|id| !heard.contains(id.as_str()))
+                    .count(),
+            );
+        }
+        if unique_users {
+            let mut per_user: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in self.reservations.values() {
+                *per_user.entry(&r.user_id).or_default() += 1;
+            }
+            let doubled: Vec<_> = per_user.into_iter().filter(|(_, n)| *n > 1).collect();
+            v.doubled = Some(doubled.len());
+            for (user, n) in doubled {
+                v.violations
+                    .push(format!("the request of user {user:?} was booked {n} times"));
+            }
+        }
+        v
+    }
+}
+
+impl Verdict {
+    /// A few readable lines for a terminal.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} nights, {} reservations; idempotency keys: {} booked, {} refused, {} pending\n\
+             oversold nights: {}\nnights whose count differs from their reservations: {}\n",
+            self.nights,
+            self.reservations,
+            self.keys.booked,
+            self.keys.refused,
+            self.keys.pending,
+            self.oversold_nights,
+            self.miscounted_nights,
+        );
+        if let Some(unheard) = self.unheard {
+            s += &format!(
+                "acknowledged bookings lost or changed: {}\nstored bookings no answer names: {unheard}\n",
+                self.lost
+            );
+        }
+        if let Some(doubled) = self.doubled {
+            s += &format!("requests booked twice: {doubled}\n");
+        }
+        for line in self.violations.iter().take(20) {
+            s += &format!("  violation: {line}\n");
+        }
+        if self.violations.len() > 20 {
+            s += &format!("  ... and {} more\n", self.violations.len() - 20);
+        }
+        s += if self.violations.is_empty() {
+            "ledger OK\n"
+        } else {
+            "ledger VIOLATED\n"
+        };
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(key: &str, value: Value) -> Entry {
+        Entry {
+            key: key.into(),
+            value,
+        }
+    }
+
+    fn reservation(id: &str, user: &str, rooms: u32) -> Value {
+        json!({"id": id, "hotel_id": 7, "user_id": user, "name": "N",
+               "check_in": "2027-12-01", "check_out": "2027-12-03", "rooms": rooms,
+               "created_at": "2027-11-01T00:00:00Z"})
+    }
+
+    fn two_rooms_booked() -> Vec<Entry> {
+        vec![
+            entry("hotel-7-2027-12-01", json!({"booked": 2})),
+            entry("hotel-7-2027-12-02", json!({"booked": 2})),
+            entry("reservation-a", reservation("a", "u1", 1)),
+            entry("reservation-b", reservation("b", "u2", 1)),
+            entry(
+                "idempotency-k1",
+                json!({"request": {}, "answer": reservation("a", "u1", 1)}),
+            ),
+            entry(
+                "idempotency-k2",
+                json!({"request": {}, "refused": "sold out"}),
+            ),
+            entry("other", json!("not the ledger's")),
+        ]
+    }
+
+    #[test]
+    fn a_consistent_ledger_passes() {
+        let ledger = Ledger::from_entries(two_rooms_booked());
+        let acked: Reservation = serde_json::from_value(reservation("a", "u1", 1)).unwrap();
+        let v = ledger.check(|_| Some(2), Some(&[acked]), true);
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+        assert_eq!((v.nights, v.reservations), (2, 2));
+        assert_eq!(
+            v.keys,
+            KeyCounts {
+                booked: 1,
+                refused: 1,
+                pending: 0
+            }
+        );
+        assert_eq!((v.unheard, v.doubled), (Some(1), Some(0)));
+    }
+
+    #[test]
+    fn each_kind_of_wrong_is_found() {
+        struct Case {
+            what: &'static str,
+            rooms: u32,
+            change: fn(&mut Vec<Entry>),
+            acknowledged: Value,
+            expect: fn(&Verdict) -> bool,
+        }
+        let cases = [
+            Case {
+                what: "one room too many",
+                rooms: 1,
+                change: |_| {},
+                acknowledged: json!([]),
+                expect: |v| v.oversold_nights == 2,
+            },
+            Case {
+                what: "a count that no reservation explains",
+                rooms: 9,
+                change: |e| e[0].value = json!({"booked": 3}),
+                acknowledged: json!([]),
+                expect: |v| v.miscounted_nights == 1 && v.oversold_nights == 0,
+            },
+            Case {
+                what: "an acknowledged booking missing",
+                rooms: 9,
+                change: |_| {},
+                acknowledged: json!([reservation("c", "u3", 1)]),
+                expect: |v| v.lost == 1,
+            },
+            Case {
+                what: "an acknowledged booking stored otherwise",
+                rooms: 9,
+                change: |_| {},
+                acknowledged: json!([reservation("a", "u1", 2)]),
+                expect: |v| v.lost == 1,
+            },
+            Case {
+                what: "one request booked twice",
+                rooms: 9,
+                change: |e| e[3].value = reservation("b", "u1", 1),
+                acknowledged: json!([]),
+                expect: |v| v.doubled == Some(1),
+            },
+            Case {
+                what: "an unreadable night",
+                rooms: 9,
+                change: |e| e[1].value = json!("x"),
+                acknowledged: json!([]),
+                expect: |v| {
+                    v.violations
+                        .iter()
+                        .any(|l| l.starts_with("hotel-7-2027-12-02"))
+                },
+            },
+        ];
+        for case in cases {
+            let mut entries = two_rooms_booked();
+            (case.change)(&mut entries);
+            let acked: Vec<Reservation> = serde_json::from_value(case.acknowledged).unwrap();
+            let v = Ledger::from_entries(entries).check(|_| Some(case.rooms), Some(&acked), true);
+            assert!(!v.violations.is_empty(), "{}: no violation", case.what);
+            assert!((case.expect)(&v), "{}: {v:?}", case.what);
+        }
+    }
+
+    #[test]
+    fn night_keys_parse_back() {
+        let day = Day::parse("2027-12-01").unwrap();
+        assert_eq!(
+            parse_night_key(&crate::booking::night_key(12, day)),
+            Some((12, day))
+        );
+        assert_eq!(parse_night_key("hotel-x-2027-12-01"), None);
+        assert_eq!(parse_night_key("reservation-1"), None);
+    }
+}
