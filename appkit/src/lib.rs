@@ -1,11 +1,15 @@
-//! What the two services share: the wire types of the booking API (`wire`), JSON errors
-//! with the right status (`error`), the Dapr gRPC client the backend talks to its sidecar
-//! with (`dapr`), settings read the way `dapr run` passes them (`settings`), the deadline
-//! and idempotency key a request carries from hop to hop (`request`), and the command
-//! line, logging and runtime every service starts with (`service`).
+//! What the workspace's crates share. For the two services: the wire types of the booking
+//! API (`wire`), JSON errors with the right status (`error`), the Dapr gRPC client the
+//! backend talks to its sidecar with (`dapr`), settings read the way `dapr run` passes them
+//! (`settings`), the deadline and idempotency key a request carries from hop to hop
+//! (`request`), and their command line (`service`). For every binary and harness, the
+//! sidecar's too: logging set-up (`logging`) and process plumbing: runtime, shutdown,
+//! signals, children (`process`).
 
 pub mod dapr;
 pub mod error;
+pub mod logging;
+pub mod process;
 pub mod request;
 pub mod service;
 pub mod settings;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use appkit::dapr::StateClient;
-use appkit::service::{ServiceArgs, init_logging, runtime, shutdown_signal};
+use appkit::process::{runtime, shutdown_signal};
+use appkit::service::ServiceArgs;
 use appkit::settings::{DaprSettings, app_port};
 use axum::serve::ListenerExt as _;
 use backend::booking::{Booker, Consistency, Policy, Work};
@@ -58,7 +59,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.service).map_err(anyhow::Error::msg)?;
+    appkit::logging::init(&args.service.log_level, args.service.log_json)
+        .map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         args.lock_lease > 0,
         "--lock-lease must be at least 1 second"

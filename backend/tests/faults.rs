@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use appkit::process::{Signal, send_signal};
 use common::{backend_replica, booking, catalogue, day};
 use serde_json::Value;
 use testkit::{ComponentsDir, RedisServer, SidecarBuilder, SidecarProcess, TempDir, check_ledger};
@@ -41,7 +42,7 @@ struct Replica {
 impl Drop for Replica {
     fn drop(&mut self) {
         for pid in &self.orphans {
-            kill("-KILL", *pid);
+            kill(Signal::Kill, *pid);
         }
     }
 }
@@ -110,7 +111,7 @@ impl FaultStack {
     async fn crash_and_restart_backend(&mut self, i: usize) {
         let mut old = self.replicas.remove(i);
         for pid in old.sidecar.app_pids() {
-            kill("-KILL", pid);
+            kill(Signal::Kill, pid);
         }
         old.sidecar.stop();
         let fresh = self
@@ -125,7 +126,7 @@ impl FaultStack {
         let replica = &mut self.replicas[i];
         let (grpc, app_port) = (replica.sidecar.grpc_port, replica.port);
         replica.orphans.extend(replica.sidecar.app_pids());
-        kill("-KILL", replica.sidecar.pid());
+        kill(Signal::Kill, replica.sidecar.pid());
         replica.sidecar.stop();
         replica.sidecar = SidecarBuilder::new(
             testkit::workspace_bin("sidecar"),
@@ -142,11 +143,8 @@ impl FaultStack {
     }
 }
 
-fn kill(signal: &str, pid: u32) {
-    std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
+fn kill(signal: Signal, pid: u32) {
+    send_signal(pid, signal).unwrap();
 }
 
 /// What the clients saw.
@@ -355,12 +353,12 @@ async fn a_replica_paused_past_its_lease_while_holding_the_lock() {
             a_lock_is_held(&s.redis).await;
             let pids = s.replicas[0].sidecar.app_pids();
             for pid in &pids {
-                kill("-STOP", *pid);
+                kill(Signal::Stop, *pid);
             }
             // Past the 1 s lease: the others take the locks it held and go on.
             tokio::time::sleep(Duration::from_millis(2500)).await;
             for pid in &pids {
-                kill("-CONT", *pid);
+                kill(Signal::Cont, *pid);
             }
         },
     )

@@ -386,10 +386,7 @@ async fn a_crashed_lock_holder_blocks_only_for_the_lease() {
     .unwrap();
     let held_at = Instant::now();
     for pid in doomed.app_pids() {
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap();
+        appkit::process::send_signal(pid, appkit::process::Signal::Kill).unwrap();
     }
     let _ = stuck.await;
     doomed.stop();

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::load::{self, Measured, Target};
 use crate::procstat;
-use crate::stack::{Redis, Running, Scratch, bin, free_port, write_components};
+use crate::stack::{Running, bin, sidecar};
+use testkit::{ComponentsDir, RedisServer, free_port};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -309,28 +310,41 @@ pub fn run_row(
     seed: u64,
     say: &mut dyn FnMut(&str),
 ) -> anyhow::Result<RowResult> {
-    let scratch = Scratch::new(row.id)?;
+    let rt = appkit::process::runtime(1)?;
+    let scratch = testkit::TempDir::new(&format!("bench-{}", row.id));
     let registry = scratch.path().join("registry");
-    let components = scratch.path().join("components");
-    let no_components = scratch.path().join("none");
-    std::fs::create_dir_all(&components)?;
-    std::fs::create_dir_all(&no_components)?;
     let redis = if row.redis {
-        Some(Redis::start()?)
+        Some(rt.block_on(RedisServer::start())?)
     } else {
         None
     };
-    write_components(&components, redis.as_ref().map(|r| r.port), row.sqlite_sync)?;
+    let components = match &redis {
+        Some(r) => ComponentsDir::redis(r.port, &[]),
+        None => ComponentsDir::sqlite_with(
+            &scratch.path().join("state.db"),
+            &[("synchronous", row.sqlite_sync.to_string())],
+        ),
+    };
+    // Sidecars with nothing to load get an empty folder, not ~/.dapr/components.
+    let no_components = ComponentsDir::raw(&[]);
     let mut running = Running::default();
     if let Some(r) = &redis {
-        running.measured.push(("redis-server".into(), r.pid));
+        running.measured.push(("redis-server".into(), r.pid()));
     }
 
     if row.shape == Shape::Sidecars {
-        return run_sidecars(row, t, &scratch, &registry, &mut running, say);
+        return run_sidecars(
+            row,
+            t,
+            &rt,
+            &registry,
+            no_components.path(),
+            &mut running,
+            say,
+        );
     }
 
-    let backend_port = free_port()?;
+    let backend_port = free_port();
     let work = match row.shape {
         Shape::BackendNoDapr | Shape::ThroughNoState => "no-dapr",
         Shape::BackendClientOnly => "client-only",
@@ -352,25 +366,20 @@ pub fn run_row(
         .envs(backend_env.iter().map(|(k, v)| (*k, v.as_str())));
         running.app("backend", backend_port, &mut cmd)?;
     } else {
-        running.sidecar_with_app(
-            "backend",
-            backend_port,
-            &components,
-            &registry,
-            &backend_env,
-            &app_cmd("backend", row.backend_workers)?,
-        )?;
+        let mut backend = sidecar("backend", &registry, components.path())?
+            .app_port(backend_port)
+            .command(&app_cmd("backend", row.backend_workers)?);
+        for (k, v) in &backend_env {
+            backend = backend.env(k, v);
+        }
+        running.start(&rt, backend, Some(backend_port))?;
     }
     let target = if matches!(row.shape, Shape::ThroughNoState | Shape::ThroughFull) {
-        let frontend_port = free_port()?;
-        running.sidecar_with_app(
-            "frontend",
-            frontend_port,
-            &no_components,
-            &registry,
-            &[],
-            &app_cmd("frontend", row.frontend_workers)?,
-        )?;
+        let frontend_port = free_port();
+        let frontend = sidecar("frontend", &registry, no_components.path())?
+            .app_port(frontend_port)
+            .command(&app_cmd("frontend", row.frontend_workers)?);
+        running.start(&rt, frontend, Some(frontend_port))?;
         Target::Frontend {
             port: frontend_port,
         }
@@ -455,40 +464,20 @@ pub fn run_row(
 fn run_sidecars(
     row: &Row,
     t: Timing,
-    _scratch: &Scratch,
+    rt: &tokio::runtime::Runtime,
     registry: &std::path::Path,
+    no_components: &std::path::Path,
     running: &mut Running,
     say: &mut dyn FnMut(&str),
 ) -> anyhow::Result<RowResult> {
-    let (app_port, callee_http, caller_http) = (free_port()?, free_port()?, free_port()?);
+    let app_port = free_port();
     let mut app = Command::new(bin("trivial-app")?);
     app.arg(app_port.to_string());
     running.app("app", app_port, &mut app)?;
-    for (id, http, app_port) in [
-        ("trivial", callee_http, Some(app_port)),
-        ("caller", caller_http, None),
-    ] {
-        let mut cmd = Command::new(bin("sidecar")?);
-        cmd.args([
-            "run",
-            "--app-id",
-            id,
-            "--dapr-http-port",
-            &http.to_string(),
-            "--log-level",
-            "warn",
-            "--config",
-            "config.yaml",
-        ])
-        .arg("--registry-dir")
-        .arg(registry);
-        if let Some(p) = app_port {
-            cmd.args(["--app-port", &p.to_string()]);
-        }
-        let pid = running.spawn(&format!("{id}-sidecar"), &mut cmd)?;
-        running.measured.push((format!("{id}-sidecar"), pid));
-        load::wait_port(http, std::time::Duration::from_secs(30))?;
-    }
+    let trivial = sidecar("trivial", registry, no_components)?.app_port(app_port);
+    running.start(rt, trivial, None)?;
+    let caller = sidecar("caller", registry, no_components)?;
+    let caller_http = running.start(rt, caller, None)?.http_port;
     let rate = 1000;
     let direct = Target::Get {
         url: format!("http://127.0.0.1:{app_port}/hello"),

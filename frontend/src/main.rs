@@ -1,7 +1,8 @@
 //! `frontend`: the public booking API on :5002.
 
 use anyhow::Context as _;
-use appkit::service::{ServiceArgs, init_logging, runtime, shutdown_signal};
+use appkit::process::{runtime, shutdown_signal};
+use appkit::service::ServiceArgs;
 use appkit::settings::{DaprSettings, app_port};
 use axum::serve::ListenerExt as _;
 use clap::Parser;
@@ -21,7 +22,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.service).map_err(anyhow::Error::msg)?;
+    appkit::logging::init(&args.service.log_level, args.service.log_json)
+        .map_err(anyhow::Error::msg)?;
     let settings = DaprSettings::from_env();
     let port = args.service.port.unwrap_or_else(|| app_port(5002));
     runtime(args.service.workers)?.block_on(async move {

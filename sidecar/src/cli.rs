@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Largest request body accepted, e.g. 4Mi.
     #[arg(long, default_value = "4Mi")]
     pub max_body_size: String,
+    /// Tokio worker threads; 1 (the default) runs a single-threaded runtime, which serves
+    /// best when a few busy processes share two cores.
+    #[arg(long, env = "SIDECAR_WORKERS", default_value_t = 1)]
+    pub workers: usize,
     /// Name-registry folder shared by the sidecars that should see each other.
     #[arg(long, env = "SIDECAR_REGISTRY_DIR")]
     pub registry_dir: Option<PathBuf>,

@@ -7,6 +7,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use appkit::process::{Signal, send_signal};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -107,17 +108,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     tracing::info!(pid = child.id(), command = ?args.command, "app started");
 
-    let forward = |child: &tokio::process::Child, sig: i32| {
+    let forward = |child: &tokio::process::Child, signal: Signal| {
         if let Some(pid) = child.id() {
-            // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-            unsafe { libc::kill(pid as libc::pid_t, sig) };
+            let _ = send_signal(pid, signal);
         }
     };
     let status = tokio::select! {
         status = child.wait() => Some(status?),
-        _ = sigint.recv() => { forward(&child, libc::SIGINT); None }
-        _ = sigterm.recv() => { forward(&child, libc::SIGTERM); None }
-        _ = sidecar.stop_requested() => { forward(&child, libc::SIGTERM); None }
+        _ = sigint.recv() => { forward(&child, Signal::Int); None }
+        _ = sigterm.recv() => { forward(&child, Signal::Term); None }
+        _ = sidecar.stop_requested() => { forward(&child, Signal::Term); None }
     };
     let status = match status {
         Some(s) => s,

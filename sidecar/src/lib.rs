@@ -17,5 +17,4 @@ pub mod resources;
 pub mod runtime;
 pub mod server;
 pub mod state;
-pub mod telemetry;
 pub mod trace;

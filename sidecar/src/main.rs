@@ -10,21 +10,12 @@ fn main() {
         Command::ResetState(store) => offline("reset-state", store, sidecar::reset::run),
         Command::DumpState(store) => offline("dump-state", store, sidecar::dump::run),
     };
-    sidecar::telemetry::init_logging(&args.log_level, args.log_as_json);
-    // One thread serves best when a few busy processes share two cores (see DESIGN.md);
-    // SIDECAR_WORKERS=N asks for a multi-thread runtime instead.
-    let workers: usize = std::env::var("SIDECAR_WORKERS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(1);
-    let mut builder = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    if let Err(e) = appkit::logging::init(&args.log_level, args.log_as_json) {
+        eprintln!("sidecar: {e}");
+        std::process::exit(1);
+    }
+    // One thread serves best when a few busy processes share two cores (see DESIGN.md).
+    let runtime = match appkit::process::runtime(args.workers) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sidecar: cannot start the async runtime: {e}");
@@ -51,11 +42,9 @@ fn offline<F: Future<Output = anyhow::Result<()>>>(
     store: StoreArgs,
     command: impl FnOnce(StoreArgs) -> F,
 ) -> ! {
-    sidecar::telemetry::init_logging(&store.log_level, false);
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
+    let result = appkit::logging::init(&store.log_level, false)
+        .map_err(anyhow::Error::msg)
+        .and_then(|()| Ok(appkit::process::runtime(1)?))
         .and_then(|rt| rt.block_on(command(store)));
     let _ = std::io::Write::flush(&mut std::io::stdout());
     if let Err(e) = result {

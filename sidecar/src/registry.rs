@@ -51,12 +51,6 @@ pub fn default_dir() -> PathBuf {
     }))
 }
 
-fn alive(pid: u32) -> bool {
-    // Signal 0 checks existence without sending anything.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 impl Registry {
     pub fn new(dir: PathBuf) -> Self {
         Registry {
@@ -108,7 +102,7 @@ impl Registry {
             if entry.app_id != app_id {
                 continue;
             }
-            if alive(entry.pid) {
+            if appkit::process::is_alive(entry.pid) {
                 out.push(entry);
             } else {
                 let _ = std::fs::remove_file(file.path());

@@ -68,11 +68,7 @@ fn sigterm_is_forwarded_to_the_app() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(flag.exists(), "the app never started");
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    appkit::process::send_signal(child.id(), appkit::process::Signal::Term).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(
         status.code(),

@@ -45,14 +45,18 @@ impl ComponentsDir {
 
     /// SQLite state in `db` and the in-process lock.
     pub fn sqlite(db: &Path) -> Self {
+        Self::sqlite_with(db, &[])
+    }
+
+    /// SQLite state in `db`, with extra state metadata (e.g. synchronous), and the
+    /// in-process lock.
+    pub fn sqlite_with(db: &Path, extra: &[(&str, String)]) -> Self {
+        let mut state_meta = vec![("connectionString", db.display().to_string())];
+        state_meta.extend(extra.iter().cloned());
         Self::with(&[
             (
                 "statestore.yaml",
-                component(
-                    "statestore",
-                    "state.sqlite",
-                    &[("connectionString", db.display().to_string())],
-                ),
+                component("statestore", "state.sqlite", &state_meta),
             ),
             (
                 "lockstore.yaml",

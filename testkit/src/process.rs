@@ -1,9 +1,11 @@
-//! Small process-level helpers: free ports, temporary folders, polling with a deadline.
+//! Process-level pieces of a harness: free ports, temporary folders, child processes that
+//! stop when dropped, and polling with a deadline.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -85,5 +87,49 @@ where
             anyhow::bail!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stops `child`: SIGTERM, then SIGKILL once `grace` has passed; returns how it ended.
+pub fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    let _ = appkit::process::send_signal(child.id(), appkit::process::Signal::Term);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+pub struct ChildGuard {
+    pub name: String,
+    child: Child,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, cmd: &mut std::process::Command) -> anyhow::Result<ChildGuard> {
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {name}: {e}"))?;
+        Ok(ChildGuard {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if stop_child(&mut self.child, Duration::from_secs(10)).is_none() {
+            eprintln!("{} could not be stopped", self.name);
+        }
     }
 }

@@ -80,6 +80,10 @@ impl RedisServer {
         .await
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs one command (inline form) and returns the raw reply text.
     pub async fn command(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::process::wait_until;
+use crate::process::{stop_child, wait_until};
 
 pub struct SidecarBuilder {
     bin: PathBuf,
@@ -61,8 +61,8 @@ impl SidecarBuilder {
     }
 
     /// The app command that `sidecar run` starts beside the sidecar.
-    pub fn command(mut self, cmd: &[&str]) -> Self {
-        self.command = cmd.iter().map(|s| s.to_string()).collect();
+    pub fn command<S: AsRef<str>>(mut self, cmd: &[S]) -> Self {
+        self.command = cmd.iter().map(|s| s.as_ref().to_string()).collect();
         self
     }
 
@@ -170,23 +170,7 @@ impl SidecarProcess {
 
     /// The processes `sidecar run` started (its app), from /proc.
     pub fn app_pids(&self) -> Vec<u32> {
-        let me = self.pid();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .is_some_and(|stat| {
-                        // Fields after the parenthesised command: state, then ppid.
-                        stat.rsplit_once(')').and_then(|(_, rest)| {
-                            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                        }) == Some(me)
-                    })
-            })
-            .collect()
+        appkit::process::children_of(self.pid())
     }
 
     /// Waits, without signalling, for the process to exit by itself.
@@ -205,24 +189,8 @@ impl SidecarProcess {
 
     /// SIGTERM, then wait for exit (SIGKILL after 10 s).
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        unsafe_sigterm(child.id());
-        for _ in 0..500 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        child.wait().ok()
+        stop_child(&mut self.child.take()?, Duration::from_secs(10))
     }
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
 }
 
 impl Drop for SidecarProcess {

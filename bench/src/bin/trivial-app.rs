@@ -10,10 +10,7 @@ fn main() -> std::io::Result<()> {
         .or_else(|| std::env::var("APP_PORT").ok())
         .and_then(|p| p.parse().ok())
         .unwrap_or(7000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    appkit::process::runtime(1)?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

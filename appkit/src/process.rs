@@ -1,0 +1,136 @@
+//! Process plumbing every binary and harness of the workspace shares: the tokio runtime
+//! sized to a worker count, shutdown on Ctrl-C/SIGTERM, sending signals, and finding a
+//! process's children in /proc. One way to do each, so services, sidecar, bench and tests
+//! behave alike.
+
+use std::io;
+
+/// One worker: a current-thread runtime, the cheapest when a few busy processes share few
+/// cores; more: a multi-thread runtime with that many workers.
+pub fn runtime(workers: usize) -> io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// The signals the workspace sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Int,
+    Term,
+    Kill,
+    Stop,
+    Cont,
+}
+
+impl Signal {
+    fn number(self) -> libc::c_int {
+        match self {
+            Signal::Int => libc::SIGINT,
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
+        }
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a wrong pid is an
+    // error return, not undefined behaviour.
+    let rc = unsafe { libc::kill(pid, signal.number()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether a process `pid` exists (also one of another user's, which we may not signal).
+pub fn is_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: as in `send_signal`; signal 0 checks existence and sends nothing.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The processes whose parent is `parent` (e.g. the app a `sidecar run` started), from
+/// /proc; empty where /proc cannot be read.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|stat| parent_in_stat(&stat) == Some(parent))
+        })
+        .collect()
+}
+
+/// The parent pid in a /proc/<pid>/stat line: the command name is parenthesised and may
+/// hold spaces and parentheses, so fields are counted after its last `)`: state, then ppid.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_after_the_command_name() {
+        assert_eq!(parent_in_stat("42 (a) b) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_spawned_child_is_found_signalled_and_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(children_of(std::process::id()).contains(&pid));
+        assert!(is_alive(pid));
+        send_signal(pid, Signal::Kill).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert!(!is_alive(pid), "reaped");
+    }
+}
