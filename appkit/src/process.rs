@@ -23,12 +23,10 @@ pub fn runtime(workers: usize) -> io::Result<tokio::runtime::Runtime> {
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = ctrl_c.await;
+        return;
     };
     tokio::select! {
         _ = ctrl_c => {}
@@ -60,6 +58,7 @@ impl Signal {
 }
 
 /// Sends `signal` to `pid`.
+#[allow(unsafe_code)]
 pub fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; a wrong pid is an
@@ -73,6 +72,7 @@ pub fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
 }
 
 /// Whether a process `pid` exists (also one of another user's, which we may not signal).
+#[allow(unsafe_code)]
 pub fn is_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -80,6 +80,28 @@ pub fn is_alive(pid: u32) -> bool {
     // SAFETY: as in `send_signal`; signal 0 checks existence and sends nothing.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The user id this process runs as.
+#[allow(unsafe_code)]
+pub fn user_id() -> u32 {
+    // SAFETY: getuid(2) takes nothing, always succeeds and touches no memory of ours.
+    unsafe { libc::getuid() }
+}
+
+/// Clock ticks per second, the unit of the CPU times in /proc (100 when unknown).
+#[allow(unsafe_code)]
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf(3) takes a constant name and touches no memory of ours.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Asks the kernel to write every dirty page to disk (sync(2)); returns when it is done.
+#[allow(unsafe_code)]
+pub fn sync_filesystems() {
+    // SAFETY: sync(2) takes nothing, cannot fail and touches no memory of ours.
+    unsafe { libc::sync() };
 }
 
 /// The processes whose parent is `parent` (e.g. the app a `sidecar run` started), from

@@ -25,15 +25,16 @@ impl DaprSettings {
         let grpc_port = var("DAPR_GRPC_PORT")
             .and_then(|p| p.parse::<u16>().ok())
             .unwrap_or(50001);
-        let grpc_endpoint = var("DAPR_GRPC_ENDPOINT")
-            .map(|e| {
+        let grpc_endpoint = var("DAPR_GRPC_ENDPOINT").map_or_else(
+            || format!("http://{host}:{grpc_port}"),
+            |e| {
                 if e.contains("://") {
                     e
                 } else {
                     format!("http://{e}")
                 }
-            })
-            .unwrap_or_else(|| format!("http://{host}:{grpc_port}"));
+            },
+        );
         DaprSettings {
             http_port: var("DAPR_HTTP_PORT")
                 .and_then(|p| p.parse().ok())

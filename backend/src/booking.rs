@@ -570,11 +570,11 @@ impl Booker {
             Ok(now) => now,
             Err(read_err) => {
                 tracing::error!(error = %err, read_back = %read_err, "commit outcome unknown");
-                return Err(outcome_unknown(err));
+                return Err(outcome_unknown(&err));
             }
         };
         let Some(last) = now.last() else {
-            return Err(outcome_unknown(err));
+            return Err(outcome_unknown(&err));
         };
         let applied = match expect {
             Expect::Answer { id, .. } => serde_json::from_slice::<KeyRecord>(&last.data)
@@ -593,7 +593,9 @@ impl Booker {
             return Ok(Commit::Conflict);
         }
         match err {
-            DaprError::DeadlineExceeded(_) | DaprError::Unavailable(_) => Err(outcome_unknown(err)),
+            DaprError::DeadlineExceeded(_) | DaprError::Unavailable(_) => {
+                Err(outcome_unknown(&err))
+            }
             other => Err(store_error(other)),
         }
     }
@@ -716,7 +718,7 @@ impl Booker {
                     "the lock's lease ran out before the work finished"
                 ),
                 Err(e) => {
-                    tracing::warn!(hotel_id, error = %e, "unlock failed; the lease will free the hotel")
+                    tracing::warn!(hotel_id, error = %e, "unlock failed; the lease will free the hotel");
                 }
             }
         });
@@ -892,7 +894,7 @@ fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// 504 for a commit whose outcome could not be read back in time.
-fn outcome_unknown(e: DaprError) -> AppError {
+fn outcome_unknown(e: &DaprError) -> AppError {
     AppError::new(
         axum::http::StatusCode::GATEWAY_TIMEOUT,
         "outcome_unknown",

@@ -47,8 +47,8 @@ impl Catalogue {
                 line,
                 message,
             };
-            let hotel =
-                record.map_err(|e| bad(e.position().map_or(0, |p| p.line()), e.to_string()))?;
+            let hotel = record
+                .map_err(|e| bad(e.position().map_or(0, csv::Position::line), e.to_string()))?;
             if hotel.rooms == 0 {
                 return Err(bad(0, format!("hotel {} has no rooms", hotel.id)));
             }

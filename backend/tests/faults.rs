@@ -338,7 +338,7 @@ async fn a_store_that_stalls_past_the_lease() {
             .unwrap();
         },
     )
-    .await
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +362,7 @@ async fn a_replica_paused_past_its_lease_while_holding_the_lock() {
             }
         },
     )
-    .await
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +377,7 @@ async fn a_backend_killed_mid_load_then_restarted() {
             s.crash_and_restart_backend(0).await;
         },
     )
-    .await
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +392,7 @@ async fn a_backend_sidecar_killed_mid_load_then_restarted() {
             s.crash_and_restart_sidecar(0).await;
         },
     )
-    .await
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +407,7 @@ async fn redis_killed_and_restarted_mid_load() {
             s.redis.restart().await.unwrap();
         },
     )
-    .await
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,5 +420,5 @@ async fn clients_time_out_and_retry_under_their_keys() {
         Duration::from_millis(100),
         |_| async {},
     )
-    .await
+    .await;
 }

@@ -120,12 +120,12 @@ async fn one_key_books_once(kind: StoreKind, consistency: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_books_once_redis_lock() {
-    one_key_books_once(StoreKind::Redis, "lock").await
+    one_key_books_once(StoreKind::Redis, "lock").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_books_once_sqlite_etag() {
-    one_key_books_once(StoreKind::Sqlite, "etag").await
+    one_key_books_once(StoreKind::Sqlite, "etag").await;
 }
 
 /// Redis stops taking writes just before a booking commits, for longer than the request

@@ -93,12 +93,12 @@ async fn roundtrip(kind: StoreKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roundtrip_sqlite() {
-    roundtrip(StoreKind::Sqlite).await
+    roundtrip(StoreKind::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roundtrip_redis() {
-    roundtrip(StoreKind::Redis).await
+    roundtrip(StoreKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +247,7 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
                     matches!(v["error"].as_str(), Some("sold_out" | "busy")),
                     "a clear refusal: {v}"
                 );
-                refused += 1
+                refused += 1;
             }
             other => odd.push(other),
         }
@@ -279,22 +279,22 @@ async fn no_oversell(kind: StoreKind, consistency: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell_lock_sqlite() {
-    no_oversell(StoreKind::Sqlite, "lock").await
+    no_oversell(StoreKind::Sqlite, "lock").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell_lock_redis() {
-    no_oversell(StoreKind::Redis, "lock").await
+    no_oversell(StoreKind::Redis, "lock").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell_etag_sqlite() {
-    no_oversell(StoreKind::Sqlite, "etag").await
+    no_oversell(StoreKind::Sqlite, "etag").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell_etag_redis() {
-    no_oversell(StoreKind::Redis, "etag").await
+    no_oversell(StoreKind::Redis, "etag").await;
 }
 
 /// The same load without protection goes wrong: more sold than the hotel has, or a stored

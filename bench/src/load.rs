@@ -137,7 +137,12 @@ pub fn constant_rate(
         }
         Target::Frontend { port } => {
             let bodies = scratch.join(format!("bodies-frontend-{seed}.txt"));
-            write_bodies(&bodies, (rate as u64 * secs * 12 / 10).max(100), seed, true)?;
+            write_bodies(
+                &bodies,
+                (u64::from(rate) * secs * 12 / 10).max(100),
+                seed,
+                true,
+            )?;
             cmd.args(["-m", "POST", "-H", "content-type: application/json", "-Z"])
                 .arg(&bodies)
                 .arg(format!("http://127.0.0.1:{port}/book"));
@@ -146,7 +151,7 @@ pub fn constant_rate(
             let bodies = scratch.join(format!("bodies-backend-{seed}.txt"));
             write_bodies(
                 &bodies,
-                (rate as u64 * secs * 12 / 10).max(100),
+                (u64::from(rate) * secs * 12 / 10).max(100),
                 seed,
                 false,
             )?;
@@ -266,23 +271,18 @@ pub fn parse_oha(out: &str) -> anyhow::Result<Measured> {
     let v: serde_json::Value = serde_json::from_str(out).context("oha's JSON")?;
     let p = &v["latencyPercentiles"];
     let ms = |k: &str| p[k].as_f64().map(|s| s * 1000.0);
-    let total: u64 = v["statusCodeDistribution"]
-        .as_object()
-        .map(|m| m.values().filter_map(|n| n.as_u64()).sum())
-        .unwrap_or(0);
-    let ok: u64 = v["statusCodeDistribution"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.starts_with('2'))
-                .filter_map(|(_, n)| n.as_u64())
-                .sum()
-        })
-        .unwrap_or(0);
-    let failed: u64 = v["errorDistribution"]
-        .as_object()
-        .map(|m| m.values().filter_map(|n| n.as_u64()).sum())
-        .unwrap_or(0);
+    let total: u64 = v["statusCodeDistribution"].as_object().map_or(0, |m| {
+        m.values().filter_map(serde_json::Value::as_u64).sum()
+    });
+    let ok: u64 = v["statusCodeDistribution"].as_object().map_or(0, |m| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with('2'))
+            .filter_map(|(_, n)| n.as_u64())
+            .sum()
+    });
+    let failed: u64 = v["errorDistribution"].as_object().map_or(0, |m| {
+        m.values().filter_map(serde_json::Value::as_u64).sum()
+    });
     Ok(Measured {
         generator: "oha".into(),
         requests: total + failed,

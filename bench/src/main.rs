@@ -103,9 +103,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let wrk2 = load::wrk2_path().is_some();
     let machine = Machine {
-        nproc: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        nproc: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         cpu_model: procstat::cpu_model(),
         generator_max: "wrk".into(),
         generator_constant_rate: if wrk2 {

@@ -287,8 +287,7 @@ pub struct RowResult {
 
 /// Flushes dirty pages to disk and lets background work (checkpoints) finish.
 fn settle() {
-    // SAFETY: sync(2) has no preconditions.
-    unsafe { libc::sync() };
+    appkit::process::sync_filesystems();
     std::thread::sleep(std::time::Duration::from_millis(500));
 }
 
@@ -418,7 +417,7 @@ pub fn run_row(
             &target,
             rate,
             t.latency,
-            seed + rate as u64,
+            seed + u64::from(rate),
             scratch.path(),
             row.keyed,
         )?;

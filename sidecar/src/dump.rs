@@ -55,7 +55,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
                     Err(_) => {
                         line["value_base64"] = base64::engine::general_purpose::STANDARD
                             .encode(&item.data)
-                            .into()
+                            .into();
                     }
                 }
                 serde_json::to_writer(&mut out, &line)?;

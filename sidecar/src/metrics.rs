@@ -40,7 +40,10 @@ impl Metrics {
     }
 
     fn record(&self, method: &str, status: u16, ms: f64) {
-        let mut map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let s = map.entry((method.to_string(), status)).or_default();
         s.count += 1;
         s.sum_ms += ms;
@@ -53,7 +56,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything recorded so far.
     pub fn render(&self) -> String {
-        let map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = String::new();
         out.push_str(
             "# HELP dapr_http_server_request_count Number of HTTP requests started in server.\n",

@@ -46,9 +46,10 @@ impl Drop for Registration {
 }
 
 pub fn default_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("dapr-sidecar-registry-{}", unsafe {
-        libc::getuid()
-    }))
+    std::env::temp_dir().join(format!(
+        "dapr-sidecar-registry-{}",
+        appkit::process::user_id()
+    ))
 }
 
 impl Registry {
@@ -115,7 +116,10 @@ impl Registry {
     /// The internal port of one live sidecar of `app_id`.
     pub fn resolve(&self, app_id: &str) -> Option<u16> {
         let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let ports = match cache.get(app_id) {
             Some((ports, at)) if now.duration_since(*at) < CACHE_TTL && !ports.is_empty() => ports,
             _ => {
@@ -142,7 +146,7 @@ impl Registry {
     pub fn forget(&self, app_id: &str) {
         self.cache
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(app_id);
     }
 }

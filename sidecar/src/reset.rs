@@ -32,7 +32,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
                 println!(
                     "{name} ({}): in-memory; restart its sidecar to empty it",
                     c.store.location()
-                )
+                );
             }
             _ => println!(
                 "{name} ({}): removed {removed} keys of {prefix}",

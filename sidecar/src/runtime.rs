@@ -288,7 +288,7 @@ impl Runtime {
         let mut extended: serde_json::Map<String, serde_json::Value> = self
             .extended
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().into()))
             .collect();

@@ -124,14 +124,22 @@ impl Tracer {
         if !self.export {
             return;
         }
-        let mut buf = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = self
+            .buffer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buf.len() < MAX_BUFFER {
             buf.push(span);
         }
     }
 
     fn take(&self) -> Vec<ZipkinSpan> {
-        std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(
+            &mut *self
+                .buffer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }
 
@@ -249,8 +257,7 @@ where
                     kind: "SERVER",
                     timestamp: wall
                         .duration_since(SystemTime::UNIX_EPOCH)
-                        .map(|d| d.as_micros() as u64)
-                        .unwrap_or(0),
+                        .map_or(0, |d| d.as_micros() as u64),
                     duration: start.elapsed().as_micros().max(1) as u64,
                     local_endpoint: Endpoint {
                         service_name: tracer.service.clone(),

@@ -64,7 +64,12 @@ async fn a_busy_database_stalls_nothing_else() {
                 .get(url("/v1.0/state/statestore/k"))
                 .timeout(Duration::from_millis(300))
                 .send();
-            async move { read.await.err().filter(|e| e.is_timeout()).map(|_| ()) }
+            async move {
+                read.await
+                    .err()
+                    .filter(reqwest::Error::is_timeout)
+                    .map(|_| ())
+            }
         },
     )
     .await

@@ -680,10 +680,10 @@ async fn offline_commands_see_one_apps_keys(kind: StoreKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_commands_see_one_apps_keys_sqlite() {
-    offline_commands_see_one_apps_keys(StoreKind::Sqlite).await
+    offline_commands_see_one_apps_keys(StoreKind::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_commands_see_one_apps_keys_redis() {
-    offline_commands_see_one_apps_keys(StoreKind::Redis).await
+    offline_commands_see_one_apps_keys(StoreKind::Redis).await;
 }

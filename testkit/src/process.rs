@@ -31,7 +31,9 @@ pub fn free_port() -> u16 {
             continue;
         }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+            HELD.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(file);
             return port;
         }
     }

@@ -165,7 +165,7 @@ impl SidecarProcess {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.child.as_ref().map_or(0, std::process::Child::id)
     }
 
     /// The processes `sidecar run` started (its app), from /proc.

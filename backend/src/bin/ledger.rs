@@ -37,7 +37,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Args::parse()) {
+    match run(&Args::parse()) {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),
         Err(e) => {
@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// True when the ledger is right.
-fn run(args: Args) -> anyhow::Result<bool> {
+fn run(args: &Args) -> anyhow::Result<bool> {
     let catalogue = match &args.catalogue {
         Some(path) => Catalogue::from_file(path)?,
         None => Catalogue::shipped()?,

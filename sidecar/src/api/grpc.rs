@@ -360,7 +360,7 @@ impl Dapr for DaprApi {
         let mut extended: HashMap<String, String> = rt
             .extended
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
         Ok(Response::new(GetMetadataResponse {
@@ -375,11 +375,15 @@ impl Dapr for DaprApi {
                     name: c.name.clone(),
                     r#type: c.kind.clone(),
                     version: c.version.clone(),
-                    capabilities: c.capabilities.iter().map(|s| s.to_string()).collect(),
+                    capabilities: c
+                        .capabilities
+                        .iter()
+                        .map(std::string::ToString::to_string)
+                        .collect(),
                 })
                 .collect(),
             app_connection_properties: Some(AppConnectionProperties {
-                port: rt.info.app_port.map(i32::from).unwrap_or(0),
+                port: rt.info.app_port.map_or(0, i32::from),
                 protocol: rt.info.app_protocol.clone(),
                 channel_address: rt.info.app_channel_address.clone(),
                 ..Default::default()
@@ -396,7 +400,7 @@ impl Dapr for DaprApi {
         self.rt
             .extended
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(r.key, r.value);
         Ok(Response::new(()))
     }

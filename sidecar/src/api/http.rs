@@ -160,7 +160,7 @@ async fn set_metadata(State(rt): Rt, Path(attr): Path<String>, body: Bytes) -> R
     let value = String::from_utf8_lossy(&body).into_owned();
     rt.extended
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(attr, value);
     no_content()
 }
@@ -482,7 +482,7 @@ async fn transaction(
                         key: op.request.key.unwrap_or_default(),
                         etag: op.request.etag.filter(|e| !e.is_empty()),
                         concurrency,
-                    }))
+                    }));
                 }
                 other => {
                     return Err(ApiError::new(

@@ -148,7 +148,7 @@ impl Components {
             match Self::load_one(&mut out, spec, app_id).await {
                 Ok(()) => {}
                 Err(e) if spec.ignore_errors => {
-                    tracing::warn!(error = %e, "component failed to load; ignored")
+                    tracing::warn!(error = %e, "component failed to load; ignored");
                 }
                 Err(e) => return Err(e),
             }

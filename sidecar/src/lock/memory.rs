@@ -20,7 +20,10 @@ impl MemoryLock {
 
     pub fn try_lock(&self, key: &str, owner: &str, expiry_secs: i32) -> bool {
         let now = Instant::now();
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases = self
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((_, until)) = leases.get(key)
             && *until > now
         {
@@ -36,7 +39,10 @@ impl MemoryLock {
 
     pub fn unlock(&self, key: &str, owner: &str) -> UnlockStatus {
         let now = Instant::now();
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases = self
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match leases.get(key) {
             Some((_, until)) if *until <= now => {
                 leases.remove(key);
