@@ -5,3 +5,4 @@ pub mod booking;
 pub mod catalogue;
 pub mod ledger;
 pub mod routes;
+pub mod store;

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::booking::{Booker, Call};
+use crate::booking::{Booker, BookingError, Call};
 
 /// Bodies larger than this are refused with 413 before they are read.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -177,15 +177,41 @@ async fn cancel(
 /// Runs a change to completion in its own task: a client that hangs up mid-request must not
 /// cancel it between taking the lock and releasing it.
 async fn finish<T: Send + 'static>(
-    work: impl Future<Output = Result<T, AppError>> + Send + 'static,
+    work: impl Future<Output = Result<T, BookingError>> + Send + 'static,
 ) -> Result<T, AppError> {
-    tokio::spawn(work).await.unwrap_or_else(|e| {
-        Err(AppError::new(
+    match tokio::spawn(work).await {
+        Ok(done) => Ok(done?),
+        Err(e) => Err(AppError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("booking task failed: {e}"),
-        ))
-    })
+        )),
+    }
+}
+
+/// Where the booking's errors become HTTP: each its status and code, the message as is.
+impl From<BookingError> for AppError {
+    fn from(e: BookingError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match e {
+            BookingError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code),
+            BookingError::HotelNotFound(_) => (StatusCode::NOT_FOUND, "hotel_not_found"),
+            BookingError::ReservationNotFound(_) => {
+                (StatusCode::NOT_FOUND, "reservation_not_found")
+            }
+            BookingError::SoldOut(_) => (StatusCode::CONFLICT, "sold_out"),
+            BookingError::KeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            BookingError::Busy(_) => return AppError::busy(message, 1),
+            BookingError::DeadlineExceeded(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            BookingError::OutcomeUnknown(_) => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
+            BookingError::DaprUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "dapr_unavailable")
+            }
+            BookingError::Store(_) => (StatusCode::BAD_GATEWAY, "store_error"),
+            BookingError::DaprDisabled => (StatusCode::SERVICE_UNAVAILABLE, "dapr_disabled"),
+        };
+        AppError::new(status, code, message)
+    }
 }
 
 /// Reservation ids are UUIDs; anything else cannot exist and must not reach the store.

@@ -22,12 +22,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appkit::dapr::{DaprError, Item, Op, StateClient, Unlocked};
-use appkit::error::AppError;
-use appkit::request::{deadline_exceeded, first_bookable_day};
+use appkit::request::first_bookable_day;
 use appkit::wire::{Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Catalogue;
+use crate::store::Store;
+
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use error::BookingError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Consistency {
@@ -135,28 +141,13 @@ impl KeyUse {
 /// stops this much before the deadline, so the read-back still reaches the caller.
 const READ_BACK_GRACE: Duration = Duration::from_millis(300);
 
-fn store_error(e: DaprError) -> AppError {
-    match e {
-        DaprError::Unavailable(m) => AppError::unavailable("dapr_unavailable", m),
-        DaprError::DeadlineExceeded(m) => {
-            deadline_exceeded(format!("the request's time ran out: {m}"))
-        }
-        other => AppError::bad_gateway("store_error", other.to_string()),
-    }
-}
-
-fn booked_of(item: &Item) -> Result<u32, AppError> {
+fn booked_of(item: &Item) -> Result<u32, BookingError> {
     if item.data.is_empty() {
         return Ok(0);
     }
     serde_json::from_slice::<Night>(&item.data)
         .map(|n| n.booked)
-        .map_err(|e| {
-            AppError::bad_gateway(
-                "store_error",
-                format!("night {} holds unreadable data: {e}", item.key),
-            )
-        })
+        .map_err(|e| BookingError::Store(format!("night {} holds unreadable data: {e}", item.key)))
 }
 
 fn now_rfc3339() -> String {
@@ -212,20 +203,17 @@ enum Expect<'a> {
     Absent(&'a str),
 }
 
-pub struct Booker {
+/// The booking rules over a state and lock store: the Dapr sidecar in the service
+/// (`StateClient`), an in-memory fake in the unit tests.
+pub struct Booker<S = StateClient> {
     pub catalogue: Arc<Catalogue>,
-    state: Option<StateClient>,
+    state: Option<S>,
     policy: Policy,
     work: Work,
 }
 
-impl Booker {
-    pub fn new(
-        catalogue: Arc<Catalogue>,
-        state: Option<StateClient>,
-        policy: Policy,
-        work: Work,
-    ) -> Self {
+impl<S: Store> Booker<S> {
+    pub fn new(catalogue: Arc<Catalogue>, state: Option<S>, policy: Policy, work: Work) -> Self {
         Booker {
             catalogue,
             state,
@@ -235,20 +223,18 @@ impl Booker {
     }
 
     /// 404 for an unknown hotel, before the body is even parsed.
-    pub fn hotel_exists(&self, id: u32) -> Result<(), AppError> {
+    pub fn hotel_exists(&self, id: u32) -> Result<(), BookingError> {
         self.hotel(id).map(|_| ())
     }
 
-    fn hotel(&self, id: u32) -> Result<&Hotel, AppError> {
+    fn hotel(&self, id: u32) -> Result<&Hotel, BookingError> {
         self.catalogue
             .get(id)
-            .ok_or_else(|| AppError::not_found("hotel_not_found", format!("no hotel with id {id}")))
+            .ok_or(BookingError::HotelNotFound(id))
     }
 
-    fn state(&self) -> Result<&StateClient, AppError> {
-        self.state.as_ref().ok_or_else(|| {
-            AppError::unavailable("dapr_disabled", "this backend runs without Dapr state")
-        })
+    fn state(&self) -> Result<&S, BookingError> {
+        self.state.as_ref().ok_or(BookingError::DaprDisabled)
     }
 
     /// Books a stay; with a key already used for the same request, answers that booking
@@ -258,11 +244,9 @@ impl Booker {
         hotel_id: u32,
         req: BookingRequest,
         call: &Call,
-    ) -> Result<Reservation, AppError> {
+    ) -> Result<Reservation, BookingError> {
         let hotel = self.hotel(hotel_id)?.clone();
-        let nights = req
-            .validate(first_bookable_day(call.key.is_some()))
-            .map_err(|i| AppError::bad_request(i.code, i.message))?;
+        let nights = req.validate(first_bookable_day(call.key.is_some()))?;
         let key = call.key.as_ref().map(|k| KeyUse {
             record_key: idempotency_record_key(k),
             request: serde_json::json!({"book": {"hotel_id": hotel_id, "user": &req}}),
@@ -283,7 +267,7 @@ impl Booker {
         let state = self.state()?;
         let within = state.until(call.work_until());
         let key = key.as_ref();
-        let attempt = |guard: Guard, s: StateClient| {
+        let attempt = |guard: Guard, s: S| {
             let (hotel, nights, reservation) = (&hotel, &nights, &reservation);
             async move {
                 self.book_once(&s, hotel, nights, reservation, key, guard)
@@ -307,17 +291,17 @@ impl Booker {
     /// optimistically with ETags, or bare; retried on conflict within the budget.
     async fn protected<T, B, BFut, A, AFut>(
         &self,
-        within: &StateClient,
+        within: &S,
         hotel_id: u32,
         call: &Call,
         while_busy: B,
         attempt: A,
-    ) -> Result<T, AppError>
+    ) -> Result<T, BookingError>
     where
         B: Fn() -> BFut + Copy,
-        BFut: Future<Output = Result<(), AppError>>,
-        A: Fn(Guard, StateClient) -> AFut + Copy,
-        AFut: Future<Output = Result<Attempt<T>, AppError>>,
+        BFut: Future<Output = Result<(), BookingError>>,
+        A: Fn(Guard, S) -> AFut + Copy,
+        AFut: Future<Output = Result<Attempt<T>, BookingError>>,
     {
         let until = call.work_until();
         match self.policy.consistency {
@@ -334,9 +318,9 @@ impl Booker {
             }
             Consistency::None => match attempt(Guard::new(false, call), within.clone()).await? {
                 Attempt::Done(r) => Ok(r),
-                Attempt::Conflict => Err(AppError::bad_gateway(
-                    "store_error",
-                    "a concurrent change got in the way (consistency none has no protection)",
+                Attempt::Conflict => Err(BookingError::Store(
+                    "a concurrent change got in the way (consistency none has no protection)"
+                        .into(),
                 )),
             },
         }
@@ -347,13 +331,13 @@ impl Booker {
     /// the lock can accept a booking.)
     async fn check_capacity(
         &self,
-        state: &StateClient,
+        state: &S,
         hotel: &Hotel,
         nights: &[Day],
         rooms: u32,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), BookingError> {
         let keys: Vec<String> = nights.iter().map(|d| night_key(hotel.id, *d)).collect();
-        let items = state.bulk_get(&keys).await.map_err(store_error)?;
+        let items = state.bulk_get(&keys).await?;
         for (day, item) in nights.iter().zip(&items) {
             sold_out(hotel, *day, booked_of(item)?, rooms)?;
         }
@@ -365,13 +349,13 @@ impl Booker {
     /// in one transaction.
     async fn book_once(
         &self,
-        state: &StateClient,
+        state: &S,
         hotel: &Hotel,
         nights: &[Day],
         reservation: &Reservation,
         key: Option<&KeyUse>,
         guard: Guard,
-    ) -> Result<Attempt<Reservation>, AppError> {
+    ) -> Result<Attempt<Reservation>, BookingError> {
         let keys: Vec<String> = nights.iter().map(|d| night_key(hotel.id, *d)).collect();
         let read = match self.read_guarded(state, keys, key, guard.etags).await? {
             Read::Answered(r) => return Ok(Attempt::Done(r)),
@@ -434,18 +418,18 @@ impl Booker {
     /// book after all. If the record changed meanwhile, read again.
     async fn refuse<T>(
         &self,
-        state: &StateClient,
+        state: &S,
         key: &KeyUse,
         record: &Item,
-        refusal: AppError,
-    ) -> Result<Attempt<T>, AppError> {
-        let op = self.record_op(key, record, key.record(None, Some(&refusal.message)));
+        refusal: BookingError,
+    ) -> Result<Attempt<T>, BookingError> {
+        let op = self.record_op(key, record, key.record(None, Some(&refusal.to_string())));
         match state.transact(vec![op]).await {
             Ok(()) => Err(refusal),
             // A stale ETag (Dapr reports it in a transaction as a plain failure): the
             // record changed, and the next read of it tells how.
             Err(DaprError::Conflict(_) | DaprError::Failed { .. }) => Ok(Attempt::Conflict),
-            Err(e) => Err(store_error(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -466,15 +450,15 @@ impl Booker {
     /// are created first, first-write, and read again for their ETags.
     async fn read_guarded(
         &self,
-        state: &StateClient,
+        state: &S,
         mut keys: Vec<String>,
         key: Option<&KeyUse>,
         etags: bool,
-    ) -> Result<Read, AppError> {
+    ) -> Result<Read, BookingError> {
         if let Some(k) = key {
             keys.push(k.record_key.clone());
         }
-        let mut items = state.bulk_get(&keys).await.map_err(store_error)?;
+        let mut items = state.bulk_get(&keys).await?;
         if let Some(answer) = self.answered(key, items.last())? {
             return Ok(Read::Answered(answer));
         }
@@ -492,20 +476,17 @@ impl Booker {
                 }
                 _ => (br#"{"booked":0}"#.to_vec(), None),
             };
-            state
-                .create(&items[i].key, value, ttl)
-                .await
-                .map_err(store_error)?;
+            state.create(&items[i].key, value, ttl).await?;
         }
-        items = state.bulk_get(&keys).await.map_err(store_error)?;
+        items = state.bulk_get(&keys).await?;
         if let Some(answer) = self.answered(key, items.last())? {
             return Ok(Read::Answered(answer));
         }
         if let Some(i) = missing.into_iter().find(|&i| !items[i].exists()) {
-            return Err(AppError::bad_gateway(
-                "store_error",
-                format!("{} could not be created", items[i].key),
-            ));
+            return Err(BookingError::Store(format!(
+                "{} could not be created",
+                items[i].key
+            )));
         }
         Ok(Read::Items(items))
     }
@@ -516,28 +497,20 @@ impl Booker {
         &self,
         key: Option<&KeyUse>,
         record: Option<&Item>,
-    ) -> Result<Option<Reservation>, AppError> {
+    ) -> Result<Option<Reservation>, BookingError> {
         let (Some(k), Some(item)) = (key, record) else {
             return Ok(None);
         };
         if !item.exists() {
             return Ok(None);
         }
-        let rec: KeyRecord = serde_json::from_slice(&item.data).map_err(|e| {
-            AppError::bad_gateway(
-                "store_error",
-                format!("{} holds unreadable data: {e}", item.key),
-            )
-        })?;
+        let rec: KeyRecord = serde_json::from_slice(&item.data)
+            .map_err(|e| BookingError::Store(format!("{} holds unreadable data: {e}", item.key)))?;
         if rec.request != k.request {
-            return Err(AppError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used with another request",
-            ));
+            return Err(BookingError::KeyReused);
         }
         if let Some(message) = rec.refused {
-            return Err(AppError::conflict("sold_out", message));
+            return Err(BookingError::SoldOut(message));
         }
         Ok(rec.answer)
     }
@@ -548,12 +521,12 @@ impl Booker {
     /// store failure, or an unknown outcome when the write may still land.
     async fn commit(
         &self,
-        state: &StateClient,
+        state: &S,
         ops: Vec<Op>,
         read: &[Item],
         expect: Expect<'_>,
         guard: Guard,
-    ) -> Result<Commit, AppError> {
+    ) -> Result<Commit, BookingError> {
         let err = match state.transact(ops).await {
             Ok(()) => return Ok(Commit::Applied),
             Err(e) => e,
@@ -570,11 +543,11 @@ impl Booker {
             Ok(now) => now,
             Err(read_err) => {
                 tracing::error!(error = %err, read_back = %read_err, "commit outcome unknown");
-                return Err(outcome_unknown(&err));
+                return Err(BookingError::OutcomeUnknown(err.to_string()));
             }
         };
         let Some(last) = now.last() else {
-            return Err(outcome_unknown(&err));
+            return Err(BookingError::OutcomeUnknown(err.to_string()));
         };
         let applied = match expect {
             Expect::Answer { id, .. } => serde_json::from_slice::<KeyRecord>(&last.data)
@@ -594,18 +567,22 @@ impl Booker {
         }
         match err {
             DaprError::DeadlineExceeded(_) | DaprError::Unavailable(_) => {
-                Err(outcome_unknown(&err))
+                Err(BookingError::OutcomeUnknown(err.to_string()))
             }
-            other => Err(store_error(other)),
+            other => Err(other.into()),
         }
     }
 
     /// Retries an attempt on conflict, with jittered backoff, within the wait budget and
     /// the request's deadline.
-    async fn retrying<T, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T, AppError>
+    async fn retrying<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T, BookingError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<Attempt<T>, AppError>>,
+        Fut: Future<Output = Result<Attempt<T>, BookingError>>,
     {
         let give_up = (Instant::now() + self.policy.wait_budget).min(deadline);
         let mut backoff = Duration::from_millis(1);
@@ -614,9 +591,8 @@ impl Booker {
                 return Ok(v);
             }
             if Instant::now() >= give_up {
-                return Err(AppError::busy(
-                    "too many concurrent changes to this hotel; try again",
-                    1,
+                return Err(BookingError::Busy(
+                    "too many concurrent changes to this hotel; try again".into(),
                 ));
             }
             tokio::time::sleep(jitter(backoff)).await;
@@ -630,17 +606,17 @@ impl Booker {
     /// commit when the lease (less a margin) is over, and a client whose calls end then.
     async fn with_lock<T, B, BFut, F, Fut>(
         &self,
-        state: &StateClient,
+        state: &S,
         hotel_id: u32,
         call: &Call,
         mut while_busy: B,
         work: F,
-    ) -> Result<Attempt<T>, AppError>
+    ) -> Result<Attempt<T>, BookingError>
     where
         B: FnMut() -> BFut,
-        BFut: Future<Output = Result<(), AppError>>,
-        F: FnOnce(Guard, StateClient) -> Fut,
-        Fut: Future<Output = Result<Attempt<T>, AppError>>,
+        BFut: Future<Output = Result<(), BookingError>>,
+        F: FnOnce(Guard, S) -> Fut,
+        Fut: Future<Output = Result<Attempt<T>, BookingError>>,
     {
         let deadline = call.work_until();
         let resource = format!("hotel-{hotel_id}");
@@ -661,14 +637,13 @@ impl Booker {
                     // The lock may have been granted all the same (a lost answer): let it
                     // go rather than leave the hotel locked for a whole lease.
                     self.release(state, hotel_id, resource, owner, lease);
-                    return Err(store_error(e));
+                    return Err(e.into());
                 }
             }
             if Instant::now() >= give_up {
-                return Err(AppError::busy(
-                    format!("hotel {hotel_id} is busy; try again"),
-                    1,
-                ));
+                return Err(BookingError::Busy(format!(
+                    "hotel {hotel_id} is busy; try again"
+                )));
             }
             while_busy().await?;
             tokio::time::sleep(jitter(backoff)).await;
@@ -683,7 +658,7 @@ impl Booker {
             match work(guard, state.until(commit_by.min(deadline))).await {
                 // The lease, not the request, ran out: the writes are fenced, so take the
                 // lock again and read again.
-                Err(e) if e.code == "deadline_exceeded" && Instant::now() < deadline => {
+                Err(BookingError::DeadlineExceeded(_)) if Instant::now() < deadline => {
                     Ok(Attempt::Conflict)
                 }
                 other => other,
@@ -698,14 +673,7 @@ impl Booker {
     /// Releases a lock in the background, so the answer does not wait for it. It may take
     /// up to the lease, after which the lock is gone anyway (a short deadline would, on a
     /// loaded machine, leave the hotel locked for the rest of the lease).
-    fn release(
-        &self,
-        state: &StateClient,
-        hotel_id: u32,
-        resource: String,
-        owner: String,
-        lease: Duration,
-    ) {
+    fn release(&self, state: &S, hotel_id: u32, resource: String, owner: String, lease: Duration) {
         let release = state.until(Instant::now() + lease);
         let fencing = self.policy.fencing;
         tokio::spawn(async move {
@@ -724,13 +692,13 @@ impl Booker {
         });
     }
 
-    pub async fn reservation(&self, id: &str, call: &Call) -> Result<Reservation, AppError> {
+    pub async fn reservation(&self, id: &str, call: &Call) -> Result<Reservation, BookingError> {
         let state = self.state()?.until(call.deadline);
         read_reservation(&state, id).await
     }
 
     /// Cancels a reservation and frees its nights, under the same protection as booking.
-    pub async fn cancel(&self, id: &str, call: &Call) -> Result<Reservation, AppError> {
+    pub async fn cancel(&self, id: &str, call: &Call) -> Result<Reservation, BookingError> {
         let state = self.state()?;
         let within = state.until(call.work_until());
         let key = call.key.as_ref().map(|k| KeyUse {
@@ -745,20 +713,19 @@ impl Booker {
             return Ok(answer);
         }
         let hotel_id = parse_reservation(id, &first[0])?.hotel_id;
-        let attempt = |guard: Guard, s: StateClient| async move {
-            self.cancel_once(&s, id, key, guard).await
-        };
+        let attempt =
+            |guard: Guard, s: S| async move { self.cancel_once(&s, id, key, guard).await };
         self.protected(&within, hotel_id, call, || async { Ok(()) }, attempt)
             .await
     }
 
     async fn cancel_once(
         &self,
-        state: &StateClient,
+        state: &S,
         id: &str,
         key: Option<&KeyUse>,
         guard: Guard,
-    ) -> Result<Attempt<Reservation>, AppError> {
+    ) -> Result<Attempt<Reservation>, BookingError> {
         // The record first: a twin of this keyed cancel may have made it already.
         let first = read_with_record(state, reservation_key(id), key).await?;
         if let Some(answer) = self.answered(key, first.get(1))? {
@@ -823,28 +790,23 @@ impl Booker {
         from: Day,
         to: Day,
         call: &Call,
-    ) -> Result<Availability, AppError> {
+    ) -> Result<Availability, BookingError> {
         let hotel = self.hotel(hotel_id)?.clone();
         if to <= from {
-            return Err(AppError::bad_request(
-                "invalid_dates",
-                format!("check_out {to} must be after check_in {from}"),
-            ));
+            return Err(BookingError::Invalid {
+                code: "invalid_dates",
+                message: format!("check_out {to} must be after check_in {from}"),
+            });
         }
         if (to.0 - from.0).whole_days() > 366 {
-            return Err(AppError::bad_request(
-                "invalid_dates",
-                "ask for at most 366 nights at a time",
-            ));
+            return Err(BookingError::Invalid {
+                code: "invalid_dates",
+                message: "ask for at most 366 nights at a time".into(),
+            });
         }
         let nights = from.nights_until(to);
         let keys: Vec<String> = nights.iter().map(|d| night_key(hotel_id, *d)).collect();
-        let items = self
-            .state()?
-            .until(call.deadline)
-            .bulk_get(&keys)
-            .await
-            .map_err(store_error)?;
+        let items = self.state()?.until(call.deadline).bulk_get(&keys).await?;
         let mut out = Vec::with_capacity(nights.len());
         for (day, item) in nights.into_iter().zip(&items) {
             let booked = booked_of(item)?;
@@ -893,49 +855,30 @@ fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("booking types serialize to JSON")
 }
 
-/// 504 for a commit whose outcome could not be read back in time.
-fn outcome_unknown(e: &DaprError) -> AppError {
-    AppError::new(
-        axum::http::StatusCode::GATEWAY_TIMEOUT,
-        "outcome_unknown",
-        format!(
-            "the change may or may not have been made ({e}); retry with the same \
-             Idempotency-Key, or read it back, to know"
-        ),
-    )
-}
-
 /// Reads `key` and, with an idempotency key, its record, in one round trip.
-async fn read_with_record(
-    state: &StateClient,
+async fn read_with_record<S: Store>(
+    state: &S,
     key: String,
     idempotency: Option<&KeyUse>,
-) -> Result<Vec<Item>, AppError> {
+) -> Result<Vec<Item>, BookingError> {
     let mut keys = vec![key];
     if let Some(k) = idempotency {
         keys.push(k.record_key.clone());
     }
-    state.bulk_get(&keys).await.map_err(store_error)
+    Ok(state.bulk_get(&keys).await?)
 }
 
-async fn read_reservation(state: &StateClient, id: &str) -> Result<Reservation, AppError> {
-    let item = state.get(&reservation_key(id)).await.map_err(store_error)?;
+async fn read_reservation<S: Store>(state: &S, id: &str) -> Result<Reservation, BookingError> {
+    let item = state.get(&reservation_key(id)).await?;
     parse_reservation(id, &item)
 }
 
-fn parse_reservation(id: &str, item: &Item) -> Result<Reservation, AppError> {
+fn parse_reservation(id: &str, item: &Item) -> Result<Reservation, BookingError> {
     if !item.exists() {
-        return Err(AppError::not_found(
-            "reservation_not_found",
-            format!("no reservation {id}"),
-        ));
+        return Err(BookingError::ReservationNotFound(id.to_string()));
     }
-    serde_json::from_slice(&item.data).map_err(|e| {
-        AppError::bad_gateway(
-            "store_error",
-            format!("reservation {id} is unreadable: {e}"),
-        )
-    })
+    serde_json::from_slice(&item.data)
+        .map_err(|e| BookingError::Store(format!("reservation {id} is unreadable: {e}")))
 }
 
 /// What is kept of a lease for the unlock and the clock's slack: a fifth, at least 200 ms.
@@ -944,16 +887,13 @@ fn lease_margin(lease: Duration) -> Duration {
 }
 
 /// 409 naming the night when it lacks the rooms.
-fn sold_out(hotel: &Hotel, day: Day, booked: u32, rooms: u32) -> Result<(), AppError> {
+fn sold_out(hotel: &Hotel, day: Day, booked: u32, rooms: u32) -> Result<(), BookingError> {
     let left = hotel.rooms.saturating_sub(booked);
     if left < rooms {
-        return Err(AppError::conflict(
-            "sold_out",
-            format!(
-                "hotel {} has {left} of {} rooms left on {day}; {rooms} requested",
-                hotel.id, hotel.rooms
-            ),
-        ));
+        return Err(BookingError::SoldOut(format!(
+            "hotel {} has {left} of {} rooms left on {day}; {rooms} requested",
+            hotel.id, hotel.rooms
+        )));
     }
     Ok(())
 }

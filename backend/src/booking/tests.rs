@@ -1,0 +1,303 @@
+//! The booking rules over the in-memory store: no room sold twice under contention, in
+//! both protected modes; a lost commit answer read back, not redone; a lock holder past
+//! its lease fenced off (and, with fencing off, the oversell it prevents); idempotency keys
+//! deciding a request once. Fast, and with no process or network: the end-to-end tests
+//! prove the same through the real sidecar.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appkit::wire::{BookingRequest, Day};
+
+use super::{Booker, BookingError, Call, Consistency, Policy, Work, night_key};
+use crate::catalogue::Catalogue;
+use crate::store::memory::MemoryStore;
+
+/// Hotel 1 has 3 rooms, hotel 2 one.
+fn catalogue() -> Arc<Catalogue> {
+    Arc::new(
+        Catalogue::parse(
+            "id,name,city,rooms\n1,Three Rooms,Lisbon,3\n2,One Room,Porto,1\n",
+            "test",
+        )
+        .unwrap(),
+    )
+}
+
+fn policy(consistency: Consistency) -> Policy {
+    Policy {
+        consistency,
+        lease_secs: 5,
+        wait_budget: Duration::from_secs(10),
+        hold_lock: Duration::ZERO,
+        fencing: true,
+        key_ttl_secs: 60,
+    }
+}
+
+fn booker(store: &MemoryStore, policy: Policy) -> Arc<Booker<MemoryStore>> {
+    Arc::new(Booker::new(
+        catalogue(),
+        Some(store.clone()),
+        policy,
+        Work::Full,
+    ))
+}
+
+fn night() -> Day {
+    Day::today().plus(10).unwrap()
+}
+
+fn stay(user: &str, rooms: u32) -> BookingRequest {
+    BookingRequest {
+        user_id: user.into(),
+        name: "Test".into(),
+        check_in: night(),
+        check_out: night().plus(1).unwrap(),
+        rooms,
+    }
+}
+
+fn call(key: Option<&str>) -> Call {
+    Call {
+        deadline: Instant::now() + Duration::from_secs(20),
+        key: key.map(str::to_string),
+    }
+}
+
+/// Rooms sold on `night()` of `hotel`, as stored.
+fn booked(store: &MemoryStore, hotel: u32) -> u64 {
+    store
+        .value(&night_key(hotel, night()))
+        .and_then(|v| v["booked"].as_u64())
+        .unwrap_or(0)
+}
+
+fn reservations(store: &MemoryStore) -> usize {
+    store.keys("reservation-").len()
+}
+
+/// `n` one-room bookings of hotel 1 at once; the answers, in any order.
+async fn rush(booker: &Arc<Booker<MemoryStore>>, n: usize) -> Vec<Result<(), BookingError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let booker = booker.clone();
+            tokio::spawn(async move {
+                booker
+                    .book(1, stay(&format!("u{i}"), 1), &call(None))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_bookings_never_oversell() {
+    for consistency in [Consistency::Lock, Consistency::Etag] {
+        let store = MemoryStore::default();
+        let answers = rush(&booker(&store, policy(consistency)), 24).await;
+        let sold = answers.iter().filter(|a| a.is_ok()).count();
+        for a in &answers {
+            assert!(
+                matches!(a, Ok(()) | Err(BookingError::SoldOut(_))),
+                "{consistency:?}: {a:?}"
+            );
+        }
+        assert_eq!(sold, 3, "{consistency:?}: all three rooms, no more");
+        assert_eq!(booked(&store, 1), 3, "{consistency:?}");
+        assert_eq!(reservations(&store), 3, "{consistency:?}");
+    }
+}
+
+/// The proof that the rush above can fail: with no protection, the interleaved reads
+/// of the same count sell more rooms than there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_protection_the_same_rush_oversells() {
+    let store = MemoryStore::default();
+    let answers = rush(&booker(&store, policy(Consistency::None)), 24).await;
+    assert!(
+        reservations(&store) > 3,
+        "{} reservations for 3 rooms: {answers:?}",
+        reservations(&store)
+    );
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_read_back_not_redone() {
+    for (consistency, key) in [
+        (Consistency::Lock, None),
+        (Consistency::Lock, Some("k1")),
+        (Consistency::Etag, None),
+        (Consistency::Etag, Some("k1")),
+    ] {
+        let store = MemoryStore::default();
+        let booker = booker(&store, policy(consistency));
+        store.lose_answers(1);
+        let r = booker.book(1, stay("ann", 2), &call(key)).await;
+        let what = format!("{consistency:?} key {key:?}");
+        let r = r.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        assert_eq!(booked(&store, 1), 2, "{what}: booked once");
+        assert_eq!(
+            store.keys("reservation-"),
+            [format!("reservation-{}", r.id)]
+        );
+    }
+}
+
+/// A retry after an answer lost for good is answered from the key's record: the same
+/// reservation, and the nights counted once.
+#[tokio::test]
+async fn a_retry_under_the_same_key_gets_the_first_answer() {
+    let store = MemoryStore::default();
+    let booker = booker(&store, policy(Consistency::Lock));
+    let first = booker
+        .book(1, stay("ann", 1), &call(Some("k")))
+        .await
+        .unwrap();
+    let again = booker
+        .book(1, stay("ann", 1), &call(Some("k")))
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(booked(&store, 1), 1);
+    assert_eq!(
+        booker.book(1, stay("bob", 1), &call(Some("k"))).await,
+        Err(BookingError::KeyReused)
+    );
+    // Twelve twins at once still book once.
+    let twins: Vec<_> = (0..12)
+        .map(|_| {
+            let booker = booker.clone();
+            tokio::spawn(async move { booker.book(1, stay("cy", 1), &call(Some("k2"))).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in twins {
+        ids.push(t.await.unwrap().unwrap().id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one reservation for one key");
+    assert_eq!(booked(&store, 1), 2);
+}
+
+/// A keyed request refused as sold out stays refused, also once a room is free again:
+/// a key is decided once.
+#[tokio::test]
+async fn a_refusal_is_decided_once() {
+    let store = MemoryStore::default();
+    let booker = booker(&store, policy(Consistency::Lock));
+    let taken = booker.book(2, stay("ann", 1), &call(None)).await.unwrap();
+    let refused = booker.book(2, stay("bob", 1), &call(Some("b"))).await;
+    assert!(
+        matches!(refused, Err(BookingError::SoldOut(_))),
+        "{refused:?}"
+    );
+    booker.cancel(&taken.id, &call(None)).await.unwrap();
+    assert_eq!(booked(&store, 2), 0, "the cancel freed the room");
+    let again = booker.book(2, stay("bob", 1), &call(Some("b"))).await;
+    assert_eq!(again, refused);
+    assert!(booker.book(2, stay("cy", 1), &call(None)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_keyed_cancel_frees_the_nights_once() {
+    let store = MemoryStore::default();
+    let booker = booker(&store, policy(Consistency::Etag));
+    let r = booker.book(1, stay("ann", 2), &call(None)).await.unwrap();
+    booker.book(1, stay("bob", 1), &call(None)).await.unwrap();
+    let first = booker.cancel(&r.id, &call(Some("c"))).await.unwrap();
+    let second = booker.cancel(&r.id, &call(Some("c"))).await.unwrap();
+    assert_eq!(
+        (first.id.as_str(), second.id.as_str()),
+        (r.id.as_str(), r.id.as_str())
+    );
+    assert_eq!(booked(&store, 1), 1, "two rooms freed, once");
+    assert_eq!(
+        booker.cancel(&r.id, &call(None)).await,
+        Err(BookingError::ReservationNotFound(r.id.clone()))
+    );
+}
+
+/// Replica A takes the one-room hotel's lock, reads the night, and lingers past its
+/// lease; B takes the lock and sells the room. Returns A's answer and the reservations
+/// stored.
+async fn a_holder_outlives_its_lease(fencing: bool) -> (Result<(), BookingError>, usize) {
+    let store = MemoryStore::default();
+    let mut slow = policy(Consistency::Lock);
+    slow.lease_secs = 1;
+    slow.hold_lock = Duration::from_millis(1300);
+    slow.fencing = fencing;
+    let a = booker(&store, slow);
+    let b = booker(&store, policy(Consistency::Lock));
+    let first = tokio::spawn(async move { a.book(2, stay("a", 1), &call(None)).await });
+    let lock = "hotel-2";
+    while store.holder(lock).is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while store.holder(lock).is_some() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.book(2, stay("b", 1), &call(None)).await.unwrap();
+    let a_answer = first.await.unwrap().map(|_| ());
+    (a_answer, reservations(&store))
+}
+
+#[tokio::test]
+async fn a_lock_holder_past_its_lease_is_fenced_off() {
+    let (a, sold) = a_holder_outlives_its_lease(true).await;
+    assert!(matches!(a, Err(BookingError::SoldOut(_))), "{a:?}");
+    assert_eq!(sold, 1);
+}
+
+/// The proof for the case above: without fencing, the late holder's blind write lands too.
+#[tokio::test]
+async fn without_fencing_a_holder_past_its_lease_oversells() {
+    let (a, sold) = a_holder_outlives_its_lease(false).await;
+    assert_eq!(a, Ok(()), "the late holder is told 201");
+    assert_eq!(sold, 2, "two reservations of the one room");
+}
+
+#[tokio::test]
+async fn a_lock_held_past_the_wait_budget_is_busy() {
+    let store = MemoryStore::default();
+    let mut impatient = policy(Consistency::Lock);
+    impatient.wait_budget = Duration::from_millis(100);
+    let booker = booker(&store, impatient);
+    assert!(store.try_lock_now("hotel-1", "someone else", 5));
+    let r = booker.book(1, stay("ann", 1), &call(None)).await;
+    assert!(matches!(r, Err(BookingError::Busy(_))), "{r:?}");
+    assert_eq!(store.transactions(), 0, "nothing written");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_any_work() {
+    let store = MemoryStore::default();
+    let booker = booker(&store, policy(Consistency::Lock));
+    let mut backwards = stay("ann", 1);
+    backwards.check_out = backwards.check_in;
+    for (hotel, req, expect) in [
+        (9, stay("ann", 1), BookingError::HotelNotFound(9)),
+        (
+            1,
+            backwards,
+            BookingError::Invalid {
+                code: "invalid_dates",
+                message: String::new(),
+            },
+        ),
+    ] {
+        let got = booker.book(hotel, req, &call(None)).await.unwrap_err();
+        assert_eq!(
+            std::mem::discriminant(&got),
+            std::mem::discriminant(&expect),
+            "{got:?}"
+        );
+    }
+    assert_eq!(store.transactions(), 0);
+}

@@ -1,0 +1,220 @@
+//! An in-memory `Store` with the rules of this project's sidecar, for the booking's unit
+//! tests: an ETag per key that changes on every write, first-write creates, transactions
+//! that check every ETag before writing anything, and locks whose leases run out. Every
+//! call yields to the scheduler first, so concurrent bookings interleave as they would
+//! over the network. Faults a test can turn on: commits applied whose answer is lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use appkit::dapr::{DaprError, Item, Op, Unlocked};
+
+use super::Store;
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    shared: Arc<Mutex<Shared>>,
+    deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Key → (value, ETag).
+    items: HashMap<String, (Vec<u8>, String)>,
+    next_etag: u64,
+    /// Resource → (owner, lease end).
+    locks: HashMap<String, (String, Instant)>,
+    /// How many of the next transactions are applied but answered with an error.
+    answers_to_lose: usize,
+    transactions: usize,
+}
+
+impl Shared {
+    fn etag(&mut self) -> String {
+        self.next_etag += 1;
+        self.next_etag.to_string()
+    }
+
+    fn item(&self, key: &str) -> Item {
+        let (data, etag) = self.items.get(key).cloned().unwrap_or_default();
+        Item {
+            key: key.to_string(),
+            data,
+            etag,
+        }
+    }
+
+    /// The ETag an operation names matches (or it names none).
+    fn matches(&self, key: &str, etag: Option<&String>) -> bool {
+        etag.is_none_or(|e| self.items.get(key).is_some_and(|(_, now)| now == e))
+    }
+}
+
+impl MemoryStore {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lets other tasks run, then refuses the call if its deadline has passed.
+    async fn enter(&self, call: &str) -> Result<(), DaprError> {
+        tokio::task::yield_now().await;
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Err(DaprError::DeadlineExceeded(format!(
+                "{call}: the deadline passed"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next `n` transactions are applied, then answered as if the reply were lost.
+    pub fn lose_answers(&self, n: usize) {
+        self.shared().answers_to_lose = n;
+    }
+
+    /// How many transactions were applied.
+    pub fn transactions(&self) -> usize {
+        self.shared().transactions
+    }
+
+    /// The value stored under `key`, as JSON.
+    pub fn value(&self, key: &str) -> Option<serde_json::Value> {
+        let shared = self.shared();
+        let (data, _) = shared.items.get(key)?;
+        serde_json::from_slice(data).ok()
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .shared()
+            .items
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Takes the lock at once, as `try_lock` does (for a test to hold one itself).
+    pub fn try_lock_now(&self, resource: &str, owner: &str, lease_secs: i32) -> bool {
+        let mut shared = self.shared();
+        let now = Instant::now();
+        if shared
+            .locks
+            .get(resource)
+            .is_some_and(|(_, until)| now < *until)
+        {
+            return false;
+        }
+        let lease = Duration::from_secs(u64::try_from(lease_secs.max(1)).unwrap_or(1));
+        shared
+            .locks
+            .insert(resource.to_string(), (owner.to_string(), now + lease));
+        true
+    }
+
+    /// Who holds the lock on `resource` now (a lease that ran out holds nothing).
+    pub fn holder(&self, resource: &str) -> Option<String> {
+        let shared = self.shared();
+        let (owner, until) = shared.locks.get(resource)?;
+        (Instant::now() < *until).then(|| owner.clone())
+    }
+}
+
+impl Store for MemoryStore {
+    fn until(&self, deadline: Instant) -> Self {
+        MemoryStore {
+            shared: self.shared.clone(),
+            deadline: Some(deadline),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Item, DaprError> {
+        self.enter("get").await?;
+        Ok(self.shared().item(key))
+    }
+
+    async fn bulk_get(&self, keys: &[String]) -> Result<Vec<Item>, DaprError> {
+        self.enter("bulk_get").await?;
+        let shared = self.shared();
+        Ok(keys.iter().map(|k| shared.item(k)).collect())
+    }
+
+    async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        _ttl: Option<u32>,
+    ) -> Result<bool, DaprError> {
+        self.enter("create").await?;
+        let mut shared = self.shared();
+        if shared.items.contains_key(key) {
+            return Ok(false);
+        }
+        let etag = shared.etag();
+        shared.items.insert(key.to_string(), (value, etag));
+        Ok(true)
+    }
+
+    async fn transact(&self, ops: Vec<Op>) -> Result<(), DaprError> {
+        self.enter("transact").await?;
+        let mut shared = self.shared();
+        for op in &ops {
+            let (key, etag) = match op {
+                Op::Upsert { key, etag, .. } | Op::Delete { key, etag } => (key, etag.as_ref()),
+            };
+            if !shared.matches(key, etag) {
+                return Err(DaprError::Conflict(format!("etag mismatch on {key}")));
+            }
+        }
+        for op in ops {
+            match op {
+                Op::Upsert { key, value, .. } => {
+                    let etag = shared.etag();
+                    shared.items.insert(key, (value, etag));
+                }
+                Op::Delete { key, .. } => {
+                    shared.items.remove(&key);
+                }
+            }
+        }
+        shared.transactions += 1;
+        if shared.answers_to_lose > 0 {
+            shared.answers_to_lose -= 1;
+            return Err(DaprError::DeadlineExceeded("the answer was lost".into()));
+        }
+        Ok(())
+    }
+
+    async fn try_lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        lease_secs: i32,
+    ) -> Result<bool, DaprError> {
+        self.enter("try_lock").await?;
+        Ok(self.try_lock_now(resource, owner, lease_secs))
+    }
+
+    async fn unlock(&self, resource: &str, owner: &str) -> Result<Unlocked, DaprError> {
+        self.enter("unlock").await?;
+        let mut shared = self.shared();
+        let now = Instant::now();
+        match shared.locks.get(resource) {
+            Some((_, until)) if now >= *until => {
+                shared.locks.remove(resource);
+                Ok(Unlocked::DidNotExist)
+            }
+            None => Ok(Unlocked::DidNotExist),
+            Some((held_by, _)) if held_by != owner => Ok(Unlocked::HeldByOther),
+            Some(_) => {
+                shared.locks.remove(resource);
+                Ok(Unlocked::Released)
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! What the booking rules need of Dapr, and nothing more: a state store with ETags,
+//! first-write creates and all-or-nothing transactions, and a lock store with leases,
+//! every call bounded by a deadline. The Dapr sidecar over gRPC (`StateClient`) is the
+//! real one; `memory` is a fake with the same rules for the booking's unit tests.
+
+use std::future::Future;
+use std::time::Instant;
+
+use appkit::dapr::{DaprError, Item, Op, StateClient, Unlocked};
+
+#[cfg(test)]
+pub mod memory;
+
+pub trait Store: Clone + Send + Sync + 'static {
+    /// The same store, with every call given up at `deadline`.
+    #[must_use]
+    fn until(&self, deadline: Instant) -> Self;
+
+    /// The value and ETag of `key`; a missing key is an item that does not `exist()`.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Item, DaprError>> + Send;
+
+    /// One item per key, in order.
+    fn bulk_get(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Item>, DaprError>> + Send;
+
+    /// Creates `key` only if it does not exist (`Ok(false)` when it did), expiring after
+    /// `ttl` seconds when given.
+    fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    ) -> impl Future<Output = Result<bool, DaprError>> + Send;
+
+    /// All of `ops` or none; an ETag that no longer matches fails the whole transaction.
+    fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), DaprError>> + Send;
+
+    /// Takes the lock on `resource` for `owner` for `lease_secs`, unless someone holds it.
+    fn try_lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        lease_secs: i32,
+    ) -> impl Future<Output = Result<bool, DaprError>> + Send;
+
+    fn unlock(
+        &self,
+        resource: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<Unlocked, DaprError>> + Send;
+}
+
+impl Store for StateClient {
+    fn until(&self, deadline: Instant) -> Self {
+        StateClient::until(self, deadline)
+    }
+
+    fn get(&self, key: &str) -> impl Future<Output = Result<Item, DaprError>> + Send {
+        StateClient::get(self, key)
+    }
+
+    fn bulk_get(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Item>, DaprError>> + Send {
+        StateClient::bulk_get(self, keys)
+    }
+
+    fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    ) -> impl Future<Output = Result<bool, DaprError>> + Send {
+        StateClient::create(self, key, value, ttl)
+    }
+
+    fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), DaprError>> + Send {
+        StateClient::transact(self, ops)
+    }
+
+    fn try_lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        lease_secs: i32,
+    ) -> impl Future<Output = Result<bool, DaprError>> + Send {
+        StateClient::try_lock(self, resource, owner, lease_secs)
+    }
+
+    fn unlock(
+        &self,
+        resource: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<Unlocked, DaprError>> + Send {
+        StateClient::unlock(self, resource, owner)
+    }
+}
