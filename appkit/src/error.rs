@@ -25,7 +25,19 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// A request that breaks a rule of the API is a 400 with the rule's code.
+impl From<crate::wire::Invalid> for AppError {
+    fn from(i: crate::wire::Invalid) -> Self {
+        AppError::bad_request(i.code, i.message)
+    }
+}
+
 impl AppError {
+    /// 404 for a reservation id that names nothing (also one that is not a UUID).
+    pub fn no_reservation(id: &str) -> Self {
+        Self::not_found("reservation_not_found", format!("no reservation {id}"))
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         AppError {
             status,

@@ -96,10 +96,61 @@ pub struct Invalid {
     pub message: String,
 }
 
+/// A hotel id as a path names it: a number. Both services parse it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HotelId(pub u32);
+
+impl HotelId {
+    pub fn parse(raw: &str) -> Result<HotelId, Invalid> {
+        raw.parse().map(HotelId).map_err(|_| Invalid {
+            code: "invalid_hotel_id",
+            message: format!("hotel id {raw:?} is not a number"),
+        })
+    }
+}
+
+/// A reservation id: a UUID, kept in its lowercase hyphenated form, so that one
+/// reservation has one key whatever the case a client writes it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationId(String);
+
+impl ReservationId {
+    /// `None` for anything that is not a UUID: no such reservation can exist, and the
+    /// text must not reach the store.
+    pub fn parse(raw: &str) -> Option<ReservationId> {
+        let id = uuid::Uuid::try_parse(raw).ok()?;
+        Some(ReservationId(id.hyphenated().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A valid stay: check-out after check-in, at most `MAX_NIGHTS` nights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stay {
+    pub check_in: Day,
+    pub check_out: Day,
+}
+
+impl Stay {
+    /// The nights booked: check-in up to, not including, check-out.
+    pub fn nights(&self) -> Vec<Day> {
+        self.check_in.nights_until(self.check_out)
+    }
+}
+
 impl BookingRequest {
     /// The rules a booking must meet whatever the hotel: a real stay that starts `today`
     /// or later, a sane room count.
-    pub fn validate(&self, today: Day) -> Result<Vec<Day>, Invalid> {
+    pub fn validate(&self, today: Day) -> Result<Stay, Invalid> {
         let bad = |code, message: String| Err(Invalid { code, message });
         if self.user_id.trim().is_empty() || self.user_id.len() > 128 {
             return bad(
@@ -141,7 +192,10 @@ impl BookingRequest {
                 format!("rooms must be 1 to {MAX_ROOMS}, not {}", self.rooms),
             );
         }
-        Ok(self.check_in.nights_until(self.check_out))
+        Ok(Stay {
+            check_in: self.check_in,
+            check_out: self.check_out,
+        })
     }
 }
 
@@ -213,60 +267,63 @@ mod tests {
 
     #[test]
     fn nights_cover_the_stay_without_the_last_day() {
-        let n = req("2026-12-30", "2027-01-02", 1)
+        let stay = req("2026-12-30", "2027-01-02", 1)
             .validate(day(TODAY))
             .unwrap();
-        let s: Vec<String> = n.iter().map(ToString::to_string).collect();
+        let s: Vec<String> = stay.nights().iter().map(ToString::to_string).collect();
         assert_eq!(s, ["2026-12-30", "2026-12-31", "2027-01-01"]);
     }
 
     #[test]
-    fn bad_stays_and_rooms_are_refused() {
-        assert_eq!(
-            req("2026-12-03", "2026-12-01", 1)
-                .validate(day(TODAY))
-                .unwrap_err()
-                .code,
-            "invalid_dates"
-        );
-        assert_eq!(
-            req("2026-12-01", "2026-12-01", 1)
-                .validate(day(TODAY))
-                .unwrap_err()
-                .code,
-            "invalid_dates"
-        );
-        assert_eq!(
-            req("2026-07-01", "2026-09-01", 1)
-                .validate(day(TODAY))
-                .unwrap_err()
-                .code,
-            "invalid_dates"
-        );
-        assert_eq!(
-            req("2026-12-01", "2026-12-02", 0)
-                .validate(day(TODAY))
-                .unwrap_err()
-                .code,
-            "invalid_rooms"
-        );
-        assert_eq!(
-            req("2026-12-01", "2026-12-02", 21)
-                .validate(day(TODAY))
-                .unwrap_err()
-                .code,
-            "invalid_rooms"
-        );
-    }
-
-    #[test]
-    fn stays_may_start_today_but_not_before() {
-        assert!(req(TODAY, "2026-06-02", 1).validate(day(TODAY)).is_ok());
+    fn stays_and_rooms_are_checked() {
+        // (check_in, check_out, rooms, the refusal's code or None when valid)
+        let cases = [
+            (TODAY, "2026-06-02", 1, None),
+            ("2026-12-01", "2026-12-31", 20, None),
+            ("2026-12-03", "2026-12-01", 1, Some("invalid_dates")),
+            ("2026-12-01", "2026-12-01", 1, Some("invalid_dates")),
+            ("2026-07-01", "2026-09-01", 1, Some("invalid_dates")),
+            ("2026-05-31", "2026-06-02", 1, Some("invalid_dates")),
+            ("2026-12-01", "2026-12-02", 0, Some("invalid_rooms")),
+            ("2026-12-01", "2026-12-02", 21, Some("invalid_rooms")),
+        ];
+        for (check_in, check_out, rooms, refused) in cases {
+            let got = req(check_in, check_out, rooms).validate(day(TODAY));
+            assert_eq!(
+                got.err().map(|e| e.code),
+                refused,
+                "{check_in}..{check_out}, {rooms} rooms"
+            );
+        }
         let past = req("2026-05-31", "2026-06-02", 1)
             .validate(day(TODAY))
             .unwrap_err();
-        assert_eq!(past.code, "invalid_dates");
         assert!(past.message.contains("past"), "{}", past.message);
+    }
+
+    #[test]
+    fn ids_parse_as_both_services_need() {
+        assert_eq!(HotelId::parse("42"), Ok(HotelId(42)));
+        for raw in ["", "x", "-1", "4294967296"] {
+            assert_eq!(
+                HotelId::parse(raw).unwrap_err().code,
+                "invalid_hotel_id",
+                "{raw:?}"
+            );
+        }
+        let id = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
+        assert_eq!(
+            ReservationId::parse(id).unwrap().as_str(),
+            id.to_ascii_lowercase()
+        );
+        for raw in [
+            "",
+            "x",
+            "6f9619ff-8b86-d011-b42d-00c04fc964f",
+            "../etc/passwd",
+        ] {
+            assert_eq!(ReservationId::parse(raw), None, "{raw:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
 use appkit::request::{deadline, idempotency_key};
-use appkit::wire::{BookingRequest, Day, Hotel};
+use appkit::wire::{BookingRequest, Day, Hotel, HotelId, ReservationId};
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -77,12 +77,7 @@ async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: 
 }
 
 fn hotel_id(raw: &str) -> Result<u32, AppError> {
-    raw.parse().map_err(|_| {
-        AppError::bad_request(
-            "invalid_hotel_id",
-            format!("hotel id {raw:?} is not a number"),
-        )
-    })
+    Ok(HotelId::parse(raw)?.0)
 }
 
 async fn book(
@@ -160,7 +155,7 @@ async fn reservation(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let call = s.call(&headers)?;
-    Ok(Json(s.booker.reservation(&valid_id(&id)?, &call).await?).into_response())
+    Ok(Json(s.booker.reservation(&reservation_id(&id)?, &call).await?).into_response())
 }
 
 async fn cancel(
@@ -168,7 +163,7 @@ async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = valid_id(&id)?;
+    let id = reservation_id(&id)?;
     let call = s.call(&headers)?;
     let booker = s.booker.clone();
     Ok(Json(finish(async move { booker.cancel(&id, &call).await }).await?).into_response())
@@ -214,9 +209,6 @@ impl From<BookingError> for AppError {
     }
 }
 
-/// Reservation ids are UUIDs; anything else cannot exist and must not reach the store.
-fn valid_id(id: &str) -> Result<String, AppError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| AppError::not_found("reservation_not_found", format!("no reservation {id}")))
+fn reservation_id(raw: &str) -> Result<ReservationId, AppError> {
+    ReservationId::parse(raw).ok_or_else(|| AppError::no_reservation(raw))
 }

@@ -3,7 +3,7 @@
 
 use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
 use appkit::request::{IDEMPOTENCY_KEY, first_bookable_day};
-use appkit::wire::ReservationRequest;
+use appkit::wire::{HotelId, ReservationId, ReservationRequest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -38,9 +38,7 @@ async fn book(
 ) -> Result<Response, AppError> {
     let req: ReservationRequest = parse_json(body)?;
     let keyed = headers.contains_key(IDEMPOTENCY_KEY);
-    req.user
-        .validate(first_bookable_day(keyed))
-        .map_err(|i| AppError::bad_request(i.code, i.message))?;
+    req.user.validate(first_bookable_day(keyed))?;
     let user = serde_json::to_vec(&req.user)
         .map_err(|e| AppError::bad_request("invalid_field", e.to_string()))?;
     b.call(
@@ -53,24 +51,11 @@ async fn book(
 }
 
 fn hotel_id(raw: &str) -> Result<u32, AppError> {
-    raw.parse().map_err(|_| {
-        AppError::bad_request(
-            "invalid_hotel_id",
-            format!("hotel id {raw:?} is not a number"),
-        )
-    })
+    Ok(HotelId::parse(raw)?.0)
 }
 
-fn reservation_id(raw: &str) -> Result<String, AppError> {
-    let ok = raw.len() == 36 && raw.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-');
-    if ok {
-        Ok(raw.to_ascii_lowercase())
-    } else {
-        Err(AppError::not_found(
-            "reservation_not_found",
-            format!("no reservation {raw}"),
-        ))
-    }
+fn reservation_id(raw: &str) -> Result<ReservationId, AppError> {
+    ReservationId::parse(raw).ok_or_else(|| AppError::no_reservation(raw))
 }
 
 async fn hotels(State(b): State<Backend>, headers: HeaderMap) -> Result<Response, AppError> {

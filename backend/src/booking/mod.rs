@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use appkit::dapr::{DaprError, Item, Op, StateClient, Unlocked};
 use appkit::request::first_bookable_day;
-use appkit::wire::{Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation};
+use appkit::wire::{
+    Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation, ReservationId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Catalogue;
@@ -246,7 +248,9 @@ impl<S: Store> Booker<S> {
         call: &Call,
     ) -> Result<Reservation, BookingError> {
         let hotel = self.hotel(hotel_id)?.clone();
-        let nights = req.validate(first_bookable_day(call.key.is_some()))?;
+        let nights = req
+            .validate(first_bookable_day(call.key.is_some()))?
+            .nights();
         let key = call.key.as_ref().map(|k| KeyUse {
             record_key: idempotency_record_key(k),
             request: serde_json::json!({"book": {"hotel_id": hotel_id, "user": &req}}),
@@ -692,13 +696,22 @@ impl<S: Store> Booker<S> {
         });
     }
 
-    pub async fn reservation(&self, id: &str, call: &Call) -> Result<Reservation, BookingError> {
+    pub async fn reservation(
+        &self,
+        id: &ReservationId,
+        call: &Call,
+    ) -> Result<Reservation, BookingError> {
         let state = self.state()?.until(call.deadline);
-        read_reservation(&state, id).await
+        read_reservation(&state, id.as_str()).await
     }
 
     /// Cancels a reservation and frees its nights, under the same protection as booking.
-    pub async fn cancel(&self, id: &str, call: &Call) -> Result<Reservation, BookingError> {
+    pub async fn cancel(
+        &self,
+        id: &ReservationId,
+        call: &Call,
+    ) -> Result<Reservation, BookingError> {
+        let id = id.as_str();
         let state = self.state()?;
         let within = state.until(call.work_until());
         let key = call.key.as_ref().map(|k| KeyUse {

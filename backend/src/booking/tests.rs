@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appkit::wire::{BookingRequest, Day};
+use appkit::wire::{BookingRequest, Day, ReservationId};
 
 use super::{Booker, BookingError, Call, Consistency, Policy, Work, night_key};
 use crate::catalogue::Catalogue;
@@ -63,6 +63,10 @@ fn call(key: Option<&str>) -> Call {
         deadline: Instant::now() + Duration::from_secs(20),
         key: key.map(str::to_string),
     }
+}
+
+fn id_of(id: &str) -> ReservationId {
+    ReservationId::parse(id).unwrap()
 }
 
 /// Rooms sold on `night()` of `hotel`, as stored.
@@ -198,7 +202,7 @@ async fn a_refusal_is_decided_once() {
         matches!(refused, Err(BookingError::SoldOut(_))),
         "{refused:?}"
     );
-    booker.cancel(&taken.id, &call(None)).await.unwrap();
+    booker.cancel(&id_of(&taken.id), &call(None)).await.unwrap();
     assert_eq!(booked(&store, 2), 0, "the cancel freed the room");
     let again = booker.book(2, stay("bob", 1), &call(Some("b"))).await;
     assert_eq!(again, refused);
@@ -211,15 +215,21 @@ async fn a_keyed_cancel_frees_the_nights_once() {
     let booker = booker(&store, policy(Consistency::Etag));
     let r = booker.book(1, stay("ann", 2), &call(None)).await.unwrap();
     booker.book(1, stay("bob", 1), &call(None)).await.unwrap();
-    let first = booker.cancel(&r.id, &call(Some("c"))).await.unwrap();
-    let second = booker.cancel(&r.id, &call(Some("c"))).await.unwrap();
+    let first = booker
+        .cancel(&id_of(&r.id), &call(Some("c")))
+        .await
+        .unwrap();
+    let second = booker
+        .cancel(&id_of(&r.id), &call(Some("c")))
+        .await
+        .unwrap();
     assert_eq!(
         (first.id.as_str(), second.id.as_str()),
         (r.id.as_str(), r.id.as_str())
     );
     assert_eq!(booked(&store, 1), 1, "two rooms freed, once");
     assert_eq!(
-        booker.cancel(&r.id, &call(None)).await,
+        booker.cancel(&id_of(&r.id), &call(None)).await,
         Err(BookingError::ReservationNotFound(r.id.clone()))
     );
 }
