@@ -96,16 +96,6 @@ impl ApiError {
         .rich("DAPR_STATE_NOT_CONFIGURED", app_id)
     }
 
-    pub fn transactions_not_supported(name: &str, app_id: &str) -> Self {
-        Self::new(
-            "ERR_STATE_STORE_NOT_SUPPORTED",
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Unimplemented,
-            format!("state store {name} doesn't support transactions"),
-        )
-        .rich("DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED", app_id)
-    }
-
     pub fn lock_store_not_configured() -> Self {
         Self::new(
             "ERR_LOCK_STORE_NOT_CONFIGURED",

@@ -94,6 +94,25 @@ pub struct Call {
     pub body: Bytes,
 }
 
+impl Call {
+    /// The call an HTTP request makes, for the app's `path`; the body is read whole,
+    /// within the invoker's size limit.
+    pub async fn read(
+        invoker: &Invoker,
+        path: String,
+        req: Request<Body>,
+    ) -> Result<Call, ApiError> {
+        let (parts, body) = req.into_parts();
+        Ok(Call {
+            method: parts.method,
+            path,
+            query: parts.uri.query().map(str::to_string),
+            headers: parts.headers,
+            body: invoker.read_body(body).await?,
+        })
+    }
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -138,7 +157,7 @@ impl Invoker {
     }
 
     /// Reads a request body within `--max-body-size`.
-    pub async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
+    async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
         axum::body::to_bytes(body, self.max_body)
             .await
             .map_err(|e| ApiError::body_read(format!("failed to read request body: {e}")))

@@ -14,7 +14,8 @@ pub mod metrics;
 pub mod registry;
 pub mod reset;
 pub mod resources;
-pub mod runtime;
+
 pub mod server;
 pub mod state;
 pub mod trace;
+pub mod transport;

@@ -15,14 +15,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api;
+use crate::api::{Api, AppInfo};
 use crate::components::Components;
 use crate::invoke::Invoker;
 use crate::metrics::Metrics;
 use crate::registry::{Entry, Registration, Registry};
 use crate::resources::{self, Configuration};
-use crate::runtime::{Runtime, RuntimeInfo};
 use crate::trace::{TraceLayer, Tracer};
+use crate::transport;
 
 /// Everything a sidecar needs to start; the launcher fills it from `dapr run` flags.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub struct Ports {
 
 pub struct Sidecar {
     pub ports: Ports,
-    pub runtime: Arc<Runtime>,
+    pub runtime: Arc<Api>,
     pub config: Configuration,
     tasks: Vec<JoinHandle<()>>,
     registration: Option<Registration>,
@@ -100,7 +100,7 @@ fn serve_http(
     router: axum::Router,
     rx: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let svc = tower::util::MapRequestLayer::new(api::http::normalize_path);
+    let svc = tower::util::MapRequestLayer::new(transport::http::normalize_path);
     let app = tower::Layer::layer(&svc, router);
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -161,8 +161,8 @@ impl Sidecar {
             opts.max_body_size,
         );
         let (shutdown, rx) = watch::channel(false);
-        let runtime = Arc::new(Runtime {
-            info: RuntimeInfo {
+        let runtime = Arc::new(Api {
+            info: AppInfo {
                 app_id: opts.app_id.clone(),
                 app_port: opts.app_port,
                 app_protocol: opts.app_protocol.clone(),
@@ -187,7 +187,7 @@ impl Sidecar {
             Some(t) => router.layer(TraceLayer::new(t.clone())),
             None => router,
         };
-        let mut router = traced(api::http::router(runtime.clone()));
+        let mut router = traced(transport::http::router(runtime.clone()));
         if let Some(listener) = metrics_listener {
             let metrics = Metrics::new(&opts.app_id);
             router = metrics.layer(router);
@@ -196,11 +196,11 @@ impl Sidecar {
         tasks.push(serve_http(http, router, rx.clone()));
         tasks.push(serve_http(
             internal,
-            traced(api::internal::router(runtime.clone())),
+            traced(transport::internal::router(runtime.clone())),
             rx.clone(),
         ));
         let grpc_rx = rx.clone();
-        let grpc_service = api::grpc::service(runtime.clone());
+        let grpc_service = transport::grpc::service(runtime.clone());
         let grpc_tracer = tracer.clone();
         tasks.push(tokio::spawn(async move {
             let incoming =
@@ -317,7 +317,7 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 
 /// Marks the app channel ready once the app's port accepts a connection, as daprd waits
 /// for it before `/v1.0/healthz` says ready.
-async fn wait_for_app(rt: Arc<Runtime>, host: String, port: u16, stop: watch::Receiver<bool>) {
+async fn wait_for_app(rt: Arc<Api>, host: String, port: u16, stop: watch::Receiver<bool>) {
     let mut logged = false;
     loop {
         if *stop.borrow() {

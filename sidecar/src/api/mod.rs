@@ -1,7 +1,67 @@
-//! The two faces of the Dapr API: HTTP (`http`) and gRPC (`grpc`), plus the internal
-//! listener (`internal`) that peer sidecars call to reach this sidecar's app.
+//! The Dapr API, free of any transport. Each operation takes a typed request that a
+//! transport (`crate::transport::http`, `crate::transport::grpc`) decoded once, and gives
+//! a typed answer or an `ApiError` that each transport encodes its own way. Validation,
+//! its order, key prefixing and error codes live here only: state (`state`), locks
+//! (`lock`), metadata and health (`metadata`); invocation is `crate::invoke`.
 
-pub mod grpc;
-mod grpc_unimplemented;
-pub mod http;
-pub mod internal;
+pub mod lock;
+pub mod metadata;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+
+use crate::components::Components;
+use crate::errors::ApiError;
+use crate::invoke::Invoker;
+
+/// What the API reports about this sidecar and its app, or acts on.
+#[derive(Debug, Clone)]
+pub struct AppInfo {
+    pub app_id: String,
+    pub app_port: Option<u16>,
+    pub app_protocol: String,
+    pub app_channel_address: String,
+    pub api_token: Option<String>,
+    pub enable_api_logging: bool,
+}
+
+/// The sidecar's API and what it serves from: components, invocation, readiness.
+pub struct Api {
+    pub info: AppInfo,
+    pub components: Components,
+    pub invoker: Invoker,
+    /// Set once the app's port accepts connections (or at once without `--app-port`).
+    pub app_ready: AtomicBool,
+    /// `PUT /v1.0/metadata/{attr}` values.
+    pub extended: Mutex<HashMap<String, String>>,
+    /// Flipped to true to ask the whole process to stop (`/v1.0/shutdown`, gRPC Shutdown).
+    pub shutdown: watch::Sender<bool>,
+}
+
+pub const RUNTIME_VERSION: &str = concat!("sidecar-", env!("CARGO_PKG_VERSION"));
+
+impl Api {
+    pub fn app_id(&self) -> &str {
+        &self.info.app_id
+    }
+
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn is_app_ready(&self) -> bool {
+        self.app_ready.load(Ordering::Acquire)
+    }
+
+    /// Keys and lock resources may not hold `||`, the separator of the prefixes.
+    fn check_key(&self, key: &str) -> Result<(), ApiError> {
+        if key.contains("||") {
+            return Err(ApiError::illegal_key(key, self.app_id()));
+        }
+        Ok(())
+    }
+}

@@ -110,10 +110,6 @@ impl StateStore {
         }
     }
 
-    pub fn transactional(&self) -> bool {
-        true
-    }
-
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
         match self {
             StateStore::Memory(s) => s.get(key),

@@ -37,11 +37,11 @@ pub type NeverStream<T> = tonic::codegen::BoxStream<T>;
 
 macro_rules! dapr_unimplemented {
     () => {
-        type SubscribeTopicEventsAlpha1Stream = $crate::api::grpc_unimplemented::NeverStream<SubscribeTopicEventsResponseAlpha1>;
-        type SubscribeConfigurationAlpha1Stream = $crate::api::grpc_unimplemented::NeverStream<SubscribeConfigurationResponse>;
-        type SubscribeConfigurationStream = $crate::api::grpc_unimplemented::NeverStream<SubscribeConfigurationResponse>;
-        type EncryptAlpha1Stream = $crate::api::grpc_unimplemented::NeverStream<EncryptResponse>;
-        type DecryptAlpha1Stream = $crate::api::grpc_unimplemented::NeverStream<DecryptResponse>;
+        type SubscribeTopicEventsAlpha1Stream = $crate::transport::grpc_unimplemented::NeverStream<SubscribeTopicEventsResponseAlpha1>;
+        type SubscribeConfigurationAlpha1Stream = $crate::transport::grpc_unimplemented::NeverStream<SubscribeConfigurationResponse>;
+        type SubscribeConfigurationStream = $crate::transport::grpc_unimplemented::NeverStream<SubscribeConfigurationResponse>;
+        type EncryptAlpha1Stream = $crate::transport::grpc_unimplemented::NeverStream<EncryptResponse>;
+        type DecryptAlpha1Stream = $crate::transport::grpc_unimplemented::NeverStream<DecryptResponse>;
 
         unimplemented_methods! {
             query_state_alpha1(QueryStateRequest) -> QueryStateResponse;

@@ -1,5 +1,7 @@
 //! The Dapr HTTP API: invocation, state, locks, health, metadata and shutdown, with daprd's
-//! routes, status codes and error bodies (see `shared/DAPR_API.md`).
+//! routes, status codes and error bodies (see `shared/DAPR_API.md`). Handlers only decode
+//! a request into the core's operation (`crate::api`) and encode its answer; an
+//! `ApiError` encodes itself.
 //!
 //! Unmatched routes fall to invocation by the `dapr-app-id` header, as in daprd, and end in
 //! 404 `ERR_DIRECT_INVOKE` when there is no app id. Paths are normalised (trailing slash,
@@ -18,14 +20,19 @@ use axum::routing::{any, get, post, put};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::api::Api;
+use crate::api::lock::LockRequest;
+use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
 use crate::invoke::Call;
-use crate::runtime::Runtime;
-use crate::state::{Concurrency, DeleteRequest, SetRequest, TxOperation};
+use crate::state::{Concurrency, DeleteRequest};
 
-type Rt = State<Arc<Runtime>>;
+type Rt = State<Arc<Api>>;
 
-pub fn router(rt: Arc<Runtime>) -> Router {
+/// What a handler answers: a response, or an error that renders itself.
+type Answer = Result<Response, ApiError>;
+
+pub fn router(rt: Arc<Api>) -> Router {
     let mut r = Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz_outbound))
@@ -134,18 +141,12 @@ fn json_response(body: Vec<u8>) -> Response {
         .into_response()
 }
 
-async fn healthz(State(rt): Rt, RawQuery(q): RawQuery) -> Response {
+async fn healthz(State(rt): Rt, RawQuery(q): RawQuery) -> Answer {
     let asked = query_pairs(q.as_deref())
         .into_iter()
-        .find(|(k, _)| k == "appid");
-    if asked.is_some_and(|(_, app)| app != rt.app_id()) {
-        return ApiError::internal("ERR_HEALTH_APPID_NOT_MATCH", "dapr app-id does not match")
-            .into_response();
-    }
-    if !rt.is_app_ready() {
-        return ApiError::internal("ERR_HEALTH_NOT_READY", "dapr is not ready").into_response();
-    }
-    no_content()
+        .find_map(|(k, v)| (k == "appid").then_some(v));
+    rt.health(asked.as_deref())?;
+    Ok(no_content())
 }
 
 async fn healthz_outbound() -> Response {
@@ -153,15 +154,42 @@ async fn healthz_outbound() -> Response {
 }
 
 async fn metadata(State(rt): Rt) -> Response {
-    json_response(serde_json::to_vec(&rt.metadata_json()).unwrap_or_default())
+    let m = rt.metadata();
+    let components: Vec<serde_json::Value> = m
+        .components
+        .iter()
+        .map(|c| {
+            let mut v = serde_json::json!({ "name": c.name, "type": c.kind, "version": c.version });
+            if !c.capabilities.is_empty() {
+                v["capabilities"] = c.capabilities.clone().into();
+            }
+            v
+        })
+        .collect();
+    let mut doc = serde_json::json!({
+        "runtimeVersion": m.runtime_version,
+        "extended": m.extended,
+        "actorRuntime": { "runtimeStatus": "DISABLED" },
+    });
+    if !m.app_id.is_empty() {
+        doc["id"] = m.app_id.into();
+    }
+    if !components.is_empty() {
+        doc["components"] = components.into();
+    }
+    let mut conn = serde_json::json!({
+        "protocol": m.app_protocol,
+        "channelAddress": m.app_channel_address,
+    });
+    if let Some(port) = m.app_port {
+        conn["port"] = port.into();
+    }
+    doc["appConnectionProperties"] = conn;
+    json_response(serde_json::to_vec(&doc).unwrap_or_default())
 }
 
 async fn set_metadata(State(rt): Rt, Path(attr): Path<String>, body: Bytes) -> Response {
-    let value = String::from_utf8_lossy(&body).into_owned();
-    rt.extended
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(attr, value);
+    rt.set_metadata(attr, String::from_utf8_lossy(&body).into_owned());
     no_content()
 }
 
@@ -186,30 +214,15 @@ fn query_metadata(pairs: &[(String, String)]) -> HashMap<String, String> {
         .collect()
 }
 
-fn ttl_from(meta: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
-    match meta.get("ttlInSeconds") {
-        None => Ok(None),
-        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
-            ApiError::malformed(format!("incorrect value for metadata ttlInSeconds: {v}"))
-        }),
-    }
-}
-
 async fn get_state(
     State(rt): Rt,
     Path((store, key)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let _ = q;
-    let result = async {
-        let s = rt.state_store(&store)?;
-        rt.get_state(s, &key).await
-    }
-    .await;
-    match result {
-        Err(e) => e.into_response(),
-        Ok(None) => no_content(),
-        Ok(Some(item)) => {
+    RawQuery(_): RawQuery,
+) -> Answer {
+    let found = rt.get_state(rt.state_store(&store)?, &key).await?;
+    Ok(match found {
+        None => no_content(),
+        Some(item) => {
             let mut resp = json_response(item.data.to_vec());
             let headers = resp.headers_mut();
             if let Some(etag) = item.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
@@ -225,14 +238,14 @@ async fn get_state(
             }
             resp
         }
-    }
+    })
 }
 
-async fn get_bulk_named_key(state: Rt, Path(store): Path<String>, q: RawQuery) -> Response {
+async fn get_bulk_named_key(state: Rt, Path(store): Path<String>, q: RawQuery) -> Answer {
     get_state(state, Path((store, "bulk".into())), q).await
 }
 
-async fn get_transaction_named_key(state: Rt, Path(store): Path<String>, q: RawQuery) -> Response {
+async fn get_transaction_named_key(state: Rt, Path(store): Path<String>, q: RawQuery) -> Answer {
     get_state(state, Path((store, "transaction".into())), q).await
 }
 
@@ -241,7 +254,7 @@ async fn delete_bulk_named_key(
     Path(store): Path<String>,
     q: RawQuery,
     h: HeaderMap,
-) -> Response {
+) -> Answer {
     delete_state(state, Path((store, "bulk".into())), q, h).await
 }
 
@@ -253,8 +266,9 @@ struct ItemOptions {
     consistency: Option<String>,
 }
 
+/// An item of a save or of a transaction's operation, as JSON carries it.
 #[derive(Deserialize)]
-struct SaveItem {
+struct JsonItem {
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
@@ -268,7 +282,7 @@ struct SaveItem {
 }
 
 fn concurrency_of(
-    options: &Option<ItemOptions>,
+    options: Option<&ItemOptions>,
     code: &'static str,
 ) -> Result<Concurrency, ApiError> {
     let Some(o) = options else {
@@ -287,27 +301,33 @@ fn concurrency_of(
         .ok_or_else(|| ApiError::internal(code, format!("unknown concurrency value {c:?}")))
 }
 
-impl SaveItem {
-    fn into_request(
+impl JsonItem {
+    /// The core's item: the value's JSON text as is, the query's metadata merged in.
+    fn decode(
         self,
         query_meta: &HashMap<String, String>,
         code: &'static str,
-    ) -> Result<SetRequest, ApiError> {
-        let mut meta = self.metadata.unwrap_or_default();
-        meta.extend(query_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let concurrency = concurrency_of(&self.options, code)?;
+    ) -> Result<SaveItem, ApiError> {
+        let mut metadata = self.metadata.unwrap_or_default();
+        metadata.extend(query_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let concurrency = concurrency_of(self.options.as_ref(), code)?;
         let value = match self.value {
             Some(raw) => Bytes::copy_from_slice(raw.get().as_bytes()),
             None => Bytes::from_static(b"null"),
         };
-        Ok(SetRequest {
+        Ok(SaveItem {
             key: self.key.unwrap_or_default(),
             value,
-            etag: self.etag.filter(|e| !e.is_empty()),
+            etag: self.etag,
             concurrency,
-            ttl: ttl_from(&meta)?,
+            metadata,
         })
     }
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))
 }
 
 async fn save_state(
@@ -315,26 +335,16 @@ async fn save_state(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Response {
-    let result = async {
-        let s = rt.state_store(&store)?;
-        let items: Vec<SaveItem> = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))?;
-        let query_meta = query_metadata(&query_pairs(q.as_deref()));
-        let reqs = items
-            .into_iter()
-            .map(|i| i.into_request(&query_meta, "ERR_STATE_SAVE"))
-            .collect::<Result<Vec<_>, _>>()?;
-        if reqs.iter().any(|r| r.key.is_empty()) {
-            return Err(ApiError::malformed("\"key\" is a required field"));
-        }
-        rt.save_state(&store, s, reqs).await
-    }
-    .await;
-    match result {
-        Ok(()) => no_content(),
-        Err(e) => e.into_response(),
-    }
+) -> Answer {
+    let s = rt.state_store(&store)?;
+    let items: Vec<JsonItem> = parse_json(&body)?;
+    let query_meta = query_metadata(&query_pairs(q.as_deref()));
+    let items = items
+        .into_iter()
+        .map(|i| i.decode(&query_meta, "ERR_STATE_SAVE"))
+        .collect::<Result<Vec<_>, _>>()?;
+    rt.save_state(&store, s, items).await?;
+    Ok(no_content())
 }
 
 #[derive(Deserialize)]
@@ -343,12 +353,11 @@ struct BulkGetBody {
     keys: Vec<String>,
 }
 
-async fn bulk_get(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Response {
-    let result = async {
-        let s = rt.state_store(&store)?;
-        let req: BulkGetBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))?;
-        let results = rt.bulk_get(s, &req.keys).await?;
+async fn bulk_get(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answer {
+    let s = rt.state_store(&store)?;
+    let req: BulkGetBody = parse_json(&body)?;
+    let results = rt.bulk_get(s, &req.keys).await?;
+    {
         let mut out = Vec::with_capacity(64 * req.keys.len().max(1));
         out.push(b'[');
         for (i, (key, r)) in req.keys.iter().zip(results).enumerate() {
@@ -392,12 +401,7 @@ async fn bulk_get(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Resp
             out.extend_from_slice(&serde_json::to_vec(&item).unwrap_or_default());
         }
         out.push(b']');
-        Ok::<_, ApiError>(out)
-    }
-    .await;
-    match result {
-        Ok(body) => json_response(body),
-        Err(e) => e.into_response(),
+        Ok(json_response(out))
     }
 }
 
@@ -406,9 +410,9 @@ async fn delete_state(
     Path((store, key)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let s = rt.state_store(&store)?;
+) -> Answer {
+    let s = rt.state_store(&store)?;
+    {
         let pairs = query_pairs(q.as_deref());
         let get = |name: &str| {
             pairs
@@ -420,39 +424,32 @@ async fn delete_state(
             concurrency: get("concurrency"),
             consistency: get("consistency"),
         };
-        let concurrency = concurrency_of(&Some(options), "ERR_STATE_DELETE")?;
+        let concurrency = concurrency_of(Some(&options), "ERR_STATE_DELETE")?;
         let etag = headers
             .get(header::IF_MATCH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .filter(|e| !e.is_empty());
-        rt.delete_state(
-            s,
-            DeleteRequest {
-                key,
-                etag,
-                concurrency,
-            },
-        )
-        .await
-    }
-    .await;
-    match result {
-        Ok(()) => no_content(),
-        Err(e) => e.into_response(),
+        let req = DeleteRequest {
+            key,
+            etag,
+            concurrency,
+        };
+        rt.delete_state(s, vec![req]).await?;
+        Ok(no_content())
     }
 }
 
 #[derive(Deserialize)]
 struct TxBody {
     #[serde(default)]
-    operations: Vec<TxOp>,
+    operations: Vec<JsonTxOp>,
 }
 
 #[derive(Deserialize)]
-struct TxOp {
+struct JsonTxOp {
     operation: String,
-    request: SaveItem,
+    request: JsonItem,
 }
 
 async fn transaction(
@@ -460,47 +457,25 @@ async fn transaction(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> Response {
-    let result = async {
-        let s = rt.state_store(&store)?;
-        if !s.store.transactional() {
-            return Err(ApiError::transactions_not_supported(&store, rt.app_id()));
-        }
-        let tx: TxBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))?;
-        let query_meta = query_metadata(&query_pairs(q.as_deref()));
-        let mut ops = Vec::with_capacity(tx.operations.len());
-        for op in tx.operations {
-            match op.operation.as_str() {
-                "upsert" => ops.push(TxOperation::Upsert(
-                    op.request
-                        .into_request(&query_meta, "ERR_STATE_TRANSACTION")?,
-                )),
-                "delete" => {
-                    let concurrency = concurrency_of(&op.request.options, "ERR_STATE_TRANSACTION")?;
-                    ops.push(TxOperation::Delete(DeleteRequest {
-                        key: op.request.key.unwrap_or_default(),
-                        etag: op.request.etag.filter(|e| !e.is_empty()),
-                        concurrency,
-                    }));
-                }
-                other => {
-                    return Err(ApiError::new(
-                        "ERR_NOT_SUPPORTED_STATE_OPERATION",
-                        StatusCode::BAD_REQUEST,
-                        tonic::Code::Unimplemented,
-                        format!("operation type {other} not supported"),
-                    ));
-                }
-            }
-        }
-        rt.transact(&store, s, ops).await
+) -> Answer {
+    let s = rt.state_store(&store)?;
+    let tx: TxBody = parse_json(&body)?;
+    let query_meta = query_metadata(&query_pairs(q.as_deref()));
+    let mut ops = Vec::with_capacity(tx.operations.len());
+    for op in tx.operations {
+        let code = "ERR_STATE_TRANSACTION";
+        ops.push(match op.operation.as_str() {
+            "upsert" => TxOp::Upsert(op.request.decode(&query_meta, code)?),
+            "delete" => TxOp::Delete(DeleteRequest {
+                concurrency: concurrency_of(op.request.options.as_ref(), code)?,
+                key: op.request.key.unwrap_or_default(),
+                etag: op.request.etag.filter(|e| !e.is_empty()),
+            }),
+            _ => TxOp::Other(op.operation),
+        });
     }
-    .await;
-    match result {
-        Ok(()) => no_content(),
-        Err(e) => e.into_response(),
-    }
+    rt.transact(s, ops).await?;
+    Ok(no_content())
 }
 
 /// Protobuf JSON: camelCase names, snake_case accepted, unknown fields ignored.
@@ -514,81 +489,63 @@ struct LockBody {
     expiry_in_seconds: i32,
 }
 
-fn parse_lock(body: &[u8]) -> Result<LockBody, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))
-}
-
-async fn try_lock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Response {
-    let result = async {
-        let b = parse_lock(&body)?;
-        rt.try_lock(&store, &b.resource_id, &b.lock_owner, b.expiry_in_seconds)
-            .await
-    }
-    .await;
-    match result {
-        Ok(true) => json_response(br#"{"success":true}"#.to_vec()),
-        Ok(false) => json_response(br#"{"success":false}"#.to_vec()),
-        Err(e) => e.into_response(),
+impl LockBody {
+    fn request(self, store: String) -> (LockRequest, i32) {
+        let req = LockRequest {
+            store,
+            resource_id: self.resource_id,
+            owner: self.lock_owner,
+        };
+        (req, self.expiry_in_seconds)
     }
 }
 
-async fn unlock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Response {
-    let result = async {
-        let b = parse_lock(&body)?;
-        rt.unlock(&store, &b.resource_id, &b.lock_owner).await
-    }
-    .await;
-    match result {
-        Ok(status) => json_response(format!(r#"{{"status":{}}}"#, status as i32).into_bytes()),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn forward(rt: &Runtime, target: &str, path: String, req: Request<Body>) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match rt.invoker.read_body(body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
+async fn try_lock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answer {
+    let (req, expiry) = parse_json::<LockBody>(&body)?.request(store);
+    let body = if rt.try_lock(&req, expiry).await? {
+        r#"{"success":true}"#
+    } else {
+        r#"{"success":false}"#
     };
-    let call = Call {
-        method: parts.method,
-        path,
-        query: parts.uri.query().map(str::to_string),
-        headers: parts.headers,
-        body,
-    };
-    match rt.invoker.invoke(target, call).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+    Ok(json_response(body.as_bytes().to_vec()))
+}
+
+async fn unlock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answer {
+    let (req, _) = parse_json::<LockBody>(&body)?.request(store);
+    let status = rt.unlock(&req).await?;
+    Ok(json_response(
+        format!(r#"{{"status":{}}}"#, status as i32).into_bytes(),
+    ))
+}
+
+async fn forward(rt: &Api, target: &str, path: String, req: Request<Body>) -> Answer {
+    let call = Call::read(&rt.invoker, path, req).await?;
+    rt.invoker.invoke(target, call).await
 }
 
 async fn invoke_path(
     State(rt): Rt,
     Path((app_id, method)): Path<(String, String)>,
     req: Request<Body>,
-) -> Response {
+) -> Answer {
     let mut path = String::with_capacity(method.len() + 1);
     path.push('/');
     path.push_str(&method);
     forward(&rt, &app_id, path, req).await
 }
 
-async fn invoke_by_header(State(rt): Rt, req: Request<Body>) -> Response {
+async fn invoke_by_header(State(rt): Rt, req: Request<Body>) -> Answer {
     let target = req
         .headers()
         .iter()
         .find(|(k, _)| k.as_str().eq_ignore_ascii_case("dapr-app-id"))
         .and_then(|(_, v)| v.to_str().ok())
         .map(str::to_string);
-    match target.filter(|t| !t.is_empty()) {
-        None => ApiError::no_app_id().into_response(),
-        Some(target) => {
-            let path = req.uri().path().to_string();
-            forward(&rt, &target, path, req).await
-        }
-    }
+    let target = target
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::no_app_id)?;
+    let path = req.uri().path().to_string();
+    forward(&rt, &target, path, req).await
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
-//! The Dapr gRPC API (`dapr.proto.runtime.v1.Dapr`), serving state, locks, invocation,
-//! metadata and shutdown through the same operations as the HTTP API. Everything else
-//! answers `Unimplemented` (see `grpc_unimplemented`).
+//! The Dapr gRPC API (`dapr.proto.runtime.v1.Dapr`): state, locks, invocation, metadata
+//! and shutdown, each decoded into the core's operation (`crate::api`), the same the HTTP
+//! API calls, and its answer encoded back. Everything else answers `Unimplemented` (see
+//! `grpc_unimplemented`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,13 +14,16 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use super::grpc_unimplemented::{dapr_unimplemented, unimplemented_methods};
+use crate::api::Api;
+use crate::api::lock::LockRequest;
+use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
 use crate::invoke::{Call, grpc_code_for_http};
-use crate::runtime::{RUNTIME_VERSION, Runtime};
-use crate::state::{Concurrency, DeleteRequest, SetRequest, TxOperation, is_json};
+use crate::state::{Concurrency, DeleteRequest, is_json};
 
-pub struct DaprApi {
-    rt: Arc<Runtime>,
+/// The tonic service over the core.
+pub struct GrpcApi {
+    rt: Arc<Api>,
 }
 
 /// Checks `dapr-api-token` metadata when `DAPR_API_TOKEN` is set.
@@ -53,9 +56,9 @@ impl tonic::service::Interceptor for TokenCheck {
 }
 
 /// The gRPC service, with the API token check in front of it.
-pub fn service(rt: Arc<Runtime>) -> InterceptedService<DaprServer<DaprApi>, TokenCheck> {
+pub fn service(rt: Arc<Api>) -> InterceptedService<DaprServer<GrpcApi>, TokenCheck> {
     let check = TokenCheck(rt.info.api_token.as_deref().map(Arc::from));
-    let server = DaprServer::new(DaprApi { rt })
+    let server = DaprServer::new(GrpcApi { rt })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     InterceptedService::new(server, check)
@@ -70,36 +73,34 @@ fn options_of(o: Option<common::StateOptions>) -> Concurrency {
         .unwrap_or_default()
 }
 
-fn ttl_of(meta: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
-    match meta.get("ttlInSeconds") {
-        None => Ok(None),
-        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
-            ApiError::malformed(format!("incorrect value for metadata ttlInSeconds: {v}"))
-        }),
-    }
-}
-
 /// gRPC saves store raw bytes, except that `contentType=application/json` asks for JSON.
-fn set_request(
-    item: common::StateItem,
-    extra: &HashMap<String, String>,
-) -> Result<SetRequest, ApiError> {
-    let mut meta = item.metadata;
-    meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    if meta.get("contentType").map(String::as_str) == Some("application/json")
+fn save_item(item: common::StateItem) -> Result<SaveItem, ApiError> {
+    if item.metadata.get("contentType").map(String::as_str) == Some("application/json")
         && !is_json(&item.value)
     {
         return Err(ApiError::malformed(
             "value is not valid JSON but contentType is application/json",
         ));
     }
-    Ok(SetRequest {
+    Ok(SaveItem {
         key: item.key,
         value: Bytes::from(item.value),
         etag: etag_of(item.etag),
         concurrency: options_of(item.options),
-        ttl: ttl_of(&meta)?,
+        metadata: item.metadata,
     })
+}
+
+fn delete_request(
+    key: String,
+    etag: Option<common::Etag>,
+    options: Option<common::StateOptions>,
+) -> DeleteRequest {
+    DeleteRequest {
+        key,
+        etag: etag_of(etag),
+        concurrency: options_of(options),
+    }
 }
 
 fn http_method(verb: i32) -> Method {
@@ -118,7 +119,7 @@ fn http_method(verb: i32) -> Method {
 }
 
 #[tonic::async_trait]
-impl Dapr for DaprApi {
+impl Dapr for GrpcApi {
     dapr_unimplemented!();
 
     async fn invoke_service(
@@ -246,11 +247,10 @@ impl Dapr for DaprApi {
     async fn save_state(&self, request: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         let store = self.rt.state_store(&req.store_name)?;
-        let none = HashMap::new();
         let items = req
             .states
             .into_iter()
-            .map(|s| set_request(s, &none))
+            .map(save_item)
             .collect::<Result<Vec<_>, _>>()?;
         self.rt.save_state(&req.store_name, store, items).await?;
         Ok(Response::new(()))
@@ -262,12 +262,8 @@ impl Dapr for DaprApi {
     ) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         let store = self.rt.state_store(&req.store_name)?;
-        let del = DeleteRequest {
-            key: req.key,
-            etag: etag_of(req.etag),
-            concurrency: options_of(req.options),
-        };
-        self.rt.delete_state(store, del).await?;
+        let del = delete_request(req.key, req.etag, req.options);
+        self.rt.delete_state(store, vec![del]).await?;
         Ok(Response::new(()))
     }
 
@@ -277,14 +273,12 @@ impl Dapr for DaprApi {
     ) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         let store = self.rt.state_store(&req.store_name)?;
-        for item in req.states {
-            let del = DeleteRequest {
-                key: item.key,
-                etag: etag_of(item.etag),
-                concurrency: options_of(item.options),
-            };
-            self.rt.delete_state(store, del).await?;
-        }
+        let items = req
+            .states
+            .into_iter()
+            .map(|i| delete_request(i.key, i.etag, i.options))
+            .collect();
+        self.rt.delete_state(store, items).await?;
         Ok(Response::new(()))
     }
 
@@ -294,30 +288,16 @@ impl Dapr for DaprApi {
     ) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         let store = self.rt.state_store(&req.store_name)?;
-        if !store.store.transactional() {
-            return Err(
-                ApiError::transactions_not_supported(&req.store_name, self.rt.app_id()).into(),
-            );
-        }
-        let none = HashMap::new();
         let mut ops = Vec::with_capacity(req.operations.len());
         for op in req.operations {
             let item = op.request.unwrap_or_default();
-            match op.operation_type.as_str() {
-                "upsert" => ops.push(TxOperation::Upsert(set_request(item, &none)?)),
-                "delete" => ops.push(TxOperation::Delete(DeleteRequest {
-                    key: item.key,
-                    etag: etag_of(item.etag),
-                    concurrency: options_of(item.options),
-                })),
-                other => {
-                    return Err(Status::unimplemented(format!(
-                        "operation type {other} not supported"
-                    )));
-                }
-            }
+            ops.push(match op.operation_type.as_str() {
+                "upsert" => TxOp::Upsert(save_item(item)?),
+                "delete" => TxOp::Delete(delete_request(item.key, item.etag, item.options)),
+                _ => TxOp::Other(op.operation_type),
+            });
         }
-        self.rt.transact(&req.store_name, store, ops).await?;
+        self.rt.transact(store, ops).await?;
         Ok(Response::new(()))
     }
 
@@ -326,15 +306,12 @@ impl Dapr for DaprApi {
         request: Request<TryLockRequest>,
     ) -> Result<Response<TryLockResponse>, Status> {
         let r = request.into_inner();
-        let success = self
-            .rt
-            .try_lock(
-                &r.store_name,
-                &r.resource_id,
-                &r.lock_owner,
-                r.expiry_in_seconds,
-            )
-            .await?;
+        let req = LockRequest {
+            store: r.store_name,
+            resource_id: r.resource_id,
+            owner: r.lock_owner,
+        };
+        let success = self.rt.try_lock(&req, r.expiry_in_seconds).await?;
         Ok(Response::new(TryLockResponse { success }))
     }
 
@@ -343,10 +320,12 @@ impl Dapr for DaprApi {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         let r = request.into_inner();
-        let status = self
-            .rt
-            .unlock(&r.store_name, &r.resource_id, &r.lock_owner)
-            .await?;
+        let req = LockRequest {
+            store: r.store_name,
+            resource_id: r.resource_id,
+            owner: r.lock_owner,
+        };
+        let status = self.rt.unlock(&req).await?;
         Ok(Response::new(UnlockResponse {
             status: status as i32,
         }))
@@ -356,20 +335,13 @@ impl Dapr for DaprApi {
         &self,
         _request: Request<GetMetadataRequest>,
     ) -> Result<Response<GetMetadataResponse>, Status> {
-        let rt = &self.rt;
-        let mut extended: HashMap<String, String> = rt
-            .extended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
+        let m = self.rt.metadata();
         Ok(Response::new(GetMetadataResponse {
-            id: rt.info.app_id.clone(),
-            runtime_version: RUNTIME_VERSION.into(),
-            extended_metadata: extended,
-            registered_components: rt
+            id: m.app_id.to_string(),
+            runtime_version: m.runtime_version.into(),
+            extended_metadata: m.extended.into_iter().collect(),
+            registered_components: m
                 .components
-                .registered
                 .iter()
                 .map(|c| RegisteredComponents {
                     name: c.name.clone(),
@@ -383,9 +355,9 @@ impl Dapr for DaprApi {
                 })
                 .collect(),
             app_connection_properties: Some(AppConnectionProperties {
-                port: rt.info.app_port.map_or(0, i32::from),
-                protocol: rt.info.app_protocol.clone(),
-                channel_address: rt.info.app_channel_address.clone(),
+                port: m.app_port.map_or(0, i32::from),
+                protocol: m.app_protocol.to_string(),
+                channel_address: m.app_channel_address.to_string(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -397,11 +369,7 @@ impl Dapr for DaprApi {
         request: Request<SetMetadataRequest>,
     ) -> Result<Response<()>, Status> {
         let r = request.into_inner();
-        self.rt
-            .extended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(r.key, r.value);
+        self.rt.set_metadata(r.key, r.value);
         Ok(Response::new(()))
     }
 

@@ -1,0 +1,82 @@
+//! Distributed locks (`v1.0-alpha1`): try-lock and unlock, checked in daprd's order.
+
+use super::Api;
+use crate::components::LockComponent;
+use crate::errors::ApiError;
+use crate::lock::UnlockStatus;
+
+/// A lock request as either transport carries it.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    pub store: String,
+    pub resource_id: String,
+    pub owner: String,
+}
+
+impl Api {
+    /// The lock store and the store's key for the request, checked in daprd's order:
+    /// expiry, lock stores configured, ids, store lookup, then the resource's `||`.
+    fn lock_key(
+        &self,
+        req: &LockRequest,
+        expiry: Option<i32>,
+        code: &'static str,
+    ) -> Result<(&LockComponent, String), ApiError> {
+        let name = &req.store;
+        if let Some(expiry) = expiry
+            && expiry <= 0
+        {
+            return Err(ApiError::malformed(format!(
+                "ExpiryInSeconds is not positive in lock store {name}"
+            )));
+        }
+        if self.components.lock.is_empty() {
+            return Err(ApiError::lock_store_not_configured());
+        }
+        if req.resource_id.is_empty() {
+            return Err(ApiError::malformed(format!(
+                "ResourceId is empty in lock store {name}"
+            )));
+        }
+        if req.owner.is_empty() {
+            return Err(ApiError::malformed(format!(
+                "LockOwner is empty in lock store {name}"
+            )));
+        }
+        let store = self
+            .components
+            .lock
+            .get(name)
+            .ok_or_else(|| ApiError::lock_store_not_found(name))?;
+        if req.resource_id.contains("||") {
+            return Err(ApiError::internal(
+                code,
+                format!(
+                    "input key/keyPrefix '{}' can't contain '||'",
+                    req.resource_id
+                ),
+            ));
+        }
+        Ok((store, format!("{}{}", store.prefix, req.resource_id)))
+    }
+
+    pub async fn try_lock(&self, req: &LockRequest, expiry: i32) -> Result<bool, ApiError> {
+        let (store, key) = self.lock_key(req, Some(expiry), "ERR_TRY_LOCK")?;
+        store
+            .store
+            .try_lock(&key, &req.owner, expiry)
+            .await
+            .map_err(|e| {
+                ApiError::internal("ERR_TRY_LOCK", format!("failed to try acquiring lock: {e}"))
+            })
+    }
+
+    pub async fn unlock(&self, req: &LockRequest) -> Result<UnlockStatus, ApiError> {
+        let (store, key) = self.lock_key(req, None, "ERR_UNLOCK")?;
+        store
+            .store
+            .unlock(&key, &req.owner)
+            .await
+            .map_err(|e| ApiError::internal("ERR_UNLOCK", format!("failed to release lock: {e}")))
+    }
+}

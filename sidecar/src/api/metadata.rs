@@ -1,0 +1,66 @@
+//! Metadata, health and shutdown: what the sidecar tells about itself, in one typed
+//! document that each transport encodes (JSON over HTTP, `GetMetadataResponse` over gRPC).
+
+use std::collections::BTreeMap;
+
+use super::{Api, RUNTIME_VERSION};
+use crate::components::Registered;
+use crate::errors::ApiError;
+
+/// The metadata document.
+pub struct Metadata<'a> {
+    pub app_id: &'a str,
+    pub runtime_version: &'static str,
+    /// Values set through the API, plus `daprRuntimeVersion`.
+    pub extended: BTreeMap<String, String>,
+    pub components: &'a [Registered],
+    pub app_port: Option<u16>,
+    pub app_protocol: &'a str,
+    pub app_channel_address: &'a str,
+}
+
+impl Api {
+    pub fn metadata(&self) -> Metadata<'_> {
+        let mut extended: BTreeMap<String, String> = self
+            .extended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
+        Metadata {
+            app_id: &self.info.app_id,
+            runtime_version: RUNTIME_VERSION,
+            extended,
+            components: &self.components.registered,
+            app_port: self.info.app_port,
+            app_protocol: &self.info.app_protocol,
+            app_channel_address: &self.info.app_channel_address,
+        }
+    }
+
+    pub fn set_metadata(&self, key: String, value: String) {
+        self.extended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, value);
+    }
+
+    /// Inbound health: ready once the app is; `asked_app_id`, when given, must be ours.
+    pub fn health(&self, asked_app_id: Option<&str>) -> Result<(), ApiError> {
+        if asked_app_id.is_some_and(|app| app != self.app_id()) {
+            return Err(ApiError::internal(
+                "ERR_HEALTH_APPID_NOT_MATCH",
+                "dapr app-id does not match",
+            ));
+        }
+        if !self.is_app_ready() {
+            return Err(ApiError::internal(
+                "ERR_HEALTH_NOT_READY",
+                "dapr is not ready",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! State operations: get, bulk get, save, delete and transactions, on the typed requests
+//! the transports decode. Keys are checked and prefixed here; metadata (TTL) is read here.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+
+use super::Api;
+use crate::components::StateComponent;
+use crate::errors::ApiError;
+use crate::state::{Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation};
+
+/// One item to save, as either transport carries it.
+#[derive(Debug, Clone)]
+pub struct SaveItem {
+    pub key: String,
+    pub value: Bytes,
+    pub etag: Option<String>,
+    pub concurrency: Concurrency,
+    /// The item's metadata, with the request's merged in (e.g. `ttlInSeconds`).
+    pub metadata: HashMap<String, String>,
+}
+
+/// One operation of a transaction, as either transport carries it.
+#[derive(Debug, Clone)]
+pub enum TxOp {
+    Upsert(SaveItem),
+    Delete(DeleteRequest),
+    /// An operation type Dapr does not know, refused by the core like daprd does.
+    Other(String),
+}
+
+impl SaveItem {
+    /// The store's request: the key as given, `ttlInSeconds` read from the metadata.
+    fn into_set(self) -> Result<SetRequest, ApiError> {
+        let ttl = match self.metadata.get("ttlInSeconds") {
+            None => None,
+            Some(v) => Some(v.parse::<i64>().map_err(|_| {
+                ApiError::malformed(format!("incorrect value for metadata ttlInSeconds: {v}"))
+            })?),
+        };
+        Ok(SetRequest {
+            key: self.key,
+            value: self.value,
+            etag: self.etag.filter(|e| !e.is_empty()),
+            concurrency: self.concurrency,
+            ttl,
+        })
+    }
+}
+
+impl Api {
+    pub fn state_store(&self, name: &str) -> Result<&StateComponent, ApiError> {
+        if self.components.state.is_empty() {
+            return Err(ApiError::state_store_not_configured(self.app_id()));
+        }
+        self.components
+            .state
+            .get(name)
+            .ok_or_else(|| ApiError::state_store_not_found(name, self.app_id()))
+    }
+
+    pub async fn get_state(
+        &self,
+        store: &StateComponent,
+        key: &str,
+    ) -> Result<Option<Stored>, ApiError> {
+        self.check_key(key)?;
+        store.store.get(&store.key(key)).await.map_err(|e| {
+            ApiError::internal(
+                "ERR_STATE_GET",
+                format!("fail to get {key} from state store: {e}"),
+            )
+        })
+    }
+
+    pub async fn bulk_get(
+        &self,
+        store: &StateComponent,
+        keys: &[String],
+    ) -> Result<Vec<Result<Option<Stored>, StoreError>>, ApiError> {
+        for k in keys {
+            self.check_key(k)?;
+        }
+        let full: Vec<String> = keys.iter().map(|k| store.key(k)).collect();
+        store.store.bulk_get(&full).await.map_err(|e| {
+            ApiError::internal(
+                "ERR_STATE_BULK_GET",
+                format!("failed getting state in bulk: {e}"),
+            )
+        })
+    }
+
+    /// Writes every item; failures are joined as Dapr joins them (409 only if all are ETag
+    /// mismatches, 400 if any ETag was invalid). Items that succeeded stay written.
+    pub async fn save_state(
+        &self,
+        name: &str,
+        store: &StateComponent,
+        items: Vec<SaveItem>,
+    ) -> Result<(), ApiError> {
+        let items = items
+            .into_iter()
+            .map(SaveItem::into_set)
+            .collect::<Result<Vec<_>, _>>()?;
+        for item in &items {
+            if item.key.is_empty() {
+                return Err(ApiError::malformed("\"key\" is a required field"));
+            }
+            self.check_key(&item.key)?;
+        }
+        let mut errors = Vec::new();
+        for mut item in items {
+            item.key = store.key(&item.key);
+            if let Err(e) = store.store.set(&item).await {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let status = if errors
+            .iter()
+            .all(|e| matches!(e, StoreError::EtagMismatch(_)))
+        {
+            (StatusCode::CONFLICT, tonic::Code::Aborted)
+        } else if errors
+            .iter()
+            .any(|e| matches!(e, StoreError::EtagInvalid(_)))
+        {
+            (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
+        };
+        let joined: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        Err(ApiError::new(
+            "ERR_STATE_SAVE",
+            status.0,
+            status.1,
+            format!(
+                "failed saving state in state store {name}: {}",
+                joined.join("\n")
+            ),
+        ))
+    }
+
+    /// Deletes the items one by one, stopping at the first failure.
+    pub async fn delete_state(
+        &self,
+        store: &StateComponent,
+        items: Vec<DeleteRequest>,
+    ) -> Result<(), ApiError> {
+        for mut req in items {
+            self.check_key(&req.key)?;
+            let user_key = std::mem::take(&mut req.key);
+            req.key = store.key(&user_key);
+            store.store.delete(&req).await.map_err(|e| {
+                let (status, code) = match e {
+                    StoreError::EtagMismatch(_) => (StatusCode::CONFLICT, tonic::Code::Aborted),
+                    StoreError::EtagInvalid(_) => {
+                        (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
+                    }
+                    StoreError::Backend(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
+                    }
+                };
+                ApiError::new(
+                    "ERR_STATE_DELETE",
+                    status,
+                    code,
+                    format!("failed deleting state with key {user_key}: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// All operations or none; an unknown operation type refuses the whole transaction.
+    pub async fn transact(&self, store: &StateComponent, ops: Vec<TxOp>) -> Result<(), ApiError> {
+        let mut checked = Vec::with_capacity(ops.len());
+        for op in ops {
+            let mut op = match op {
+                TxOp::Upsert(item) => TxOperation::Upsert(item.into_set()?),
+                TxOp::Delete(req) => TxOperation::Delete(req),
+                TxOp::Other(kind) => {
+                    return Err(ApiError::new(
+                        "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                        StatusCode::BAD_REQUEST,
+                        tonic::Code::Unimplemented,
+                        format!("operation type {kind} not supported"),
+                    ));
+                }
+            };
+            let key = match &mut op {
+                TxOperation::Upsert(r) => &mut r.key,
+                TxOperation::Delete(r) => &mut r.key,
+            };
+            self.check_key(key)?;
+            *key = store.key(key);
+            checked.push(op);
+        }
+        if checked.is_empty() {
+            return Ok(());
+        }
+        store.store.multi(&checked).await.map_err(|e| {
+            ApiError::internal(
+                "ERR_STATE_TRANSACTION",
+                format!("error while executing state transaction: {e}"),
+            )
+        })
+    }
+}
