@@ -4,7 +4,7 @@
 //!
 //! The channel connects lazily and reconnects by itself, so the app can start before its
 //! sidecar and survives a sidecar restart; a call while the sidecar is down fails fast.
-//! Every call carries a deadline (`StateClient::until`): the sidecar sees it as
+//! Every call carries a deadline (`SidecarClient::until`): the sidecar sees it as
 //! `grpc-timeout`, and the call gives up locally when it passes, so a stalled sidecar or
 //! store can never hold a request (or a lock) without end.
 
@@ -106,9 +106,10 @@ pub enum Unlocked {
     HeldByOther,
 }
 
-/// State and lock calls on one state store and one lock store.
+/// The app's client of its sidecar: state calls on one state store, lock calls on one
+/// lock store.
 #[derive(Clone)]
-pub struct StateClient {
+pub struct SidecarClient {
     raw: Raw,
     statestore: String,
     lockstore: String,
@@ -128,7 +129,7 @@ fn first_write() -> Option<StateOptions> {
     })
 }
 
-impl StateClient {
+impl SidecarClient {
     fn endpoint(settings: &DaprSettings) -> Result<Endpoint, DaprError> {
         Ok(Endpoint::from_shared(settings.grpc_endpoint.clone())
             .map_err(|e| {
@@ -140,7 +141,7 @@ impl StateClient {
 
     fn with_channel(settings: &DaprSettings, channel: Channel) -> Self {
         let token = settings.api_token.as_deref().and_then(|t| t.parse().ok());
-        StateClient {
+        SidecarClient {
             raw: DaprClient::with_interceptor(channel, Token(token))
                 .max_decoding_message_size(64 << 20),
             statestore: settings.statestore.clone(),
@@ -150,8 +151,8 @@ impl StateClient {
     }
 
     /// The same client, with every call made through it bounded by `deadline`.
-    pub fn until(&self, deadline: Instant) -> StateClient {
-        StateClient {
+    pub fn until(&self, deadline: Instant) -> SidecarClient {
+        SidecarClient {
             deadline: Some(deadline),
             ..self.clone()
         }

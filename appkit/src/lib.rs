@@ -1,5 +1,6 @@
 //! What the workspace's crates share. For the two services: the wire types of the booking
-//! API (`wire`), JSON errors with the right status (`error`), the Dapr gRPC client the
+//! API (`wire`), JSON errors with the right status (`error`), the fallback and health routes
+//! and JSON body parsing both routers share (`http`), the Dapr gRPC client the
 //! backend talks to its sidecar with (`dapr`), settings read the way `dapr run` passes them
 //! (`settings`), the deadline and idempotency key a request carries from hop to hop
 //! (`request`), and their command line (`service`). For every binary and harness, the
@@ -8,6 +9,7 @@
 
 pub mod dapr;
 pub mod error;
+pub mod http;
 pub mod logging;
 pub mod process;
 pub mod request;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use appkit::dapr::StateClient;
+use appkit::dapr::SidecarClient;
 use appkit::process::{runtime, shutdown_signal};
 use appkit::service::ServiceArgs;
 use appkit::settings::{DaprSettings, app_port};
@@ -75,11 +75,11 @@ fn main() -> anyhow::Result<()> {
         let state = match args.work {
             Work::NoDapr => None,
             Work::ClientOnly => Some(
-                StateClient::connect(&settings)
+                SidecarClient::connect(&settings)
                     .await
                     .context("connecting to the Dapr sidecar")?,
             ),
-            Work::Full => Some(StateClient::new(&settings)?),
+            Work::Full => Some(SidecarClient::new(&settings)?),
         };
         let policy = Policy {
             consistency: args.consistency,

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
+use appkit::error::AppError;
+use appkit::http::{healthz, method_not_allowed, not_found, parse_json};
 use appkit::request::{deadline, idempotency_key};
 use appkit::wire::{BookingRequest, Day, Hotel, HotelId, ReservationId};
 use axum::Json;

@@ -1,7 +1,8 @@
 //! The public API: `POST /book` and the queries, each validated here and invoked on the
 //! backend through Dapr.
 
-use appkit::error::{AppError, healthz, method_not_allowed, not_found, parse_json};
+use appkit::error::AppError;
+use appkit::http::{healthz, method_not_allowed, not_found, parse_json};
 use appkit::request::{IDEMPOTENCY_KEY, first_bookable_day};
 use appkit::wire::{HotelId, ReservationId, ReservationRequest};
 use axum::Router;

@@ -2,7 +2,6 @@
 //! gives an app; forward Ctrl-C/SIGTERM to the app; when the app exits, stop the sidecar
 //! and exit with the app's status. Without a command, run the sidecar until stopped.
 
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -11,54 +10,11 @@ use appkit::process::{Signal, send_signal};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{RunArgs, parse_size};
-use crate::server::{Options, Sidecar};
+use crate::cli::RunArgs;
+use crate::server::Sidecar;
 
 /// How long the app gets between a forwarded signal and SIGKILL.
 const APP_GRACE: Duration = Duration::from_secs(10);
-
-fn home_dapr(file: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("HOME")?)
-        .join(".dapr")
-        .join(file);
-    p.exists().then_some(p)
-}
-
-fn env_token(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|t| !t.is_empty())
-}
-
-pub fn options(args: &RunArgs) -> anyhow::Result<Options> {
-    let resources_paths = if args.resources_path.is_empty() {
-        home_dapr("components").into_iter().collect()
-    } else {
-        args.resources_path.clone()
-    };
-    let defaults = Options::default();
-    Ok(Options {
-        app_id: args.app_id.clone().unwrap_or_default(),
-        app_port: args.app_port.filter(|p| *p > 0),
-        app_protocol: args.app_protocol.clone(),
-        app_channel_address: args.app_channel_address.clone(),
-        http_port: args.dapr_http_port,
-        grpc_port: args.dapr_grpc_port,
-        internal_port: args.dapr_internal_grpc_port,
-        metrics_port: args.metrics_port,
-        resources_paths,
-        config: args.config.clone().or_else(|| home_dapr("config.yaml")),
-        api_token: env_token("DAPR_API_TOKEN"),
-        app_token: env_token("APP_API_TOKEN"),
-        registry_dir: args.registry_dir.clone().unwrap_or(defaults.registry_dir),
-        enable_api_logging: args.enable_api_logging,
-        max_body_size: parse_size(&args.max_body_size).with_context(|| {
-            format!(
-                "--max-body-size {:?} is not a size like 4Mi",
-                args.max_body_size
-            )
-        })?,
-        listen_address: defaults.listen_address,
-    })
-}
 
 fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
@@ -69,18 +25,20 @@ fn exit_code(status: ExitStatus) -> i32 {
 
 /// Runs `sidecar run`; returns the process exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let opts = options(&args)?;
-    let sidecar = Sidecar::start(opts.clone()).await?;
+    let opts = args.sidecar.clone();
+    let sidecar = Sidecar::start(args.sidecar).await?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
     if args.command.is_empty() {
-        tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
-            _ = sidecar.stop_requested() => {}
-        }
-        sidecar.shutdown().await;
+        sidecar
+            .serve(async {
+                tokio::select! {
+                    _ = sigint.recv() => {}
+                    _ = sigterm.recv() => {}
+                }
+            })
+            .await;
         return Ok(0);
     }
 
@@ -92,7 +50,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .env("APP_PROTOCOL", &opts.app_protocol)
         .env("DAPR_HTTP_PORT", ports.http.to_string())
         .env("DAPR_GRPC_PORT", ports.grpc.to_string());
-    if let Some(p) = opts.app_port {
+    if let Some(p) = opts.app_port() {
         cmd.env("APP_PORT", p.to_string());
     }
     if let Some(p) = ports.metrics {

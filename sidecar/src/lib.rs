@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod components;
+pub mod config;
 pub mod dump;
 pub mod errors;
 pub mod invoke;

@@ -6,7 +6,7 @@ use sidecar::cli::{Cli, Command, StoreArgs};
 fn main() {
     let cli = Cli::parse();
     let args = match cli.command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         Command::ResetState(store) => offline("reset-state", store, sidecar::reset::run),
         Command::DumpState(store) => offline("dump-state", store, sidecar::dump::run),
     };

@@ -2,8 +2,7 @@
 //! load its components, serve the HTTP, gRPC, internal and metrics endpoints, register it
 //! in the name registry, and shut all of it down gracefully.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,58 +14,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{Api, AppInfo};
+use crate::api::Api;
 use crate::components::Components;
+use crate::config::Config;
 use crate::invoke::Invoker;
 use crate::metrics::Metrics;
 use crate::registry::{Entry, Registration, Registry};
 use crate::resources::{self, Configuration};
 use crate::trace::{TraceLayer, Tracer};
 use crate::transport;
-
-/// Everything a sidecar needs to start; the launcher fills it from `dapr run` flags.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub app_id: String,
-    pub app_port: Option<u16>,
-    pub app_protocol: String,
-    pub app_channel_address: String,
-    pub http_port: Option<u16>,
-    pub grpc_port: Option<u16>,
-    pub internal_port: Option<u16>,
-    pub metrics_port: Option<u16>,
-    pub resources_paths: Vec<PathBuf>,
-    pub config: Option<PathBuf>,
-    pub api_token: Option<String>,
-    pub app_token: Option<String>,
-    pub registry_dir: PathBuf,
-    pub enable_api_logging: bool,
-    pub max_body_size: usize,
-    pub listen_address: IpAddr,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            app_id: String::new(),
-            app_port: None,
-            app_protocol: "http".into(),
-            app_channel_address: "127.0.0.1".into(),
-            http_port: None,
-            grpc_port: None,
-            internal_port: None,
-            metrics_port: None,
-            resources_paths: Vec::new(),
-            config: None,
-            api_token: None,
-            app_token: None,
-            registry_dir: crate::registry::default_dir(),
-            enable_api_logging: false,
-            max_body_size: 4 << 20,
-            listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
@@ -76,12 +32,52 @@ pub struct Ports {
     pub metrics: Option<u16>,
 }
 
+/// A running sidecar: its servers serve from `build` on, until `shutdown`.
 pub struct Sidecar {
     pub ports: Ports,
-    pub runtime: Arc<Api>,
-    pub config: Configuration,
+    pub api: Arc<Api>,
+    pub configuration: Configuration,
     tasks: Vec<JoinHandle<()>>,
     registration: Option<Registration>,
+}
+
+/// The sidecar's ports, bound before anything else is built (port 0: a free one).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+    pub internal: TcpListener,
+    /// Only when the Dapr Configuration enables metrics.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the ports `config` names, or free ones; the metrics port when `metrics`.
+    pub async fn bind(config: &Config, metrics: bool) -> anyhow::Result<Listeners> {
+        let addr = config.listen_address;
+        Ok(Listeners {
+            http: bind(addr, config.dapr_http_port, "Dapr HTTP").await?,
+            grpc: bind(addr, config.dapr_grpc_port, "Dapr gRPC").await?,
+            internal: bind(addr, config.dapr_internal_grpc_port, "internal").await?,
+            metrics: if metrics {
+                Some(bind(addr, config.metrics_port, "metrics").await?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn ports(&self) -> anyhow::Result<Ports> {
+        Ok(Ports {
+            http: self.http.local_addr()?.port(),
+            grpc: self.grpc.local_addr()?.port(),
+            internal: self.internal.local_addr()?.port(),
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(|l| l.local_addr().map(|a| a.port()))
+                .transpose()?,
+        })
+    }
 }
 
 async fn bind(addr: IpAddr, port: Option<u16>, what: &str) -> anyhow::Result<TcpListener> {
@@ -89,6 +85,14 @@ async fn bind(addr: IpAddr, port: Option<u16>, what: &str) -> anyhow::Result<Tcp
     TcpListener::bind(sa)
         .await
         .with_context(|| format!("binding the {what} port {sa}"))
+}
+
+/// The Dapr Configuration `config` names (tracing, metrics), or the defaults.
+pub fn load_configuration(config: &Config) -> anyhow::Result<Configuration> {
+    match config.configuration_file() {
+        Some(path) => Ok(resources::load_configuration(&path)?),
+        None => Ok(Configuration::default()),
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -116,72 +120,55 @@ fn serve_http(
 }
 
 impl Sidecar {
-    pub async fn start(opts: Options) -> anyhow::Result<Sidecar> {
-        if opts.app_protocol != "http" {
-            anyhow::bail!(
-                "--app-protocol {} is not supported; this sidecar calls apps over http",
-                opts.app_protocol
-            );
-        }
-        if opts.app_id.contains('.') {
-            anyhow::bail!("--app-id {:?} must not contain dots", opts.app_id);
-        }
-        let config = match &opts.config {
-            Some(path) => resources::load_configuration(path)?,
-            None => Configuration::default(),
-        };
-        let specs = resources::load_components(&opts.resources_paths, &opts.app_id)?;
+    /// Binds, builds and serves a sidecar for `config`, as `sidecar run` does.
+    pub async fn start(config: Config) -> anyhow::Result<Sidecar> {
+        config.check()?;
+        let configuration = load_configuration(&config)?;
+        let listeners = Listeners::bind(&config, configuration.metrics_enabled).await?;
+        Sidecar::build(config, configuration, listeners).await
+    }
 
-        let addr = opts.listen_address;
-        let http = bind(addr, opts.http_port, "Dapr HTTP").await?;
-        let grpc = bind(addr, opts.grpc_port, "Dapr gRPC").await?;
-        let internal = bind(addr, opts.internal_port, "internal").await?;
-        let metrics_listener = if config.metrics_enabled {
-            Some(bind(addr, opts.metrics_port, "metrics").await?)
-        } else {
-            None
-        };
-        let ports = Ports {
-            http: http.local_addr()?.port(),
-            grpc: grpc.local_addr()?.port(),
-            internal: internal.local_addr()?.port(),
-            metrics: metrics_listener
-                .as_ref()
-                .map(|l| l.local_addr().map(|a| a.port()))
-                .transpose()?,
-        };
-
-        let components = Components::load(&specs, &opts.app_id).await?;
-        let registry = Arc::new(Registry::new(opts.registry_dir.clone()));
+    /// Loads the components, wires the API and starts serving on `listeners`.
+    pub async fn build(
+        config: Config,
+        configuration: Configuration,
+        listeners: Listeners,
+    ) -> anyhow::Result<Sidecar> {
+        config.check()?;
+        let specs = resources::load_components(&config.resources_paths(), &config.app_id)?;
+        let ports = listeners.ports()?;
+        let Listeners {
+            http,
+            grpc,
+            internal,
+            metrics: metrics_listener,
+        } = listeners;
+        let components = Components::load(&specs, &config.app_id).await?;
+        let registry = Arc::new(Registry::new(config.registry_dir()));
         let invoker = Invoker::new(
-            opts.app_id.clone(),
-            opts.app_port.map(|p| (opts.app_channel_address.clone(), p)),
-            opts.app_token.clone(),
+            config.app_id.clone(),
+            config
+                .app_port()
+                .map(|p| (config.app_channel_address.clone(), p)),
+            config.app_token().map(str::to_string),
             registry.clone(),
-            opts.max_body_size,
+            config.max_body_size,
         );
         let (shutdown, rx) = watch::channel(false);
         let runtime = Arc::new(Api {
-            info: AppInfo {
-                app_id: opts.app_id.clone(),
-                app_port: opts.app_port,
-                app_protocol: opts.app_protocol.clone(),
-                app_channel_address: opts.app_channel_address.clone(),
-                api_token: opts.api_token.clone(),
-                enable_api_logging: opts.enable_api_logging,
-            },
+            config: config.clone(),
             components,
             invoker,
-            app_ready: AtomicBool::new(opts.app_port.is_none()),
+            app_ready: AtomicBool::new(config.app_port().is_none()),
             extended: Default::default(),
             shutdown,
         });
 
         let mut tasks = Vec::new();
         let tracer = Tracer::new(
-            config.sampling_rate,
-            config.zipkin_endpoint.clone(),
-            &opts.app_id,
+            configuration.sampling_rate,
+            configuration.zipkin_endpoint.clone(),
+            &config.app_id,
         );
         let traced = |router: axum::Router| match &tracer {
             Some(t) => router.layer(TraceLayer::new(t.clone())),
@@ -189,7 +176,7 @@ impl Sidecar {
         };
         let mut router = traced(transport::http::router(runtime.clone()));
         if let Some(listener) = metrics_listener {
-            let metrics = Metrics::new(&opts.app_id);
+            let metrics = Metrics::new(&config.app_id);
             router = metrics.layer(router);
             tasks.push(serve_http(listener, metrics.router(), rx.clone()));
         }
@@ -224,10 +211,10 @@ impl Sidecar {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         }));
-        if let Some(app_port) = opts.app_port {
+        if let Some(app_port) = config.app_port() {
             tasks.push(tokio::spawn(wait_for_app(
                 runtime.clone(),
-                opts.app_channel_address.clone(),
+                config.app_channel_address.clone(),
                 app_port,
                 rx.clone(),
             )));
@@ -251,27 +238,27 @@ impl Sidecar {
             }));
         }
 
-        let registration = if opts.app_id.is_empty() {
+        let registration = if config.app_id.is_empty() {
             None
         } else {
             Some(
                 registry
                     .register(&Entry {
-                        app_id: opts.app_id.clone(),
+                        app_id: config.app_id.clone(),
                         pid: std::process::id(),
                         internal_port: ports.internal,
                         http_port: ports.http,
                         grpc_port: ports.grpc,
-                        app_port: opts.app_port,
+                        app_port: config.app_port(),
                     })
                     .with_context(|| format!("registering in {}", registry.dir().display()))?,
             )
         };
         if registration.is_some() {
-            refuse_process_local_replicas(&runtime.components, &registry, &opts.app_id)?;
+            refuse_process_local_replicas(&runtime.components, &registry, &config.app_id)?;
         }
         tracing::info!(
-            app_id = %opts.app_id,
+            app_id = %config.app_id,
             http_port = ports.http,
             grpc_port = ports.grpc,
             internal_port = ports.internal,
@@ -281,23 +268,32 @@ impl Sidecar {
         );
         Ok(Sidecar {
             ports,
-            runtime,
-            config,
+            api: runtime,
+            configuration,
             tasks,
             registration,
         })
     }
 
+    /// Serves until `shutdown` resolves or something asks the sidecar to stop, then stops.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            () = shutdown => {}
+            () = self.stop_requested() => {}
+        }
+        self.shutdown().await;
+    }
+
     /// Resolves when something asked the sidecar to stop (`/v1.0/shutdown`, gRPC Shutdown).
     pub fn stop_requested(&self) -> impl std::future::Future<Output = ()> + use<> {
-        stopped(self.runtime.shutdown.subscribe())
+        stopped(self.api.shutdown.subscribe())
     }
 
     /// Stops listening, lets in-flight calls finish (for at most a few seconds), and
     /// removes the registration.
     pub async fn shutdown(mut self) {
         self.registration.take();
-        self.runtime.request_shutdown();
+        self.api.request_shutdown();
         let all = futures_join(std::mem::take(&mut self.tasks));
         if tokio::time::timeout(Duration::from_secs(5), all)
             .await

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appkit::dapr::{DaprError, Item, Op, StateClient, Unlocked};
+use appkit::dapr::{DaprError, Item, Op, SidecarClient, Unlocked};
 use appkit::request::first_bookable_day;
 use appkit::wire::{
     Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation, ReservationId,
@@ -206,8 +206,8 @@ enum Expect<'a> {
 }
 
 /// The booking rules over a state and lock store: the Dapr sidecar in the service
-/// (`StateClient`), an in-memory fake in the unit tests.
-pub struct Booker<S = StateClient> {
+/// (`SidecarClient`), an in-memory fake in the unit tests.
+pub struct Booker<S = SidecarClient> {
     pub catalogue: Arc<Catalogue>,
     state: Option<S>,
     policy: Policy,

@@ -1,12 +1,12 @@
 //! What the booking rules need of Dapr, and nothing more: a state store with ETags,
 //! first-write creates and all-or-nothing transactions, and a lock store with leases,
-//! every call bounded by a deadline. The Dapr sidecar over gRPC (`StateClient`) is the
+//! every call bounded by a deadline. The Dapr sidecar over gRPC (`SidecarClient`) is the
 //! real one; `memory` is a fake with the same rules for the booking's unit tests.
 
 use std::future::Future;
 use std::time::Instant;
 
-use appkit::dapr::{DaprError, Item, Op, StateClient, Unlocked};
+use appkit::dapr::{DaprError, Item, Op, SidecarClient, Unlocked};
 
 #[cfg(test)]
 pub mod memory;
@@ -52,20 +52,20 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Unlocked, DaprError>> + Send;
 }
 
-impl Store for StateClient {
+impl Store for SidecarClient {
     fn until(&self, deadline: Instant) -> Self {
-        StateClient::until(self, deadline)
+        SidecarClient::until(self, deadline)
     }
 
     fn get(&self, key: &str) -> impl Future<Output = Result<Item, DaprError>> + Send {
-        StateClient::get(self, key)
+        SidecarClient::get(self, key)
     }
 
     fn bulk_get(
         &self,
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<Item>, DaprError>> + Send {
-        StateClient::bulk_get(self, keys)
+        SidecarClient::bulk_get(self, keys)
     }
 
     fn create(
@@ -74,11 +74,11 @@ impl Store for StateClient {
         value: Vec<u8>,
         ttl: Option<u32>,
     ) -> impl Future<Output = Result<bool, DaprError>> + Send {
-        StateClient::create(self, key, value, ttl)
+        SidecarClient::create(self, key, value, ttl)
     }
 
     fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), DaprError>> + Send {
-        StateClient::transact(self, ops)
+        SidecarClient::transact(self, ops)
     }
 
     fn try_lock(
@@ -87,7 +87,7 @@ impl Store for StateClient {
         owner: &str,
         lease_secs: i32,
     ) -> impl Future<Output = Result<bool, DaprError>> + Send {
-        StateClient::try_lock(self, resource, owner, lease_secs)
+        SidecarClient::try_lock(self, resource, owner, lease_secs)
     }
 
     fn unlock(
@@ -95,6 +95,6 @@ impl Store for StateClient {
         resource: &str,
         owner: &str,
     ) -> impl Future<Output = Result<Unlocked, DaprError>> + Send {
-        StateClient::unlock(self, resource, owner)
+        SidecarClient::unlock(self, resource, owner)
     }
 }

@@ -30,13 +30,13 @@ impl Api {
             .collect();
         extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
         Metadata {
-            app_id: &self.info.app_id,
+            app_id: &self.config.app_id,
             runtime_version: RUNTIME_VERSION,
             extended,
             components: &self.components.registered,
-            app_port: self.info.app_port,
-            app_protocol: &self.info.app_protocol,
-            app_channel_address: &self.info.app_channel_address,
+            app_port: self.config.app_port(),
+            app_protocol: &self.config.app_protocol,
+            app_channel_address: &self.config.app_channel_address,
         }
     }
 

@@ -15,23 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 use crate::components::Components;
+use crate::config::Config;
 use crate::errors::ApiError;
 use crate::invoke::Invoker;
 
-/// What the API reports about this sidecar and its app, or acts on.
-#[derive(Debug, Clone)]
-pub struct AppInfo {
-    pub app_id: String,
-    pub app_port: Option<u16>,
-    pub app_protocol: String,
-    pub app_channel_address: String,
-    pub api_token: Option<String>,
-    pub enable_api_logging: bool,
-}
-
 /// The sidecar's API and what it serves from: components, invocation, readiness.
 pub struct Api {
-    pub info: AppInfo,
+    /// The sidecar's settings, as given.
+    pub config: Config,
     pub components: Components,
     pub invoker: Invoker,
     /// Set once the app's port accepts connections (or at once without `--app-port`).
@@ -46,7 +37,7 @@ pub const RUNTIME_VERSION: &str = concat!("sidecar-", env!("CARGO_PKG_VERSION"))
 
 impl Api {
     pub fn app_id(&self) -> &str {
-        &self.info.app_id
+        &self.config.app_id
     }
 
     pub fn request_shutdown(&self) {

@@ -57,7 +57,7 @@ impl tonic::service::Interceptor for TokenCheck {
 
 /// The gRPC service, with the API token check in front of it.
 pub fn service(rt: Arc<Api>) -> InterceptedService<DaprServer<GrpcApi>, TokenCheck> {
-    let check = TokenCheck(rt.info.api_token.as_deref().map(Arc::from));
+    let check = TokenCheck(rt.config.api_token().map(Arc::from));
     let server = DaprServer::new(GrpcApi { rt })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);

@@ -62,10 +62,10 @@ pub fn router(rt: Arc<Api>) -> Router {
         .route("/v1.0-alpha1/unlock/{store}", post(unlock))
         .fallback(invoke_by_header)
         .method_not_allowed_fallback(invoke_by_header);
-    if rt.info.api_token.is_some() {
+    if rt.config.api_token().is_some() {
         r = r.layer(middleware::from_fn_with_state(rt.clone(), require_token));
     }
-    if rt.info.enable_api_logging {
+    if rt.config.enable_api_logging {
         r = r.layer(middleware::from_fn(log_call));
     }
     r.with_state(rt)
@@ -102,7 +102,7 @@ pub fn normalize_path(mut req: Request<Body>) -> Request<Body> {
 async fn require_token(State(rt): Rt, mut req: Request<Body>, next: Next) -> Response {
     let exempt = req.method() == Method::GET
         && matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
-    let expected = rt.info.api_token.as_deref().unwrap_or_default();
+    let expected = rt.config.api_token().unwrap_or_default();
     let ok = req
         .headers()
         .get("dapr-api-token")

@@ -2,35 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use dapr::dapr::proto::runtime::v1::{TryLockRequest, UnlockRequest};
 use serde_json::{Value, json};
-use testkit::{SidecarBuilder, SidecarProcess, StoreFixture, StoreKind, TempDir};
+use testkit::{SidecarBuilder, StoreKind, TempDir};
 
-struct Stack {
-    _fixture: StoreFixture,
-    sidecar: SidecarProcess,
-    http: reqwest::Client,
-    _registry: TempDir,
-}
+use crate::common::{OneSidecar, one_sidecar};
 
-async fn stack(kind: StoreKind) -> Stack {
-    let fixture = StoreFixture::start(kind).await.expect("store fixture");
-    let registry = TempDir::new("registry");
-    let sidecar = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "app", registry.path())
-        .resources(fixture.components.path())
-        .spawn()
-        .await
-        .expect("sidecar");
-    Stack {
-        _fixture: fixture,
-        sidecar,
-        http: reqwest::Client::new(),
-        _registry: registry,
-    }
-}
-
-impl Stack {
+impl OneSidecar {
     async fn call(&self, op: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
@@ -71,7 +49,7 @@ impl Stack {
 }
 
 async fn http_lock_is_exclusive_and_owner_released(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     assert!(s.lock("hotel-1", "a", 30).await);
     assert!(!s.lock("hotel-1", "b", 30).await, "held by a");
     assert!(!s.lock("hotel-1", "a", 30).await, "not reentrant");
@@ -87,7 +65,7 @@ async fn http_lock_is_exclusive_and_owner_released(kind: StoreKind) {
 }
 
 async fn http_lock_expires_after_its_lease(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     let start = Instant::now();
     assert!(s.lock("r", "crashed-owner", 1).await);
     assert!(!s.lock("r", "next", 1).await);
@@ -114,7 +92,7 @@ async fn http_lock_expires_after_its_lease(kind: StoreKind) {
 }
 
 async fn http_lock_validation(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     let (status, body) = s
         .call(
             "lock",
@@ -168,8 +146,8 @@ async fn http_lock_validation(kind: StoreKind) {
 }
 
 async fn grpc_lock(kind: StoreKind) {
-    let s = stack(kind).await;
-    let mut c = DaprClient::connect(s.sidecar.grpc_url()).await.unwrap();
+    let s = one_sidecar(kind).await;
+    let mut c = s.grpc().await;
     let req = |owner: &str| TryLockRequest {
         store_name: "lockstore".into(),
         resource_id: "g".into(),

@@ -1,42 +1,16 @@
 //! State API against every store kind, over HTTP and gRPC, with the real `sidecar` binary.
 
 use dapr::dapr::proto::common::v1::{Etag, StateItem, StateOptions};
-use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use dapr::dapr::proto::runtime::v1::{
     DeleteStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest,
     SaveStateRequest, TransactionalStateOperation,
 };
 use serde_json::{Value, json};
-use testkit::{SidecarBuilder, SidecarProcess, StoreFixture, StoreKind, TempDir};
+use testkit::{SidecarBuilder, StoreFixture, StoreKind, TempDir};
 
-struct Stack {
-    fixture: StoreFixture,
-    sidecar: SidecarProcess,
-    http: reqwest::Client,
-    _registry: TempDir,
-}
+use crate::common::{OneSidecar, one_sidecar};
 
-async fn stack(kind: StoreKind) -> Stack {
-    let fixture = StoreFixture::start(kind).await.expect("store fixture");
-    let registry = TempDir::new("registry");
-    let sidecar = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "app", registry.path())
-        .resources(fixture.components.path())
-        .spawn()
-        .await
-        .expect("sidecar");
-    Stack {
-        fixture,
-        sidecar,
-        http: reqwest::Client::new(),
-        _registry: registry,
-    }
-}
-
-impl Stack {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.sidecar.http_url())
-    }
-
+impl OneSidecar {
     async fn save(&self, body: Value) -> reqwest::Response {
         self.http
             .post(self.url("/v1.0/state/statestore"))
@@ -60,12 +34,6 @@ impl Stack {
             .map(|v| v.to_str().unwrap().to_string());
         (status, etag, r.text().await.unwrap())
     }
-
-    async fn grpc(&self) -> DaprClient<tonic::transport::Channel> {
-        DaprClient::connect(self.sidecar.grpc_url())
-            .await
-            .expect("grpc connect")
-    }
 }
 
 async fn error_code(r: reqwest::Response) -> (u16, String) {
@@ -78,7 +46,7 @@ async fn error_code(r: reqwest::Response) -> (u16, String) {
 }
 
 async fn http_save_get_and_etags(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     assert_eq!(
         s.save(json!([{"key": "k", "value": {"n": 1}}]))
             .await
@@ -155,7 +123,7 @@ async fn http_save_get_and_etags(kind: StoreKind) {
 }
 
 async fn http_bulk_get(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     s.save(json!([{"key": "a", "value": "x"}, {"key": "c", "value": [1, 2]}]))
         .await;
     let r = s
@@ -188,7 +156,7 @@ async fn http_bulk_get(kind: StoreKind) {
 }
 
 async fn http_transaction_all_or_nothing(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     s.save(json!([{"key": "x", "value": 1}])).await;
     let (_, etag, _) = s.get("x").await;
     let etag = etag.unwrap();
@@ -228,7 +196,7 @@ async fn http_transaction_all_or_nothing(kind: StoreKind) {
 }
 
 async fn http_errors(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     let r = s
         .http
         .post(s.url("/v1.0/state/nope"))
@@ -282,7 +250,7 @@ fn item(key: &str, value: &[u8], etag: Option<&str>) -> StateItem {
 }
 
 async fn grpc_state(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     let mut c = s.grpc().await;
     let store = || "statestore".to_string();
     c.save_state(SaveStateRequest {
@@ -429,7 +397,7 @@ async fn grpc_state(kind: StoreKind) {
 
 /// The Rust `dapr` crate's own high-level client, unchanged.
 async fn dapr_crate_client(kind: StoreKind) {
-    let s = stack(kind).await;
+    let s = one_sidecar(kind).await;
     let mut client = dapr::Client::connect_with_address(s.sidecar.grpc_url())
         .await
         .expect("dapr::Client");
@@ -486,7 +454,7 @@ for_each_store!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_layout_matches_dapr() {
-    let s = stack(StoreKind::Redis).await;
+    let s = one_sidecar(StoreKind::Redis).await;
     let redis = s.fixture.redis.as_ref().unwrap();
     s.save(json!([{"key": "k", "value": {"a": 1}}])).await;
     let raw = redis.command(&["HGET", "app||k", "data"]).await.unwrap();
@@ -551,7 +519,7 @@ async fn redis_layout_matches_dapr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_ttl_expires_keys() {
-    let s = stack(StoreKind::Memory).await;
+    let s = one_sidecar(StoreKind::Memory).await;
     let r = s
         .save(json!([{"key": "t", "value": 1, "metadata": {"ttlInSeconds": "1"}}]))
         .await;
@@ -614,8 +582,8 @@ async fn sqlite_data_survives_a_restart() {
 /// app's keys only (its prefix), values as JSON or, for raw bytes, base64; a reset leaves
 /// the other app's keys alone.
 async fn offline_commands_see_one_apps_keys(kind: StoreKind) {
-    let s = stack(kind).await;
-    let other = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "other", s._registry.path())
+    let s = one_sidecar(kind).await;
+    let other = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "other", s.registry.path())
         .resources(s.fixture.components.path())
         .spawn()
         .await

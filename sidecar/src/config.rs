@@ -1,0 +1,183 @@
+//! One `Config` for a sidecar: the flags of `dapr run` that matter on one machine, with
+//! their names, short forms and meanings, and the environment `dapr run` reads, all parsed
+//! by clap. Nothing is bound or loaded here: `Listeners::bind` and `Sidecar::build` do that,
+//! so a test can build a config in code and run a sidecar in-process on port 0.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// The id of the app; other sidecars invoke it by this name.
+    #[arg(short = 'a', long, default_value = "")]
+    pub app_id: String,
+    /// The port the app listens on; without it the sidecar has no app channel.
+    #[arg(short = 'p', long)]
+    pub app_port: Option<u16>,
+    /// Dapr HTTP API port (a free port when not given).
+    #[arg(short = 'H', long)]
+    pub dapr_http_port: Option<u16>,
+    /// Dapr gRPC API port (a free port when not given).
+    #[arg(short = 'G', long)]
+    pub dapr_grpc_port: Option<u16>,
+    /// Port peer sidecars use to reach this app (a free port when not given).
+    #[arg(short = 'I', long)]
+    pub dapr_internal_grpc_port: Option<u16>,
+    /// Folders of component YAMLs (repeatable); default ~/.dapr/components if it exists.
+    #[arg(
+        short = 'd',
+        long = "resources-path",
+        visible_alias = "components-path"
+    )]
+    pub resources_path: Vec<PathBuf>,
+    /// Dapr Configuration YAML; default ~/.dapr/config.yaml if it exists.
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
+    /// Prometheus metrics port (a free port when not given; only with metrics enabled).
+    #[arg(short = 'M', long)]
+    pub metrics_port: Option<u16>,
+    /// The protocol the app speaks; this sidecar supports http.
+    #[arg(short = 'P', long, default_value = "http")]
+    pub app_protocol: String,
+    /// Log one line per API call.
+    #[arg(long)]
+    pub enable_api_logging: bool,
+    /// Address of the app.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub app_channel_address: String,
+    /// Largest request body accepted, e.g. 4Mi.
+    #[arg(long, default_value = "4Mi", value_parser = size)]
+    pub max_body_size: usize,
+    /// Name-registry folder shared by the sidecars that should see each other.
+    #[arg(long, env = "SIDECAR_REGISTRY_DIR")]
+    pub registry_dir: Option<PathBuf>,
+    /// The token every API call must carry (`dapr-api-token`), as `dapr run` passes it.
+    #[arg(long, env = "DAPR_API_TOKEN", hide = true, hide_env_values = true)]
+    pub dapr_api_token: Option<String>,
+    /// The token sent to the app with every call, as `dapr run` passes it.
+    #[arg(long, env = "APP_API_TOKEN", hide = true, hide_env_values = true)]
+    pub app_api_token: Option<String>,
+    /// The address the sidecar's ports listen on.
+    #[arg(long, default_value = "127.0.0.1", hide = true)]
+    pub listen_address: IpAddr,
+}
+
+impl Config {
+    /// A config for app `app_id` with every default, as `sidecar run --app-id` gives it.
+    pub fn for_app(app_id: &str) -> Config {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = <Only as clap::Parser>::parse_from(["sidecar"]).config;
+        config.app_id = app_id.to_string();
+        config
+    }
+
+    /// Refuses what this sidecar cannot do, before anything starts.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.app_protocol == "http",
+            "--app-protocol {} is not supported; this sidecar calls apps over http",
+            self.app_protocol
+        );
+        anyhow::ensure!(
+            !self.app_id.contains('.'),
+            "--app-id {:?} must not contain dots",
+            self.app_id
+        );
+        Ok(())
+    }
+
+    /// The app's port; 0 means none, as with `dapr run`.
+    pub fn app_port(&self) -> Option<u16> {
+        self.app_port.filter(|p| *p > 0)
+    }
+
+    pub fn resources_paths(&self) -> Vec<PathBuf> {
+        if self.resources_path.is_empty() {
+            home_dapr("components").into_iter().collect()
+        } else {
+            self.resources_path.clone()
+        }
+    }
+
+    pub fn configuration_file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| home_dapr("config.yaml"))
+    }
+
+    pub fn registry_dir(&self) -> PathBuf {
+        self.registry_dir
+            .clone()
+            .unwrap_or_else(crate::registry::default_dir)
+    }
+
+    pub fn api_token(&self) -> Option<&str> {
+        self.dapr_api_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    pub fn app_token(&self) -> Option<&str> {
+        self.app_api_token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+fn home_dapr(file: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("HOME")?)
+        .join(".dapr")
+        .join(file);
+    p.exists().then_some(p)
+}
+
+fn size(s: &str) -> Result<usize, String> {
+    parse_size(s).ok_or_else(|| format!("{s:?} is not a size like 4Mi"))
+}
+
+/// Parses sizes as Dapr writes them: `4Mi`, `512Ki`, `1G`, `1000`.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let mult = match unit {
+        "" | "B" => 1,
+        "K" | "k" | "KB" => 1_000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "Gi" | "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (text, size) in [
+            ("4Mi", Some(4 << 20)),
+            ("1000", Some(1000)),
+            ("512Ki", Some(512 << 10)),
+            ("x", None),
+            ("4Qi", None),
+        ] {
+            assert_eq!(parse_size(text), size, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_config_for_an_app_has_dapr_run_defaults() {
+        let c = Config::for_app("backend");
+        assert_eq!(c.app_id, "backend");
+        assert_eq!(c.max_body_size, 4 << 20);
+        assert_eq!(c.app_protocol, "http");
+        assert!(c.check().is_ok());
+        assert!(Config::for_app("a.b").check().is_err());
+    }
+}

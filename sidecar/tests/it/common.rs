@@ -1,0 +1,41 @@
+//! Fixtures the sidecar's tests share: one `sidecar run` process on a store of each kind.
+
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use testkit::{SidecarBuilder, SidecarProcess, StoreFixture, StoreKind, TempDir};
+
+/// One sidecar (app id `app`, no app) on a fresh store of one kind.
+pub struct OneSidecar {
+    pub fixture: StoreFixture,
+    pub sidecar: SidecarProcess,
+    pub http: reqwest::Client,
+    pub registry: TempDir,
+}
+
+pub async fn one_sidecar(kind: StoreKind) -> OneSidecar {
+    let fixture = StoreFixture::start(kind).await.expect("store fixture");
+    let registry = TempDir::new("registry");
+    let sidecar = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "app", registry.path())
+        .resources(fixture.components.path())
+        .spawn()
+        .await
+        .expect("sidecar");
+    OneSidecar {
+        fixture,
+        sidecar,
+        http: reqwest::Client::new(),
+        registry,
+    }
+}
+
+impl OneSidecar {
+    /// The sidecar's HTTP API at `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sidecar.http_url())
+    }
+
+    pub async fn grpc(&self) -> DaprClient<tonic::transport::Channel> {
+        DaprClient::connect(self.sidecar.grpc_url())
+            .await
+            .expect("grpc connect")
+    }
+}
