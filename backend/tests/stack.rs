@@ -39,14 +39,8 @@ async fn roundtrip(kind: StoreKind) {
     assert_eq!(r["check_in"], day(0).as_str());
     assert!(r["created_at"].as_str().unwrap().starts_with("20"));
 
-    let got: Value = http
-        .get(format!("{}/reservations/{id}", s.frontend_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value =
+        testkit::get_json(&http, format!("{}/reservations/{id}", s.frontend_url)).await;
     assert_eq!(got, r, "read back as booked");
     assert_eq!(booked(&http, &s, 2, &day(-1), &day(3)).await, [0, 2, 2, 0]);
 

@@ -8,8 +8,8 @@ use appkit::wire::{HotelId, ReservationId, ReservationRequest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 
@@ -22,9 +22,12 @@ pub fn app(backend: Backend) -> Router {
     Router::new()
         .route("/book", post(book))
         .route("/hotels", get(hotels))
-        .route("/hotels/{hotel_id}", get(hotel))
-        .route("/hotels/{hotel_id}/availability", get(availability))
-        .route("/reservations/{id}", get(reservation).delete(cancel))
+        .route("/hotels/{hotel_id}", get(of_hotel))
+        .route("/hotels/{hotel_id}/availability", get(of_hotel))
+        .route(
+            "/reservations/{id}",
+            get(of_reservation).delete(of_reservation),
+        )
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -51,70 +54,45 @@ async fn book(
     .await
 }
 
-fn hotel_id(raw: &str) -> Result<u32, AppError> {
-    Ok(HotelId::parse(raw)?.0)
+/// The queries and the cancel go on to the backend's route of the same path and query,
+/// once the ids in it are known to be well-formed (so nothing else can reach the backend).
+async fn pass_on(
+    b: &Backend,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    b.call(method, path, headers, None).await
 }
 
-fn reservation_id(raw: &str) -> Result<ReservationId, AppError> {
-    ReservationId::parse(raw).ok_or_else(|| AppError::no_reservation(raw))
-}
-
-async fn hotels(State(b): State<Backend>, headers: HeaderMap) -> Result<Response, AppError> {
-    b.call(Method::GET, "/hotels", &headers, None).await
-}
-
-async fn hotel(
+async fn hotels(
     State(b): State<Backend>,
-    Path(raw): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    b.call(
-        Method::GET,
-        &format!("/hotels/{}", hotel_id(&raw)?),
-        &headers,
-        None,
-    )
-    .await
+    pass_on(&b, Method::GET, &uri, &headers).await
 }
 
-async fn availability(
+/// `GET /hotels/{id}` and `GET /hotels/{id}/availability`.
+async fn of_hotel(
     State(b): State<Backend>,
     Path(raw): Path<String>,
-    RawQuery(q): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let mut path = format!("/hotels/{}/availability", hotel_id(&raw)?);
-    if let Some(q) = q {
-        path.push('?');
-        path.push_str(&q);
-    }
-    b.call(Method::GET, &path, &headers, None).await
+    HotelId::parse(&raw)?;
+    pass_on(&b, Method::GET, &uri, &headers).await
 }
 
-async fn reservation(
+/// `GET` and `DELETE /reservations/{id}`.
+async fn of_reservation(
     State(b): State<Backend>,
     Path(raw): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    b.call(
-        Method::GET,
-        &format!("/reservations/{}", reservation_id(&raw)?),
-        &headers,
-        None,
-    )
-    .await
-}
-
-async fn cancel(
-    State(b): State<Backend>,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    b.call(
-        Method::DELETE,
-        &format!("/reservations/{}", reservation_id(&raw)?),
-        &headers,
-        None,
-    )
-    .await
+    ReservationId::parse(&raw).ok_or_else(|| AppError::no_reservation(&raw))?;
+    pass_on(&b, method, &uri, &headers).await
 }

@@ -54,3 +54,12 @@ pub async fn post_reading_early(
         .ok_or_else(|| anyhow::anyhow!("no status line: {head:?}"))?;
     Ok((status, body.to_string()))
 }
+
+/// GETs `url` and returns its JSON body (a test's read-back; any failure panics with it).
+pub async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    let r = http.get(url).send().await.expect("GET");
+    let status = r.status();
+    r.json()
+        .await
+        .unwrap_or_else(|e| panic!("a {status} answer without a JSON body: {e}"))
+}

@@ -17,7 +17,7 @@ pub use apps::{
     Collected, HELLO, fetch_hello_through, spawn_static_app, start_collector, start_echo_app,
 };
 pub use components::ComponentsDir;
-pub use http::post_reading_early;
+pub use http::{get_json, post_reading_early};
 pub use ledger::{Verdict, check_ledger};
 pub use process::{ChildGuard, TempDir, free_port, stop_child, wait_until};
 pub use redis::RedisServer;

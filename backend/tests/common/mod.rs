@@ -86,17 +86,14 @@ pub async fn booked(
     from: &str,
     to: &str,
 ) -> Vec<u64> {
-    let r: Value = http
-        .get(format!(
+    let r: Value = testkit::get_json(
+        http,
+        format!(
             "{}/hotels/{hotel}/availability?check_in={from}&check_out={to}",
             s.frontend_url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     r["nights"]
         .as_array()
         .unwrap()

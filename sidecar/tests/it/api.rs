@@ -280,14 +280,7 @@ async fn metadata_attributes_bulk_delete_and_grpc_shutdown() {
     })
     .await
     .unwrap();
-    let m: Value = http
-        .get(format!("{}/v1.0/metadata", s.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value = testkit::get_json(&http, format!("{}/v1.0/metadata", s.http_url())).await;
     assert_eq!(m["extended"]["color"], "blue");
     assert_eq!(m["extended"]["size"], "xl");
 

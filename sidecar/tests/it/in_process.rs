@@ -31,23 +31,9 @@ async fn a_sidecar_serves_in_process_on_free_ports_and_stops_when_asked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let got: Value = http
-        .get(format!("{base}/v1.0/state/statestore/k"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = testkit::get_json(&http, format!("{base}/v1.0/state/statestore/k")).await;
     assert_eq!(got, json!({"n": 1}));
-    let meta: Value = http
-        .get(format!("{base}/v1.0/metadata"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = testkit::get_json(&http, format!("{base}/v1.0/metadata")).await;
     assert_eq!(meta["id"], "inproc");
 
     let r = http

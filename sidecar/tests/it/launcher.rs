@@ -83,57 +83,54 @@ fn sigterm_is_forwarded_to_the_app() {
     assert!(left.is_empty(), "registration removed on shutdown");
 }
 
+/// Resource folders a sidecar must load or refuse: whether `sidecar run` succeeds, and
+/// what its error names.
 #[test]
-fn unknown_component_type_names_file_and_type() {
-    let registry = TempDir::new("registry");
-    let dir = ComponentsDir::raw(&[(
-        "pubsub.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata: []\n",
-    )]);
-    let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
-        .resources(dir.path())
-        .command(&["true"])
-        .run_to_end()
-        .unwrap();
-    assert!(!status.success());
-    assert!(
-        stderr.contains("pubsub.yaml") && stderr.contains("pubsub.kafka"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn broken_yaml_names_file_and_line() {
-    let registry = TempDir::new("registry");
-    let dir = ComponentsDir::raw(&[(
-        "broken.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec: [oops\n",
-    )]);
-    let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
-        .resources(dir.path())
-        .command(&["true"])
-        .run_to_end()
-        .unwrap();
-    assert!(!status.success());
-    assert!(
-        stderr.contains("broken.yaml") && stderr.contains("line"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn other_resource_kinds_are_skipped() {
-    let registry = TempDir::new("registry");
-    let dir = ComponentsDir::raw(&[(
-        "resiliency.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies: {}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n",
-    )]);
-    let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
-        .resources(dir.path())
-        .command(&["true"])
-        .run_to_end()
-        .unwrap();
-    assert!(status.success(), "{stderr}");
+fn resource_files_load_or_are_refused_by_name() {
+    struct Case {
+        file: &'static str,
+        text: &'static str,
+        starts: bool,
+        names: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            file: "pubsub.yaml",
+            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata: []\n",
+            starts: false,
+            names: &["pubsub.yaml", "pubsub.kafka"],
+        },
+        Case {
+            file: "broken.yaml",
+            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec: [oops\n",
+            starts: false,
+            names: &["broken.yaml", "line"],
+        },
+        Case {
+            // Other kinds of resource are skipped.
+            file: "resiliency.yaml",
+            text: "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies: {}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n",
+            starts: true,
+            names: &[],
+        },
+    ];
+    for case in cases {
+        let registry = TempDir::new("registry");
+        let dir = ComponentsDir::raw(&[(case.file, case.text)]);
+        let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
+            .resources(dir.path())
+            .command(&["true"])
+            .run_to_end()
+            .unwrap();
+        assert_eq!(status.success(), case.starts, "{}: {stderr}", case.file);
+        for name in case.names {
+            assert!(
+                stderr.contains(name),
+                "{}: {name} not in {stderr}",
+                case.file
+            );
+        }
+    }
 }
 
 /// Two sidecars of one app id with the in-process lock would each grant the same lock:

@@ -154,49 +154,20 @@ async fn grpc_lock(kind: StoreKind) {
         lock_owner: owner.into(),
         expiry_in_seconds: 30,
     };
-    assert!(
-        c.try_lock_alpha1(req("a"))
-            .await
-            .unwrap()
-            .into_inner()
-            .success
-    );
-    assert!(
-        !c.try_lock_alpha1(req("b"))
-            .await
-            .unwrap()
-            .into_inner()
-            .success
-    );
+    // (owner, taken) in turn, then (owner, unlock status): 0 released, 1 gone, 2 not yours.
+    for (owner, taken) in [("a", true), ("b", false)] {
+        let got = c.try_lock_alpha1(req(owner)).await.unwrap().into_inner();
+        assert_eq!(got.success, taken, "try_lock by {owner}");
+    }
     let unlock = |owner: &str| UnlockRequest {
         store_name: "lockstore".into(),
         resource_id: "g".into(),
         lock_owner: owner.into(),
     };
-    assert_eq!(
-        c.unlock_alpha1(unlock("b"))
-            .await
-            .unwrap()
-            .into_inner()
-            .status,
-        2
-    );
-    assert_eq!(
-        c.unlock_alpha1(unlock("a"))
-            .await
-            .unwrap()
-            .into_inner()
-            .status,
-        0
-    );
-    assert_eq!(
-        c.unlock_alpha1(unlock("a"))
-            .await
-            .unwrap()
-            .into_inner()
-            .status,
-        1
-    );
+    for (owner, status) in [("b", 2), ("a", 0), ("a", 1)] {
+        let got = c.unlock_alpha1(unlock(owner)).await.unwrap().into_inner();
+        assert_eq!(got.status, status, "unlock by {owner}");
+    }
     let mut bad = req("a");
     bad.expiry_in_seconds = -1;
     assert_eq!(

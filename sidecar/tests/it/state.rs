@@ -11,6 +11,16 @@ use testkit::{SidecarBuilder, StoreFixture, StoreKind, TempDir};
 use crate::common::{OneSidecar, one_sidecar};
 
 impl OneSidecar {
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .http
+            .delete(self.url(&format!("/v1.0/state/statestore/{key}")));
+        if let Some(etag) = if_match {
+            req = req.header("If-Match", etag);
+        }
+        req.send().await.unwrap()
+    }
+
     async fn save(&self, body: Value) -> reqwest::Response {
         self.http
             .post(self.url("/v1.0/state/statestore"))
@@ -84,29 +94,12 @@ async fn http_save_get_and_etags(kind: StoreKind) {
         "a refused save changes nothing"
     );
 
-    let del = s
-        .http
-        .delete(s.url("/v1.0/state/statestore/k"))
-        .header("If-Match", &etag1)
-        .send()
-        .await
-        .unwrap();
+    let del = s.delete("k", Some(&etag1)).await;
     assert_eq!(error_code(del).await, (409, "ERR_STATE_DELETE".into()));
-    let del = s
-        .http
-        .delete(s.url("/v1.0/state/statestore/k"))
-        .header("If-Match", &etag2)
-        .send()
-        .await
-        .unwrap();
+    let del = s.delete("k", Some(&etag2)).await;
     assert_eq!(del.status(), 204);
     assert_eq!(s.get("k").await.0, 204);
-    let del = s
-        .http
-        .delete(s.url("/v1.0/state/statestore/never"))
-        .send()
-        .await
-        .unwrap();
+    let del = s.delete("never", None).await;
     assert_eq!(
         del.status(),
         204,
@@ -249,49 +242,47 @@ fn item(key: &str, value: &[u8], etag: Option<&str>) -> StateItem {
     }
 }
 
+fn get_req(store: &str, key: &str) -> GetStateRequest {
+    GetStateRequest {
+        store_name: store.into(),
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+fn save_req(states: Vec<StateItem>) -> SaveStateRequest {
+    SaveStateRequest {
+        store_name: "statestore".into(),
+        states,
+    }
+}
+
 async fn grpc_state(kind: StoreKind) {
     let s = one_sidecar(kind).await;
     let mut c = s.grpc().await;
     let store = || "statestore".to_string();
-    c.save_state(SaveStateRequest {
-        store_name: store(),
-        states: vec![item("g", b"raw-bytes", None)],
-    })
-    .await
-    .unwrap();
+    c.save_state(save_req(vec![item("g", b"raw-bytes", None)]))
+        .await
+        .unwrap();
     let got = c
-        .get_state(GetStateRequest {
-            store_name: store(),
-            key: "g".into(),
-            ..Default::default()
-        })
+        .get_state(get_req("statestore", "g"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.data, b"raw-bytes", "gRPC values are raw bytes");
     assert!(!got.etag.is_empty());
 
-    c.save_state(SaveStateRequest {
-        store_name: store(),
-        states: vec![item("g", b"v2", Some(&got.etag))],
-    })
-    .await
-    .unwrap();
+    c.save_state(save_req(vec![item("g", b"v2", Some(&got.etag))]))
+        .await
+        .unwrap();
     let err = c
-        .save_state(SaveStateRequest {
-            store_name: store(),
-            states: vec![item("g", b"v3", Some(&got.etag))],
-        })
+        .save_state(save_req(vec![item("g", b"v3", Some(&got.etag))]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Aborted, "stale ETag: {err:?}");
 
     let missing = c
-        .get_state(GetStateRequest {
-            store_name: store(),
-            key: "none".into(),
-            ..Default::default()
-        })
+        .get_state(get_req("statestore", "none"))
         .await
         .unwrap()
         .into_inner();
@@ -317,11 +308,7 @@ async fn grpc_state(kind: StoreKind) {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal);
     let t1 = c
-        .get_state(GetStateRequest {
-            store_name: store(),
-            key: "t1".into(),
-            ..Default::default()
-        })
+        .get_state(get_req("statestore", "t1"))
         .await
         .unwrap()
         .into_inner();
@@ -341,11 +328,7 @@ async fn grpc_state(kind: StoreKind) {
     assert!(bulk.items[1].data.is_empty());
 
     let etag = c
-        .get_state(GetStateRequest {
-            store_name: store(),
-            key: "g".into(),
-            ..Default::default()
-        })
+        .get_state(get_req("statestore", "g"))
         .await
         .unwrap()
         .into_inner()
@@ -371,24 +354,13 @@ async fn grpc_state(kind: StoreKind) {
     .await
     .unwrap();
 
-    let err = c
-        .get_state(GetStateRequest {
-            store_name: "nope".into(),
-            key: "g".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = c.get_state(get_req("nope", "g")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
     // HTTP stores JSON text, which gRPC reads back byte for byte.
     s.save(json!([{"key": "h", "value": "hi"}])).await;
     let h = c
-        .get_state(GetStateRequest {
-            store_name: store(),
-            key: "h".into(),
-            ..Default::default()
-        })
+        .get_state(get_req("statestore", "h"))
         .await
         .unwrap()
         .into_inner();
@@ -593,12 +565,9 @@ async fn offline_commands_see_one_apps_keys(kind: StoreKind) {
         .await;
     assert_eq!(r.status(), 204);
     let mut c = s.grpc().await;
-    c.save_state(SaveStateRequest {
-        store_name: "statestore".into(),
-        states: vec![item("raw", &[0, 159, 1], None)],
-    })
-    .await
-    .unwrap();
+    c.save_state(save_req(vec![item("raw", &[0, 159, 1], None)]))
+        .await
+        .unwrap();
     let r = s
         .http
         .post(format!("{}/v1.0/state/statestore", other.http_url()))
