@@ -39,3 +39,13 @@ impl OneSidecar {
             .expect("grpc connect")
     }
 }
+
+/// The status and Dapr `errorCode` of an error answer.
+pub async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+    (
+        status,
+        body["errorCode"].as_str().unwrap_or_default().to_string(),
+    )
+}

@@ -6,6 +6,8 @@ use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use serde_json::Value;
 use testkit::{ComponentsDir, SidecarBuilder, SidecarProcess, TempDir};
 
+use crate::common::error_code;
+
 struct Pair {
     caller: SidecarProcess,
     _callee: SidecarProcess,
@@ -136,22 +138,14 @@ async fn header_form_and_unknown_targets() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 500);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["errorCode"],
-        "ERR_DIRECT_INVOKE"
-    );
+    assert_eq!(error_code(r).await, (500, "ERR_DIRECT_INVOKE".into()));
     let r = p
         .http
         .get(format!("{}/not/a/route", p.caller.http_url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["errorCode"],
-        "ERR_DIRECT_INVOKE"
-    );
+    assert_eq!(error_code(r).await, (404, "ERR_DIRECT_INVOKE".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

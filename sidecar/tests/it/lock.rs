@@ -6,7 +6,7 @@ use dapr::dapr::proto::runtime::v1::{TryLockRequest, UnlockRequest};
 use serde_json::{Value, json};
 use testkit::{SidecarBuilder, StoreKind, TempDir};
 
-use crate::common::{OneSidecar, one_sidecar};
+use crate::common::{OneSidecar, error_code, one_sidecar};
 
 impl OneSidecar {
     async fn call(&self, op: &str, body: Value) -> (u16, Value) {
@@ -93,23 +93,43 @@ async fn http_lock_expires_after_its_lease(kind: StoreKind) {
 
 async fn http_lock_validation(kind: StoreKind) {
     let s = one_sidecar(kind).await;
-    let (status, body) = s
-        .call(
-            "lock",
+    // (store, body, status, errorCode), in daprd's order of checks.
+    let cases = [
+        (
+            "lockstore",
             json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 0}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["errorCode"].as_str()),
-        (400, Some("ERR_MALFORMED_REQUEST"))
-    );
-    let (status, body) = s
-        .call("lock", json!({"resourceId": "r", "expiryInSeconds": 5}))
-        .await;
-    assert_eq!(
-        (status, body["errorCode"].as_str()),
-        (400, Some("ERR_MALFORMED_REQUEST"))
-    );
+            400,
+            "ERR_MALFORMED_REQUEST",
+        ),
+        (
+            "lockstore",
+            json!({"resourceId": "r", "expiryInSeconds": 5}),
+            400,
+            "ERR_MALFORMED_REQUEST",
+        ),
+        (
+            "nope",
+            json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}),
+            400,
+            "ERR_LOCK_STORE_NOT_FOUND",
+        ),
+        (
+            "lockstore",
+            json!({"resourceId": "a||b", "lockOwner": "o", "expiryInSeconds": 5}),
+            500,
+            "ERR_TRY_LOCK",
+        ),
+    ];
+    for (store, body, status, code) in cases {
+        let r = s
+            .http
+            .post(s.url(&format!("/v1.0-alpha1/lock/{store}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await, (status, code.to_string()), "{body}");
+    }
     let (status, body) = s
         .call(
             "lock",
@@ -120,28 +140,6 @@ async fn http_lock_validation(kind: StoreKind) {
         (status, body),
         (200, json!({"success": true})),
         "snake_case names are accepted"
-    );
-    let r = s
-        .http
-        .post(format!("{}/v1.0-alpha1/lock/nope", s.sidecar.http_url()))
-        .json(&json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["errorCode"],
-        "ERR_LOCK_STORE_NOT_FOUND"
-    );
-    let (status, body) = s
-        .call(
-            "lock",
-            json!({"resourceId": "a||b", "lockOwner": "o", "expiryInSeconds": 5}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["errorCode"].as_str()),
-        (500, Some("ERR_TRY_LOCK"))
     );
 }
 
@@ -211,19 +209,17 @@ async fn no_lock_store_configured() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 500);
     assert_eq!(
-        r.json::<Value>().await.unwrap()["errorCode"],
-        "ERR_LOCK_STORE_NOT_CONFIGURED"
+        error_code(r).await,
+        (500, "ERR_LOCK_STORE_NOT_CONFIGURED".into())
     );
     let r = reqwest::Client::new()
         .get(format!("{}/v1.0/state/statestore/k", s.http_url()))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 500);
     assert_eq!(
-        r.json::<Value>().await.unwrap()["errorCode"],
-        "ERR_STATE_STORE_NOT_CONFIGURED"
+        error_code(r).await,
+        (500, "ERR_STATE_STORE_NOT_CONFIGURED".into())
     );
 }

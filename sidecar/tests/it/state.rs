@@ -8,7 +8,7 @@ use dapr::dapr::proto::runtime::v1::{
 use serde_json::{Value, json};
 use testkit::{SidecarBuilder, StoreFixture, StoreKind, TempDir};
 
-use crate::common::{OneSidecar, one_sidecar};
+use crate::common::{OneSidecar, error_code, one_sidecar};
 
 impl OneSidecar {
     async fn delete(&self, key: &str, if_match: Option<&str>) -> reqwest::Response {
@@ -44,15 +44,6 @@ impl OneSidecar {
             .map(|v| v.to_str().unwrap().to_string());
         (status, etag, r.text().await.unwrap())
     }
-}
-
-async fn error_code(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    (
-        status,
-        body["errorCode"].as_str().unwrap_or_default().to_string(),
-    )
 }
 
 async fn http_save_get_and_etags(kind: StoreKind) {
