@@ -52,10 +52,6 @@ impl AppError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
     pub fn busy(message: impl Into<String>, retry_after: u32) -> Self {
         AppError {
             retry_after: Some(retry_after),

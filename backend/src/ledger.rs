@@ -16,6 +16,9 @@ use crate::booking::{KeyRecord, Night, parse_night_key};
 /// One line of `sidecar dump-state`.
 #[derive(Debug, Deserialize)]
 pub struct Entry {
+    /// The state store it came from.
+    #[serde(default)]
+    pub store: String,
     pub key: String,
     #[serde(default)]
     pub value: Value,
@@ -38,6 +41,7 @@ pub struct Ledger {
 pub struct KeyCounts {
     pub booked: usize,
     pub refused: usize,
+    pub cancelled: usize,
     /// Created by a request that has not been decided (or whose change was refused by a
     /// conflict and not retried).
     pub pending: usize,
@@ -68,7 +72,7 @@ impl Ledger {
     /// not the ledger's.
     pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Ledger {
         let mut ledger = Ledger::default();
-        for Entry { key, value } in entries {
+        for Entry { key, value, .. } in entries {
             if let Some(night) = parse_night_key(&key) {
                 match serde_json::from_value::<Night>(value) {
                     Ok(n) => {
@@ -88,6 +92,7 @@ impl Ledger {
                 }
             } else if key.starts_with("idempotency-") {
                 match serde_json::from_value::<KeyRecord>(value) {
+                    Ok(r) if r.answer.is_some() && r.is_cancel() => ledger.keys.cancelled += 1,
                     Ok(KeyRecord {
                         answer: Some(_), ..
                     }) => ledger.keys.booked += 1,
@@ -188,12 +193,14 @@ impl Verdict {
     /// A few readable lines for a terminal.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} nights, {} reservations; idempotency keys: {} booked, {} refused, {} pending\n\
+            "{} nights, {} reservations; idempotency keys: {} booked, {} refused, {} cancelled, \
+             {} pending\n\
              oversold nights: {}\nnights whose count differs from their reservations: {}\n",
             self.nights,
             self.reservations,
             self.keys.booked,
             self.keys.refused,
+            self.keys.cancelled,
             self.keys.pending,
             self.oversold_nights,
             self.miscounted_nights,
@@ -229,6 +236,7 @@ mod tests {
 
     fn entry(key: &str, value: Value) -> Entry {
         Entry {
+            store: "statestore".into(),
             key: key.into(),
             value,
         }
@@ -254,6 +262,10 @@ mod tests {
                 "idempotency-k2",
                 json!({"request": {}, "refused": "sold out"}),
             ),
+            entry(
+                "idempotency-k3",
+                json!({"request": {"cancel": "c"}, "answer": reservation("c", "u3", 1)}),
+            ),
             entry("other", json!("not the ledger's")),
         ]
     }
@@ -270,6 +282,7 @@ mod tests {
             KeyCounts {
                 booked: 1,
                 refused: 1,
+                cancelled: 1,
                 pending: 0
             }
         );

@@ -33,7 +33,7 @@ pub fn sidecar(app_id: &str, registry: &Path, resources: &Path) -> anyhow::Resul
         .arg("config.yaml"))
 }
 
-/// The processes of one configuration; dropping it stops them.
+/// The processes of one configuration; dropping it stops them, all at once.
 #[derive(Default)]
 pub struct Running {
     sidecars: Vec<SidecarProcess>,
@@ -85,5 +85,16 @@ impl Running {
             .iter()
             .filter_map(|(n, pid)| Some((n.clone(), procstat::peak_rss_mib(*pid)?)))
             .collect()
+    }
+}
+
+impl Drop for Running {
+    /// Every process gets SIGTERM first, so they wind down together; each handle then
+    /// waits for its own (and kills it if it lingers).
+    fn drop(&mut self) {
+        let pids = self.sidecars.iter().map(SidecarProcess::pid);
+        for pid in pids.chain(self.apps.iter().map(ChildGuard::pid)) {
+            let _ = appkit::process::send_signal(pid, appkit::process::Signal::Term);
+        }
     }
 }

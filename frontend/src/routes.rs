@@ -8,8 +8,8 @@ use appkit::wire::{HotelId, ReservationId, ReservationRequest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{get, post};
 
@@ -22,8 +22,8 @@ pub fn app(backend: Backend) -> Router {
     Router::new()
         .route("/book", post(book))
         .route("/hotels", get(hotels))
-        .route("/hotels/{hotel_id}", get(of_hotel))
-        .route("/hotels/{hotel_id}/availability", get(of_hotel))
+        .route("/hotels/{hotel_id}", get(hotel))
+        .route("/hotels/{hotel_id}/availability", get(availability))
         .route(
             "/reservations/{id}",
             get(of_reservation).delete(of_reservation),
@@ -54,35 +54,45 @@ async fn book(
     .await
 }
 
-/// The queries and the cancel go on to the backend's route of the same path and query,
-/// once the ids in it are known to be well-formed (so nothing else can reach the backend).
+/// The queries and the cancel go on to the backend's route for the same thing. The path
+/// is rebuilt from the parsed ids (canonical, and nothing a client typed besides them);
+/// only availability passes its query on.
 async fn pass_on(
     b: &Backend,
     method: Method,
-    uri: &Uri,
+    path: &str,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     b.call(method, path, headers, None).await
 }
 
-async fn hotels(
-    State(b): State<Backend>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    pass_on(&b, Method::GET, &uri, &headers).await
+async fn hotels(State(b): State<Backend>, headers: HeaderMap) -> Result<Response, AppError> {
+    pass_on(&b, Method::GET, "/hotels", &headers).await
 }
 
-/// `GET /hotels/{id}` and `GET /hotels/{id}/availability`.
-async fn of_hotel(
+async fn hotel(
     State(b): State<Backend>,
     Path(raw): Path<String>,
-    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    HotelId::parse(&raw)?;
-    pass_on(&b, Method::GET, &uri, &headers).await
+    let id = HotelId::parse(&raw)?.0;
+    pass_on(&b, Method::GET, &format!("/hotels/{id}"), &headers).await
+}
+
+/// Its query (the dates) goes on as it came; the backend checks it.
+async fn availability(
+    State(b): State<Backend>,
+    Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = HotelId::parse(&raw)?.0;
+    let mut path = format!("/hotels/{id}/availability");
+    if let Some(q) = query {
+        path.push('?');
+        path.push_str(&q);
+    }
+    pass_on(&b, Method::GET, &path, &headers).await
 }
 
 /// `GET` and `DELETE /reservations/{id}`.
@@ -90,9 +100,8 @@ async fn of_reservation(
     State(b): State<Backend>,
     Path(raw): Path<String>,
     method: Method,
-    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    ReservationId::parse(&raw).ok_or_else(|| AppError::no_reservation(&raw))?;
-    pass_on(&b, method, &uri, &headers).await
+    let id = ReservationId::parse(&raw).ok_or_else(|| AppError::no_reservation(&raw))?;
+    pass_on(&b, method, &format!("/reservations/{id}"), &headers).await
 }

@@ -65,7 +65,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config for app `app_id` with every default, as `sidecar run --app-id` gives it.
+    /// A config for app `app_id` with the flags' defaults and nothing taken from the
+    /// environment (no tokens, the default registry folder), for a sidecar built in code.
+    /// `~/.dapr` still supplies components and configuration when no path is set.
     pub fn for_app(app_id: &str) -> Config {
         #[derive(clap::Parser)]
         struct Only {
@@ -74,6 +76,9 @@ impl Config {
         }
         let mut config = <Only as clap::Parser>::parse_from(["sidecar"]).config;
         config.app_id = app_id.to_string();
+        config.dapr_api_token = None;
+        config.app_api_token = None;
+        config.registry_dir = None;
         config
     }
 

@@ -50,6 +50,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .env("APP_PROTOCOL", &opts.app_protocol)
         .env("DAPR_HTTP_PORT", ports.http.to_string())
         .env("DAPR_GRPC_PORT", ports.grpc.to_string());
+    // The tokens reach the app as `dapr run` gives them, also when given as flags.
+    if let Some(t) = opts.api_token() {
+        cmd.env("DAPR_API_TOKEN", t);
+    }
+    if let Some(t) = opts.app_token() {
+        cmd.env("APP_API_TOKEN", t);
+    }
     if let Some(p) = opts.app_port() {
         cmd.env("APP_PORT", p.to_string());
     }

@@ -155,7 +155,7 @@ impl Sidecar {
             config.max_body_size,
         );
         let (shutdown, rx) = watch::channel(false);
-        let runtime = Arc::new(Api {
+        let api = Arc::new(Api {
             config: config.clone(),
             components,
             invoker,
@@ -174,7 +174,7 @@ impl Sidecar {
             Some(t) => router.layer(TraceLayer::new(t.clone())),
             None => router,
         };
-        let mut router = traced(transport::http::router(runtime.clone()));
+        let mut router = traced(transport::http::router(api.clone()));
         if let Some(listener) = metrics_listener {
             let metrics = Metrics::new(&config.app_id);
             router = metrics.layer(router);
@@ -183,11 +183,11 @@ impl Sidecar {
         tasks.push(serve_http(http, router, rx.clone()));
         tasks.push(serve_http(
             internal,
-            traced(transport::internal::router(runtime.clone())),
+            traced(transport::internal::router(api.clone())),
             rx.clone(),
         ));
         let grpc_rx = rx.clone();
-        let grpc_service = transport::grpc::service(runtime.clone());
+        let grpc_service = transport::grpc::service(api.clone());
         let grpc_tracer = tracer.clone();
         tasks.push(tokio::spawn(async move {
             let incoming =
@@ -213,19 +213,19 @@ impl Sidecar {
         }));
         if let Some(app_port) = config.app_port() {
             tasks.push(tokio::spawn(wait_for_app(
-                runtime.clone(),
+                api.clone(),
                 config.app_channel_address.clone(),
                 app_port,
                 rx.clone(),
             )));
         }
-        if runtime
+        if api
             .components
             .state
             .values()
             .any(|c| matches!(c.store, crate::state::StateStore::Memory(_)))
         {
-            let rt = runtime.clone();
+            let rt = api.clone();
             let mut stop = rx.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -238,37 +238,44 @@ impl Sidecar {
             }));
         }
 
-        let registration = if config.app_id.is_empty() {
-            None
+        // The servers run already: a failure from here on stops them before it returns.
+        let registered = if config.app_id.is_empty() {
+            Ok(None)
         } else {
-            Some(
-                registry
-                    .register(&Entry {
-                        app_id: config.app_id.clone(),
-                        pid: std::process::id(),
-                        internal_port: ports.internal,
-                        http_port: ports.http,
-                        grpc_port: ports.grpc,
-                        app_port: config.app_port(),
-                    })
-                    .with_context(|| format!("registering in {}", registry.dir().display()))?,
-            )
+            registry
+                .register(&Entry {
+                    app_id: config.app_id.clone(),
+                    pid: std::process::id(),
+                    internal_port: ports.internal,
+                    http_port: ports.http,
+                    grpc_port: ports.grpc,
+                    app_port: config.app_port(),
+                })
+                .with_context(|| format!("registering in {}", registry.dir().display()))
+                .and_then(|registration| {
+                    refuse_process_local_replicas(&api.components, &registry, &config.app_id)?;
+                    Ok(Some(registration))
+                })
         };
-        if registration.is_some() {
-            refuse_process_local_replicas(&runtime.components, &registry, &config.app_id)?;
-        }
+        let registration = match registered {
+            Ok(r) => r,
+            Err(e) => {
+                api.request_shutdown();
+                return Err(e);
+            }
+        };
         tracing::info!(
             app_id = %config.app_id,
             http_port = ports.http,
             grpc_port = ports.grpc,
             internal_port = ports.internal,
             metrics_port = ?ports.metrics,
-            components = runtime.components.registered.len(),
+            components = api.components.registered.len(),
             "dapr sidecar is up"
         );
         Ok(Sidecar {
             ports,
-            api: runtime,
+            api,
             configuration,
             tasks,
             registration,

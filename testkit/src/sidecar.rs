@@ -127,10 +127,18 @@ impl SidecarBuilder {
                 }
             },
         )
-        .await?;
-        let Some(entry) = read else {
-            let status = child.wait()?;
-            anyhow::bail!("sidecar exited before serving: {status}");
+        .await;
+        let entry = match read {
+            Ok(Some(entry)) => entry,
+            Ok(None) => {
+                let status = child.wait()?;
+                anyhow::bail!("sidecar exited before serving: {status}");
+            }
+            // Never leave a sidecar (and its app) running behind a failed start.
+            Err(e) => {
+                stop_child(&mut child, Duration::from_secs(5));
+                return Err(e);
+            }
         };
         let port = |k: &str| {
             entry[k]

@@ -34,6 +34,13 @@ struct Args {
     /// Print the verdict as one JSON object instead of lines for a terminal.
     #[arg(long)]
     json: bool,
+    /// The state store whose keys are checked (`STATESTORE_NAME`, as the backend names it).
+    #[arg(long, env = "STATESTORE_NAME", default_value = "statestore")]
+    store: String,
+    /// Accept a store with none of the backend's keys (otherwise a mistake: a wrong
+    /// folder or path reads as an empty store, which would pass every check).
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,8 +76,16 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }
         let entry: Entry = serde_json::from_str(&line)
             .with_context(|| format!("state line {}: not a dump-state line", n + 1))?;
-        entries.push(entry);
+        if entry.store == args.store {
+            entries.push(entry);
+        }
     }
+    anyhow::ensure!(
+        !entries.is_empty() || args.allow_empty,
+        "store {:?} holds none of the backend's keys; a wrong components folder or path \
+         reads as empty (--allow-empty to check an empty store)",
+        args.store
+    );
     let acknowledged = args.acknowledged.as_deref().map(read_answers).transpose()?;
     let verdict = Ledger::from_entries(entries).check(
         |id| catalogue.get(id).map(|h| h.rooms),

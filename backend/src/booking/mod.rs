@@ -122,6 +122,13 @@ pub(crate) struct KeyRecord {
     pub(crate) refused: Option<String>,
 }
 
+impl KeyRecord {
+    /// Whether the key was used to cancel (its request is `{"cancel": id}`).
+    pub(crate) fn is_cancel(&self) -> bool {
+        self.request.get("cancel").is_some()
+    }
+}
+
 /// A key in use by this request.
 struct KeyUse {
     record_key: String,

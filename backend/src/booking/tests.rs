@@ -241,7 +241,7 @@ async fn a_holder_outlives_its_lease(fencing: bool) -> (Result<(), BookingError>
     let store = MemoryStore::default();
     let mut slow = policy(Consistency::Lock);
     slow.lease_secs = 1;
-    slow.hold_lock = Duration::from_millis(1300);
+    slow.hold_lock = Duration::from_millis(2000);
     slow.fencing = fencing;
     let a = booker(&store, slow);
     let b = booker(&store, policy(Consistency::Lock));

@@ -1,6 +1,7 @@
-//! An in-memory `Store` with the rules of this project's sidecar, for the booking's unit
-//! tests: an ETag per key that changes on every write, first-write creates, transactions
-//! that check every ETag before writing anything, and locks whose leases run out. Every
+//! An in-memory `Store` with the rules of this project's sidecar that the booking relies
+//! on, for its unit tests: an ETag per key that changes on every write, first-write
+//! creates, transactions that check every ETag before writing anything (and fail as the
+//! sidecar does, INTERNAL), and locks whose leases run out. TTLs are not kept. Every
 //! call yields to the scheduler first, so concurrent bookings interleave as they would
 //! over the network. Faults a test can turn on: commits applied whose answer is lost.
 
@@ -168,7 +169,12 @@ impl Store for MemoryStore {
                 Op::Upsert { key, etag, .. } | Op::Delete { key, etag } => (key, etag.as_ref()),
             };
             if !shared.matches(key, etag) {
-                return Err(DaprError::Conflict(format!("etag mismatch on {key}")));
+                // As the sidecar answers a transaction refused for an ETag: a plain
+                // failure (INTERNAL), never the ABORTED of a single save.
+                return Err(DaprError::Failed {
+                    code: tonic::Code::Internal,
+                    message: format!("possible etag mismatch on {key}"),
+                });
             }
         }
         for op in ops {

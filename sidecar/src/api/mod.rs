@@ -1,8 +1,11 @@
 //! The Dapr API, free of any transport. Each operation takes a typed request that a
 //! transport (`crate::transport::http`, `crate::transport::grpc`) decoded once, and gives
-//! a typed answer or an `ApiError` that each transport encodes its own way. Validation,
-//! its order, key prefixing and error codes live here only: state (`state`), locks
-//! (`lock`), metadata and health (`metadata`); invocation is `crate::invoke`.
+//! a typed answer or an `ApiError` that each transport encodes its own way. The rules that
+//! do not depend on the wire live here only (store lookup, key checks and prefixing, TTL
+//! metadata, lock checks, unknown operations, and their order and error codes): state
+//! (`state`), locks (`lock`), metadata and health (`metadata`); invocation is
+//! `crate::invoke`. The transports keep only what their encoding brings: JSON parsing and
+//! `concurrency` words over HTTP, the `contentType` check over gRPC.
 
 pub mod lock;
 pub mod metadata;
@@ -48,7 +51,8 @@ impl Api {
         self.app_ready.load(Ordering::Acquire)
     }
 
-    /// Keys and lock resources may not hold `||`, the separator of the prefixes.
+    /// State keys may not hold `||`, the separator of the prefixes (lock resources are
+    /// checked in `lock`, with the lock API's own error).
     fn check_key(&self, key: &str) -> Result<(), ApiError> {
         if key.contains("||") {
             return Err(ApiError::illegal_key(key, self.app_id()));

@@ -1,5 +1,10 @@
 //! State operations: get, bulk get, save, delete and transactions, on the typed requests
 //! the transports decode. Keys are checked and prefixed here; metadata (TTL) is read here.
+//!
+//! A save's items and a transaction's operations come as the transport decoded them, each
+//! possibly a decoding error (a bad `concurrency` over HTTP, a non-JSON value marked JSON
+//! over gRPC): the core meets them in item order, so with several faults in one request
+//! the answer is the one daprd gives, whichever transport carried it.
 
 use std::collections::HashMap;
 
@@ -98,11 +103,11 @@ impl Api {
         &self,
         name: &str,
         store: &StateComponent,
-        items: Vec<SaveItem>,
+        items: Vec<Result<SaveItem, ApiError>>,
     ) -> Result<(), ApiError> {
         let items = items
             .into_iter()
-            .map(SaveItem::into_set)
+            .map(|item| item?.into_set())
             .collect::<Result<Vec<_>, _>>()?;
         for item in &items {
             if item.key.is_empty() {
@@ -176,11 +181,16 @@ impl Api {
         Ok(())
     }
 
-    /// All operations or none; an unknown operation type refuses the whole transaction.
-    pub async fn transact(&self, store: &StateComponent, ops: Vec<TxOp>) -> Result<(), ApiError> {
-        let mut checked = Vec::with_capacity(ops.len());
+    /// All operations or none. Checked as daprd does: each operation in order (its own
+    /// faults, an unknown type), then every key.
+    pub async fn transact(
+        &self,
+        store: &StateComponent,
+        ops: Vec<Result<TxOp, ApiError>>,
+    ) -> Result<(), ApiError> {
+        let mut decoded = Vec::with_capacity(ops.len());
         for op in ops {
-            let mut op = match op {
+            decoded.push(match op? {
                 TxOp::Upsert(item) => TxOperation::Upsert(item.into_set()?),
                 TxOp::Delete(req) => TxOperation::Delete(req),
                 TxOp::Other(kind) => {
@@ -191,7 +201,10 @@ impl Api {
                         format!("operation type {kind} not supported"),
                     ));
                 }
-            };
+            });
+        }
+        let mut checked = Vec::with_capacity(decoded.len());
+        for mut op in decoded {
             let key = match &mut op {
                 TxOperation::Upsert(r) => &mut r.key,
                 TxOperation::Delete(r) => &mut r.key,

@@ -247,11 +247,7 @@ impl Dapr for GrpcApi {
     async fn save_state(&self, request: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         let store = self.rt.state_store(&req.store_name)?;
-        let items = req
-            .states
-            .into_iter()
-            .map(save_item)
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = req.states.into_iter().map(save_item).collect();
         self.rt.save_state(&req.store_name, store, items).await?;
         Ok(Response::new(()))
     }
@@ -292,9 +288,13 @@ impl Dapr for GrpcApi {
         for op in req.operations {
             let item = op.request.unwrap_or_default();
             ops.push(match op.operation_type.as_str() {
-                "upsert" => TxOp::Upsert(save_item(item)?),
-                "delete" => TxOp::Delete(delete_request(item.key, item.etag, item.options)),
-                _ => TxOp::Other(op.operation_type),
+                "upsert" => save_item(item).map(TxOp::Upsert),
+                "delete" => Ok(TxOp::Delete(delete_request(
+                    item.key,
+                    item.etag,
+                    item.options,
+                ))),
+                _ => Ok(TxOp::Other(op.operation_type)),
             });
         }
         self.rt.transact(store, ops).await?;

@@ -342,7 +342,7 @@ async fn save_state(
     let items = items
         .into_iter()
         .map(|i| i.decode(&query_meta, "ERR_STATE_SAVE"))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
     rt.save_state(&store, s, items).await?;
     Ok(no_content())
 }
@@ -357,52 +357,50 @@ async fn bulk_get(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answ
     let s = rt.state_store(&store)?;
     let req: BulkGetBody = parse_json(&body)?;
     let results = rt.bulk_get(s, &req.keys).await?;
-    {
-        let mut out = Vec::with_capacity(64 * req.keys.len().max(1));
-        out.push(b'[');
-        for (i, (key, r)) in req.keys.iter().zip(results).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            let mut item = serde_json::Map::new();
-            item.insert("key".into(), key.clone().into());
-            match r {
-                Ok(Some(found)) => {
-                    let data: serde_json::Value =
-                        match serde_json::from_slice::<Box<RawValue>>(&found.data) {
-                            Ok(raw) => {
-                                serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
-                            }
-                            Err(_) => {
-                                use base64::Engine as _;
-                                base64::engine::general_purpose::STANDARD
-                                    .encode(&found.data)
-                                    .into()
-                            }
-                        };
-                    item.insert("data".into(), data);
-                    if let Some(etag) = found.etag {
-                        item.insert("etag".into(), etag.into());
-                    }
-                    if !found.metadata.is_empty() {
-                        let m: serde_json::Map<String, serde_json::Value> = found
-                            .metadata
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into()))
-                            .collect();
-                        item.insert("metadata".into(), m.into());
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    item.insert("error".into(), e.to_string().into());
-                }
-            }
-            out.extend_from_slice(&serde_json::to_vec(&item).unwrap_or_default());
+    let mut out = Vec::with_capacity(64 * req.keys.len().max(1));
+    out.push(b'[');
+    for (i, (key, r)) in req.keys.iter().zip(results).enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        out.push(b']');
-        Ok(json_response(out))
+        let mut item = serde_json::Map::new();
+        item.insert("key".into(), key.clone().into());
+        match r {
+            Ok(Some(found)) => {
+                let data: serde_json::Value =
+                    match serde_json::from_slice::<Box<RawValue>>(&found.data) {
+                        Ok(raw) => {
+                            serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
+                        }
+                        Err(_) => {
+                            use base64::Engine as _;
+                            base64::engine::general_purpose::STANDARD
+                                .encode(&found.data)
+                                .into()
+                        }
+                    };
+                item.insert("data".into(), data);
+                if let Some(etag) = found.etag {
+                    item.insert("etag".into(), etag.into());
+                }
+                if !found.metadata.is_empty() {
+                    let m: serde_json::Map<String, serde_json::Value> = found
+                        .metadata
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into()))
+                        .collect();
+                    item.insert("metadata".into(), m.into());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                item.insert("error".into(), e.to_string().into());
+            }
+        }
+        out.extend_from_slice(&serde_json::to_vec(&item).unwrap_or_default());
     }
+    out.push(b']');
+    Ok(json_response(out))
 }
 
 async fn delete_state(
@@ -412,32 +410,30 @@ async fn delete_state(
     headers: HeaderMap,
 ) -> Answer {
     let s = rt.state_store(&store)?;
-    {
-        let pairs = query_pairs(q.as_deref());
-        let get = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let options = ItemOptions {
-            concurrency: get("concurrency"),
-            consistency: get("consistency"),
-        };
-        let concurrency = concurrency_of(Some(&options), "ERR_STATE_DELETE")?;
-        let etag = headers
-            .get(header::IF_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .filter(|e| !e.is_empty());
-        let req = DeleteRequest {
-            key,
-            etag,
-            concurrency,
-        };
-        rt.delete_state(s, vec![req]).await?;
-        Ok(no_content())
-    }
+    let pairs = query_pairs(q.as_deref());
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let options = ItemOptions {
+        concurrency: get("concurrency"),
+        consistency: get("consistency"),
+    };
+    let concurrency = concurrency_of(Some(&options), "ERR_STATE_DELETE")?;
+    let etag = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|e| !e.is_empty());
+    let req = DeleteRequest {
+        key,
+        etag,
+        concurrency,
+    };
+    rt.delete_state(s, vec![req]).await?;
+    Ok(no_content())
 }
 
 #[derive(Deserialize)]
@@ -465,13 +461,15 @@ async fn transaction(
     for op in tx.operations {
         let code = "ERR_STATE_TRANSACTION";
         ops.push(match op.operation.as_str() {
-            "upsert" => TxOp::Upsert(op.request.decode(&query_meta, code)?),
-            "delete" => TxOp::Delete(DeleteRequest {
-                concurrency: concurrency_of(op.request.options.as_ref(), code)?,
-                key: op.request.key.unwrap_or_default(),
-                etag: op.request.etag.filter(|e| !e.is_empty()),
+            "upsert" => op.request.decode(&query_meta, code).map(TxOp::Upsert),
+            "delete" => concurrency_of(op.request.options.as_ref(), code).map(|concurrency| {
+                TxOp::Delete(DeleteRequest {
+                    concurrency,
+                    key: op.request.key.unwrap_or_default(),
+                    etag: op.request.etag.filter(|e| !e.is_empty()),
+                })
             }),
-            _ => TxOp::Other(op.operation),
+            _ => Ok(TxOp::Other(op.operation)),
         });
     }
     rt.transact(s, ops).await?;

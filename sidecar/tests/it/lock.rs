@@ -114,6 +114,13 @@ async fn http_lock_validation(kind: StoreKind) {
             "ERR_LOCK_STORE_NOT_FOUND",
         ),
         (
+            // Two faults: the expiry is checked before the store is looked up.
+            "nope",
+            json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 0}),
+            400,
+            "ERR_MALFORMED_REQUEST",
+        ),
+        (
             "lockstore",
             json!({"resourceId": "a||b", "lockOwner": "o", "expiryInSeconds": 5}),
             500,

@@ -220,6 +220,45 @@ async fn http_errors(kind: StoreKind) {
     );
 }
 
+/// With two faults in one request, the one daprd meets first is answered: an unknown
+/// transaction operation before an illegal key (DAPR_API.md §3.5), and each item's own
+/// faults in item order.
+async fn http_faults_answer_in_daprd_order(kind: StoreKind) {
+    let s = one_sidecar(kind).await;
+    let cases = [
+        (
+            "transaction",
+            json!({"operations": [
+                {"operation": "upsert", "request": {"key": "a||b", "value": 1}},
+                {"operation": "merge", "request": {"key": "a"}}]}),
+            (400, "ERR_NOT_SUPPORTED_STATE_OPERATION"),
+        ),
+        (
+            "transaction",
+            json!({"operations": [
+                {"operation": "merge", "request": {"key": "a"}},
+                {"operation": "delete", "request": {"key": "b", "options": {"concurrency": "bogus"}}}]}),
+            (400, "ERR_NOT_SUPPORTED_STATE_OPERATION"),
+        ),
+        (
+            "",
+            json!([
+                {"key": "a", "value": 1, "metadata": {"ttlInSeconds": "x"}},
+                {"key": "b", "value": 1, "options": {"concurrency": "bogus"}}]),
+            (400, "ERR_MALFORMED_REQUEST"),
+        ),
+    ];
+    for (path, body, (status, code)) in cases {
+        let url = if path.is_empty() {
+            s.url("/v1.0/state/statestore")
+        } else {
+            s.url(&format!("/v1.0/state/statestore/{path}"))
+        };
+        let r = s.http.post(url).json(&body).send().await.unwrap();
+        assert_eq!(error_code(r).await, (status, code.to_string()), "{body}");
+    }
+}
+
 fn item(key: &str, value: &[u8], etag: Option<&str>) -> StateItem {
     StateItem {
         key: key.into(),
@@ -411,6 +450,7 @@ for_each_store!(
     http_bulk_get,
     http_transaction_all_or_nothing,
     http_errors,
+    http_faults_answer_in_daprd_order,
     grpc_state,
     dapr_crate_client,
 );
