@@ -186,31 +186,7 @@ impl Sidecar {
             traced(transport::internal::router(api.clone())),
             rx.clone(),
         ));
-        let grpc_rx = rx.clone();
-        let grpc_service = transport::grpc::service(api.clone());
-        let grpc_tracer = tracer.clone();
-        tasks.push(tokio::spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-            let result = match grpc_tracer {
-                Some(t) => {
-                    tonic::transport::Server::builder()
-                        .layer(TraceLayer::new(t))
-                        .add_service(grpc_service)
-                        .serve_with_incoming_shutdown(incoming, stopped(grpc_rx))
-                        .await
-                }
-                None => {
-                    tonic::transport::Server::builder()
-                        .add_service(grpc_service)
-                        .serve_with_incoming_shutdown(incoming, stopped(grpc_rx))
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "gRPC server failed");
-            }
-        }));
+        tasks.push(serve_grpc(grpc, &api, tracer.clone(), rx.clone()));
         if let Some(app_port) = config.app_port() {
             tasks.push(tokio::spawn(wait_for_app(
                 api.clone(),
@@ -219,45 +195,10 @@ impl Sidecar {
                 rx.clone(),
             )));
         }
-        if api
-            .components
-            .state
-            .values()
-            .any(|c| matches!(c.store, crate::state::StateStore::Memory(_)))
-        {
-            let rt = api.clone();
-            let mut stop = rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => rt.components.sweep(),
-                        _ = stop.wait_for(|s| *s) => break,
-                    }
-                }
-            }));
-        }
+        tasks.extend(sweep_memory_stores(&api, rx.clone()));
 
         // The servers run already: a failure from here on stops them before it returns.
-        let registered = if config.app_id.is_empty() {
-            Ok(None)
-        } else {
-            registry
-                .register(&Entry {
-                    app_id: config.app_id.clone(),
-                    pid: std::process::id(),
-                    internal_port: ports.internal,
-                    http_port: ports.http,
-                    grpc_port: ports.grpc,
-                    app_port: config.app_port(),
-                })
-                .with_context(|| format!("registering in {}", registry.dir().display()))
-                .and_then(|registration| {
-                    refuse_process_local_replicas(&api.components, &registry, &config.app_id)?;
-                    Ok(Some(registration))
-                })
-        };
-        let registration = match registered {
+        let registration = match register(&config, ports, &registry, &api) {
             Ok(r) => r,
             Err(e) => {
                 api.request_shutdown();
@@ -310,6 +251,83 @@ impl Sidecar {
         }
         tracing::info!("dapr sidecar stopped");
     }
+}
+
+fn serve_grpc(
+    listener: TcpListener,
+    api: &Arc<Api>,
+    tracer: Option<Arc<Tracer>>,
+    rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let service = transport::grpc::service(api.clone());
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let result = match tracer {
+            Some(t) => {
+                tonic::transport::Server::builder()
+                    .layer(TraceLayer::new(t))
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stopped(rx))
+                    .await
+            }
+            None => {
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stopped(rx))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    })
+}
+
+/// In-memory stores drop expired keys once a second; other stores expire keys themselves.
+fn sweep_memory_stores(api: &Arc<Api>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    let any_memory = api
+        .components
+        .state
+        .values()
+        .any(|c| matches!(c.store, crate::state::StateStore::Memory(_)));
+    let api = api.clone();
+    any_memory.then(|| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => api.components.sweep(),
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        })
+    })
+}
+
+/// Registers the sidecar under its app id (none without one), and refuses a second live
+/// replica of an app whose stores are process-local.
+fn register(
+    config: &Config,
+    ports: Ports,
+    registry: &Registry,
+    api: &Api,
+) -> anyhow::Result<Option<Registration>> {
+    if config.app_id.is_empty() {
+        return Ok(None);
+    }
+    let registration = registry
+        .register(&Entry {
+            app_id: config.app_id.clone(),
+            pid: std::process::id(),
+            internal_port: ports.internal,
+            http_port: ports.http,
+            grpc_port: ports.grpc,
+            app_port: config.app_port(),
+        })
+        .with_context(|| format!("registering in {}", registry.dir().display()))?;
+    refuse_process_local_replicas(&api.components, registry, &config.app_id)?;
+    Ok(Some(registration))
 }
 
 async fn futures_join(tasks: Vec<JoinHandle<()>>) {
