@@ -365,49 +365,40 @@ async fn a_replica_paused_past_its_lease_while_holding_the_lock() {
     .await;
 }
 
+/// What crashes (SIGKILL) while a booking holds a lock, and comes back.
+#[derive(Clone, Copy)]
+enum Crash {
+    Backend,
+    Sidecar,
+    Redis,
+}
+
+async fn crashed_mid_load(name: &str, crash: Crash) {
+    case(name, &[], Duration::from_secs(5), move |stack| async move {
+        let mut s = stack.lock().await;
+        a_lock_is_held(&s.redis).await;
+        match crash {
+            Crash::Backend => s.crash_and_restart_backend(0).await,
+            Crash::Sidecar => s.crash_and_restart_sidecar(0).await,
+            Crash::Redis => s.redis.restart().await.unwrap(),
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_mid_load_then_restarted() {
-    case(
-        "kill -9 backend",
-        &[],
-        Duration::from_secs(5),
-        |stack| async move {
-            let mut s = stack.lock().await;
-            a_lock_is_held(&s.redis).await;
-            s.crash_and_restart_backend(0).await;
-        },
-    )
-    .await;
+    crashed_mid_load("kill -9 backend", Crash::Backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_sidecar_killed_mid_load_then_restarted() {
-    case(
-        "kill -9 sidecar",
-        &[],
-        Duration::from_secs(5),
-        |stack| async move {
-            let mut s = stack.lock().await;
-            a_lock_is_held(&s.redis).await;
-            s.crash_and_restart_sidecar(0).await;
-        },
-    )
-    .await;
+    crashed_mid_load("kill -9 sidecar", Crash::Sidecar).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_load() {
-    case(
-        "Redis restart",
-        &[],
-        Duration::from_secs(5),
-        |stack| async move {
-            let mut s = stack.lock().await;
-            a_lock_is_held(&s.redis).await;
-            s.redis.restart().await.unwrap();
-        },
-    )
-    .await;
+    crashed_mid_load("Redis restart", Crash::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,9 @@ use std::time::Duration;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use dapr::dapr::proto::runtime::v1::{GetMetadataRequest, PublishEventRequest};
 use serde_json::Value;
-use testkit::{ComponentsDir, SidecarBuilder, TempDir};
+use testkit::{ComponentsDir, SidecarBuilder, StoreKind, TempDir};
+
+use crate::common::one_sidecar_with;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sidecar")
@@ -83,14 +85,8 @@ async fn health_waits_for_the_app_and_metadata_lists_components() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_token_is_required_except_for_health() {
-    let registry = TempDir::new("registry");
-    let components = ComponentsDir::memory();
-    let s = SidecarBuilder::new(bin(), "locked", registry.path())
-        .resources(components.path())
-        .env("DAPR_API_TOKEN", "s3cret")
-        .spawn()
-        .await
-        .unwrap();
+    let one = one_sidecar_with(StoreKind::Memory, "locked", &[("DAPR_API_TOKEN", "s3cret")]).await;
+    let s = &one.sidecar;
     let http = reqwest::Client::new();
     let r = http
         .get(format!("{}/v1.0/metadata", s.http_url()))
@@ -225,14 +221,8 @@ fn error_reason(status: &tonic::Status) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_errors_carry_dapr_error_info() {
     use dapr::dapr::proto::runtime::v1::GetStateRequest;
-    let registry = TempDir::new("registry");
-    let components = ComponentsDir::memory();
-    let s = SidecarBuilder::new(bin(), "rich", registry.path())
-        .resources(components.path())
-        .env("DAPR_API_TOKEN", "t")
-        .spawn()
-        .await
-        .unwrap();
+    let one = one_sidecar_with(StoreKind::Memory, "rich", &[("DAPR_API_TOKEN", "t")]).await;
+    let s = &one.sidecar;
     let mut c = DaprClient::connect(s.grpc_url()).await.unwrap();
     let err = c
         .get_metadata(GetMetadataRequest::default())

@@ -3,7 +3,7 @@
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use testkit::{SidecarBuilder, SidecarProcess, StoreFixture, StoreKind, TempDir};
 
-/// One sidecar (app id `app`, no app) on a fresh store of one kind.
+/// One sidecar (no app) on a fresh store of one kind.
 pub struct OneSidecar {
     pub fixture: StoreFixture,
     pub sidecar: SidecarProcess,
@@ -12,13 +12,19 @@ pub struct OneSidecar {
 }
 
 pub async fn one_sidecar(kind: StoreKind) -> OneSidecar {
+    one_sidecar_with(kind, "app", &[]).await
+}
+
+/// One sidecar for `app_id` with `env` set (e.g. `DAPR_API_TOKEN`).
+pub async fn one_sidecar_with(kind: StoreKind, app_id: &str, env: &[(&str, &str)]) -> OneSidecar {
     let fixture = StoreFixture::start(kind).await.expect("store fixture");
     let registry = TempDir::new("registry");
-    let sidecar = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "app", registry.path())
-        .resources(fixture.components.path())
-        .spawn()
-        .await
-        .expect("sidecar");
+    let mut builder = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), app_id, registry.path())
+        .resources(fixture.components.path());
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    let sidecar = builder.spawn().await.expect("sidecar");
     OneSidecar {
         fixture,
         sidecar,
@@ -31,6 +37,11 @@ impl OneSidecar {
     /// The sidecar's HTTP API at `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.sidecar.http_url())
+    }
+
+    /// GET on the sidecar's HTTP API.
+    pub async fn http_get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
     }
 
     pub async fn grpc(&self) -> DaprClient<tonic::transport::Channel> {

@@ -32,11 +32,8 @@ impl OneSidecar {
 
     async fn get(&self, key: &str) -> (u16, Option<String>, String) {
         let r = self
-            .http
-            .get(self.url(&format!("/v1.0/state/statestore/{key}")))
-            .send()
-            .await
-            .unwrap();
+            .http_get(&format!("/v1.0/state/statestore/{key}"))
+            .await;
         let status = r.status().as_u16();
         let etag = r
             .headers()
@@ -97,12 +94,7 @@ async fn http_save_get_and_etags(kind: StoreKind) {
         "deleting a missing key without an ETag succeeds"
     );
     // Trailing slash is tolerated as daprd tolerates it.
-    let r = s
-        .http
-        .get(s.url("/v1.0/state/statestore/never/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.http_get("/v1.0/state/statestore/never/").await;
     assert_eq!(r.status(), 204);
 }
 
@@ -527,12 +519,7 @@ async fn memory_ttl_expires_keys() {
         .save(json!([{"key": "t", "value": 1, "metadata": {"ttlInSeconds": "1"}}]))
         .await;
     assert_eq!(r.status(), 204);
-    let r = s
-        .http
-        .get(s.url("/v1.0/state/statestore/t"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.http_get("/v1.0/state/statestore/t").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("metadata.ttlexpiretime"));
     testkit::wait_until(
