@@ -44,6 +44,16 @@ impl OneSidecar {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
+    /// POST of a JSON body on the sidecar's HTTP API.
+    pub async fn http_post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn grpc(&self) -> DaprClient<tonic::transport::Channel> {
         DaprClient::connect(self.sidecar.grpc_url())
             .await

@@ -129,12 +129,8 @@ async fn http_lock_validation(kind: StoreKind) {
     ];
     for (store, body, status, code) in cases {
         let r = s
-            .http
-            .post(s.url(&format!("/v1.0-alpha1/lock/{store}")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .http_post(&format!("/v1.0-alpha1/lock/{store}"), &body)
+            .await;
         assert_eq!(error_code(r).await, (status, code.to_string()), "{body}");
     }
     let (status, body) = s

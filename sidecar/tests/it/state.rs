@@ -22,12 +22,7 @@ impl OneSidecar {
     }
 
     async fn save(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url("/v1.0/state/statestore"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.http_post("/v1.0/state/statestore", &body).await
     }
 
     async fn get(&self, key: &str) -> (u16, Option<String>, String) {
@@ -103,12 +98,11 @@ async fn http_bulk_get(kind: StoreKind) {
     s.save(json!([{"key": "a", "value": "x"}, {"key": "c", "value": [1, 2]}]))
         .await;
     let r = s
-        .http
-        .post(s.url("/v1.0/state/statestore/bulk"))
-        .json(&json!({"keys": ["a", "b", "c"]}))
-        .send()
-        .await
-        .unwrap();
+        .http_post(
+            "/v1.0/state/statestore/bulk",
+            &json!({"keys": ["a", "b", "c"]}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let items: Vec<Value> = r.json().await.unwrap();
     assert_eq!(items.len(), 3);
@@ -122,12 +116,8 @@ async fn http_bulk_get(kind: StoreKind) {
     );
     assert_eq!(items[2]["data"], json!([1, 2]));
     let r = s
-        .http
-        .post(s.url("/v1.0/state/statestore/bulk"))
-        .json(&json!({"keys": []}))
-        .send()
-        .await
-        .unwrap();
+        .http_post("/v1.0/state/statestore/bulk", &json!({"keys": []}))
+        .await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
 }
 
@@ -141,12 +131,8 @@ async fn http_transaction_all_or_nothing(kind: StoreKind) {
         {"operation": "upsert", "request": {"key": "x", "value": 2, "etag": "999999"}},
     ]});
     let r = s
-        .http
-        .post(s.url("/v1.0/state/statestore/transaction"))
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
+        .http_post("/v1.0/state/statestore/transaction", &bad)
+        .await;
     assert_eq!(error_code(r).await, (500, "ERR_STATE_TRANSACTION".into()));
     assert_eq!(
         s.get("y").await.0,
@@ -160,12 +146,8 @@ async fn http_transaction_all_or_nothing(kind: StoreKind) {
         {"operation": "delete", "request": {"key": "x", "etag": etag}},
     ]});
     let r = s
-        .http
-        .post(s.url("/v1.0/state/statestore/transaction"))
-        .json(&good)
-        .send()
-        .await
-        .unwrap();
+        .http_post("/v1.0/state/statestore/transaction", &good)
+        .await;
     assert_eq!(r.status(), 204);
     assert_eq!(s.get("y").await.2, "\"new\"");
     assert_eq!(s.get("x").await.0, 204);
@@ -173,13 +155,7 @@ async fn http_transaction_all_or_nothing(kind: StoreKind) {
 
 async fn http_errors(kind: StoreKind) {
     let s = one_sidecar(kind).await;
-    let r = s
-        .http
-        .post(s.url("/v1.0/state/nope"))
-        .json(&json!([]))
-        .send()
-        .await
-        .unwrap();
+    let r = s.http_post("/v1.0/state/nope", &json!([])).await;
     assert_eq!(
         error_code(r).await,
         (400, "ERR_STATE_STORE_NOT_FOUND".into())
@@ -199,13 +175,7 @@ async fn http_errors(kind: StoreKind) {
     let r = s.save(json!([])).await;
     assert_eq!(r.status(), 204);
     let tx = json!({"operations": [{"operation": "merge", "request": {"key": "a"}}]});
-    let r = s
-        .http
-        .post(s.url("/v1.0/state/statestore/transaction"))
-        .json(&tx)
-        .send()
-        .await
-        .unwrap();
+    let r = s.http_post("/v1.0/state/statestore/transaction", &tx).await;
     assert_eq!(
         error_code(r).await,
         (400, "ERR_NOT_SUPPORTED_STATE_OPERATION".into())
@@ -496,12 +466,11 @@ async fn redis_layout_matches_dapr() {
     assert_eq!(error_code(r).await, (400, "ERR_STATE_SAVE".into()));
 
     let r = s
-        .http
-        .post(s.url("/v1.0-alpha1/lock/lockstore"))
-        .json(&json!({"resourceId": "r", "lockOwner": "me", "expiryInSeconds": 30}))
-        .send()
-        .await
-        .unwrap();
+        .http_post(
+            "/v1.0-alpha1/lock/lockstore",
+            &json!({"resourceId": "r", "lockOwner": "me", "expiryInSeconds": 30}),
+        )
+        .await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"success": true}));
     let owner = redis.command(&["GET", "lock||app||r"]).await.unwrap();
     assert!(owner.contains("me"), "{owner}");
