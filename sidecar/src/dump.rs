@@ -17,6 +17,7 @@ const BATCH: usize = 500;
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let specs = resources::load_components(&args.resources_path, &args.app_id)?;
+    resources::require_existing_databases(&specs)?;
     let components = Components::load(&specs, &args.app_id).await?;
     anyhow::ensure!(
         !components.state.is_empty(),

@@ -9,6 +9,7 @@ use crate::resources;
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let specs = resources::load_components(&args.resources_path, &args.app_id)?;
+    resources::require_existing_databases(&specs)?;
     let components = Components::load(&specs, &args.app_id).await?;
     if components.state.is_empty() && components.lock.is_empty() {
         println!(

@@ -35,6 +35,28 @@ pub struct ComponentSpec {
     pub file: PathBuf,
 }
 
+/// For the commands on a stopped stack's stores: every SQLite database the components name
+/// must exist already. Opening a missing one would create it empty, and an empty store
+/// reads as "nothing wrong".
+pub fn require_existing_databases(specs: &[ComponentSpec]) -> anyhow::Result<()> {
+    for spec in specs.iter().filter(|s| s.kind == "state.sqlite") {
+        let Some(path) = spec.meta("connectionString") else {
+            continue;
+        };
+        if path == ":memory:" || path.starts_with("file:") {
+            continue;
+        }
+        anyhow::ensure!(
+            Path::new(path).exists(),
+            "no SQLite database at {path} (component {} in {}); run from the folder the \
+             stack ran in, or fix connectionString",
+            spec.name,
+            spec.file.display()
+        );
+    }
+    Ok(())
+}
+
 impl ComponentSpec {
     pub fn meta(&self, name: &str) -> Option<&str> {
         self.metadata

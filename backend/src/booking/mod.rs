@@ -368,7 +368,7 @@ impl<S: Store> Booker<S> {
         guard: Guard,
     ) -> Result<Attempt<Reservation>, BookingError> {
         let keys: Vec<String> = nights.iter().map(|d| night_key(hotel.id, *d)).collect();
-        let read = match self.read_guarded(state, keys, key, guard.etags).await? {
+        let read = match self.read_guarded(state, keys, key, guard).await? {
             Read::Answered(r) => return Ok(Attempt::Done(r)),
             Read::Items(items) => items,
         };
@@ -457,14 +457,14 @@ impl<S: Store> Booker<S> {
 
     /// Reads `keys` plus the key's record. A record that already holds an answer for the
     /// same request ends the attempt with it; one for another request is a 422. Missing
-    /// entries that must be written under an ETag (nights when `etags`, the record always)
-    /// are created first, first-write, and read again for their ETags.
+    /// entries that must be written under an ETag (nights when the guard writes with ETags,
+    /// the record always) are created first, first-write, and read again for their ETags.
     async fn read_guarded(
         &self,
         state: &S,
         mut keys: Vec<String>,
         key: Option<&KeyUse>,
-        etags: bool,
+        guard: Guard,
     ) -> Result<Read, BookingError> {
         if let Some(k) = key {
             keys.push(k.record_key.clone());
@@ -475,7 +475,7 @@ impl<S: Store> Booker<S> {
         }
         let night_count = keys.len() - usize::from(key.is_some());
         let missing: Vec<usize> = (0..items.len())
-            .filter(|&i| !items[i].exists() && (etags || i >= night_count))
+            .filter(|&i| !items[i].exists() && (guard.etags || i >= night_count))
             .collect();
         if missing.is_empty() {
             return Ok(Read::Items(items));
@@ -755,7 +755,7 @@ impl<S: Store> Booker<S> {
         let r_etag = first[0].etag.clone();
         let nights = r.check_in.nights_until(r.check_out);
         let keys: Vec<String> = nights.iter().map(|d| night_key(r.hotel_id, *d)).collect();
-        let read = match self.read_guarded(state, keys, key, guard.etags).await? {
+        let read = match self.read_guarded(state, keys, key, guard).await? {
             Read::Answered(done) => return Ok(Attempt::Done(done)),
             Read::Items(items) => items,
         };

@@ -611,3 +611,27 @@ async fn offline_commands_see_one_apps_keys_sqlite() {
 async fn offline_commands_see_one_apps_keys_redis() {
     offline_commands_see_one_apps_keys(StoreKind::Redis).await;
 }
+
+/// A components folder whose SQLite file is not there is refused by the offline commands,
+/// which create nothing: an empty store made by mistake would read as a clean one.
+#[test]
+fn offline_commands_refuse_a_missing_database() {
+    let dir = TempDir::new("missing");
+    let components = testkit::ComponentsDir::sqlite(&dir.path().join("nope/state.db"));
+    for command in ["dump-state", "reset-state"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecar"))
+            .arg(command)
+            .arg("--resources-path")
+            .arg(components.path())
+            .args(["--app-id", "backend"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {err}");
+        assert!(err.contains("no SQLite database"), "{command}: {err}");
+        assert!(
+            !dir.path().join("nope").exists(),
+            "{command} created a folder"
+        );
+    }
+}
