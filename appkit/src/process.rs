@@ -112,23 +112,21 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .is_some_and(|stat| parent_in_stat(&stat) == Some(parent))
-        })
+        .filter(|&pid| stat_fields(pid).and_then(|f| f.get(1)?.parse().ok()) == Some(parent))
         .collect()
 }
 
-/// The parent pid in a /proc/<pid>/stat line: the command name is parenthesised and may
-/// hold spaces and parentheses, so fields are counted after its last `)`: state, then ppid.
-fn parent_in_stat(stat: &str) -> Option<u32> {
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// The fields of `/proc/<pid>/stat` after the command name: `[0]` state, `[1]` ppid,
+/// `[11]` utime, `[12]` stime (clock ticks). `None` once the process is gone.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(fields_after_name(&stat)?.map(str::to_string).collect())
+}
+
+/// The command name is parenthesised and may hold spaces and parentheses, so fields are
+/// counted after its last `)`.
+fn fields_after_name(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace())
 }
 
 #[cfg(test)]
@@ -136,9 +134,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_parent_is_read_after_the_command_name() {
-        assert_eq!(parent_in_stat("42 (a) b) S 7 42 42 0"), Some(7));
-        assert_eq!(parent_in_stat("garbage"), None);
+    fn stat_fields_start_after_the_command_name() {
+        let fields = |stat| fields_after_name(stat).map(Iterator::collect::<Vec<_>>);
+        assert_eq!(
+            fields("42 (a) b) S 7 42 42 0"),
+            Some(vec!["S", "7", "42", "42", "0"])
+        );
+        assert_eq!(fields("garbage"), None);
     }
 
     #[test]
