@@ -30,11 +30,6 @@ impl From<crate::wire::Invalid> for AppError {
 }
 
 impl AppError {
-    /// 404 for a reservation id that names nothing (also one that is not a UUID).
-    pub fn no_reservation(id: &str) -> Self {
-        Self::not_found("reservation_not_found", format!("no reservation {id}"))
-    }
-
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         AppError {
             status,

@@ -1,5 +1,6 @@
 //! The HTTP pieces both services' routers share: the fallbacks and health route that
-//! answer like every other route, and reading a JSON body with the API's error codes.
+//! answer like every other route, the ids a path carries, and reading a JSON body, each
+//! with the API's error codes.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -7,6 +8,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
+use crate::wire::{HotelId, ReservationId};
 
 /// Fallback for unknown routes: JSON like every other error.
 pub async fn not_found() -> AppError {
@@ -25,6 +27,19 @@ pub async fn method_not_allowed() -> AppError {
 /// `GET /healthz`.
 pub async fn healthz() -> StatusCode {
     StatusCode::NO_CONTENT
+}
+
+/// A hotel id from a path: not a number is a 400 `invalid_hotel_id`.
+pub fn hotel_id(raw: &str) -> Result<u32, AppError> {
+    Ok(HotelId::parse(raw)?.0)
+}
+
+/// A reservation id from a path: one that is not a UUID names nothing, so it is the same
+/// 404 as an unknown reservation, and never reaches the store.
+pub fn reservation_id(raw: &str) -> Result<ReservationId, AppError> {
+    ReservationId::parse(raw).ok_or_else(|| {
+        AppError::not_found("reservation_not_found", format!("no reservation {raw}"))
+    })
 }
 
 /// Parses a JSON body read with a size limit: too large is 413, not JSON is 400

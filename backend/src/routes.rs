@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appkit::error::AppError;
-use appkit::http::{healthz, method_not_allowed, not_found, parse_json};
+use appkit::http::{healthz, hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
 use appkit::request::{deadline, idempotency_key};
-use appkit::wire::{BookingRequest, Day, Hotel, HotelId, ReservationId};
+use appkit::wire::{BookingRequest, Day, Hotel};
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -75,10 +75,6 @@ async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: 
         .into_response();
     }
     next.run(req).await
-}
-
-fn hotel_id(raw: &str) -> Result<u32, AppError> {
-    Ok(HotelId::parse(raw)?.0)
 }
 
 async fn book(
@@ -208,8 +204,4 @@ impl From<BookingError> for AppError {
         };
         AppError::new(status, code, message)
     }
-}
-
-fn reservation_id(raw: &str) -> Result<ReservationId, AppError> {
-    ReservationId::parse(raw).ok_or_else(|| AppError::no_reservation(raw))
 }

@@ -2,9 +2,9 @@
 //! backend through Dapr.
 
 use appkit::error::AppError;
-use appkit::http::{healthz, method_not_allowed, not_found, parse_json};
+use appkit::http::{healthz, hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
 use appkit::request::{IDEMPOTENCY_KEY, first_bookable_day};
-use appkit::wire::{HotelId, ReservationId, ReservationRequest};
+use appkit::wire::ReservationRequest;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -75,7 +75,7 @@ async fn hotel(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = HotelId::parse(&raw)?.0;
+    let id = hotel_id(&raw)?;
     pass_on(&b, Method::GET, &format!("/hotels/{id}"), &headers).await
 }
 
@@ -86,7 +86,7 @@ async fn availability(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = HotelId::parse(&raw)?.0;
+    let id = hotel_id(&raw)?;
     let mut path = format!("/hotels/{id}/availability");
     if let Some(q) = query {
         path.push('?');
@@ -102,6 +102,6 @@ async fn of_reservation(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = ReservationId::parse(&raw).ok_or_else(|| AppError::no_reservation(&raw))?;
+    let id = reservation_id(&raw)?;
     pass_on(&b, method, &format!("/reservations/{id}"), &headers).await
 }
