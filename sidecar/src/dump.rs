@@ -10,15 +10,12 @@ use serde_json::{Value, json};
 
 use crate::cli::StoreArgs;
 use crate::components::Components;
-use crate::resources;
 
 /// Keys are read back in batches of this many.
 const BATCH: usize = 500;
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
-    let specs = resources::load_components(&args.resources_path, &args.app_id)?;
-    resources::require_existing_databases(&specs)?;
-    let components = Components::load(&specs, &args.app_id).await?;
+    let components = Components::open_offline(&args.resources_path, &args.app_id).await?;
     anyhow::ensure!(
         !components.state.is_empty(),
         "no state store in {:?} for app {}",

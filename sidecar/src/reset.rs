@@ -5,12 +5,9 @@
 
 use crate::cli::StoreArgs;
 use crate::components::Components;
-use crate::resources;
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
-    let specs = resources::load_components(&args.resources_path, &args.app_id)?;
-    resources::require_existing_databases(&specs)?;
-    let components = Components::load(&specs, &args.app_id).await?;
+    let components = Components::open_offline(&args.resources_path, &args.app_id).await?;
     if components.state.is_empty() && components.lock.is_empty() {
         println!(
             "no state or lock store in {:?} for app {}",

@@ -142,6 +142,17 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
 
 impl Components {
     /// Builds every component; a failing one stops the sidecar unless it says `ignoreErrors`.
+    /// The stores that the resources folders name for `app_id`, opened from outside a
+    /// running sidecar (`reset-state`, `dump-state`): a SQLite file must exist already.
+    pub async fn open_offline(
+        paths: &[std::path::PathBuf],
+        app_id: &str,
+    ) -> anyhow::Result<Components> {
+        let specs = crate::resources::load_components(paths, app_id)?;
+        crate::resources::require_existing_databases(&specs)?;
+        Ok(Components::load(&specs, app_id).await?)
+    }
+
     pub async fn load(specs: &[ComponentSpec], app_id: &str) -> Result<Components, ComponentError> {
         let mut out = Components::default();
         for spec in specs {
