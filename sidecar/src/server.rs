@@ -36,7 +36,6 @@ pub struct Ports {
 pub struct Sidecar {
     pub ports: Ports,
     pub api: Arc<Api>,
-    pub configuration: Configuration,
     tasks: Vec<JoinHandle<()>>,
     registration: Option<Registration>,
 }
@@ -217,7 +216,6 @@ impl Sidecar {
         Ok(Sidecar {
             ports,
             api,
-            configuration,
             tasks,
             registration,
         })

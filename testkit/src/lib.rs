@@ -19,7 +19,7 @@ pub use apps::{
 pub use components::ComponentsDir;
 pub use http::{get_json, post_reading_early};
 pub use ledger::{Verdict, check_ledger};
-pub use process::{ChildGuard, TempDir, free_port, stop_child, wait_until};
+pub use process::{ChildGuard, TempDir, free_port, wait_until};
 pub use redis::RedisServer;
 pub use sidecar::{SidecarBuilder, SidecarProcess};
 pub use stack::{Stack, StackBuilder, workspace_bin};

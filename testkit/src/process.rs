@@ -93,7 +93,7 @@ where
 }
 
 /// Stops `child`: SIGTERM, then SIGKILL once `grace` has passed; returns how it ended.
-pub fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+pub(crate) fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     let _ = appkit::process::send_signal(child.id(), appkit::process::Signal::Term);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
