@@ -17,6 +17,7 @@ mod common;
 use appkit::process::{Signal, send_signal};
 use common::{backend_replica, booking, catalogue, day};
 use serde_json::Value;
+use test_case::test_case;
 use testkit::{ComponentsDir, RedisServer, SidecarBuilder, SidecarProcess, TempDir, check_ledger};
 
 /// Two backend replicas and a frontend, each beside its own sidecar, on one Redis.
@@ -135,8 +136,7 @@ impl FaultStack {
         )
         .resources(self.components.path())
         .app_port(app_port)
-        .arg("--dapr-grpc-port")
-        .arg(grpc.to_string())
+        .flag("--dapr-grpc-port", grpc)
         .spawn()
         .await
         .unwrap();
@@ -373,6 +373,10 @@ enum Crash {
     Redis,
 }
 
+#[test_case("kill -9 backend", Crash::Backend ; "a_backend_killed_then_restarted")]
+#[test_case("kill -9 sidecar", Crash::Sidecar ; "its_sidecar_killed_then_restarted")]
+#[test_case("Redis restart", Crash::Redis ; "redis_killed_and_restarted")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_mid_load(name: &str, crash: Crash) {
     case(name, &[], Duration::from_secs(5), move |stack| async move {
         let mut s = stack.lock().await;
@@ -384,21 +388,6 @@ async fn crashed_mid_load(name: &str, crash: Crash) {
         }
     })
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_killed_mid_load_then_restarted() {
-    crashed_mid_load("kill -9 backend", Crash::Backend).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_sidecar_killed_mid_load_then_restarted() {
-    crashed_mid_load("kill -9 sidecar", Crash::Sidecar).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_killed_and_restarted_mid_load() {
-    crashed_mid_load("Redis restart", Crash::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ mod common;
 
 use common::{backend_replica, book, booked, booking, catalogue, day, user_body};
 use serde_json::{Value, json};
+use test_case::test_case;
 use testkit::{Stack, StoreFixture, StoreKind, TempDir, check_ledger};
 
 async fn stack(kind: StoreKind, consistency: &str, budget_ms: &str) -> (Stack, TempDir) {
@@ -57,6 +58,9 @@ async fn cancel_keyed(http: &reqwest::Client, s: &Stack, id: &str, key: &str) ->
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+#[test_case(StoreKind::Redis, "lock" ; "redis_lock")]
+#[test_case(StoreKind::Sqlite, "etag" ; "sqlite_etag")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_key_books_once(kind: StoreKind, consistency: &str) {
     let (s, _c) = stack(kind, consistency, "60000").await;
     let http = reqwest::Client::new();
@@ -116,16 +120,6 @@ async fn one_key_books_once(kind: StoreKind, consistency: &str) {
     assert_eq!(booked(&http, &s, 2, &day(0), &day(2)).await, [1, 1]);
     let (status, _) = book(&http, &s, &booking(2, "cy", &day(0), &day(1), 4)).await;
     assert_eq!(status, 201, "the freed room is for sale again");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_key_books_once_redis_lock() {
-    one_key_books_once(StoreKind::Redis, "lock").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_key_books_once_sqlite_etag() {
-    one_key_books_once(StoreKind::Sqlite, "etag").await;
 }
 
 /// Redis stops taking writes just before a booking commits, for longer than the request

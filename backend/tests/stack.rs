@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{book, booked, booking, catalogue, day};
+use reqwest::Method;
 use serde_json::{Value, json};
+use test_case::test_case;
 use testkit::{Stack, StoreKind, TempDir};
 
 async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
@@ -25,6 +27,9 @@ async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
     (s, dir)
 }
 
+#[test_case(StoreKind::Sqlite ; "sqlite")]
+#[test_case(StoreKind::Redis ; "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roundtrip(kind: StoreKind) {
     let (s, _c) = stack(kind, "lock").await;
     let http = reqwest::Client::new();
@@ -65,24 +70,14 @@ async fn roundtrip(kind: StoreKind) {
         let r = http.request(method, &reservation).send();
         async move { r.await.unwrap().status().as_u16() }
     };
-    assert_eq!(status(reqwest::Method::DELETE).await, 200, "cancelled");
-    assert_eq!(status(reqwest::Method::GET).await, 404, "gone");
+    assert_eq!(status(Method::DELETE).await, 200, "cancelled");
+    assert_eq!(status(Method::GET).await, 404, "gone");
     assert_eq!(
         booked(&http, &s, 2, &day(0), &day(2)).await,
         [0, 3],
         "cancel frees the nights"
     );
-    assert_eq!(status(reqwest::Method::DELETE).await, 404, "cancelled once");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roundtrip_sqlite() {
-    roundtrip(StoreKind::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roundtrip_redis() {
-    roundtrip(StoreKind::Redis).await;
+    assert_eq!(status(Method::DELETE).await, 404, "cancelled once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,53 +100,22 @@ async fn bad_input_gets_the_right_4xx() {
         }
     };
     let case = |v: Value| serde_json::to_vec(&v).unwrap();
-    // (body, status, error code), each refused by the frontend before any work.
+    // (status, error code, body), each refused by the frontend before any work.
+    #[rustfmt::skip]
     let cases = [
-        (b"not json".to_vec(), 400, "invalid_json"),
-        (case(json!({"hotel_id": 1})), 400, "invalid_field"),
-        (
-            case(json!({"hotel_id": "x", "user": {}})),
-            400,
-            "invalid_field",
-        ),
-        (
-            case(booking(1, "u", &day(2), &day(0), 1)),
-            400,
-            "invalid_dates",
-        ),
-        (
-            case(booking(1, "u", &day(0), &day(0), 1)),
-            400,
-            "invalid_dates",
-        ),
+        (400, "invalid_json", b"not json".to_vec()),
+        (400, "invalid_field", case(json!({"hotel_id": 1}))),
+        (400, "invalid_field", case(json!({"hotel_id": "x", "user": {}}))),
+        (400, "invalid_dates", case(booking(1, "u", &day(2), &day(0), 1))),
+        (400, "invalid_dates", case(booking(1, "u", &day(0), &day(0), 1))),
         // A stay that started in the past (UTC).
-        (
-            case(booking(1, "u", &day(-31), &day(-29), 1)),
-            400,
-            "invalid_dates",
-        ),
-        (
-            case(booking(1, "u", "2026-13-01", &day(1), 1)),
-            400,
-            "invalid_field",
-        ),
-        (
-            case(booking(1, "u", &day(0), &day(1), 0)),
-            400,
-            "invalid_rooms",
-        ),
-        (
-            case(booking(1, "u", &day(0), &day(1), 1_000_000)),
-            400,
-            "invalid_rooms",
-        ),
-        (
-            case(booking(999, "u", &day(0), &day(1), 1)),
-            404,
-            "hotel_not_found",
-        ),
+        (400, "invalid_dates", case(booking(1, "u", &day(-31), &day(-29), 1))),
+        (400, "invalid_field", case(booking(1, "u", "2026-13-01", &day(1), 1))),
+        (400, "invalid_rooms", case(booking(1, "u", &day(0), &day(1), 0))),
+        (400, "invalid_rooms", case(booking(1, "u", &day(0), &day(1), 1_000_000))),
+        (404, "hotel_not_found", case(booking(999, "u", &day(0), &day(1), 1))),
     ];
-    for (body, status, code) in cases {
+    for (status, code, body) in cases {
         let shown = String::from_utf8_lossy(&body).into_owned();
         assert_eq!(post(body).await, (status, code.to_string()), "{shown}");
     }
@@ -174,41 +138,17 @@ async fn bad_input_gets_the_right_4xx() {
     assert_eq!((status, &body["error"]), (413, &json!("body_too_large")));
 
     // The backend itself, as real Dapr would reach it, answers the same way; and the
-    // frontend's other routes. (method, url, status, error code)
+    // frontend's other routes. (status, error code, method, url)
     let (backend, frontend) = (&s.backend_url, &s.frontend_url);
+    #[rustfmt::skip]
     let routes = [
-        (
-            reqwest::Method::POST,
-            format!("{backend}/book_hotel/abc"),
-            400,
-            "invalid_hotel_id",
-        ),
-        (
-            reqwest::Method::POST,
-            format!("{backend}/book_hotel/999"),
-            404,
-            "hotel_not_found",
-        ),
-        (
-            reqwest::Method::GET,
-            format!("{frontend}/reservations/not-a-uuid"),
-            404,
-            "reservation_not_found",
-        ),
-        (
-            reqwest::Method::GET,
-            format!("{frontend}/hotels/1/availability?check_in={}", day(0)),
-            400,
-            "invalid_field",
-        ),
-        (
-            reqwest::Method::GET,
-            format!("{frontend}/nowhere"),
-            404,
-            "not_found",
-        ),
+        (400, "invalid_hotel_id", Method::POST, format!("{backend}/book_hotel/abc")),
+        (404, "hotel_not_found", Method::POST, format!("{backend}/book_hotel/999")),
+        (404, "reservation_not_found", Method::GET, format!("{frontend}/reservations/not-a-uuid")),
+        (400, "invalid_field", Method::GET, format!("{frontend}/hotels/1/availability?check_in={}", day(0))),
+        (404, "not_found", Method::GET, format!("{frontend}/nowhere")),
     ];
-    for (method, url, status, code) in routes {
+    for (status, code, method, url) in routes {
         let r = http
             .request(method, &url)
             .json(&json!({}))
@@ -257,6 +197,11 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
     (ids, refused, odd)
 }
 
+#[test_case(StoreKind::Sqlite, "lock" ; "lock_sqlite")]
+#[test_case(StoreKind::Redis, "lock" ; "lock_redis")]
+#[test_case(StoreKind::Sqlite, "etag" ; "etag_sqlite")]
+#[test_case(StoreKind::Redis, "etag" ; "etag_redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell(kind: StoreKind, consistency: &str) {
     let (s, _c) = stack(kind, consistency).await;
     let (ids, refused, odd) = contend(&s).await;
@@ -277,26 +222,6 @@ async fn no_oversell(kind: StoreKind, consistency: &str) {
             .unwrap();
         assert_eq!(r.status(), 200, "every acknowledged booking is stored");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_oversell_lock_sqlite() {
-    no_oversell(StoreKind::Sqlite, "lock").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_oversell_lock_redis() {
-    no_oversell(StoreKind::Redis, "lock").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_oversell_etag_sqlite() {
-    no_oversell(StoreKind::Sqlite, "etag").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_oversell_etag_redis() {
-    no_oversell(StoreKind::Redis, "etag").await;
 }
 
 /// The same load without protection goes wrong: more sold than the hotel has, or a stored

@@ -71,23 +71,36 @@ pub fn max_throughput(
     seed: u64,
     keyed: bool,
 ) -> anyhow::Result<Measured> {
-    let mut cmd = Command::new("wrk");
-    cmd.args([
+    let args = [
         "-t2",
         &format!("-c{conns}"),
         &format!("-d{secs}s"),
         "--latency",
         "--timeout",
         "10s",
-    ]);
+    ];
+    wrk((Path::new("wrk"), "wrk"), &args, target, seed, keyed)
+}
+
+/// A run of `generator` (wrk or wrk2, at `bin`): bookings come from workload.lua, GETs go
+/// as they are.
+fn wrk(
+    (bin, generator): (&Path, &str),
+    args: &[&str],
+    target: &Target,
+    seed: u64,
+    keyed: bool,
+) -> anyhow::Result<Measured> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
     if !matches!(target, Target::Get { .. }) {
         cmd.args(["-s", "workload.lua"])
             .env("SEED", seed.to_string())
             .env("KEYED", if keyed { "1" } else { "0" });
     }
     cmd.arg(target.wrk_url());
-    let out = run(&mut cmd, "wrk")?;
-    parse_wrk(&out, "wrk")
+    let out = run(&mut cmd, generator)?;
+    parse_wrk(&out, generator)
 }
 
 /// A constant-rate run: wrk2 if `./wrk2/wrk` exists (at least 30 s: it calibrates for 10),
@@ -102,22 +115,14 @@ pub fn constant_rate(
 ) -> anyhow::Result<Measured> {
     let conns = if rate >= 200 { 16 } else { 1 };
     if let Some(wrk2) = wrk2_path() {
-        let mut cmd = Command::new(wrk2);
-        cmd.args([
+        let args = [
             "-t1",
             &format!("-c{conns}"),
             &format!("-d{}s", secs.max(30)),
             &format!("-R{rate}"),
             "--latency",
-        ]);
-        if !matches!(target, Target::Get { .. }) {
-            cmd.args(["-s", "workload.lua"])
-                .env("SEED", seed.to_string())
-                .env("KEYED", if keyed { "1" } else { "0" });
-        }
-        cmd.arg(target.wrk_url());
-        let out = run(&mut cmd, "wrk2")?;
-        return parse_wrk(&out, "wrk2");
+        ];
+        return wrk((&wrk2, "wrk2"), &args, target, seed, keyed);
     }
     let mut cmd = Command::new("oha");
     cmd.args([
@@ -135,30 +140,21 @@ pub fn constant_rate(
         Target::Get { url } => {
             cmd.arg(url);
         }
-        Target::Frontend { port } => {
-            let bodies = scratch.join(format!("bodies-frontend-{seed}.txt"));
-            write_bodies(
-                &bodies,
-                (u64::from(rate) * secs * 12 / 10).max(100),
-                seed,
-                true,
-            )?;
+        Target::Frontend { .. } | Target::Backend { .. } => {
+            let frontend = matches!(target, Target::Frontend { .. });
+            let name = if frontend { "frontend" } else { "backend" };
+            let bodies = scratch.join(format!("bodies-{name}-{seed}.txt"));
+            let count = (u64::from(rate) * secs * 12 / 10).max(100);
+            write_bodies(&bodies, count, seed, frontend)?;
             cmd.args(["-m", "POST", "-H", "content-type: application/json", "-Z"])
-                .arg(&bodies)
-                .arg(format!("http://127.0.0.1:{port}/book"));
-        }
-        Target::Backend { port } => {
-            let bodies = scratch.join(format!("bodies-backend-{seed}.txt"));
-            write_bodies(
-                &bodies,
-                (u64::from(rate) * secs * 12 / 10).max(100),
-                seed,
-                false,
-            )?;
-            cmd.args(["-m", "POST", "-H", "content-type: application/json", "-Z"])
-                .arg(&bodies)
-                .arg("--rand-regex-url")
-                .arg(format!("http://127.0.0.1:{port}/book_hotel/[1-9][0-9]?"));
+                .arg(&bodies);
+            if let Target::Backend { port } = target {
+                // The hotel is in the path: oha draws one of 1..99 per request.
+                cmd.arg("--rand-regex-url")
+                    .arg(format!("http://127.0.0.1:{port}/book_hotel/[1-9][0-9]?"));
+            } else {
+                cmd.arg(target.wrk_url());
+            }
         }
     }
     let out = run(&mut cmd, "oha")?;

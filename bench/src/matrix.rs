@@ -488,29 +488,18 @@ fn run_sidecars(
         load::max_throughput(&through, t.warm, 16, 0, false)?;
     }
     settle();
+    // GETs need no bodies, so no scratch folder.
+    let at_rate =
+        |target| load::constant_rate(target, rate, t.latency, 0, std::path::Path::new("."), false);
     say(&format!("direct at {rate} req/s, {} s", t.latency));
-    let d = load::constant_rate(
-        &direct,
-        rate,
-        t.latency,
-        0,
-        std::path::Path::new("."),
-        false,
-    )?;
+    let d = at_rate(&direct)?;
     say(&format!(
         "through two sidecars at {rate} req/s, {} s",
         t.latency
     ));
     let before = procstat::snapshot(&running.measured);
     let started = std::time::Instant::now();
-    let v = load::constant_rate(
-        &through,
-        rate,
-        t.latency,
-        0,
-        std::path::Path::new("."),
-        false,
-    )?;
+    let v = at_rate(&through)?;
     let elapsed = started.elapsed().as_secs_f64();
     let after = procstat::snapshot(&running.measured);
     let vcpu: BTreeMap<String, f64> = procstat::spent(&before, &after)

@@ -296,9 +296,18 @@ fn latency_plot(rep: &Report, path: &Path) -> anyhow::Result<()> {
             .label(name)
             .legend(move |(x, y)| Circle::new((x + 10, y), 6, color.filled()));
     }
+    legend_and_present(&root, &mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// Both plots end alike: the legend on a light box in `corner`, then the file written.
+fn legend_and_present<'a, CT: CoordTranslate>(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    corner: SeriesLabelPosition,
+) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(corner)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
@@ -408,14 +417,7 @@ fn throughput_plot(rep: &Report, path: &Path) -> anyhow::Result<()> {
                 .map(|p| Circle::new(p, 4, color.stroke_width(2))),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::MiddleRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    legend_and_present(&root, &mut chart, SeriesLabelPosition::MiddleRight)
 }
 
 #[cfg(test)]

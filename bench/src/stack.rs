@@ -29,8 +29,7 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 pub fn sidecar(app_id: &str, registry: &Path, resources: &Path) -> anyhow::Result<SidecarBuilder> {
     Ok(SidecarBuilder::new(bin("sidecar")?, app_id, registry)
         .resources(resources)
-        .arg("--config")
-        .arg("config.yaml"))
+        .flag("--config", "config.yaml"))
 }
 
 /// The processes of one configuration; dropping it stops them, all at once.

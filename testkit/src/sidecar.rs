@@ -55,6 +55,11 @@ impl SidecarBuilder {
         self
     }
 
+    /// A flag of `sidecar run` with its value: `.flag("--config", path)`.
+    pub fn flag(self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.arg(name).arg(value.to_string())
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
         self

@@ -62,30 +62,25 @@ impl StackBuilder {
     pub async fn spawn(self) -> anyhow::Result<Stack> {
         let store = StoreFixture::start(self.store).await?;
         let registry = TempDir::new("registry");
-        let sidecar = workspace_bin("sidecar");
-        let (backend_port, frontend_port) = (free_port(), free_port());
-        let backend_bin = workspace_bin("backend").display().to_string();
-        let frontend_bin = workspace_bin("frontend").display().to_string();
-        let mut backend = SidecarBuilder::new(&sidecar, "backend", registry.path())
-            .resources(store.components.path())
-            .app_port(backend_port);
-        for (k, v) in &self.backend_env {
-            backend = backend.env(k, v);
-        }
-        let backend_sidecar = backend
-            .command(&[&backend_bin, "--workers", "1", "--log-level", "warning"])
-            .spawn()
-            .await?;
-        let mut frontend = SidecarBuilder::new(&sidecar, "frontend", registry.path())
-            .resources(store.components.path())
-            .app_port(frontend_port);
-        for (k, v) in &self.frontend_env {
-            frontend = frontend.env(k, v);
-        }
-        let frontend_sidecar = frontend
-            .command(&[&frontend_bin, "--workers", "1", "--log-level", "warning"])
-            .spawn()
-            .await?;
+        // `sidecar run` of one service (app id = binary name) with its environment; and the
+        // service's port.
+        let launch = async |app: &str, env: &[(String, String)]| {
+            let port = free_port();
+            let mut sidecar = SidecarBuilder::new(workspace_bin("sidecar"), app, registry.path())
+                .resources(store.components.path())
+                .app_port(port);
+            for (k, v) in env {
+                sidecar = sidecar.env(k, v);
+            }
+            let bin = workspace_bin(app).display().to_string();
+            sidecar
+                .command(&[&bin, "--workers", "1", "--log-level", "warning"])
+                .spawn()
+                .await
+                .map(|s| (s, port))
+        };
+        let (backend_sidecar, backend_port) = launch("backend", &self.backend_env).await?;
+        let (frontend_sidecar, frontend_port) = launch("frontend", &self.frontend_env).await?;
         let client = reqwest::Client::new();
         for url in [
             format!("{}/v1.0/healthz", backend_sidecar.http_url()),

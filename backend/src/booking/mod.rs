@@ -367,14 +367,16 @@ impl<S: Store> Booker<S> {
         key: Option<&KeyUse>,
         guard: Guard,
     ) -> Result<Attempt<Reservation>, BookingError> {
-        let keys: Vec<String> = nights.iter().map(|d| night_key(hotel.id, *d)).collect();
-        let read = match self.read_guarded(state, keys, key, guard).await? {
+        let read = match self
+            .read_guarded(state, hotel.id, nights, key, guard)
+            .await?
+        {
             Read::Answered(r) => return Ok(Attempt::Done(r)),
-            Read::Items(items) => items,
+            Read::Guarded(read) => read,
         };
-        let (night_items, record) = split_record(&read, key);
-        let mut ops = Vec::with_capacity(read.len() + 1);
-        for (day, item) in nights.iter().zip(night_items) {
+        let record = read.record();
+        let mut ops = Vec::with_capacity(read.items.len() + 1);
+        for (day, item) in nights.iter().zip(read.nights()) {
             let booked = booked_of(item)?;
             if let Err(refusal) = sold_out(hotel, *day, booked, reservation.rooms) {
                 return match (key, record) {
@@ -418,7 +420,7 @@ impl<S: Store> Booker<S> {
             },
             None => Expect::Present(&mine),
         };
-        match self.commit(state, ops, &read, expect, guard).await? {
+        match self.commit(state, ops, &read.items, expect, guard).await? {
             Commit::Applied => Ok(Attempt::Done(reservation.clone())),
             Commit::Conflict => Ok(Attempt::Conflict),
         }
@@ -462,10 +464,12 @@ impl<S: Store> Booker<S> {
     async fn read_guarded(
         &self,
         state: &S,
-        mut keys: Vec<String>,
+        hotel_id: u32,
+        nights: &[Day],
         key: Option<&KeyUse>,
         guard: Guard,
     ) -> Result<Read, BookingError> {
+        let mut keys: Vec<String> = nights.iter().map(|d| night_key(hotel_id, *d)).collect();
         if let Some(k) = key {
             keys.push(k.record_key.clone());
         }
@@ -478,7 +482,7 @@ impl<S: Store> Booker<S> {
             .filter(|&i| !items[i].exists() && (guard.etags || i >= night_count))
             .collect();
         if missing.is_empty() {
-            return Ok(Read::Items(items));
+            return Ok(Read::Guarded(Guarded::new(items, key)));
         }
         for &i in &missing {
             let (value, ttl) = match key {
@@ -499,7 +503,7 @@ impl<S: Store> Booker<S> {
                 items[i].key
             )));
         }
-        Ok(Read::Items(items))
+        Ok(Read::Guarded(Guarded::new(items, key)))
     }
 
     /// What the key's record says: the answer of the change it already made, a 422 when it
@@ -754,14 +758,16 @@ impl<S: Store> Booker<S> {
         let r = parse_reservation(id, &first[0])?;
         let r_etag = first[0].etag.clone();
         let nights = r.check_in.nights_until(r.check_out);
-        let keys: Vec<String> = nights.iter().map(|d| night_key(r.hotel_id, *d)).collect();
-        let read = match self.read_guarded(state, keys, key, guard).await? {
+        let read = match self
+            .read_guarded(state, r.hotel_id, &nights, key, guard)
+            .await?
+        {
             Read::Answered(done) => return Ok(Attempt::Done(done)),
-            Read::Items(items) => items,
+            Read::Guarded(read) => read,
         };
-        let (night_items, record) = split_record(&read, key);
-        let mut ops = Vec::with_capacity(read.len() + 1);
-        for item in night_items {
+        let record = read.record();
+        let mut ops = Vec::with_capacity(read.items.len() + 1);
+        for item in read.nights() {
             let booked = booked_of(item)?.saturating_sub(r.rooms);
             ops.push(Op::Upsert {
                 key: item.key.clone(),
@@ -785,7 +791,7 @@ impl<S: Store> Booker<S> {
             return Ok(Attempt::Conflict);
         }
         // The reservation as read is part of what must not have changed.
-        let mut seen = read.clone();
+        let mut seen = read.items.clone();
         seen.push(Item {
             key: mine.clone(),
             data: Vec::new(),
@@ -848,26 +854,35 @@ impl<S: Store> Booker<S> {
 enum Read {
     /// The key's record already holds the answer.
     Answered(Reservation),
-    Items(Vec<Item>),
+    Guarded(Guarded),
+}
+
+/// A guarded read: the nights in order, then the key's record when there is a key. The
+/// commit checks all of it again, so it stays one list.
+struct Guarded {
+    items: Vec<Item>,
+    has_record: bool,
+}
+
+impl Guarded {
+    fn new(items: Vec<Item>, key: Option<&KeyUse>) -> Self {
+        let has_record = key.is_some() && !items.is_empty();
+        Guarded { items, has_record }
+    }
+
+    fn nights(&self) -> &[Item] {
+        &self.items[..self.items.len() - usize::from(self.has_record)]
+    }
+
+    fn record(&self) -> Option<&Item> {
+        self.items.last().filter(|_| self.has_record)
+    }
 }
 
 /// What a commit did, once any doubt is read away.
 enum Commit {
     Applied,
     Conflict,
-}
-
-/// The nights of a guarded read, and the key's record when there is a key.
-fn split_record<'a>(read: &'a [Item], key: Option<&KeyUse>) -> (&'a [Item], Option<&'a Item>) {
-    match key {
-        Some(_) => {
-            let (record, nights) = read
-                .split_last()
-                .map_or((None, read), |(r, n)| (Some(r), n));
-            (nights, record)
-        }
-        None => (read, None),
-    }
 }
 
 /// Our own wire types always serialize; an empty value would read back as zero rooms.

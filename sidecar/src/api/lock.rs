@@ -3,7 +3,7 @@
 use super::Api;
 use crate::components::LockComponent;
 use crate::errors::ApiError;
-use crate::lock::UnlockStatus;
+use crate::lock::{Lease, UnlockStatus};
 
 /// A lock request as either transport carries it.
 #[derive(Debug, Clone)]
@@ -64,7 +64,11 @@ impl Api {
         let (store, key) = self.lock_key(req, Some(expiry), "ERR_TRY_LOCK")?;
         store
             .store
-            .try_lock(&key, &req.owner, expiry)
+            .try_lock(&Lease {
+                key: &key,
+                owner: &req.owner,
+                expiry_secs: expiry,
+            })
             .await
             .map_err(|e| {
                 ApiError::internal("ERR_TRY_LOCK", format!("failed to try acquiring lock: {e}"))

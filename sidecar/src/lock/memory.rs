@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::UnlockStatus;
+use super::{Lease, UnlockStatus};
 
 #[derive(Default)]
 pub struct MemoryLock {
@@ -18,7 +18,14 @@ impl MemoryLock {
         Self::default()
     }
 
-    pub fn try_lock(&self, key: &str, owner: &str, expiry_secs: i32) -> bool {
+    pub fn try_lock(
+        &self,
+        &Lease {
+            key,
+            owner,
+            expiry_secs,
+        }: &Lease<'_>,
+    ) -> bool {
         let now = Instant::now();
         let mut leases = self
             .leases
@@ -65,12 +72,17 @@ mod tests {
     #[test]
     fn held_lock_is_refused_even_to_its_owner_and_released_only_by_it() {
         let l = MemoryLock::new();
-        assert!(l.try_lock("r", "a", 10));
-        assert!(!l.try_lock("r", "a", 10));
-        assert!(!l.try_lock("r", "b", 10));
+        let lease = |owner| Lease {
+            key: "r",
+            owner,
+            expiry_secs: 10,
+        };
+        assert!(l.try_lock(&lease("a")));
+        assert!(!l.try_lock(&lease("a")));
+        assert!(!l.try_lock(&lease("b")));
         assert_eq!(l.unlock("r", "b"), UnlockStatus::LockBelongsToOthers);
         assert_eq!(l.unlock("r", "a"), UnlockStatus::Success);
         assert_eq!(l.unlock("r", "a"), UnlockStatus::LockDoesNotExist);
-        assert!(l.try_lock("r", "b", 10));
+        assert!(l.try_lock(&lease("b")));
     }
 }

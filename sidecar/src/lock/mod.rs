@@ -18,21 +18,23 @@ pub enum UnlockStatus {
 #[error("{0}")]
 pub struct LockError(pub String);
 
+/// A request to hold `key` (already prefixed) as `owner` for `expiry_secs`.
+pub struct Lease<'a> {
+    pub key: &'a str,
+    pub owner: &'a str,
+    pub expiry_secs: i32,
+}
+
 pub enum LockStore {
     Memory(memory::MemoryLock),
     Redis(redis::RedisLock),
 }
 
 impl LockStore {
-    pub async fn try_lock(
-        &self,
-        key: &str,
-        owner: &str,
-        expiry_secs: i32,
-    ) -> Result<bool, LockError> {
+    pub async fn try_lock(&self, lease: &Lease<'_>) -> Result<bool, LockError> {
         match self {
-            LockStore::Memory(l) => Ok(l.try_lock(key, owner, expiry_secs)),
-            LockStore::Redis(l) => l.try_lock(key, owner, expiry_secs).await,
+            LockStore::Memory(l) => Ok(l.try_lock(lease)),
+            LockStore::Redis(l) => l.try_lock(lease).await,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use redis::aio::ConnectionManager;
 
-use super::{LockError, UnlockStatus};
+use super::{Lease, LockError, UnlockStatus};
 
 /// -1: no such lock; -2: someone else's; otherwise the DEL count.
 const UNLOCK_SCRIPT: &str = r#"
@@ -22,19 +22,14 @@ impl RedisLock {
         RedisLock { conn }
     }
 
-    pub async fn try_lock(
-        &self,
-        key: &str,
-        owner: &str,
-        expiry_secs: i32,
-    ) -> Result<bool, LockError> {
+    pub async fn try_lock(&self, lease: &Lease<'_>) -> Result<bool, LockError> {
         let mut conn = self.conn.clone();
         let reply: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(owner)
+            .arg(lease.key)
+            .arg(lease.owner)
             .arg("NX")
             .arg("EX")
-            .arg(expiry_secs)
+            .arg(lease.expiry_secs)
             .query_async(&mut conn)
             .await
             .map_err(|e| LockError(e.to_string()))?;

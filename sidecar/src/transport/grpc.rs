@@ -256,11 +256,20 @@ impl Dapr for GrpcApi {
         &self,
         request: Request<DeleteStateRequest>,
     ) -> Result<Response<()>, Status> {
+        // One delete is a bulk delete of one item: the same checks, the same errors.
         let req = request.into_inner();
-        let store = self.rt.state_store(&req.store_name)?;
-        let del = delete_request(req.key, req.etag, req.options);
-        self.rt.delete_state(store, vec![del]).await?;
-        Ok(Response::new(()))
+        let item = common::StateItem {
+            key: req.key,
+            etag: req.etag,
+            options: req.options,
+            metadata: req.metadata,
+            ..Default::default()
+        };
+        let bulk = DeleteBulkStateRequest {
+            store_name: req.store_name,
+            states: vec![item],
+        };
+        self.delete_bulk_state(Request::new(bulk)).await
     }
 
     async fn delete_bulk_state(

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -330,20 +331,33 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))
 }
 
-async fn save_state(
-    State(rt): Rt,
-    Path(store): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let s = rt.state_store(&store)?;
+/// What a store-wide write reads outside its body: the store's name from the path, and
+/// `metadata.*` from the query, which applies to every item.
+struct StoreWrite {
+    store: String,
+    query_meta: HashMap<String, String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for StoreWrite {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(store) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let query_meta = query_metadata(&query_pairs(parts.uri.query()));
+        Ok(Self { store, query_meta })
+    }
+}
+
+async fn save_state(State(rt): Rt, w: StoreWrite, body: Bytes) -> Answer {
+    let s = rt.state_store(&w.store)?;
     let items: Vec<JsonItem> = parse_json(&body)?;
-    let query_meta = query_metadata(&query_pairs(q.as_deref()));
     let items = items
         .into_iter()
-        .map(|i| i.decode(&query_meta, "ERR_STATE_SAVE"))
+        .map(|i| i.decode(&w.query_meta, "ERR_STATE_SAVE"))
         .collect();
-    rt.save_state(&store, s, items).await?;
+    rt.save_state(&w.store, s, items).await?;
     Ok(no_content())
 }
 
@@ -448,20 +462,14 @@ struct JsonTxOp {
     request: JsonItem,
 }
 
-async fn transaction(
-    State(rt): Rt,
-    Path(store): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let s = rt.state_store(&store)?;
+async fn transaction(State(rt): Rt, w: StoreWrite, body: Bytes) -> Answer {
+    let s = rt.state_store(&w.store)?;
     let tx: TxBody = parse_json(&body)?;
-    let query_meta = query_metadata(&query_pairs(q.as_deref()));
     let mut ops = Vec::with_capacity(tx.operations.len());
     for op in tx.operations {
         let code = "ERR_STATE_TRANSACTION";
         ops.push(match op.operation.as_str() {
-            "upsert" => op.request.decode(&query_meta, code).map(TxOp::Upsert),
+            "upsert" => op.request.decode(&w.query_meta, code).map(TxOp::Upsert),
             "delete" => concurrency_of(op.request.options.as_ref(), code).map(|concurrency| {
                 TxOp::Delete(DeleteRequest {
                     concurrency,

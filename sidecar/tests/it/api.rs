@@ -87,34 +87,24 @@ async fn health_waits_for_the_app_and_metadata_lists_components() {
 async fn api_token_is_required_except_for_health() {
     let one = one_sidecar_with(StoreKind::Memory, "locked", &[("DAPR_API_TOKEN", "s3cret")]).await;
     let s = &one.sidecar;
-    let http = reqwest::Client::new();
-    let r = http
-        .get(format!("{}/v1.0/metadata", s.http_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(r.text().await.unwrap(), "invalid api token\n");
-    let r = http
-        .get(format!("{}/v1.0/metadata", s.http_url()))
-        .header("dapr-api-token", "wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = http
-        .get(format!("{}/v1.0/metadata", s.http_url()))
-        .header("dapr-api-token", "s3cret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{}/v1.0/healthz", s.http_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    // (path, token sent, status, body when it matters)
+    let cases = [
+        ("/v1.0/metadata", None, 401, Some("invalid api token\n")),
+        ("/v1.0/metadata", Some("wrong"), 401, None),
+        ("/v1.0/metadata", Some("s3cret"), 200, None),
+        ("/v1.0/healthz", None, 204, None),
+    ];
+    for (path, token, status, body) in cases {
+        let mut req = one.http.get(format!("{}{path}", s.http_url()));
+        if let Some(token) = token {
+            req = req.header("dapr-api-token", token);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{path} with {token:?}");
+        if let Some(body) = body {
+            assert_eq!(r.text().await.unwrap(), body);
+        }
+    }
 
     let mut c = DaprClient::connect(s.grpc_url()).await.unwrap();
     let err = c
@@ -146,45 +136,31 @@ async fn metrics_follow_the_configuration() {
     let dir = TempDir::new("config");
     let on = dir.path().join("on.yaml");
     std::fs::write(&on, "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  metrics:\n    enabled: true\n").unwrap();
-    let port = testkit::free_port();
-    let s = SidecarBuilder::new(bin(), "metered", registry.path())
-        .arg("--config")
-        .arg(on.display().to_string())
-        .arg("--metrics-port")
-        .arg(port.to_string())
-        .spawn()
-        .await
-        .unwrap();
-    reqwest::get(format!("{}/v1.0/metadata", s.http_url()))
-        .await
-        .unwrap();
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A sidecar with `config` that has served one call; and its metrics URL.
+    let served_one_call = async |app_id: &str, config: String| {
+        let port = testkit::free_port();
+        let s = SidecarBuilder::new(bin(), app_id, registry.path())
+            .flag("--config", config)
+            .flag("--metrics-port", port)
+            .spawn()
+            .await
+            .unwrap();
+        reqwest::get(format!("{}/v1.0/metadata", s.http_url()))
+            .await
+            .unwrap();
+        (s, format!("http://127.0.0.1:{port}/"))
+    };
+    let (_on, metrics) = served_one_call("metered", on.display().to_string()).await;
+    let text = reqwest::get(metrics).await.unwrap().text().await.unwrap();
     assert!(
         text.contains("dapr_http_server_request_count{app_id=\"metered\""),
         "{text}"
     );
 
-    let off_port = testkit::free_port();
-    let off = SidecarBuilder::new(bin(), "quiet", registry.path())
-        .arg("--config")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml"))
-        .arg("--metrics-port")
-        .arg(off_port.to_string())
-        .spawn()
-        .await
-        .unwrap();
-    reqwest::get(format!("{}/v1.0/metadata", off.http_url()))
-        .await
-        .unwrap();
+    let off = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml");
+    let (_off, metrics) = served_one_call("quiet", off.to_string()).await;
     assert!(
-        reqwest::get(format!("http://127.0.0.1:{off_port}/"))
-            .await
-            .is_err(),
+        reqwest::get(metrics).await.is_err(),
         "metrics disabled: no listener"
     );
 }
@@ -248,14 +224,8 @@ async fn metadata_attributes_bulk_delete_and_grpc_shutdown() {
         DeleteBulkStateRequest, GetStateRequest, SaveStateRequest, SetMetadataRequest,
         ShutdownRequest,
     };
-    let registry = TempDir::new("registry");
-    let components = ComponentsDir::memory();
-    let mut s = SidecarBuilder::new(bin(), "attrs", registry.path())
-        .resources(components.path())
-        .spawn()
-        .await
-        .unwrap();
-    let http = reqwest::Client::new();
+    let mut one = one_sidecar_with(StoreKind::Memory, "attrs", &[]).await;
+    let (s, http) = (&mut one.sidecar, &one.http);
     let r = http
         .put(format!("{}/v1.0/metadata/color", s.http_url()))
         .body("blue")
@@ -270,7 +240,7 @@ async fn metadata_attributes_bulk_delete_and_grpc_shutdown() {
     })
     .await
     .unwrap();
-    let m: Value = testkit::get_json(&http, format!("{}/v1.0/metadata", s.http_url())).await;
+    let m: Value = testkit::get_json(http, format!("{}/v1.0/metadata", s.http_url())).await;
     assert_eq!(m["extended"]["color"], "blue");
     assert_eq!(m["extended"]["size"], "xl");
 

@@ -3,6 +3,25 @@
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use testkit::{SidecarBuilder, SidecarProcess, StoreFixture, StoreKind, TempDir};
 
+/// Makes a test of each `async fn name(StoreKind)` listed, once per store, in a module per
+/// store: `for_each_store!([memory => Memory, redis => Redis], [a_test, another]);`.
+macro_rules! for_each_store {
+    ([$($module:ident => $kind:ident),* $(,)?], $tests:tt) => {
+        $( for_each_store!(@module $module, $kind, $tests); )*
+    };
+    (@module $module:ident, $kind:ident, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(testkit::StoreKind::$kind).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use for_each_store;
+
 /// One sidecar (no app) on a fresh store of one kind.
 pub struct OneSidecar {
     pub fixture: StoreFixture,

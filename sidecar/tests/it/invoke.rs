@@ -3,6 +3,7 @@
 use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest};
 use dapr::dapr::proto::runtime::v1::InvokeServiceRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use reqwest::Method;
 use serde_json::Value;
 use testkit::{ComponentsDir, SidecarBuilder, SidecarProcess, TempDir};
 
@@ -10,14 +11,40 @@ use crate::common::error_code;
 
 struct Pair {
     caller: SidecarProcess,
-    _callee: SidecarProcess,
+    callee: SidecarProcess,
     http: reqwest::Client,
     _registry: TempDir,
     _components: ComponentsDir,
 }
 
+impl Pair {
+    /// A request to the calling sidecar with `headers` and no body, answered.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.to_caller(method, path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A request to the calling sidecar's HTTP API.
+    fn to_caller(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.caller.http_url()))
+    }
+}
+
 async fn pair(callee_env: &[(&str, &str)]) -> Pair {
-    let app_port = testkit::start_echo_app().await;
+    pair_to(testkit::start_echo_app().await, callee_env).await
+}
+
+/// The pair with the callee's app on `app_port`.
+async fn pair_to(app_port: u16, callee_env: &[(&str, &str)]) -> Pair {
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
     let bin = env!("CARGO_BIN_EXE_sidecar");
@@ -35,7 +62,7 @@ async fn pair(callee_env: &[(&str, &str)]) -> Pair {
         .unwrap();
     Pair {
         caller,
-        _callee: callee,
+        callee,
         http: reqwest::Client::new(),
         _registry: registry,
         _components: components,
@@ -46,15 +73,9 @@ async fn pair(callee_env: &[(&str, &str)]) -> Pair {
 async fn invoke_passes_verb_path_query_headers_and_body() {
     let p = pair(&[]).await;
     for method in ["POST", "PUT", "DELETE", "PATCH", "GET"] {
+        let path = "/v1.0/invoke/backend/method/book_hotel/42?x=1&y=two";
         let r = p
-            .http
-            .request(
-                method.parse().unwrap(),
-                format!(
-                    "{}/v1.0/invoke/backend/method/book_hotel/42?x=1&y=two",
-                    p.caller.http_url()
-                ),
-            )
+            .to_caller(method.parse().unwrap(), path)
             .header(
                 "traceparent",
                 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -87,26 +108,14 @@ async fn invoke_passes_verb_path_query_headers_and_body() {
 async fn app_errors_pass_through_unwrapped() {
     let p = pair(&[]).await;
     let r = p
-        .http
-        .get(format!(
-            "{}/v1.0/invoke/backend/method/status/404",
-            p.caller.http_url()
-        ))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v1.0/invoke/backend/method/status/404", &[])
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-app"], "yes");
     assert_eq!(r.text().await.unwrap(), "app says 404 Not Found");
     let r = p
-        .http
-        .post(format!(
-            "{}/v1.0/invoke/backend/method/status/503",
-            p.caller.http_url()
-        ))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/v1.0/invoke/backend/method/status/503", &[])
+        .await;
     assert_eq!(r.status(), 503);
 }
 
@@ -114,12 +123,8 @@ async fn app_errors_pass_through_unwrapped() {
 async fn header_form_and_unknown_targets() {
     let p = pair(&[]).await;
     let r = p
-        .http
-        .get(format!("{}/any/path?q=1", p.caller.http_url()))
-        .header("dapr-app-id", "backend")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/any/path?q=1", &[("dapr-app-id", "backend")])
+        .await;
     assert_eq!(r.status(), 200);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["path"], "/any/path");
@@ -130,21 +135,10 @@ async fn header_form_and_unknown_targets() {
     );
 
     let r = p
-        .http
-        .get(format!(
-            "{}/v1.0/invoke/nobody/method/x",
-            p.caller.http_url()
-        ))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v1.0/invoke/nobody/method/x", &[])
+        .await;
     assert_eq!(error_code(r).await, (500, "ERR_DIRECT_INVOKE".into()));
-    let r = p
-        .http
-        .get(format!("{}/not/a/route", p.caller.http_url()))
-        .send()
-        .await
-        .unwrap();
+    let r = p.send(Method::GET, "/not/a/route", &[]).await;
     assert_eq!(error_code(r).await, (404, "ERR_DIRECT_INVOKE".into()));
 }
 
@@ -175,14 +169,8 @@ async fn stacks_with_different_registries_do_not_see_each_other() {
         "a sidecar of another stack must not reach this backend"
     );
     let r = p
-        .http
-        .get(format!(
-            "{}/v1.0/invoke/backend/method/x",
-            p.caller.http_url()
-        ))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v1.0/invoke/backend/method/x", &[])
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -223,15 +211,12 @@ fn prost_any(bytes: &[u8]) -> prost_types::Any {
 async fn app_api_token_is_sent_to_the_app_and_caller_token_is_not() {
     let p = pair(&[("APP_API_TOKEN", "app-secret")]).await;
     let r = p
-        .http
-        .get(format!(
-            "{}/v1.0/invoke/backend/method/x",
-            p.caller.http_url()
-        ))
-        .header("dapr-api-token", "caller-token")
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::GET,
+            "/v1.0/invoke/backend/method/x",
+            &[("dapr-api-token", "caller-token")],
+        )
+        .await;
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["headers"]["dapr-api-token"], "app-secret");
 }
@@ -253,16 +238,9 @@ async fn an_app_started_by_sidecar_run_is_reachable_from_another_sidecar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoking_the_own_app_id_goes_straight_to_the_app() {
-    let app_port = testkit::start_echo_app().await;
-    let registry = TempDir::new("registry");
-    let s = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "solo", registry.path())
-        .app_port(app_port)
-        .spawn()
-        .await
-        .unwrap();
-    let r = reqwest::get(format!("{}/v1.0/invoke/solo/method/self", s.http_url()))
-        .await
-        .unwrap();
+    let p = pair(&[]).await;
+    let own = format!("{}/v1.0/invoke/backend/method/self", p.callee.http_url());
+    let r = p.http.get(own).send().await.unwrap();
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["path"], "/self");
 }
@@ -273,27 +251,10 @@ async fn invoking_the_own_app_id_goes_straight_to_the_app() {
 async fn a_call_whose_time_runs_out_is_a_504() {
     // The kernel accepts connections into the backlog; nobody ever reads them.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let app_port = silent.local_addr().unwrap().port();
-    let registry = TempDir::new("registry");
-    let components = ComponentsDir::memory();
-    let bin = env!("CARGO_BIN_EXE_sidecar");
-    let _callee = SidecarBuilder::new(bin, "backend", registry.path())
-        .resources(components.path())
-        .app_port(app_port)
-        .spawn()
-        .await
-        .unwrap();
-    let caller = SidecarBuilder::new(bin, "frontend", registry.path())
-        .resources(components.path())
-        .spawn()
-        .await
-        .unwrap();
+    let p = pair_to(silent.local_addr().unwrap().port(), &[]).await;
     let started = std::time::Instant::now();
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/v1.0/invoke/backend/method/book",
-            caller.http_url()
-        ))
+    let r = p
+        .to_caller(Method::POST, "/v1.0/invoke/backend/method/book")
         .header("x-request-timeout-ms", "300")
         .timeout(std::time::Duration::from_secs(30))
         .send()

@@ -6,7 +6,7 @@ use dapr::dapr::proto::runtime::v1::{TryLockRequest, UnlockRequest};
 use serde_json::{Value, json};
 use testkit::{SidecarBuilder, StoreKind, TempDir};
 
-use crate::common::{OneSidecar, error_code, one_sidecar};
+use crate::common::{OneSidecar, error_code, for_each_store, one_sidecar};
 
 impl OneSidecar {
     async fn call(&self, op: &str, body: Value) -> (u16, Value) {
@@ -183,18 +183,14 @@ async fn grpc_lock(kind: StoreKind) {
     );
 }
 
-macro_rules! for_each_store {
-    ($($test:ident),* $(,)?) => {
-        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(testkit::StoreKind::Memory).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(testkit::StoreKind::Redis).await } )* }
-    };
-}
-
 for_each_store!(
-    http_lock_is_exclusive_and_owner_released,
-    http_lock_expires_after_its_lease,
-    http_lock_validation,
-    grpc_lock,
+    [memory => Memory, redis => Redis],
+    [
+        http_lock_is_exclusive_and_owner_released,
+        http_lock_expires_after_its_lease,
+        http_lock_validation,
+        grpc_lock,
+    ]
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,23 +202,16 @@ async fn no_lock_store_configured() {
         .spawn()
         .await
         .unwrap();
-    let r = reqwest::Client::new()
+    let http = reqwest::Client::new();
+    let lock = http
         .post(format!("{}/v1.0-alpha1/lock/lockstore", s.http_url()))
-        .json(&json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (500, "ERR_LOCK_STORE_NOT_CONFIGURED".into())
-    );
-    let r = reqwest::Client::new()
-        .get(format!("{}/v1.0/state/statestore/k", s.http_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r).await,
-        (500, "ERR_STATE_STORE_NOT_CONFIGURED".into())
-    );
+        .json(&json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5}));
+    let get = http.get(format!("{}/v1.0/state/statestore/k", s.http_url()));
+    for (req, code) in [
+        (lock, "ERR_LOCK_STORE_NOT_CONFIGURED"),
+        (get, "ERR_STATE_STORE_NOT_CONFIGURED"),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(error_code(r).await, (500, code.into()));
+    }
 }

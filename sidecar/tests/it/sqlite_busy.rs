@@ -28,13 +28,12 @@ async fn a_busy_database_stalls_nothing_else() {
         .unwrap();
     let url = |p: &str| format!("{}{p}", sidecar.http_url());
     let http = reqwest::Client::new();
-    let r = http
-        .post(url("/v1.0/state/statestore"))
-        .json(&json!([{"key": "k", "value": 1}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let save_k = |value: i32| {
+        http.post(url("/v1.0/state/statestore"))
+            .json(&json!([{"key": "k", "value": value}]))
+            .send()
+    };
+    assert_eq!(save_k(1).await.unwrap().status(), 204);
 
     // Another writer takes the database's write lock and keeps it.
     let (release, held) = std::sync::mpsc::channel::<()>();
@@ -49,11 +48,7 @@ async fn a_busy_database_stalls_nothing_else() {
     locked.recv().unwrap();
 
     // A write now waits for the database...
-    let save = tokio::spawn(
-        http.post(url("/v1.0/state/statestore"))
-            .json(&json!([{"key": "k", "value": 2}]))
-            .send(),
-    );
+    let save = tokio::spawn(save_k(2));
     // Wait until it has reached the store: a read of the same store then queues behind
     // it (the write waits on the lock; a read alone would not).
     testkit::wait_until(
@@ -103,14 +98,8 @@ async fn a_busy_database_stalls_nothing_else() {
         204,
         "the write went through once the lock was let go"
     );
-    let r = http
-        .post(url("/v1.0/state/statestore"))
-        .json(&json!([{"key": "k", "value": 3}]))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        r.status(),
+        save_k(3).await.unwrap().status(),
         204,
         "the store works again once the lock is gone"
     );

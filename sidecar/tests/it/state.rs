@@ -8,7 +8,7 @@ use dapr::dapr::proto::runtime::v1::{
 use serde_json::{Value, json};
 use testkit::{SidecarBuilder, StoreFixture, StoreKind, TempDir};
 
-use crate::common::{OneSidecar, error_code, one_sidecar};
+use crate::common::{OneSidecar, error_code, for_each_store, one_sidecar};
 
 impl OneSidecar {
     async fn delete(&self, key: &str, if_match: Option<&str>) -> reqwest::Response {
@@ -376,20 +376,18 @@ async fn dapr_crate_client(kind: StoreKind) {
         )
         .await
         .unwrap();
-    let got = client
-        .get_state("statestore", "crate-key", None)
-        .await
-        .unwrap();
-    assert_eq!(got.data, b"{\"v\":1}");
+    let read = async |c: &mut dapr::Client<dapr::client::TonicClientWithAuth>| {
+        c.get_state("statestore", "crate-key", None)
+            .await
+            .unwrap()
+            .data
+    };
+    assert_eq!(read(&mut client).await, b"{\"v\":1}");
     client
         .delete_state("statestore", "crate-key", None)
         .await
         .unwrap();
-    let got = client
-        .get_state("statestore", "crate-key", None)
-        .await
-        .unwrap();
-    assert!(got.data.is_empty());
+    assert!(read(&mut client).await.is_empty());
     let meta = client.get_metadata().await.unwrap();
     assert_eq!(meta.id, "app");
     assert!(
@@ -399,22 +397,17 @@ async fn dapr_crate_client(kind: StoreKind) {
     );
 }
 
-macro_rules! for_each_store {
-    ($($test:ident),* $(,)?) => {
-        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(testkit::StoreKind::Memory).await } )* }
-        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(testkit::StoreKind::Sqlite).await } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(testkit::StoreKind::Redis).await } )* }
-    };
-}
-
 for_each_store!(
-    http_save_get_and_etags,
-    http_bulk_get,
-    http_transaction_all_or_nothing,
-    http_errors,
-    http_faults_answer_in_daprd_order,
-    grpc_state,
-    dapr_crate_client,
+    [memory => Memory, sqlite => Sqlite, redis => Redis],
+    [
+        http_save_get_and_etags,
+        http_bulk_get,
+        http_transaction_all_or_nothing,
+        http_errors,
+        http_faults_answer_in_daprd_order,
+        grpc_state,
+        dapr_crate_client,
+    ]
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,16 +595,6 @@ async fn offline_commands_see_one_apps_keys(kind: StoreKind) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_commands_see_one_apps_keys_sqlite() {
-    offline_commands_see_one_apps_keys(StoreKind::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_commands_see_one_apps_keys_redis() {
-    offline_commands_see_one_apps_keys(StoreKind::Redis).await;
-}
-
 /// A components folder whose SQLite file is not there is refused by the offline commands,
 /// which create nothing: an empty store made by mistake would read as a clean one.
 #[test]
@@ -635,3 +618,8 @@ fn offline_commands_refuse_a_missing_database() {
         );
     }
 }
+
+for_each_store!(
+    [offline_sqlite => Sqlite, offline_redis => Redis],
+    [offline_commands_see_one_apps_keys]
+);

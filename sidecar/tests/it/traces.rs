@@ -24,14 +24,12 @@ async fn one_trace_spans_both_sidecars_and_reaches_the_app() {
     let config_arg = config.display().to_string();
     let _callee = SidecarBuilder::new(bin, "backend", registry.path())
         .app_port(app_port)
-        .arg("--config")
-        .arg(config_arg.clone())
+        .flag("--config", config_arg.clone())
         .spawn()
         .await
         .unwrap();
     let caller = SidecarBuilder::new(bin, "frontend", registry.path())
-        .arg("--config")
-        .arg(config_arg)
+        .flag("--config", config_arg)
         .spawn()
         .await
         .unwrap();
