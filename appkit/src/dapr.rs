@@ -31,7 +31,7 @@ pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>)
 impl Interceptor for Token {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(t) = &self.0 {
-            req.metadata_mut().insert("dapr-api-token", t.clone());
+            req.metadata_mut().insert(crate::token::HEADER, t.clone());
         }
         Ok(req)
     }

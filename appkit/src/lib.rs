@@ -5,7 +5,7 @@
 //! (`settings`), the deadline and idempotency key a request carries from hop to hop
 //! (`request`), and their command line (`service`). For every binary and harness, the
 //! sidecar's too: logging set-up (`logging`) and process plumbing: runtime, shutdown,
-//! signals, children (`process`).
+//! signals, children (`process`); and the API token check every hop makes (`token`).
 
 pub mod dapr;
 pub mod error;
@@ -15,4 +15,5 @@ pub mod process;
 pub mod request;
 pub mod service;
 pub mod settings;
+pub mod token;
 pub mod wire;

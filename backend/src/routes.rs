@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -62,10 +62,8 @@ pub fn app(state: AppState) -> Router {
 /// With `APP_API_TOKEN` set, only the sidecar (which sends it) may call the app.
 async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: Next) -> Response {
     let expected = s.app_token.as_deref().unwrap_or_default();
-    let ok = req
-        .headers()
-        .get("dapr-api-token")
-        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    let given = req.headers().get(appkit::token::HEADER);
+    let ok = appkit::token::matches(given.map(HeaderValue::as_bytes), expected);
     if !ok {
         return AppError::new(
             StatusCode::UNAUTHORIZED,

@@ -73,7 +73,7 @@ impl Backend {
             req = req.header(IDEMPOTENCY_KEY, key);
         }
         if let Some(t) = &self.token {
-            req = req.header("dapr-api-token", t);
+            req = req.header(appkit::token::HEADER, t);
         }
         if let Some(body) = json {
             req = req

@@ -62,6 +62,30 @@ impl ApiError {
         )
     }
 
+    /// A body past `--max-body-size`, refused before it is held in memory.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            "ERR_BODY_READ",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            format!("request body is larger than --max-body-size ({limit} bytes)"),
+        )
+    }
+
+    /// A body that could not be read: too large (413), or broken off (400).
+    pub fn body_failed(err: &axum::Error, limit: usize) -> Self {
+        let too_large =
+            std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>);
+        if too_large {
+            Self::body_too_large(limit)
+        } else {
+            Self::body_read(format!("failed to read request body: {err}"))
+        }
+    }
+
     pub fn body_read(message: impl Into<String>) -> Self {
         Self::new(
             "ERR_BODY_READ",
@@ -125,6 +149,16 @@ impl ApiError {
 
     pub fn direct_invoke(message: impl Into<String>) -> Self {
         Self::internal("ERR_DIRECT_INVOKE", message)
+    }
+
+    /// A call on the internal port without the registry's secret: not from a peer.
+    pub fn not_a_peer() -> Self {
+        Self::new(
+            "ERR_DIRECT_INVOKE",
+            StatusCode::UNAUTHORIZED,
+            tonic::Code::Unauthenticated,
+            "the internal port takes calls only from sidecars of the same registry",
+        )
     }
 
     /// An invocation whose caller's time (`x-request-timeout-ms`) ran out: 504.

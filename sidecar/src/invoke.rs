@@ -31,8 +31,10 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
 const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
 const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
-const API_TOKEN: HeaderName = HeaderName::from_static("dapr-api-token");
+const API_TOKEN: HeaderName = HeaderName::from_static(appkit::token::HEADER);
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
+/// The registry's secret, from the calling sidecar to the called one (never to an app).
+pub const PEER_SECRET: HeaderName = HeaderName::from_static("dapr-internal-secret");
 const TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 /// What a hop keeps of a call's time before handing the rest on: time to answer.
 const HANDOFF_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
@@ -160,12 +162,19 @@ impl Invoker {
     async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
         axum::body::to_bytes(body, self.max_body)
             .await
-            .map_err(|e| ApiError::body_read(format!("failed to read request body: {e}")))
+            .map_err(|e| ApiError::body_failed(&e, self.max_body))
     }
 
     /// Invokes `method` on `target` (from this sidecar's API).
     pub async fn invoke(&self, target: &str, mut call: Call) -> Result<Response<Body>, ApiError> {
-        for h in [&API_TOKEN, &APP_ID, &CALLER, &CALLEE, &CALLER_NS] {
+        for h in [
+            &API_TOKEN,
+            &APP_ID,
+            &CALLER,
+            &CALLEE,
+            &CALLER_NS,
+            &PEER_SECRET,
+        ] {
             call.headers.remove(h);
         }
         strip_hop_by_hop(&mut call.headers);
@@ -177,6 +186,13 @@ impl Invoker {
         }
         if let Ok(v) = HeaderValue::from_str(target) {
             call.headers.insert(CALLEE, v);
+        }
+        if let Some(v) = self
+            .registry
+            .secret()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            call.headers.insert(PEER_SECRET, v);
         }
         let fail = |e: &dyn std::fmt::Display| {
             ApiError::direct_invoke(format!("failed to invoke, id: {target}, err: {e}"))
@@ -213,6 +229,7 @@ impl Invoker {
         };
         strip_hop_by_hop(&mut call.headers);
         call.headers.remove(&API_TOKEN);
+        call.headers.remove(&PEER_SECRET);
         if let Some(token) = &self.app_token {
             call.headers.insert(API_TOKEN, token.clone());
         }

@@ -5,16 +5,36 @@
 //! (`--registry-dir` / `SIDECAR_REGISTRY_DIR`) so that stacks side by side never see each
 //! other. Several files for one app id (replicas) are used round-robin. Lookups are cached
 //! for a short time so the hot path reads no files.
+//!
+//! The folder is private to its user: created 0700, and refused when it is a symlink,
+//! another user's, or open to others. It holds the registry's secret (`.secret`, 0600),
+//! which a sidecar sends on every call to a peer's internal port and requires on every
+//! call it takes there: only sidecars that can read this folder reach each other's apps.
+//! Entries are read without following links, only from regular files, and only so far.
 
 use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 const CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// App ids whose ports are cached at once: past it, stale answers are dropped first, and
+/// a full cache of fresh ones takes no more (those lookups read the folder each time).
+const CACHE_CAP: usize = 1024;
+
+/// A registration is a few hundred bytes; a larger file is not one.
+const ENTRY_MAX: u64 = 4096;
+
+const SECRET_FILE: &str = ".secret";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,6 +52,8 @@ pub struct Registry {
     dir: PathBuf,
     cache: Mutex<HashMap<String, (Vec<u16>, Instant)>>,
     next: AtomicUsize,
+    /// Read (or made) by `open`; a registry that was never opened has none.
+    secret: OnceLock<String>,
 }
 
 /// Removes the registration file when dropped.
@@ -45,11 +67,90 @@ impl Drop for Registration {
     }
 }
 
+/// `$XDG_RUNTIME_DIR` (private to the user by design) when set, else a per-user folder in
+/// the temp directory.
 pub fn default_dir() -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "dapr-sidecar-registry-{}",
-        appkit::process::user_id()
-    ))
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(runtime) => PathBuf::from(runtime).join("dapr-sidecar-registry"),
+        None => std::env::temp_dir().join(format!(
+            "dapr-sidecar-registry-{}",
+            appkit::process::user_id()
+        )),
+    }
+}
+
+/// Makes `dir` a folder only this user can enter, or says why it cannot be one.
+fn make_private(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir.parent().unwrap_or(dir))?;
+            return make_private(dir);
+        }
+        other => other?,
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("registry folder {}: {why}", dir.display()),
+        ))
+    };
+    if !meta.is_dir() {
+        return refuse("is not a folder (a symlink is refused too)".into());
+    }
+    if meta.uid() != appkit::process::user_id() {
+        return refuse(format!("belongs to user {}, not to this one", meta.uid()));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Ours, but open to others (made by an older version, or by hand): close it.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading only if it is a regular file of ours, not a link, FIFO or
+/// device, and reads at most `max` bytes of it.
+fn read_private(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != appkit::process::user_id() || meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a registry file", path.display()),
+        ));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.take(max).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Writes `bytes` to a fresh file next to `path` (never an existing one, nor through a
+/// link), then puts it in place: by rename, or with `no_replace`, only where nothing is.
+fn write_new(path: &Path, bytes: &[u8], no_replace: bool) -> io::Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    let placed = if no_replace {
+        fs::hard_link(&tmp, path)
+    } else {
+        fs::rename(&tmp, path)
+    };
+    let _ = fs::remove_file(&tmp);
+    placed
 }
 
 impl Registry {
@@ -58,26 +159,60 @@ impl Registry {
             dir,
             cache: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
+            secret: OnceLock::new(),
         }
+    }
+
+    /// The registry in `dir`, made private and with its secret read, created by the first
+    /// sidecar that needs it.
+    pub fn open(dir: PathBuf) -> io::Result<Self> {
+        let registry = Registry::new(dir);
+        make_private(&registry.dir)?;
+        let path = registry.dir.join(SECRET_FILE);
+        let secret = match read_private(&path, 256) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut random = [0u8; 32];
+                fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+                let fresh: String = random.iter().map(|b| format!("{b:02x}")).collect();
+                match write_new(&path, fresh.as_bytes(), true) {
+                    // Another sidecar made it first: theirs is the one.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    other => other?,
+                }
+                read_private(&path, 256)?
+            }
+            Err(e) => return Err(e),
+        };
+        let secret = String::from_utf8(secret)
+            .ok()
+            .filter(|s| s.len() >= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a registry secret", path.display()),
+                )
+            })?;
+        let _ = registry.secret.set(secret);
+        Ok(registry)
+    }
+
+    /// What peers of this registry send to each other's internal ports.
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.get().map(String::as_str)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn register(&self, entry: &Entry) -> std::io::Result<Registration> {
-        std::fs::create_dir_all(&self.dir)?;
+    pub fn register(&self, entry: &Entry) -> io::Result<Registration> {
+        make_private(&self.dir)?;
         let file = self
             .dir
             .join(format!("{}.{}.json", entry.app_id, entry.pid));
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", entry.app_id, entry.pid));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(entry).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, &file)?;
+        let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        write_new(&file, &bytes, false)?;
         Ok(Registration { file })
     }
 
@@ -94,7 +229,7 @@ impl Registry {
             if !name.starts_with(&prefix) || !name.ends_with(".json") {
                 continue;
             }
-            let Ok(text) = std::fs::read(file.path()) else {
+            let Ok(text) = read_private(&file.path(), ENTRY_MAX) else {
                 continue;
             };
             let Ok(entry) = serde_json::from_slice::<Entry>(&text) else {
@@ -113,26 +248,34 @@ impl Registry {
         out
     }
 
-    /// The internal port of one live sidecar of `app_id`.
+    /// The internal port of one live sidecar of `app_id`. An app id with no live sidecar
+    /// is not cached (a peer that starts is found at once, and unknown ids take no memory);
+    /// the folder is read outside the lock, so a slow read holds up no other lookup.
     pub fn resolve(&self, app_id: &str) -> Option<u16> {
         let now = Instant::now();
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ports = match cache.get(app_id) {
-            Some((ports, at)) if now.duration_since(*at) < CACHE_TTL && !ports.is_empty() => ports,
-            _ => {
+        let cached = self
+            .cache()
+            .get(app_id)
+            .filter(|(_, at)| now.duration_since(*at) < CACHE_TTL)
+            .map(|(ports, _)| ports.clone());
+        let ports = match cached {
+            Some(ports) => ports,
+            None => {
                 let ports: Vec<u16> = self
                     .entries(app_id)
                     .iter()
                     .map(|e| e.internal_port)
                     .collect();
-                &cache
-                    .entry(app_id.to_string())
-                    .insert_entry((ports, now))
-                    .into_mut()
-                    .0
+                if !ports.is_empty() {
+                    let mut cache = self.cache();
+                    if cache.len() >= CACHE_CAP {
+                        cache.retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
+                    }
+                    if cache.len() < CACHE_CAP || cache.contains_key(app_id) {
+                        cache.insert(app_id.to_string(), (ports.clone(), now));
+                    }
+                }
+                ports
             }
         };
         match ports.len() {
@@ -142,18 +285,124 @@ impl Registry {
         }
     }
 
-    /// Drops the cached answer after a failed connection, so the next call reads again.
-    pub fn forget(&self, app_id: &str) {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u16>, Instant)>> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(app_id);
+    }
+
+    /// Drops the cached answer after a failed connection, so the next call reads again.
+    pub fn forget(&self, app_id: &str) {
+        self.cache().remove(app_id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("registry-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_file(&dir);
+        dir
+    }
+
+    fn entry(app_id: &str, pid: u32, internal_port: u16) -> Entry {
+        Entry {
+            app_id: app_id.into(),
+            pid,
+            internal_port,
+            http_port: 1,
+            grpc_port: 2,
+            app_port: None,
+        }
+    }
+
+    #[test]
+    fn the_folder_and_its_secret_are_private_and_shared() {
+        let dir = scratch("private");
+        let a = Registry::open(dir.clone()).unwrap();
+        let b = Registry::open(dir.clone()).unwrap();
+        let secret = a.secret().unwrap();
+        assert_eq!(secret.len(), 64);
+        assert_eq!(b.secret(), Some(secret), "one secret per registry");
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(SECRET_FILE)), 0o600);
+        // A folder of ours left open to others is closed.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        Registry::open(dir.clone()).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_that_is_a_link_or_someone_elses_is_refused() {
+        let real = scratch("real");
+        fs::create_dir(&real).unwrap();
+        let link = scratch("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = Registry::open(link.clone())
+            .err()
+            .expect("a symlinked folder");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        fs::remove_file(&link).unwrap();
+        // Another user's folder (root can hand one over; others cannot, and skip this part).
+        if std::os::unix::fs::chown(&real, Some(65534), Some(65534)).is_ok() {
+            let err = Registry::open(real.clone())
+                .err()
+                .expect("another user's folder");
+            assert!(err.to_string().contains("belongs to user 65534"), "{err}");
+        }
+        fs::remove_dir_all(real).unwrap();
+    }
+
+    /// Whatever else lies in the folder under an entry's name (a FIFO, a link to a device,
+    /// a huge file, a link planted where the secret goes) is passed over, never followed,
+    /// never waited on.
+    #[test]
+    fn planted_files_are_passed_over() {
+        let dir = scratch("planted");
+        let reg = Registry::open(dir.clone()).unwrap();
+        let me = std::process::id();
+        let live = entry("svc", me, 4242);
+        let _ok = reg.register(&live).unwrap();
+        let fifo = dir.join(format!("svc.{}.json", me + 1));
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::os::unix::fs::symlink("/dev/zero", dir.join(format!("svc.{}.json", me + 2))).unwrap();
+        let mut huge = serde_json::to_vec(&entry("svc", me, 1)).unwrap();
+        huge.resize(ENTRY_MAX as usize + 1, b' ');
+        fs::write(dir.join(format!("svc.{}.json", me + 3)), huge).unwrap();
+        let found: Vec<u16> = reg.entries("svc").iter().map(|e| e.internal_port).collect();
+        assert_eq!(found, [4242]);
+
+        let other = scratch("planted-secret");
+        fs::create_dir(&other).unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", other.join(SECRET_FILE)).unwrap();
+        assert!(
+            Registry::open(other.clone()).is_err(),
+            "a secret behind a link"
+        );
+        fs::remove_dir_all(other).unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_app_ids_take_no_cache_room() {
+        let dir = std::env::temp_dir().join(format!("registry-unknown-{}", std::process::id()));
+        let r = Registry::new(dir.clone());
+        for i in 0..2000 {
+            assert_eq!(r.resolve(&format!("nobody-{i}")), None);
+        }
+        assert!(r.cache().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn register_resolve_and_unregister() {

@@ -143,7 +143,11 @@ impl Sidecar {
             metrics: metrics_listener,
         } = listeners;
         let components = Components::load(&specs, &config.app_id).await?;
-        let registry = Arc::new(Registry::new(config.registry_dir()));
+        let registry_dir = config.registry_dir();
+        let registry = Arc::new(
+            Registry::open(registry_dir.clone())
+                .with_context(|| format!("opening the registry {}", registry_dir.display()))?,
+        );
         let invoker = Invoker::new(
             config.app_id.clone(),
             config

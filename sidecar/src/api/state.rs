@@ -14,7 +14,9 @@ use bytes::Bytes;
 use super::Api;
 use crate::components::StateComponent;
 use crate::errors::ApiError;
-use crate::state::{Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation};
+use crate::state::{
+    Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation, parse_ttl,
+};
 
 /// One item to save, as either transport carries it.
 #[derive(Debug, Clone)]
@@ -41,9 +43,7 @@ impl SaveItem {
     fn into_set(self) -> Result<SetRequest, ApiError> {
         let ttl = match self.metadata.get("ttlInSeconds") {
             None => None,
-            Some(v) => Some(v.parse::<i64>().map_err(|_| {
-                ApiError::malformed(format!("incorrect value for metadata ttlInSeconds: {v}"))
-            })?),
+            Some(v) => parse_ttl(v).map_err(ApiError::malformed)?,
         };
         Ok(SetRequest {
             key: self.key,

@@ -106,6 +106,10 @@ fn prefixes(
     Ok((state, lock))
 }
 
+/// The longest timeout or interval a component may name: longer ones are mistakes, and
+/// would overflow the deadlines built from them.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 fn duration_meta(
     spec: &ComponentSpec,
     name: &str,
@@ -113,17 +117,20 @@ fn duration_meta(
 ) -> Result<Duration, ComponentError> {
     match spec.meta(name) {
         None => Ok(default),
-        Some(v) => {
-            parse_duration(v).ok_or_else(|| fail(spec, format!("{name}: {v:?} is not a duration")))
-        }
+        Some(v) => match parse_duration(v) {
+            Some(d) if d <= MAX_DURATION => Ok(d),
+            Some(_) => Err(fail(spec, format!("{name}: {v:?} is longer than 24h"))),
+            None => Err(fail(spec, format!("{name}: {v:?} is not a duration"))),
+        },
     }
 }
 
 /// Go-style durations as Dapr metadata writes them (`2s`, `500ms`, `1m`), or plain seconds.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
+    // `try_from`: "inf", "nan" and values past u64 seconds are not durations.
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let split = v.find(|c: char| c.is_ascii_alphabetic())?;
     let (num, unit) = v.split_at(split);
@@ -137,7 +144,7 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 impl Components {
@@ -201,14 +208,11 @@ impl Components {
                 self.add_state(spec, StateStore::Sqlite(store), state_prefix)
             }
             "state.redis" => {
+                let ttl = match spec.meta("ttlInSeconds") {
+                    None => None,
+                    Some(v) => state::parse_ttl(v).map_err(|e| fail(spec, e))?,
+                };
                 let conn = redis::connect(spec).await?;
-                let ttl =
-                    match spec.meta("ttlInSeconds") {
-                        None => None,
-                        Some(v) => Some(v.parse::<i64>().map_err(|_| {
-                            fail(spec, format!("ttlInSeconds {v:?} is not a number"))
-                        })?),
-                    };
                 let host = spec.meta("redisHost").unwrap_or_default().to_string();
                 let store = StateStore::Redis(state::redis::RedisStore::new(conn, host, ttl));
                 self.add_state(spec, store, state_prefix)
@@ -323,6 +327,8 @@ mod tests {
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("soon"), None);
+        for bad in ["soon", "inf", "-1", "NaN", "1e300", "infh", "-0.5s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 }

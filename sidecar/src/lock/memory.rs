@@ -2,15 +2,52 @@
 //! release, expiry by lease time: the semantics of `lock.redis` without a server.
 //! Only processes behind this one sidecar share it.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Lease, UnlockStatus};
+use super::{Lease, LockError, UnlockStatus};
+
+/// Live leases held at once; past it a new lock is refused with an error. Expired leases
+/// leave in the order they end (a heap), so no call ever scans the map.
+const MAX_LEASES: usize = 100_000;
 
 #[derive(Default)]
 pub struct MemoryLock {
-    leases: Mutex<HashMap<String, (String, Instant)>>,
+    leases: Mutex<Leases>,
+}
+
+#[derive(Default)]
+struct Leases {
+    held: HashMap<String, (String, Instant)>,
+    /// When each lease taken ends, soonest first. An entry whose lease was released or
+    /// taken again since is stale, and skipped when it comes up.
+    ends: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl Leases {
+    /// Drops the leases that ended by `now`: O(log n) each.
+    fn expire(&mut self, now: Instant) {
+        while let Some(Reverse((end, _))) = self.ends.peek()
+            && *end <= now
+        {
+            let Some(Reverse((end, key))) = self.ends.pop() else {
+                break;
+            };
+            if self.held.get(&key).is_some_and(|(_, until)| *until == end) {
+                self.held.remove(&key);
+            }
+        }
+        // Released leases leave stale entries; rebuild before they outnumber the live.
+        if self.ends.len() > 2 * self.held.len() + 1024 {
+            self.ends = self
+                .held
+                .iter()
+                .map(|(key, (_, until))| Reverse((*until, key.clone())))
+                .collect();
+        }
+    }
 }
 
 impl MemoryLock {
@@ -18,38 +55,46 @@ impl MemoryLock {
         Self::default()
     }
 
-    pub fn try_lock(
+    pub fn try_lock(&self, lease: &Lease<'_>) -> Result<bool, LockError> {
+        self.try_lock_at(lease, Instant::now())
+    }
+
+    fn try_lock_at(
         &self,
         &Lease {
             key,
             owner,
             expiry_secs,
         }: &Lease<'_>,
-    ) -> bool {
-        let now = Instant::now();
-        let mut leases = self
-            .leases
+        now: Instant,
+    ) -> Result<bool, LockError> {
+        let mut leases = self.leases();
+        leases.expire(now);
+        if leases.held.contains_key(key) {
+            return Ok(false);
+        }
+        if leases.held.len() >= MAX_LEASES {
+            return Err(LockError(format!(
+                "too many locks held at once ({MAX_LEASES})"
+            )));
+        }
+        let until = now + Duration::from_secs(u64::from(expiry_secs.max(1).unsigned_abs()));
+        leases
+            .held
+            .insert(key.to_string(), (owner.to_string(), until));
+        leases.ends.push(Reverse((until, key.to_string())));
+        Ok(true)
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, until)) = leases.get(key)
-            && *until > now
-        {
-            return false;
-        }
-        if leases.len() >= 4096 {
-            leases.retain(|_, (_, until)| *until > now);
-        }
-        let lease = Duration::from_secs(expiry_secs.max(1) as u64);
-        leases.insert(key.to_string(), (owner.to_string(), now + lease));
-        true
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn unlock(&self, key: &str, owner: &str) -> UnlockStatus {
         let now = Instant::now();
-        let mut leases = self
-            .leases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let leases = &mut self.leases().held;
         match leases.get(key) {
             Some((_, until)) if *until <= now => {
                 leases.remove(key);
@@ -77,12 +122,37 @@ mod tests {
             owner,
             expiry_secs: 10,
         };
-        assert!(l.try_lock(&lease("a")));
-        assert!(!l.try_lock(&lease("a")));
-        assert!(!l.try_lock(&lease("b")));
+        assert!(l.try_lock(&lease("a")).unwrap());
+        assert!(!l.try_lock(&lease("a")).unwrap());
+        assert!(!l.try_lock(&lease("b")).unwrap());
         assert_eq!(l.unlock("r", "b"), UnlockStatus::LockBelongsToOthers);
         assert_eq!(l.unlock("r", "a"), UnlockStatus::Success);
         assert_eq!(l.unlock("r", "a"), UnlockStatus::LockDoesNotExist);
-        assert!(l.try_lock(&lease("b")));
+        assert!(l.try_lock(&lease("b")).unwrap());
+    }
+
+    /// Live leases are capped; expired ones make room again, swept without a scan per call.
+    #[test]
+    fn live_leases_are_capped_and_expired_ones_make_room() {
+        let l = MemoryLock::new();
+        let now = Instant::now();
+        let keys: Vec<String> = (0..=MAX_LEASES).map(|i| format!("k{i}")).collect();
+        let lease = |key| Lease {
+            key,
+            owner: "o",
+            expiry_secs: 10,
+        };
+        for key in &keys[..MAX_LEASES] {
+            assert!(l.try_lock_at(&lease(key), now).unwrap());
+        }
+        let full = l.try_lock_at(&lease(&keys[MAX_LEASES]), now);
+        assert!(full.is_err(), "one lease past the cap");
+        assert!(
+            !l.try_lock_at(&lease("k0"), now).unwrap(),
+            "a held key is just busy"
+        );
+        let later = now + Duration::from_secs(11);
+        assert!(l.try_lock_at(&lease(&keys[MAX_LEASES]), later).unwrap());
+        assert_eq!(l.leases().held.len(), 1, "the expired leases were swept");
     }
 }

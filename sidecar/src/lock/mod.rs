@@ -33,7 +33,7 @@ pub enum LockStore {
 impl LockStore {
     pub async fn try_lock(&self, lease: &Lease<'_>) -> Result<bool, LockError> {
         match self {
-            LockStore::Memory(l) => Ok(l.try_lock(lease)),
+            LockStore::Memory(l) => l.try_lock(lease),
             LockStore::Redis(l) => l.try_lock(lease).await,
         }
     }

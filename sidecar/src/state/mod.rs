@@ -50,6 +50,25 @@ pub struct SetRequest {
     pub ttl: Option<i64>,
 }
 
+/// Reads a `ttlInSeconds` value: empty is unset; a value must fit Dapr's 32-bit range, so
+/// that no store is asked for an expiry it cannot represent (past `i32::MAX` seconds an
+/// in-process deadline overflows, and Redis refuses the EXPIRE mid-script).
+pub fn parse_ttl(v: &str) -> Result<Option<i64>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let n: i64 = v.parse().map_err(|_| {
+        format!("incorrect value for metadata ttlInSeconds: {v:?} is not an integer")
+    })?;
+    if i32::try_from(n).is_err() {
+        return Err(format!(
+            "incorrect value for metadata ttlInSeconds: {n} is out of range (at most {})",
+            i32::MAX
+        ));
+    }
+    Ok(Some(n))
+}
+
 #[derive(Debug, Clone)]
 pub struct DeleteRequest {
     pub key: String,

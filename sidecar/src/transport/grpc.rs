@@ -9,7 +9,7 @@ use bytes::Bytes;
 use dapr::dapr::proto::common::v1 as common;
 use dapr::dapr::proto::runtime::v1::dapr_server::{Dapr, DaprServer};
 use dapr::dapr::proto::runtime::v1::*;
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -47,9 +47,9 @@ impl tonic::service::Interceptor for TokenCheck {
                 meta.into_iter().collect(),
             )
         };
-        match req.metadata().get("dapr-api-token") {
+        match req.metadata().get(appkit::token::HEADER) {
             None => Err(refuse("missing api token in request metadata")),
-            Some(v) if v.as_bytes() == expected.as_bytes() => Ok(req),
+            Some(v) if appkit::token::matches(Some(v.as_bytes()), expected) => Ok(req),
             Some(_) => Err(refuse("authentication error: api token mismatch")),
         }
     }
@@ -58,9 +58,11 @@ impl tonic::service::Interceptor for TokenCheck {
 /// The gRPC service, with the API token check in front of it.
 pub fn service(rt: Arc<Api>) -> InterceptedService<DaprServer<GrpcApi>, TokenCheck> {
     let check = TokenCheck(rt.config.api_token().map(Arc::from));
+    // daprd bounds both directions by --max-body-size.
+    let limit = rt.config.max_body_size;
     let server = DaprServer::new(GrpcApi { rt })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     InterceptedService::new(server, check)
 }
 
@@ -170,9 +172,15 @@ impl Dapr for GrpcApi {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        let limit = self.rt.config.max_body_size;
+        let body = axum::body::to_bytes(resp.into_body(), limit)
             .await
-            .map_err(|e| Status::internal(format!("reading the app's response: {e}")))?;
+            .map_err(|e| match ApiError::body_failed(&e, limit).status {
+                StatusCode::PAYLOAD_TOO_LARGE => Status::resource_exhausted(format!(
+                    "the app's response is larger than --max-body-size ({limit} bytes)"
+                )),
+                _ => Status::internal(format!("reading the app's response: {e}")),
+            })?;
         let code = grpc_code_for_http(status);
         if code != tonic::Code::Ok {
             let mut st = Status::new(code, String::from_utf8_lossy(&body).into_owned());

@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use appkit::token;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -104,10 +105,8 @@ async fn require_token(State(rt): Rt, mut req: Request<Body>, next: Next) -> Res
     let exempt = req.method() == Method::GET
         && matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
     let expected = rt.config.api_token().unwrap_or_default();
-    let ok = req
-        .headers()
-        .get("dapr-api-token")
-        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    let given = req.headers().get(token::HEADER).map(HeaderValue::as_bytes);
+    let ok = token::matches(given, expected);
     if !exempt && !ok {
         return (
             StatusCode::UNAUTHORIZED,
@@ -116,7 +115,7 @@ async fn require_token(State(rt): Rt, mut req: Request<Body>, next: Next) -> Res
         )
             .into_response();
     }
-    req.headers_mut().remove("dapr-api-token");
+    req.headers_mut().remove(token::HEADER);
     next.run(req).await
 }
 
@@ -189,7 +188,7 @@ async fn metadata(State(rt): Rt) -> Response {
     json_response(serde_json::to_vec(&doc).unwrap_or_default())
 }
 
-async fn set_metadata(State(rt): Rt, Path(attr): Path<String>, body: Bytes) -> Response {
+async fn set_metadata(State(rt): Rt, Path(attr): Path<String>, Payload(body): Payload) -> Response {
     rt.set_metadata(attr, String::from_utf8_lossy(&body).into_owned());
     no_content()
 }
@@ -331,6 +330,22 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::malformed(format!("failed to parse JSON: {e}")))
 }
 
+/// A request body within `--max-body-size`; a larger or broken one is an `ApiError`, JSON
+/// like every other, where axum's own rejection would be plain text.
+struct Payload(Bytes);
+
+impl FromRequest<Arc<Api>> for Payload {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, rt: &Arc<Api>) -> Result<Self, ApiError> {
+        let limit = rt.config.max_body_size;
+        axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map(Payload)
+            .map_err(|e| ApiError::body_failed(&e, limit))
+    }
+}
+
 /// What a store-wide write reads outside its body: the store's name from the path, and
 /// `metadata.*` from the query, which applies to every item.
 struct StoreWrite {
@@ -350,7 +365,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StoreWrite {
     }
 }
 
-async fn save_state(State(rt): Rt, w: StoreWrite, body: Bytes) -> Answer {
+async fn save_state(State(rt): Rt, w: StoreWrite, Payload(body): Payload) -> Answer {
     let s = rt.state_store(&w.store)?;
     let items: Vec<JsonItem> = parse_json(&body)?;
     let items = items
@@ -367,7 +382,7 @@ struct BulkGetBody {
     keys: Vec<String>,
 }
 
-async fn bulk_get(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answer {
+async fn bulk_get(State(rt): Rt, Path(store): Path<String>, Payload(body): Payload) -> Answer {
     let s = rt.state_store(&store)?;
     let req: BulkGetBody = parse_json(&body)?;
     let results = rt.bulk_get(s, &req.keys).await?;
@@ -462,7 +477,7 @@ struct JsonTxOp {
     request: JsonItem,
 }
 
-async fn transaction(State(rt): Rt, w: StoreWrite, body: Bytes) -> Answer {
+async fn transaction(State(rt): Rt, w: StoreWrite, Payload(body): Payload) -> Answer {
     let s = rt.state_store(&w.store)?;
     let tx: TxBody = parse_json(&body)?;
     let mut ops = Vec::with_capacity(tx.operations.len());
@@ -506,7 +521,7 @@ impl LockBody {
     }
 }
 
-async fn try_lock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answer {
+async fn try_lock(State(rt): Rt, Path(store): Path<String>, Payload(body): Payload) -> Answer {
     let (req, expiry) = parse_json::<LockBody>(&body)?.request(store);
     let body = if rt.try_lock(&req, expiry).await? {
         r#"{"success":true}"#
@@ -516,7 +531,7 @@ async fn try_lock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answ
     Ok(json_response(body.as_bytes().to_vec()))
 }
 
-async fn unlock(State(rt): Rt, Path(store): Path<String>, body: Bytes) -> Answer {
+async fn unlock(State(rt): Rt, Path(store): Path<String>, Payload(body): Payload) -> Answer {
     let (req, _) = parse_json::<LockBody>(&body)?.request(store);
     let status = rt.unlock(&req).await?;
     Ok(json_response(
@@ -529,14 +544,16 @@ async fn forward(rt: &Api, target: &str, path: String, req: Request<Body>) -> An
     rt.invoker.invoke(target, call).await
 }
 
+/// The method goes on as it was sent, still percent-encoded, as in the header form: decoded,
+/// `%3F` would become a query and `%2F..%2F` a dot segment at the app.
 async fn invoke_path(
     State(rt): Rt,
-    Path((app_id, method)): Path<(String, String)>,
+    Path((app_id, _)): Path<(String, String)>,
     req: Request<Body>,
 ) -> Answer {
-    let mut path = String::with_capacity(method.len() + 1);
-    path.push('/');
-    path.push_str(&method);
+    // "/v1.0/invoke/{app_id}/method/{method...}": the method is all after the fifth '/'.
+    let method = req.uri().path().splitn(6, '/').nth(5).unwrap_or_default();
+    let path = format!("/{method}");
     forward(&rt, &app_id, path, req).await
 }
 

@@ -1,24 +1,36 @@
 //! The internal listener: peer sidecars send invocations for this sidecar's app here.
 //! It has no routes: every request is for the app, path and query as they are.
-//! It listens on loopback only and is not part of the public API, so the public API token
-//! does not apply (real daprd uses its internal gRPC port, with mTLS, for the same hop).
+//! It is not part of the public API, so the public API token does not apply; instead each
+//! call must carry the registry's secret, which only sidecars that can read the registry
+//! folder have (real daprd uses its internal gRPC port, with mTLS, for the same hop). The
+//! caller id the app is told is then one a sidecar of this registry set.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::response::Response;
 
 use crate::api::Api;
 use crate::errors::ApiError;
-use crate::invoke::Call;
+use crate::invoke::{Call, PEER_SECRET};
 
 pub fn router(api: Arc<Api>) -> Router {
     Router::new().fallback(deliver).with_state(api)
 }
 
 async fn deliver(State(api): State<Arc<Api>>, req: Request<Body>) -> Result<Response, ApiError> {
+    let given = req.headers().get(PEER_SECRET).map(HeaderValue::as_bytes);
+    let expected = api.invoker.registry().secret().unwrap_or_default();
+    if expected.is_empty() || !appkit::token::matches(given, expected) {
+        tracing::warn!(
+            path = req.uri().path(),
+            "refused a call on the internal port without the registry's secret"
+        );
+        return Err(ApiError::not_a_peer());
+    }
     let path = req.uri().path().to_string();
     let call = Call::read(&api.invoker, path, req).await?;
     api.invoker.deliver(call).await

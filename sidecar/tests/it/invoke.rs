@@ -4,7 +4,7 @@ use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest};
 use dapr::dapr::proto::runtime::v1::InvokeServiceRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use testkit::{ComponentsDir, SidecarBuilder, SidecarProcess, TempDir};
 
 use crate::common::error_code;
@@ -13,7 +13,7 @@ struct Pair {
     caller: SidecarProcess,
     callee: SidecarProcess,
     http: reqwest::Client,
-    _registry: TempDir,
+    registry: TempDir,
     _components: ComponentsDir,
 }
 
@@ -64,7 +64,7 @@ async fn pair_to(app_port: u16, callee_env: &[(&str, &str)]) -> Pair {
         caller,
         callee,
         http: reqwest::Client::new(),
-        _registry: registry,
+        registry,
         _components: components,
     }
 }
@@ -140,6 +140,68 @@ async fn header_form_and_unknown_targets() {
     assert_eq!(error_code(r).await, (500, "ERR_DIRECT_INVOKE".into()));
     let r = p.send(Method::GET, "/not/a/route", &[]).await;
     assert_eq!(error_code(r).await, (404, "ERR_DIRECT_INVOKE".into()));
+}
+
+/// The method path reaches the app as it was sent, by either form of call: what is
+/// percent-encoded stays encoded, so `%3F` never becomes a query nor `%2F..` a dot segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_method_path_reaches_the_app_as_sent() {
+    let p = pair(&[]).await;
+    let method = "/a%3Fb/c%2F..%2Fd%20e";
+    let by_path = p
+        .send(
+            Method::GET,
+            &format!("/v1.0/invoke/backend/method{method}"),
+            &[],
+        )
+        .await;
+    let by_header = p
+        .send(Method::GET, method, &[("dapr-app-id", "backend")])
+        .await;
+    for (form, r) in [("path", by_path), ("header", by_header)] {
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(
+            (&e["path"], &e["query"]),
+            (&json!(method), &Value::Null),
+            "{form}"
+        );
+    }
+}
+
+/// The callee's internal port takes calls only with the registry's secret, which the
+/// calling sidecar adds and the app never sees: a local client that finds the port cannot
+/// reach the app, and cannot pose as a caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_port_takes_calls_only_from_peers() {
+    let p = pair(&[]).await;
+    let entry = std::fs::read_dir(p.registry.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|f| f.file_name().to_string_lossy().starts_with("backend."))
+        .expect("the callee's registration");
+    let entry: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    let internal = format!("http://127.0.0.1:{}/x", entry["internalPort"]);
+    for secret in [None, Some("guess"), Some("")] {
+        let mut req = p
+            .http
+            .get(&internal)
+            .header("dapr-caller-app-id", "frontend");
+        if let Some(s) = secret {
+            req = req.header("dapr-internal-secret", s);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(
+            error_code(r).await,
+            (401, "ERR_DIRECT_INVOKE".into()),
+            "{secret:?}"
+        );
+    }
+    let r = p
+        .send(Method::GET, "/v1.0/invoke/backend/method/x", &[])
+        .await;
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["headers"]["dapr-caller-app-id"], "frontend");
+    assert!(e["headers"].get("dapr-internal-secret").is_none(), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,25 @@ fn resource_files_load_or_are_refused_by_name() {
             starts: false,
             names: &["broken.yaml", "line"],
         },
+        // Values out of range are refused by file and field, never a panic.
+        Case {
+            file: "forever.yaml",
+            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n  - name: dialTimeout\n    value: inf\n",
+            starts: false,
+            names: &["forever.yaml", "dialTimeout"],
+        },
+        Case {
+            file: "huge.yaml",
+            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n  - name: readTimeout\n    value: 1e300s\n",
+            starts: false,
+            names: &["huge.yaml", "readTimeout"],
+        },
+        Case {
+            file: "ttl.yaml",
+            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n  - name: ttlInSeconds\n    value: \"9223372036854775807\"\n",
+            starts: false,
+            names: &["ttl.yaml", "ttlInSeconds"],
+        },
         Case {
             // Other kinds of resource are skipped.
             file: "resiliency.yaml",
@@ -123,6 +142,7 @@ fn resource_files_load_or_are_refused_by_name() {
             .run_to_end()
             .unwrap();
         assert_eq!(status.success(), case.starts, "{}: {stderr}", case.file);
+        assert!(!stderr.contains("panicked"), "{}: {stderr}", case.file);
         for name in case.names {
             assert!(
                 stderr.contains(name),

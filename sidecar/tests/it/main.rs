@@ -4,6 +4,7 @@
 //! Python SDK and the Rust `dapr` crate as clients.
 
 mod api;
+mod bounds;
 mod common;
 mod in_process;
 mod invoke;
