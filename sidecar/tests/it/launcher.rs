@@ -87,68 +87,50 @@ fn sigterm_is_forwarded_to_the_app() {
 /// what its error names.
 #[test]
 fn resource_files_load_or_are_refused_by_name() {
-    struct Case {
-        file: &'static str,
-        text: &'static str,
-        starts: bool,
-        names: &'static [&'static str],
-    }
-    let cases = [
-        Case {
-            file: "pubsub.yaml",
-            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata: []\n",
-            starts: false,
-            names: &["pubsub.yaml", "pubsub.kafka"],
-        },
-        Case {
-            file: "broken.yaml",
-            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec: [oops\n",
-            starts: false,
-            names: &["broken.yaml", "line"],
-        },
+    // A Redis state store (nothing listens at its address) with one more metadata field.
+    let redis = |field: &str, value: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n  - name: {field}\n    value: \"{value}\"\n"
+        )
+    };
+    // (file, its text, whether the sidecar starts, what its error names)
+    let cases: [(&str, String, bool, &[&str]); 6] = [
+        (
+            "pubsub.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata: []\n".into(),
+            false,
+            &["pubsub.yaml", "pubsub.kafka"],
+        ),
+        (
+            "broken.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec: [oops\n".into(),
+            false,
+            &["broken.yaml", "line"],
+        ),
         // Values out of range are refused by file and field, never a panic.
-        Case {
-            file: "forever.yaml",
-            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n  - name: dialTimeout\n    value: inf\n",
-            starts: false,
-            names: &["forever.yaml", "dialTimeout"],
-        },
-        Case {
-            file: "huge.yaml",
-            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n  - name: readTimeout\n    value: 1e300s\n",
-            starts: false,
-            names: &["huge.yaml", "readTimeout"],
-        },
-        Case {
-            file: "ttl.yaml",
-            text: "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:1\n  - name: ttlInSeconds\n    value: \"9223372036854775807\"\n",
-            starts: false,
-            names: &["ttl.yaml", "ttlInSeconds"],
-        },
-        Case {
-            // Other kinds of resource are skipped.
-            file: "resiliency.yaml",
-            text: "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies: {}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n",
-            starts: true,
-            names: &[],
-        },
+        ("forever.yaml", redis("dialTimeout", "inf"), false, &["forever.yaml", "dialTimeout"]),
+        ("huge.yaml", redis("readTimeout", "1e300s"), false, &["huge.yaml", "readTimeout"]),
+        ("ttl.yaml", redis("ttlInSeconds", "9223372036854775807"), false, &["ttl.yaml", "ttlInSeconds"]),
+        // Other kinds of resource are skipped.
+        (
+            "resiliency.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies: {}\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\nspec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n".into(),
+            true,
+            &[],
+        ),
     ];
-    for case in cases {
+    for (file, text, starts, names) in cases {
         let registry = TempDir::new("registry");
-        let dir = ComponentsDir::raw(&[(case.file, case.text)]);
+        let dir = ComponentsDir::raw(&[(file, &text)]);
         let (status, stderr) = SidecarBuilder::new(bin(), "x", registry.path())
             .resources(dir.path())
             .command(&["true"])
             .run_to_end()
             .unwrap();
-        assert_eq!(status.success(), case.starts, "{}: {stderr}", case.file);
-        assert!(!stderr.contains("panicked"), "{}: {stderr}", case.file);
-        for name in case.names {
-            assert!(
-                stderr.contains(name),
-                "{}: {name} not in {stderr}",
-                case.file
-            );
+        assert_eq!(status.success(), starts, "{file}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{file}: {stderr}");
+        for name in names {
+            assert!(stderr.contains(name), "{file}: {name} not in {stderr}");
         }
     }
 }
