@@ -16,8 +16,10 @@ pub struct AppError {
     pub retry_after: Option<u32>,
 }
 
-#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+/// Every error the services answer: a stable code (e.g. `sold_out`) and a message.
+#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
+    #[schema(example = "sold_out")]
     pub error: String,
     pub message: String,
 }

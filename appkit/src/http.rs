@@ -25,6 +25,7 @@ pub async fn method_not_allowed() -> AppError {
 }
 
 /// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 204, description = "Serving")))]
 pub async fn healthz() -> StatusCode {
     StatusCode::NO_CONTENT
 }

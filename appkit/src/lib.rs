@@ -5,12 +5,14 @@
 //! (`settings`), the deadline and idempotency key a request carries from hop to hop
 //! (`request`), and their command line (`service`). For every binary and harness, the
 //! sidecar's too: logging set-up (`logging`) and process plumbing: runtime, shutdown,
-//! signals, children (`process`); and the API token check every hop makes (`token`).
+//! signals, children (`process`); the API token check every hop makes (`token`); and the
+//! services' OpenAPI documents with their `/docs` page (`openapi`).
 
 pub mod dapr;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod openapi;
 pub mod process;
 pub mod request;
 pub mod service;

@@ -79,13 +79,27 @@ impl<'de> Deserialize<'de> for Day {
 }
 
 /// `user.json`: who books, the stay, and how many rooms.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingRequest {
+    /// 1 to 128 characters, not all blank.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S", example = "u-42")]
     pub user_id: String,
+    /// 1 to 256 characters, not all blank.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"\S",
+        example = "Ada Lovelace"
+    )]
     pub name: String,
+    /// The first night, today (UTC) or later.
+    #[schema(value_type = String, format = Date, example = "2027-01-10")]
     pub check_in: Day,
+    /// The morning of leaving: after check-in, at most 30 nights later.
+    #[schema(value_type = String, format = Date, example = "2027-01-12")]
     pub check_out: Day,
+    #[schema(minimum = 1, maximum = 20, example = 1)]
     pub rooms: u32,
 }
 
@@ -200,7 +214,7 @@ impl BookingRequest {
 }
 
 /// `reservation.json`: a hotel and the user part the backend books.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationRequest {
     pub hotel_id: u32,
@@ -208,20 +222,23 @@ pub struct ReservationRequest {
 }
 
 /// A booking as stored and answered.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Reservation {
+    #[schema(format = Uuid)]
     pub id: String,
     pub hotel_id: u32,
     pub user_id: String,
     pub name: String,
+    #[schema(value_type = String, format = Date)]
     pub check_in: Day,
+    #[schema(value_type = String, format = Date)]
     pub check_out: Day,
     pub rooms: u32,
     /// RFC 3339, UTC.
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Hotel {
     pub id: u32,
     pub name: String,
@@ -230,14 +247,15 @@ pub struct Hotel {
     pub rooms: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NightAvailability {
+    #[schema(value_type = String, format = Date)]
     pub date: Day,
     pub booked: u32,
     pub available: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Availability {
     pub hotel_id: u32,
     pub rooms: u32,

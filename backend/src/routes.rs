@@ -3,20 +3,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use appkit::error::AppError;
-use appkit::http::{healthz, hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
+use appkit::error::{AppError, ErrorBody};
+use appkit::http::{hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
+use appkit::openapi::{self, DaprFailures, Refused};
 use appkit::request::{deadline, idempotency_key};
-use appkit::wire::{BookingRequest, Day, Hotel};
+use appkit::wire::{Availability, BookingRequest, Day, Hotel, Reservation};
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::booking::{Booker, BookingError, Call};
 
@@ -40,13 +42,21 @@ impl AppState {
     }
 }
 
+/// What `/docs` says of the backend.
+const ABOUT: &str = "Books hotel rooms: the service that Dapr service invocation reaches as \
+    app id `backend`. Reservations and nights live in the Dapr state store; a Dapr lock (or \
+    ETags) keeps a room from being sold twice. With `APP_API_TOKEN` set, every route but \
+    `/healthz`, `/openapi.json` and `/docs` needs it in `dapr-api-token` (401 otherwise).";
+
 pub fn app(state: AppState) -> Router {
-    let mut r = Router::new()
-        .route("/book_hotel/{hotel_id}", post(book))
-        .route("/hotels", get(hotels))
-        .route("/hotels/{hotel_id}", get(hotel))
-        .route("/hotels/{hotel_id}/availability", get(availability))
-        .route("/reservations/{id}", get(reservation).delete(cancel))
+    let routes = OpenApiRouter::new()
+        .routes(routes!(book))
+        .routes(routes!(hotels))
+        .routes(routes!(hotel))
+        .routes(routes!(availability))
+        .routes(routes!(reservation, cancel))
+        .routes(routes!(appkit::http::healthz));
+    let mut r = openapi::with_docs(routes, "backend", ABOUT)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
@@ -56,11 +66,20 @@ pub fn app(state: AppState) -> Router {
             require_app_token,
         ));
     }
-    r.route("/healthz", get(healthz)).with_state(state)
+    r.with_state(state)
+}
+
+/// Open without the app token: health, and the API's own description.
+fn is_open(req: &Request<Body>) -> bool {
+    req.method() == Method::GET
+        && matches!(req.uri().path(), "/healthz" | "/openapi.json" | "/docs")
 }
 
 /// With `APP_API_TOKEN` set, only the sidecar (which sends it) may call the app.
 async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    if is_open(&req) {
+        return next.run(req).await;
+    }
     let expected = s.app_token.as_deref().unwrap_or_default();
     let given = req.headers().get(appkit::token::HEADER);
     let ok = appkit::token::matches(given.map(HeaderValue::as_bytes), expected);
@@ -75,6 +94,26 @@ async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: 
     next.run(req).await
 }
 
+/// Books `rooms` rooms of a hotel for every night of the stay, or none.
+#[utoipa::path(
+    post,
+    path = "/book_hotel/{hotel_id}",
+    tag = "bookings",
+    params(
+        ("hotel_id" = u32, Path, description = "The hotel, from the catalogue"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Up to 128 characters: a retry under the same key is answered from the first, never booked twice"),
+    ),
+    request_body = BookingRequest,
+    responses(
+        (status = 201, description = "Booked", body = Reservation),
+        Refused,
+        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
+        (status = 409, description = "A night has too few rooms left (`sold_out`)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB (`body_too_large`)", body = ErrorBody),
+        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
 async fn book(
     State(s): State<AppState>,
     Path(raw_id): Path<String>,
@@ -90,10 +129,24 @@ async fn book(
     Ok((StatusCode::CREATED, Json(reservation)).into_response())
 }
 
+/// The catalogue.
+#[utoipa::path(get, path = "/hotels", tag = "hotels", responses((status = 200, description = "Every hotel", body = Vec<Hotel>)))]
 async fn hotels(State(s): State<AppState>) -> Json<Vec<Hotel>> {
     Json(s.booker.catalogue.all().cloned().collect())
 }
 
+/// One hotel of the catalogue.
+#[utoipa::path(
+    get,
+    path = "/hotels/{hotel_id}",
+    tag = "hotels",
+    params(("hotel_id" = u32, Path)),
+    responses(
+        (status = 200, description = "The hotel", body = Hotel),
+        Refused,
+        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
+    ),
+)]
 async fn hotel(
     State(s): State<AppState>,
     Path(raw_id): Path<String>,
@@ -128,6 +181,23 @@ fn day(name: &str, v: Option<String>) -> Result<Day, AppError> {
     })
 }
 
+/// Rooms booked and left for each night from `check_in` up to `check_out`.
+#[utoipa::path(
+    get,
+    path = "/hotels/{hotel_id}/availability",
+    tag = "hotels",
+    params(
+        ("hotel_id" = u32, Path),
+        ("check_in" = String, Query, format = Date, description = "The first night"),
+        ("check_out" = String, Query, format = Date, description = "The night after the last"),
+    ),
+    responses(
+        (status = 200, description = "Each night", body = Availability),
+        Refused,
+        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
 async fn availability(
     State(s): State<AppState>,
     Path(raw_id): Path<String>,
@@ -144,6 +214,18 @@ async fn availability(
     Ok(Json(s.booker.availability(id, from, to, &call).await?).into_response())
 }
 
+/// A reservation, as booked.
+#[utoipa::path(
+    get,
+    path = "/reservations/{id}",
+    tag = "bookings",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The reservation", body = Reservation),
+        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
 async fn reservation(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -153,6 +235,23 @@ async fn reservation(
     Ok(Json(s.booker.reservation(&reservation_id(&id)?, &call).await?).into_response())
 }
 
+/// Cancels a reservation and frees its nights.
+#[utoipa::path(
+    delete,
+    path = "/reservations/{id}",
+    tag = "bookings",
+    params(
+        ("id" = String, Path, format = Uuid),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "A retry under the same key is answered from the first"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled: the reservation as it was", body = Reservation),
+        Refused,
+        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
+        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
 async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<String>,

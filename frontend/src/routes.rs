@@ -1,40 +1,64 @@
 //! The public API: `POST /book` and the queries, each validated here and invoked on the
 //! backend through Dapr.
 
-use appkit::error::AppError;
-use appkit::http::{healthz, hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
+use appkit::error::{AppError, ErrorBody};
+use appkit::http::{hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
+use appkit::openapi::{self, DaprFailures, Refused};
 use appkit::request::{IDEMPOTENCY_KEY, first_bookable_day};
-use appkit::wire::ReservationRequest;
+use appkit::wire::{Availability, Hotel, Reservation, ReservationRequest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::invoke::Backend;
 
 /// Bodies larger than this are refused with 413 before they are read.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// What `/docs` says of the frontend.
+const ABOUT: &str = "The public booking API. Each request is checked here, then sent to the \
+    `backend` app through Dapr service invocation; its answer comes back as it is. Errors are \
+    `{\"error\": code, \"message\": ...}` with a stable code.";
+
 pub fn app(backend: Backend) -> Router {
-    Router::new()
-        .route("/book", post(book))
-        .route("/hotels", get(hotels))
-        .route("/hotels/{hotel_id}", get(hotel))
-        .route("/hotels/{hotel_id}/availability", get(availability))
-        .route(
-            "/reservations/{id}",
-            get(of_reservation).delete(of_reservation),
-        )
-        .route("/healthz", get(healthz))
+    let routes = OpenApiRouter::new()
+        .routes(routes!(book))
+        .routes(routes!(hotels))
+        .routes(routes!(hotel))
+        .routes(routes!(availability))
+        .routes(routes!(reservation, cancel))
+        .routes(routes!(appkit::http::healthz));
+    openapi::with_docs(routes, "frontend", ABOUT)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(backend)
 }
 
+/// Books rooms of a hotel for a stay, through the backend.
+#[utoipa::path(
+    post,
+    path = "/book",
+    tag = "bookings",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Up to 128 characters: a retry under the same key is answered from the first, never booked twice"),
+    ),
+    request_body = ReservationRequest,
+    responses(
+        (status = 201, description = "Booked", body = Reservation),
+        Refused,
+        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
+        (status = 409, description = "A night has too few rooms left (`sold_out`)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB (`body_too_large`)", body = ErrorBody),
+        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
 async fn book(
     State(b): State<Backend>,
     headers: HeaderMap,
@@ -66,10 +90,30 @@ async fn pass_on(
     b.call(method, path, headers, None).await
 }
 
+/// The catalogue.
+#[utoipa::path(
+    get,
+    path = "/hotels",
+    tag = "hotels",
+    responses((status = 200, description = "Every hotel", body = Vec<Hotel>), DaprFailures),
+)]
 async fn hotels(State(b): State<Backend>, headers: HeaderMap) -> Result<Response, AppError> {
     pass_on(&b, Method::GET, "/hotels", &headers).await
 }
 
+/// One hotel of the catalogue.
+#[utoipa::path(
+    get,
+    path = "/hotels/{hotel_id}",
+    tag = "hotels",
+    params(("hotel_id" = u32, Path)),
+    responses(
+        (status = 200, description = "The hotel", body = Hotel),
+        Refused,
+        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
 async fn hotel(
     State(b): State<Backend>,
     Path(raw): Path<String>,
@@ -79,7 +123,24 @@ async fn hotel(
     pass_on(&b, Method::GET, &format!("/hotels/{id}"), &headers).await
 }
 
-/// Its query (the dates) goes on as it came; the backend checks it.
+/// Rooms booked and left for each night. Its query (the dates) goes on as it came; the
+/// backend checks it.
+#[utoipa::path(
+    get,
+    path = "/hotels/{hotel_id}/availability",
+    tag = "hotels",
+    params(
+        ("hotel_id" = u32, Path),
+        ("check_in" = String, Query, format = Date, description = "The first night"),
+        ("check_out" = String, Query, format = Date, description = "The night after the last"),
+    ),
+    responses(
+        (status = 200, description = "Each night", body = Availability),
+        Refused,
+        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
 async fn availability(
     State(b): State<Backend>,
     Path(raw): Path<String>,
@@ -95,13 +156,58 @@ async fn availability(
     pass_on(&b, Method::GET, &path, &headers).await
 }
 
-/// `GET` and `DELETE /reservations/{id}`.
-async fn of_reservation(
+/// A reservation, as booked.
+#[utoipa::path(
+    get,
+    path = "/reservations/{id}",
+    tag = "bookings",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "The reservation", body = Reservation),
+        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
+async fn reservation(
     State(b): State<Backend>,
     Path(raw): Path<String>,
-    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = reservation_id(&raw)?;
-    pass_on(&b, method, &format!("/reservations/{id}"), &headers).await
+    of_reservation(&b, Method::GET, &raw, &headers).await
+}
+
+/// Cancels a reservation and frees its nights.
+#[utoipa::path(
+    delete,
+    path = "/reservations/{id}",
+    tag = "bookings",
+    params(
+        ("id" = String, Path, format = Uuid),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "A retry under the same key is answered from the first"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled: the reservation as it was", body = Reservation),
+        Refused,
+        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
+        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
+        DaprFailures,
+    ),
+)]
+async fn cancel(
+    State(b): State<Backend>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    of_reservation(&b, Method::DELETE, &raw, &headers).await
+}
+
+/// The reservation routes go on to the backend's, by the canonical id.
+async fn of_reservation(
+    b: &Backend,
+    method: Method,
+    raw: &str,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let id = reservation_id(raw)?;
+    pass_on(b, method, &format!("/reservations/{id}"), headers).await
 }
