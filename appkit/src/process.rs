@@ -123,6 +123,12 @@ pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(fields_after_name(&stat)?.map(str::to_string).collect())
 }
 
+/// When `pid` started, in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
+/// pid, it names one process, also after the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
 /// The command name is parenthesised and may hold spaces and parentheses, so fields are
 /// counted after its last `)`.
 fn fields_after_name(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {

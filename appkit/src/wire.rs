@@ -166,13 +166,14 @@ impl BookingRequest {
     /// or later, a sane room count.
     pub fn validate(&self, today: Day) -> Result<Stay, Invalid> {
         let bad = |code, message: String| Err(Invalid { code, message });
-        if self.user_id.trim().is_empty() || self.user_id.len() > 128 {
+        // Lengths in characters, as the published schema's maxLength counts them.
+        if self.user_id.trim().is_empty() || self.user_id.chars().count() > 128 {
             return bad(
                 "invalid_field",
                 "user_id must be 1 to 128 characters".into(),
             );
         }
-        if self.name.trim().is_empty() || self.name.len() > 256 {
+        if self.name.trim().is_empty() || self.name.chars().count() > 256 {
             return bad("invalid_field", "name must be 1 to 256 characters".into());
         }
         if self.check_out <= self.check_in {

@@ -34,11 +34,20 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The request's deadline, and for a change its `Idempotency-Key`.
     fn call(&self, headers: &HeaderMap) -> Result<Call, AppError> {
         Ok(Call {
-            deadline: deadline(headers, self.budget),
             key: idempotency_key(headers)?,
+            ..self.read(headers)
         })
+    }
+
+    /// A read has no change for a key to name: it ignores one.
+    fn read(&self, headers: &HeaderMap) -> Call {
+        Call {
+            deadline: deadline(headers, self.budget),
+            key: None,
+        }
     }
 }
 
@@ -71,7 +80,7 @@ pub fn app(state: AppState) -> Router {
 
 /// Open without the app token: health, and the API's own description.
 fn is_open(req: &Request<Body>) -> bool {
-    req.method() == Method::GET
+    matches!(*req.method(), Method::GET | Method::HEAD)
         && matches!(req.uri().path(), "/healthz" | "/openapi.json" | "/docs")
 }
 
@@ -210,7 +219,7 @@ async fn availability(
         day("check_in", range.check_in)?,
         day("check_out", range.check_out)?,
     );
-    let call = s.call(&headers)?;
+    let call = s.read(&headers);
     Ok(Json(s.booker.availability(id, from, to, &call).await?).into_response())
 }
 
@@ -231,7 +240,7 @@ async fn reservation(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let call = s.call(&headers)?;
+    let call = s.read(&headers);
     Ok(Json(s.booker.reservation(&reservation_id(&id)?, &call).await?).into_response())
 }
 

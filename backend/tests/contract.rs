@@ -97,6 +97,21 @@ async fn each_service_serves_exactly_its_spec() {
                 }
             }
         }
+        // A read names no change, so a key on it is ignored, even one that is not a key.
+        let unknown = "/reservations/6f1c1d7e-0000-4000-8000-000000000000";
+        for (path, status) in [("/hotels", 200), (unknown, 404)] {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("Idempotency-Key", "not a key!")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                status,
+                "{base}{path}: a read with a malformed key"
+            );
+        }
         let docs = http.get(format!("{base}/docs")).send().await.unwrap();
         assert_eq!(docs.status(), 200);
         let page = docs.text().await.unwrap();
@@ -151,4 +166,55 @@ async fn schemathesis_finds_nothing_against_either_service() {
             "{base}: not every operation was tested:\n{report}"
         );
     }
+}
+
+/// With `APP_API_TOKEN`, the backend answers on its routes only whoever sends the token
+/// (its sidecar does); its health and its own description stay open, as the spec says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_app_token_the_backend_answers_only_its_sidecar() {
+    let s = Stack::builder(StoreKind::Sqlite)
+        .backend_env("APP_API_TOKEN", "t0ken")
+        .spawn()
+        .await
+        .expect("stack");
+    let http = reqwest::Client::new();
+    let backend = &s.backend_url;
+    for path in [
+        "/hotels",
+        "/hotels/1",
+        "/reservations/6f1c1d7e-0000-4000-8000-000000000000",
+    ] {
+        let r = http.get(format!("{backend}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without the token");
+        let r = http
+            .get(format!("{backend}{path}"))
+            .header("dapr-api-token", "t0ken")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 401, "{path} with the token");
+    }
+    for (method, path, status) in [
+        (Method::GET, "/healthz", 204),
+        (Method::HEAD, "/healthz", 204),
+        (Method::GET, "/openapi.json", 200),
+        (Method::GET, "/docs", 200),
+    ] {
+        let r = http
+            .request(method.clone(), format!("{backend}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path} stays open");
+    }
+    let r = http
+        .get(format!("{}/hotels", s.frontend_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "through the sidecars, which send the token"
+    );
 }

@@ -58,7 +58,12 @@ impl Backend {
         json: Option<Vec<u8>>,
     ) -> Result<Response, AppError> {
         let deadline = deadline(incoming, self.budget);
-        let key = idempotency_key(incoming)?;
+        // A key names a change; a read has none to name, so a read ignores it.
+        let key = if method == Method::GET {
+            None
+        } else {
+            idempotency_key(incoming)?
+        };
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))

@@ -35,6 +35,8 @@ const API_TOKEN: HeaderName = HeaderName::from_static(appkit::token::HEADER);
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
 /// The registry's secret, from the calling sidecar to the called one (never to an app).
 pub const PEER_SECRET: HeaderName = HeaderName::from_static("dapr-internal-secret");
+/// On a called sidecar's refusal of a call without the secret (never on an app's answer).
+pub const PEER_REFUSED: HeaderName = HeaderName::from_static("dapr-internal-refused");
 const TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 /// What a hop keeps of a call's time before handing the rest on: time to answer.
 const HANDOFF_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
@@ -208,6 +210,13 @@ impl Invoker {
             )
             .map_err(|e| fail(&e))?;
             match self.send(&call, uri).await {
+                Ok(resp) if resp.headers().contains_key(&PEER_REFUSED) => {
+                    return Err(fail(&format!(
+                        "the sidecar of {target} refused the call: it reads another registry \
+                         secret (was {} replaced while sidecars ran?)",
+                        self.registry.dir().join(".secret").display()
+                    )));
+                }
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is_connect() && attempt == 0 => {
                     tracing::debug!(target, error = %e, "peer sidecar unreachable; looking it up again");
@@ -236,9 +245,13 @@ impl Invoker {
         let uri = target_uri(base, &call.path, call.query.as_deref()).map_err(|e| {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;
-        self.send(&call, uri)
+        let mut resp = self
+            .send(&call, uri)
             .await
-            .map_err(|e| e.to_api(&self.app_id))
+            .map_err(|e| e.to_api(&self.app_id))?;
+        // Only a sidecar's own refusal may carry the mark, never an app's answer.
+        resp.headers_mut().remove(&PEER_REFUSED);
+        Ok(resp)
     }
 
     async fn send(&self, call: &Call, uri: Uri) -> Result<Response<Body>, SendError> {

@@ -46,6 +46,20 @@ pub struct Entry {
     pub grpc_port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_port: Option<u16>,
+    /// When the sidecar's process started (set by `register`): an entry whose pid now
+    /// belongs to another process is stale, not alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
+}
+
+impl Entry {
+    /// Whether the sidecar that wrote this entry still runs.
+    fn is_live(&self) -> bool {
+        match self.started {
+            Some(started) => appkit::process::start_time(self.pid) == Some(started),
+            None => appkit::process::is_alive(self.pid),
+        }
+    }
 }
 
 pub struct Registry {
@@ -131,12 +145,15 @@ fn read_private(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// Writes `bytes` to a fresh file next to `path` (never an existing one, nor through a
 /// link), then puts it in place: by rename, or with `no_replace`, only where nothing is.
 fn write_new(path: &Path, bytes: &[u8], no_replace: bool) -> io::Result<()> {
+    // A name no other writer uses, in this process or another; `create_new` refuses
+    // anything already there, a planted link included.
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
     let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
     ));
-    let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -211,7 +228,11 @@ impl Registry {
         let file = self
             .dir
             .join(format!("{}.{}.json", entry.app_id, entry.pid));
-        let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        let entry = Entry {
+            started: appkit::process::start_time(entry.pid),
+            ..entry.clone()
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(io::Error::other)?;
         write_new(&file, &bytes, false)?;
         Ok(Registration { file })
     }
@@ -238,7 +259,7 @@ impl Registry {
             if entry.app_id != app_id {
                 continue;
             }
-            if appkit::process::is_alive(entry.pid) {
+            if entry.is_live() {
                 out.push(entry);
             } else {
                 let _ = std::fs::remove_file(file.path());
@@ -316,6 +337,7 @@ mod tests {
             http_port: 1,
             grpc_port: 2,
             app_port: None,
+            started: None,
         }
     }
 
@@ -378,18 +400,62 @@ mod tests {
         let mut huge = serde_json::to_vec(&entry("svc", me, 1)).unwrap();
         huge.resize(ENTRY_MAX as usize + 1, b' ');
         fs::write(dir.join(format!("svc.{}.json", me + 3)), huge).unwrap();
-        let found: Vec<u16> = reg.entries("svc").iter().map(|e| e.internal_port).collect();
-        assert_eq!(found, [4242]);
+        // A link to a file that would be a valid, live entry: only the link is refused.
+        let outside = scratch("planted-target");
+        fs::write(&outside, serde_json::to_vec(&entry("svc", me, 7)).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join(format!("svc.{}.json", me + 4))).unwrap();
+        // The FIFO must not be waited on: read in a thread, with a bound.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = Registry::new(dir.clone());
+        std::thread::spawn(move || tx.send(reader.entries("svc")).unwrap());
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("entries() waited on a planted FIFO");
+        let ports: Vec<u16> = found.iter().map(|e| e.internal_port).collect();
+        assert_eq!(ports, [4242]);
 
+        // A secret behind a link to a file holding a well-formed secret is refused too.
         let other = scratch("planted-secret");
         fs::create_dir(&other).unwrap();
         fs::set_permissions(&other, fs::Permissions::from_mode(0o700)).unwrap();
-        std::os::unix::fs::symlink("/etc/hostname", other.join(SECRET_FILE)).unwrap();
+        let secret = scratch("planted-secret-target");
+        fs::write(&secret, "ab".repeat(32)).unwrap();
+        std::os::unix::fs::symlink(&secret, other.join(SECRET_FILE)).unwrap();
         assert!(
             Registry::open(other.clone()).is_err(),
             "a secret behind a link"
         );
+        for f in [outside, secret] {
+            fs::remove_file(f).unwrap();
+        }
         fs::remove_dir_all(other).unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// An entry whose pid now names another process (the sidecar died, the pid was used
+    /// again) is stale: passed over and removed, never called.
+    #[test]
+    fn an_entry_whose_pid_was_reused_is_stale() {
+        let dir = scratch("reused");
+        let reg = Registry::open(dir.clone()).unwrap();
+        let me = std::process::id();
+        let _mine = reg.register(&entry("svc", me, 4242)).unwrap();
+        let stale = Entry {
+            started: appkit::process::start_time(me).map(|t| t + 1),
+            ..entry("old", me, 9)
+        };
+        let file = dir.join(format!("old.{me}.json"));
+        fs::write(&file, serde_json::to_vec(&stale).unwrap()).unwrap();
+        assert!(
+            reg.entries("old").is_empty(),
+            "a reused pid counted as alive"
+        );
+        assert!(!file.exists(), "the stale entry is removed");
+        assert_eq!(
+            reg.resolve("svc"),
+            Some(4242),
+            "the live one, with its start time"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -415,6 +481,7 @@ mod tests {
             http_port: 1,
             grpc_port: 2,
             app_port: None,
+            started: None,
         };
         let handle = reg.register(&entry).unwrap();
         assert_eq!(reg.resolve("svc"), Some(4242));

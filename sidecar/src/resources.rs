@@ -84,12 +84,16 @@ struct RawResource {
     scopes: Vec<String>,
 }
 
-fn parse_docs(path: &Path) -> Result<Vec<RawResource>, ResourceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ResourceError::Io {
+fn read(path: &Path) -> Result<String, ResourceError> {
+    std::fs::read_to_string(path).map_err(|source| ResourceError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    serde_saphyr::from_multiple::<RawResource>(&text).map_err(|e| ResourceError::Yaml {
+    })
+}
+
+/// The resources of one YAML file's text (`path` only names it in errors).
+fn parse_docs(text: &str, path: &Path) -> Result<Vec<RawResource>, ResourceError> {
+    serde_saphyr::from_multiple::<RawResource>(text).map_err(|e| ResourceError::Yaml {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -123,15 +127,27 @@ pub fn load_components(
             .collect();
         files.sort();
         for file in files {
-            for doc in parse_docs(&file)? {
-                if doc.kind != "Component" {
-                    continue;
-                }
-                let spec = component_from(doc, &file)?;
-                if spec.scopes.is_empty() || spec.scopes.iter().any(|s| s == app_id) {
-                    specs.push(spec);
-                }
-            }
+            specs.extend(components_in(&read(&file)?, &file, app_id)?);
+        }
+    }
+    Ok(specs)
+}
+
+/// The components for `app_id` in one file's text; `file` names it in errors. (Also the
+/// entry point of the YAML fuzz target.)
+pub fn components_in(
+    text: &str,
+    file: &Path,
+    app_id: &str,
+) -> Result<Vec<ComponentSpec>, ResourceError> {
+    let mut specs = Vec::new();
+    for doc in parse_docs(text, file)? {
+        if doc.kind != "Component" {
+            continue;
+        }
+        let spec = component_from(doc, file)?;
+        if spec.scopes.is_empty() || spec.scopes.iter().any(|s| s == app_id) {
+            specs.push(spec);
         }
     }
     Ok(specs)
@@ -209,11 +225,16 @@ impl Default for Configuration {
 }
 
 pub fn load_configuration(path: &Path) -> Result<Configuration, ResourceError> {
+    configuration_in(&read(path)?, path)
+}
+
+/// The Configuration in one file's text; `path` names it in errors.
+pub fn configuration_in(text: &str, path: &Path) -> Result<Configuration, ResourceError> {
     let invalid = |message: String| ResourceError::Invalid {
         path: path.to_path_buf(),
         message,
     };
-    let docs = parse_docs(path)?;
+    let docs = parse_docs(text, path)?;
     let doc = docs
         .into_iter()
         .find(|d| d.kind == "Configuration")

@@ -326,6 +326,7 @@ fn register(
             http_port: ports.http,
             grpc_port: ports.grpc,
             app_port: config.app_port(),
+            started: None,
         })
         .with_context(|| format!("registering in {}", registry.dir().display()))?;
     refuse_process_local_replicas(&api.components, registry, &config.app_id)?;

@@ -482,7 +482,7 @@ impl<S: Store> Booker<S> {
             .filter(|&i| !items[i].exists() && (guard.etags || i >= night_count))
             .collect();
         if missing.is_empty() {
-            return Ok(Read::Guarded(Guarded::new(items, key)));
+            return Guarded::new(items, &keys, key).map(Read::Guarded);
         }
         for &i in &missing {
             let (value, ttl) = match key {
@@ -503,7 +503,7 @@ impl<S: Store> Booker<S> {
                 items[i].key
             )));
         }
-        Ok(Read::Guarded(Guarded::new(items, key)))
+        Guarded::new(items, &keys, key).map(Read::Guarded)
     }
 
     /// What the key's record says: the answer of the change it already made, a 422 when it
@@ -865,9 +865,20 @@ struct Guarded {
 }
 
 impl Guarded {
-    fn new(items: Vec<Item>, key: Option<&KeyUse>) -> Self {
-        let has_record = key.is_some() && !items.is_empty();
-        Guarded { items, has_record }
+    /// The read of `keys` (the nights, then the key's record when there is a key): one
+    /// item a key, or the store answered something else and nothing may be decided on it.
+    fn new(items: Vec<Item>, keys: &[String], key: Option<&KeyUse>) -> Result<Self, BookingError> {
+        if items.len() != keys.len() {
+            return Err(BookingError::Store(format!(
+                "asked for {} keys, the store answered {} items",
+                keys.len(),
+                items.len()
+            )));
+        }
+        Ok(Guarded {
+            items,
+            has_record: key.is_some(),
+        })
     }
 
     fn nights(&self) -> &[Item] {

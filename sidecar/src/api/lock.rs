@@ -5,6 +5,11 @@ use crate::components::LockComponent;
 use crate::errors::ApiError;
 use crate::lock::{Lease, UnlockStatus};
 
+/// The longest resource id and owner a lock takes. Not a daprd rule: each lease is held in
+/// memory (in-memory locks) or in Redis until it ends, so the cap on leases held at once
+/// must also be a cap on their size.
+pub const MAX_LOCK_ID: usize = 1024;
+
 /// A lock request as either transport carries it.
 #[derive(Debug, Clone)]
 pub struct LockRequest {
@@ -41,6 +46,11 @@ impl Api {
         if req.owner.is_empty() {
             return Err(ApiError::malformed(format!(
                 "LockOwner is empty in lock store {name}"
+            )));
+        }
+        if req.resource_id.len() > MAX_LOCK_ID || req.owner.len() > MAX_LOCK_ID {
+            return Err(ApiError::malformed(format!(
+                "ResourceId and LockOwner may be at most {MAX_LOCK_ID} bytes in lock store {name}"
             )));
         }
         let store = self

@@ -327,7 +327,17 @@ mod tests {
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        for bad in ["soon", "inf", "-1", "NaN", "1e300", "infh", "-0.5s"] {
+        assert_eq!(parse_duration("25h"), Some(Duration::from_secs(25 * 3600)));
+        for bad in [
+            "soon",
+            "inf",
+            "-1",
+            "NaN",
+            "1e300",
+            "infh",
+            "-0.5s",
+            "99999999999999999999h",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::{Lease, LockError, UnlockStatus};
 
-/// Live leases held at once; past it a new lock is refused with an error. Expired leases
-/// leave in the order they end (a heap), so no call ever scans the map.
+/// Live leases held at once; past it a new lock is refused with an error (and each lease's
+/// key and owner are capped by the API, `MAX_LOCK_ID`). Expired leases leave in the order
+/// they end (a heap), O(log n) each; the heap is rebuilt from the map only once released
+/// leases' stale entries outnumber the live ones, so the cost per call stays O(log n)
+/// amortised.
 const MAX_LEASES: usize = 100_000;
 
 #[derive(Default)]
@@ -131,7 +134,40 @@ mod tests {
         assert!(l.try_lock(&lease("b")).unwrap());
     }
 
-    /// Live leases are capped; expired ones make room again, swept without a scan per call.
+    /// A lease released and taken again is not ended by the first one's expiry; the stale
+    /// entries that releases leave are dropped once they outnumber the live leases.
+    #[test]
+    fn a_lease_taken_again_outlives_the_released_one() {
+        let l = MemoryLock::new();
+        let now = Instant::now();
+        let lease = |key, expiry_secs| Lease {
+            key,
+            owner: "o",
+            expiry_secs,
+        };
+        assert!(l.try_lock_at(&lease("r", 10), now).unwrap());
+        assert_eq!(l.unlock("r", "o"), UnlockStatus::Success);
+        assert!(l.try_lock_at(&lease("r", 100), now).unwrap());
+        let later = now + Duration::from_secs(11);
+        assert!(l.try_lock_at(&lease("other", 100), later).unwrap());
+        assert!(
+            !l.try_lock_at(&lease("r", 100), later).unwrap(),
+            "the second lease on r ended with the first one's time"
+        );
+        for _ in 0..3000 {
+            assert!(l.try_lock_at(&lease("churn", 100), now).unwrap());
+            assert_eq!(l.unlock("churn", "o"), UnlockStatus::Success);
+        }
+        let leases = l.leases();
+        assert!(
+            leases.ends.len() <= 2 * leases.held.len() + 1025,
+            "{} heap entries for {} leases",
+            leases.ends.len(),
+            leases.held.len()
+        );
+    }
+
+    /// Live leases are capped; expired ones make room again.
     #[test]
     fn live_leases_are_capped_and_expired_ones_make_room() {
         let l = MemoryLock::new();

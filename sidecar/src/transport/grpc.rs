@@ -26,6 +26,14 @@ pub struct GrpcApi {
     rt: Arc<Api>,
 }
 
+impl GrpcApi {
+    /// The service without the token check in front (what `service` wraps); called
+    /// directly by the fuzz targets.
+    pub fn new(rt: Arc<Api>) -> Self {
+        GrpcApi { rt }
+    }
+}
+
 /// Checks `dapr-api-token` metadata when `DAPR_API_TOKEN` is set.
 #[derive(Clone)]
 pub struct TokenCheck(Option<Arc<str>>);
@@ -64,6 +72,30 @@ pub fn service(rt: Arc<Api>) -> InterceptedService<DaprServer<GrpcApi>, TokenChe
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     InterceptedService::new(server, check)
+}
+
+/// What may not stand raw in a path: a gRPC method is text, not a path, so its `?`, `#`,
+/// `%` and the like are written percent-encoded (a `?` would otherwise start a query).
+const NOT_IN_PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
+
+/// The app path for a gRPC invocation's method: as written, with `/` kept as separators.
+fn method_path(method: &str) -> String {
+    percent_encoding::utf8_percent_encode(method.trim_start_matches('/'), NOT_IN_PATH).to_string()
 }
 
 fn etag_of(e: Option<common::Etag>) -> Option<String> {
@@ -159,7 +191,7 @@ impl Dapr for GrpcApi {
         }
         let call = Call {
             method: http_method(ext.verb),
-            path: format!("/{}", msg.method.trim_start_matches('/')),
+            path: format!("/{}", method_path(&msg.method)),
             query: Some(ext.querystring).filter(|q| !q.is_empty()),
             headers,
             body: msg.data.map(|a| Bytes::from(a.value)).unwrap_or_default(),

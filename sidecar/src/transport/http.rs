@@ -546,14 +546,15 @@ async fn forward(rt: &Api, target: &str, path: String, req: Request<Body>) -> An
 
 /// The method goes on as it was sent, still percent-encoded, as in the header form: decoded,
 /// `%3F` would become a query and `%2F..%2F` a dot segment at the app.
-async fn invoke_path(
-    State(rt): Rt,
-    Path((app_id, _)): Path<(String, String)>,
-    req: Request<Body>,
-) -> Answer {
-    // "/v1.0/invoke/{app_id}/method/{method...}": the method is all after the fifth '/'.
-    let method = req.uri().path().splitn(6, '/').nth(5).unwrap_or_default();
-    let path = format!("/{method}");
+async fn invoke_path(State(rt): Rt, req: Request<Body>) -> Answer {
+    // "/v1.0/invoke/{app_id}/method/{method...}": the id is the fourth part (decoded), the
+    // method all after the fifth '/' (as sent).
+    let mut parts = req.uri().path().splitn(6, '/');
+    let app_id = percent_encoding::percent_decode_str(parts.nth(3).unwrap_or_default())
+        .decode_utf8()
+        .map_err(|_| ApiError::malformed("the app id in the path is not UTF-8"))?
+        .into_owned();
+    let path = format!("/{}", parts.nth(1).unwrap_or_default());
     forward(&rt, &app_id, path, req).await
 }
 

@@ -6,16 +6,31 @@
 //! caller id the app is told is then one a sidecar of this registry set.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 
 use crate::api::Api;
 use crate::errors::ApiError;
-use crate::invoke::{Call, PEER_SECRET};
+use crate::invoke::{Call, PEER_REFUSED, PEER_SECRET};
+
+/// Refusals are logged, but a flood of them writes one line a second, not one each.
+fn warn_at_most_each_second(path: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(
+            path,
+            "refused a call on the internal port without the registry's secret"
+        );
+    }
+}
 
 pub fn router(api: Arc<Api>) -> Router {
     Router::new().fallback(deliver).with_state(api)
@@ -25,11 +40,9 @@ async fn deliver(State(api): State<Arc<Api>>, req: Request<Body>) -> Result<Resp
     let given = req.headers().get(PEER_SECRET).map(HeaderValue::as_bytes);
     let expected = api.invoker.registry().secret().unwrap_or_default();
     if expected.is_empty() || !appkit::token::matches(given, expected) {
-        tracing::warn!(
-            path = req.uri().path(),
-            "refused a call on the internal port without the registry's secret"
-        );
-        return Err(ApiError::not_a_peer());
+        warn_at_most_each_second(req.uri().path());
+        // Marked, so that a calling sidecar tells this refusal from an app's own 401.
+        return Ok(([(PEER_REFUSED, "1")], ApiError::not_a_peer()).into_response());
     }
     let path = req.uri().path().to_string();
     let call = Call::read(&api.invoker, path, req).await?;

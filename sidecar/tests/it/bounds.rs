@@ -159,3 +159,45 @@ async fn bodies_past_max_body_size_are_refused() {
         "the refused write left the value alone"
     );
 }
+
+/// An app's reply to a gRPC caller is read within `--max-body-size` too: one past it is a
+/// `ResourceExhausted` error, not memory taken without bound; one within it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_reply_past_max_body_size_is_refused_to_a_grpc_caller() {
+    use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest};
+    use dapr::dapr::proto::runtime::v1::InvokeServiceRequest;
+
+    let app_port = testkit::start_echo_app().await;
+    let registry = TempDir::new("registry");
+    let s = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "echo", registry.path())
+        .app_port(app_port)
+        .flag("--max-body-size", "1Ki")
+        .spawn()
+        .await
+        .unwrap();
+    let mut c = dapr::dapr::proto::runtime::v1::dapr_client::DaprClient::connect(s.grpc_url())
+        .await
+        .unwrap();
+    // The echo app answers with the request's body and headers: a 900-byte request fits
+    // the limit, the reply does not.
+    let call = |size: usize| InvokeServiceRequest {
+        id: "echo".into(),
+        message: Some(InvokeRequest {
+            method: "echo".into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: vec![b'x'; size],
+            }),
+            content_type: "text/plain".into(),
+            // POST (Dapr's HTTPExtension.Verb numbering).
+            http_extension: Some(HttpExtension {
+                verb: 3,
+                querystring: String::new(),
+            }),
+        }),
+    };
+    let err = c.invoke_service(call(900)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let small = c.invoke_service(call(10)).await.unwrap().into_inner();
+    assert!(small.data.is_some_and(|d| d.value.len() < 1024));
+}

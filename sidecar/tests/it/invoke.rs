@@ -196,11 +196,17 @@ async fn the_internal_port_takes_calls_only_from_peers() {
             "{secret:?}"
         );
     }
+    // Through the public API, a client's own caller id and secret are dropped: the app is
+    // told the caller the sidecar vouches for, and never sees a secret.
+    let forged = [
+        ("dapr-caller-app-id", "evil"),
+        ("dapr-internal-secret", "x"),
+    ];
     let r = p
-        .send(Method::GET, "/v1.0/invoke/backend/method/x", &[])
+        .send(Method::GET, "/v1.0/invoke/backend/method/x", &forged)
         .await;
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["headers"]["dapr-caller-app-id"], "frontend");
+    assert_eq!(e["headers"]["dapr-caller-app-id"], "frontend", "{e}");
     assert!(e["headers"].get("dapr-internal-secret").is_none(), "{e}");
 }
 
@@ -258,6 +264,17 @@ async fn grpc_invoke_service() {
     assert_eq!(e["path"], "/echo/me");
     assert_eq!(e["query"], "a=b");
     assert_eq!(e["body"], "payload");
+    // A method is text: what would change the path's meaning is sent encoded.
+    let resp = c
+        .invoke_service(req("a?x=1/b c#d"))
+        .await
+        .unwrap()
+        .into_inner();
+    let e: Value = serde_json::from_slice(&resp.data.unwrap().value).unwrap();
+    assert_eq!(
+        (&e["path"], &e["query"]),
+        (&json!("/a%3Fx=1/b%20c%23d"), &json!("a=b"))
+    );
     let err = c.invoke_service(req("status/404")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
@@ -305,6 +322,10 @@ async fn invoking_the_own_app_id_goes_straight_to_the_app() {
     let r = p.http.get(own).send().await.unwrap();
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["path"], "/self");
+    assert!(
+        e["headers"].get("dapr-caller-app-id").is_none(),
+        "went through a peer hop instead of straight to the app: {e}"
+    );
 }
 
 /// A call that says how long it has (`x-request-timeout-ms`) is given up with a 504 when

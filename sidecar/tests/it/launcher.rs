@@ -94,7 +94,7 @@ fn resource_files_load_or_are_refused_by_name() {
         )
     };
     // (file, its text, whether the sidecar starts, what its error names)
-    let cases: [(&str, String, bool, &[&str]); 6] = [
+    let cases: [(&str, String, bool, &[&str]); 8] = [
         (
             "pubsub.yaml",
             "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.kafka\n  version: v1\n  metadata: []\n".into(),
@@ -110,6 +110,8 @@ fn resource_files_load_or_are_refused_by_name() {
         // Values out of range are refused by file and field, never a panic.
         ("forever.yaml", redis("dialTimeout", "inf"), false, &["forever.yaml", "dialTimeout"]),
         ("huge.yaml", redis("readTimeout", "1e300s"), false, &["huge.yaml", "readTimeout"]),
+        ("past-u64.yaml", redis("readTimeout", "99999999999999999999h"), false, &["past-u64.yaml", "readTimeout"]),
+        ("long.yaml", redis("dialTimeout", "25h"), false, &["long.yaml", "dialTimeout", "24h"]),
         ("ttl.yaml", redis("ttlInSeconds", "9223372036854775807"), false, &["ttl.yaml", "ttlInSeconds"]),
         // Other kinds of resource are skipped.
         (
