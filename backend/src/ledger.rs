@@ -291,68 +291,32 @@ mod tests {
 
     #[test]
     fn each_kind_of_wrong_is_found() {
-        struct Case {
-            what: &'static str,
-            rooms: u32,
-            change: fn(&mut Vec<Entry>),
-            acknowledged: Value,
-            expect: fn(&Verdict) -> bool,
-        }
-        let cases = [
-            Case {
-                what: "one room too many",
-                rooms: 1,
-                change: |_| {},
-                acknowledged: json!([]),
-                expect: |v| v.oversold_nights == 2,
-            },
-            Case {
-                what: "a count that no reservation explains",
-                rooms: 9,
-                change: |e| e[0].value = json!({"booked": 3}),
-                acknowledged: json!([]),
-                expect: |v| v.miscounted_nights == 1 && v.oversold_nights == 0,
-            },
-            Case {
-                what: "an acknowledged booking missing",
-                rooms: 9,
-                change: |_| {},
-                acknowledged: json!([reservation("c", "u3", 1)]),
-                expect: |v| v.lost == 1,
-            },
-            Case {
-                what: "an acknowledged booking stored otherwise",
-                rooms: 9,
-                change: |_| {},
-                acknowledged: json!([reservation("a", "u1", 2)]),
-                expect: |v| v.lost == 1,
-            },
-            Case {
-                what: "one request booked twice",
-                rooms: 9,
-                change: |e| e[3].value = reservation("b", "u1", 1),
-                acknowledged: json!([]),
-                expect: |v| v.doubled == Some(1),
-            },
-            Case {
-                what: "an unreadable night",
-                rooms: 9,
-                change: |e| e[1].value = json!("x"),
-                acknowledged: json!([]),
-                expect: |v| {
-                    v.violations
-                        .iter()
-                        .any(|l| l.starts_with("hotel-7-2027-12-02"))
-                },
-            },
+        type Change = fn(&mut Vec<Entry>);
+        type Found = fn(&Verdict) -> bool;
+        let none: Change = |_| {};
+        // (what is wrong, rooms for sale, the store made wrong, answers acknowledged, found)
+        #[rustfmt::skip]
+        let cases: [(&str, u32, Change, Value, Found); 6] = [
+            ("one room too many", 1, none, json!([]),
+                |v| v.oversold_nights == 2),
+            ("a count that no reservation explains", 9, |e| e[0].value = json!({"booked": 3}),
+                json!([]), |v| v.miscounted_nights == 1 && v.oversold_nights == 0),
+            ("an acknowledged booking missing", 9, none, json!([reservation("c", "u3", 1)]),
+                |v| v.lost == 1),
+            ("an acknowledged booking stored otherwise", 9, none,
+                json!([reservation("a", "u1", 2)]), |v| v.lost == 1),
+            ("one request booked twice", 9, |e| e[3].value = reservation("b", "u1", 1),
+                json!([]), |v| v.doubled == Some(1)),
+            ("an unreadable night", 9, |e| e[1].value = json!("x"), json!([]),
+                |v| v.violations.iter().any(|l| l.starts_with("hotel-7-2027-12-02"))),
         ];
-        for case in cases {
+        for (what, rooms, change, acknowledged, found) in cases {
             let mut entries = two_rooms_booked();
-            (case.change)(&mut entries);
-            let acked: Vec<Reservation> = serde_json::from_value(case.acknowledged).unwrap();
-            let v = Ledger::from_entries(entries).check(|_| Some(case.rooms), Some(&acked), true);
-            assert!(!v.violations.is_empty(), "{}: no violation", case.what);
-            assert!((case.expect)(&v), "{}: {v:?}", case.what);
+            change(&mut entries);
+            let acked: Vec<Reservation> = serde_json::from_value(acknowledged).unwrap();
+            let v = Ledger::from_entries(entries).check(|_| Some(rooms), Some(&acked), true);
+            assert!(!v.violations.is_empty(), "{what}: no violation");
+            assert!(found(&v), "{what}: {v:?}");
         }
     }
 

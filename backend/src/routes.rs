@@ -3,11 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use appkit::error::{AppError, ErrorBody};
+use appkit::error::AppError;
 use appkit::http::{hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
-use appkit::openapi::{self, DaprFailures, Refused};
+use appkit::openapi::{
+    self, Booked, Catalogue, DaprFailures, Found, HotelPath, KeyHeader, KeyReused, Nights,
+    NightsQuery, NoHotel, NoReservation, OneHotel, Refused, ReservationPath, SoldOut, TooLarge,
+};
 use appkit::request::{deadline, idempotency_key};
-use appkit::wire::{Availability, BookingRequest, Day, Hotel, Reservation};
+use appkit::wire::{BookingRequest, Day, Hotel};
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -104,25 +107,10 @@ async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: 
 }
 
 /// Books `rooms` rooms of a hotel for every night of the stay, or none.
-#[utoipa::path(
-    post,
-    path = "/book_hotel/{hotel_id}",
-    tag = "bookings",
-    params(
-        ("hotel_id" = u32, Path, description = "The hotel, from the catalogue"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Up to 128 characters: a retry under the same key is answered from the first, never booked twice"),
-    ),
+#[utoipa::path(post, path = "/book_hotel/{hotel_id}", tag = "bookings",
+    params(HotelPath, KeyHeader),
     request_body = BookingRequest,
-    responses(
-        (status = 201, description = "Booked", body = Reservation),
-        Refused,
-        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
-        (status = 409, description = "A night has too few rooms left (`sold_out`)", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB (`body_too_large`)", body = ErrorBody),
-        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        DaprFailures,
-    ),
-)]
+    responses(Booked, Refused, NoHotel, SoldOut, TooLarge, KeyReused, DaprFailures))]
 async fn book(
     State(s): State<AppState>,
     Path(raw_id): Path<String>,
@@ -139,7 +127,7 @@ async fn book(
 }
 
 /// The catalogue.
-#[utoipa::path(get, path = "/hotels", tag = "hotels", responses((status = 200, description = "Every hotel", body = Vec<Hotel>)))]
+#[utoipa::path(get, path = "/hotels", tag = "hotels", responses(Catalogue))]
 async fn hotels(State(s): State<AppState>) -> Json<Vec<Hotel>> {
     Json(s.booker.catalogue.all().cloned().collect())
 }
@@ -149,12 +137,8 @@ async fn hotels(State(s): State<AppState>) -> Json<Vec<Hotel>> {
     get,
     path = "/hotels/{hotel_id}",
     tag = "hotels",
-    params(("hotel_id" = u32, Path)),
-    responses(
-        (status = 200, description = "The hotel", body = Hotel),
-        Refused,
-        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
-    ),
+    params(HotelPath),
+    responses(OneHotel, Refused, NoHotel)
 )]
 async fn hotel(
     State(s): State<AppState>,
@@ -195,17 +179,8 @@ fn day(name: &str, v: Option<String>) -> Result<Day, AppError> {
     get,
     path = "/hotels/{hotel_id}/availability",
     tag = "hotels",
-    params(
-        ("hotel_id" = u32, Path),
-        ("check_in" = String, Query, format = Date, description = "The first night"),
-        ("check_out" = String, Query, format = Date, description = "The night after the last"),
-    ),
-    responses(
-        (status = 200, description = "Each night", body = Availability),
-        Refused,
-        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
-        DaprFailures,
-    ),
+    params(HotelPath, NightsQuery),
+    responses(Nights, Refused, NoHotel, DaprFailures)
 )]
 async fn availability(
     State(s): State<AppState>,
@@ -228,12 +203,8 @@ async fn availability(
     get,
     path = "/reservations/{id}",
     tag = "bookings",
-    params(("id" = String, Path, format = Uuid)),
-    responses(
-        (status = 200, description = "The reservation", body = Reservation),
-        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
-        DaprFailures,
-    ),
+    params(ReservationPath),
+    responses(Found, NoReservation, DaprFailures)
 )]
 async fn reservation(
     State(s): State<AppState>,
@@ -249,17 +220,8 @@ async fn reservation(
     delete,
     path = "/reservations/{id}",
     tag = "bookings",
-    params(
-        ("id" = String, Path, format = Uuid),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "A retry under the same key is answered from the first"),
-    ),
-    responses(
-        (status = 200, description = "Cancelled: the reservation as it was", body = Reservation),
-        Refused,
-        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
-        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        DaprFailures,
-    ),
+    params(ReservationPath, KeyHeader),
+    responses(Found, Refused, NoReservation, KeyReused, DaprFailures)
 )]
 async fn cancel(
     State(s): State<AppState>,

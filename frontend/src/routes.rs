@@ -1,11 +1,14 @@
 //! The public API: `POST /book` and the queries, each validated here and invoked on the
 //! backend through Dapr.
 
-use appkit::error::{AppError, ErrorBody};
+use appkit::error::AppError;
 use appkit::http::{hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
-use appkit::openapi::{self, DaprFailures, Refused};
+use appkit::openapi::{
+    self, Booked, Catalogue, DaprFailures, Found, HotelPath, KeyHeader, KeyReused, Nights,
+    NightsQuery, NoHotel, NoReservation, OneHotel, Refused, ReservationPath, SoldOut, TooLarge,
+};
 use appkit::request::{IDEMPOTENCY_KEY, first_bookable_day};
-use appkit::wire::{Availability, Hotel, Reservation, ReservationRequest};
+use appkit::wire::ReservationRequest;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -41,24 +44,9 @@ pub fn app(backend: Backend) -> Router {
 }
 
 /// Books rooms of a hotel for a stay, through the backend.
-#[utoipa::path(
-    post,
-    path = "/book",
-    tag = "bookings",
-    params(
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Up to 128 characters: a retry under the same key is answered from the first, never booked twice"),
-    ),
-    request_body = ReservationRequest,
-    responses(
-        (status = 201, description = "Booked", body = Reservation),
-        Refused,
-        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
-        (status = 409, description = "A night has too few rooms left (`sold_out`)", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB (`body_too_large`)", body = ErrorBody),
-        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        DaprFailures,
-    ),
-)]
+#[utoipa::path(post, path = "/book", tag = "bookings",
+    params(KeyHeader), request_body = ReservationRequest,
+    responses(Booked, Refused, NoHotel, SoldOut, TooLarge, KeyReused, DaprFailures))]
 async fn book(
     State(b): State<Backend>,
     headers: HeaderMap,
@@ -95,7 +83,7 @@ async fn pass_on(
     get,
     path = "/hotels",
     tag = "hotels",
-    responses((status = 200, description = "Every hotel", body = Vec<Hotel>), DaprFailures),
+    responses(Catalogue, DaprFailures)
 )]
 async fn hotels(State(b): State<Backend>, headers: HeaderMap) -> Result<Response, AppError> {
     pass_on(&b, Method::GET, "/hotels", &headers).await
@@ -106,13 +94,8 @@ async fn hotels(State(b): State<Backend>, headers: HeaderMap) -> Result<Response
     get,
     path = "/hotels/{hotel_id}",
     tag = "hotels",
-    params(("hotel_id" = u32, Path)),
-    responses(
-        (status = 200, description = "The hotel", body = Hotel),
-        Refused,
-        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
-        DaprFailures,
-    ),
+    params(HotelPath),
+    responses(OneHotel, Refused, NoHotel, DaprFailures)
 )]
 async fn hotel(
     State(b): State<Backend>,
@@ -129,17 +112,8 @@ async fn hotel(
     get,
     path = "/hotels/{hotel_id}/availability",
     tag = "hotels",
-    params(
-        ("hotel_id" = u32, Path),
-        ("check_in" = String, Query, format = Date, description = "The first night"),
-        ("check_out" = String, Query, format = Date, description = "The night after the last"),
-    ),
-    responses(
-        (status = 200, description = "Each night", body = Availability),
-        Refused,
-        (status = 404, description = "No such hotel (`hotel_not_found`)", body = ErrorBody),
-        DaprFailures,
-    ),
+    params(HotelPath, NightsQuery),
+    responses(Nights, Refused, NoHotel, DaprFailures)
 )]
 async fn availability(
     State(b): State<Backend>,
@@ -161,12 +135,8 @@ async fn availability(
     get,
     path = "/reservations/{id}",
     tag = "bookings",
-    params(("id" = String, Path, format = Uuid)),
-    responses(
-        (status = 200, description = "The reservation", body = Reservation),
-        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
-        DaprFailures,
-    ),
+    params(ReservationPath),
+    responses(Found, NoReservation, DaprFailures)
 )]
 async fn reservation(
     State(b): State<Backend>,
@@ -181,17 +151,8 @@ async fn reservation(
     delete,
     path = "/reservations/{id}",
     tag = "bookings",
-    params(
-        ("id" = String, Path, format = Uuid),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "A retry under the same key is answered from the first"),
-    ),
-    responses(
-        (status = 200, description = "Cancelled: the reservation as it was", body = Reservation),
-        Refused,
-        (status = 404, description = "None with this id (`reservation_not_found`)", body = ErrorBody),
-        (status = 422, description = "The key was used for another request (`idempotency_key_reused`)", body = ErrorBody),
-        DaprFailures,
-    ),
+    params(ReservationPath, KeyHeader),
+    responses(Found, Refused, NoReservation, KeyReused, DaprFailures)
 )]
 async fn cancel(
     State(b): State<Backend>,

@@ -341,6 +341,16 @@ mod tests {
         }
     }
 
+    /// A fresh registry where this process is `svc`, on internal port 4242.
+    fn with_live_svc(name: &str) -> (PathBuf, Registry, Registration) {
+        let dir = scratch(name);
+        let reg = Registry::open(dir.clone()).unwrap();
+        let live = reg
+            .register(&entry("svc", std::process::id(), 4242))
+            .unwrap();
+        (dir, reg, live)
+    }
+
     #[test]
     fn the_folder_and_its_secret_are_private_and_shared() {
         let dir = scratch("private");
@@ -385,11 +395,8 @@ mod tests {
     /// never waited on.
     #[test]
     fn planted_files_are_passed_over() {
-        let dir = scratch("planted");
-        let reg = Registry::open(dir.clone()).unwrap();
+        let (dir, _reg, _live) = with_live_svc("planted");
         let me = std::process::id();
-        let live = entry("svc", me, 4242);
-        let _ok = reg.register(&live).unwrap();
         let fifo = dir.join(format!("svc.{}.json", me + 1));
         let status = std::process::Command::new("mkfifo")
             .arg(&fifo)
@@ -436,10 +443,8 @@ mod tests {
     /// again) is stale: passed over and removed, never called.
     #[test]
     fn an_entry_whose_pid_was_reused_is_stale() {
-        let dir = scratch("reused");
-        let reg = Registry::open(dir.clone()).unwrap();
+        let (dir, reg, _live) = with_live_svc("reused");
         let me = std::process::id();
-        let _mine = reg.register(&entry("svc", me, 4242)).unwrap();
         let stale = Entry {
             started: appkit::process::start_time(me).map(|t| t + 1),
             ..entry("old", me, 9)
