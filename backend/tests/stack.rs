@@ -288,14 +288,18 @@ async fn a_crashed_lock_holder_blocks_only_for_the_lease() {
     let user =
         json!({"user_id": "u", "name": "N", "check_in": day(0), "check_out": day(1), "rooms": 1});
 
+    // `sidecar run` is ready before its app is: wait for the backend itself.
+    let listening = async |port: u16| {
+        testkit::wait_until("the backend to listen", Duration::from_secs(20), || {
+            let r = http.get(format!("http://127.0.0.1:{port}/healthz")).send();
+            async move { r.await.ok().map(|_| ()) }
+        })
+        .await
+        .unwrap();
+    };
     let port = testkit::free_port();
     let mut doomed = start("60000", port).await.unwrap();
-    testkit::wait_until("the backend to listen", Duration::from_secs(20), || {
-        let r = http.get(format!("http://127.0.0.1:{port}/healthz")).send();
-        async move { r.await.ok().map(|_| ()) }
-    })
-    .await
-    .unwrap();
+    listening(port).await;
     let stuck = tokio::spawn(
         http.post(format!("http://127.0.0.1:{port}/book_hotel/1"))
             .json(&user)
@@ -324,6 +328,7 @@ async fn a_crashed_lock_holder_blocks_only_for_the_lease() {
 
     let port = testkit::free_port();
     let _fresh = start("0", port).await.unwrap();
+    listening(port).await;
     let r = http
         .post(format!("http://127.0.0.1:{port}/book_hotel/1"))
         .json(&user)

@@ -8,17 +8,21 @@
 //! while locks, health checks and invocation go on. A request whose caller has given up
 //! (its deadline passed) before its turn is not run at all. Commits are `synchronous=FULL`
 //! by default, so an acknowledged write survives a power loss; the `synchronous`
-//! metadata (`NORMAL`) trades that for speed. The WAL is checkpointed by a background
-//! thread, not inside commits, so that no request pays for a checkpoint.
+//! metadata (`NORMAL`) trades that for speed. Writes that queue up behind one another
+//! commit together (group commit): each in a savepoint of one transaction, so each stays
+//! all-or-nothing on its own, and the group pays for one disk sync instead of one each;
+//! no writer hears "done" before the commit that holds its write. The WAL is checkpointed
+//! by a background thread, not inside commits, so that no request pays for a checkpoint.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
     Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation, is_json, new_uuid_etag,
@@ -65,11 +69,35 @@ impl Synchronous {
     }
 }
 
+/// Sends a write's reply once the outcome of the commit that holds it is known.
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// One piece of work for the store's thread, with the caller's reply channel.
-type Job = Box<dyn FnOnce(&mut Connection, &str) + Send>;
+enum Job {
+    /// Runs on its own, after the writes queued before it have committed: a read never
+    /// sees a write that might still fail to commit.
+    Read(ReadJob),
+    /// Runs inside a group's transaction (in a savepoint of its own): `Ok` when it wrote,
+    /// `Err` when it failed (undone), and in both cases the reply to send once the group's
+    /// commit is known. `None`: its caller gave up before its turn, and nothing ran.
+    Write(WriteJob),
+}
+
+/// A read: runs on the connection, and sends its own reply.
+type ReadJob = Box<dyn FnOnce(&Connection, &str) + Send>;
+
+/// A write: given the connection inside its savepoint (or why there is none), it runs,
+/// and hands back whether it wrote and the reply to send after the commit.
+type WriteJob = Box<dyn FnOnce(Result<&Connection, &str>, &str) -> Option<(bool, Reply)> + Send>;
+
+/// The most writes one commit takes: enough to share a disk sync widely, few enough that
+/// the first of them does not wait long for the others.
+const MAX_GROUP: usize = 64;
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    /// Group commits made so far.
+    groups: Arc<AtomicUsize>,
     path: String,
     /// Dropping the store closes this channel, which stops the checkpoint thread.
     _checkpointer: Option<mpsc::Sender<()>>,
@@ -161,29 +189,75 @@ impl SqliteStore {
         } else {
             None
         };
-        let jobs = spawn_worker(conn, table.clone())?;
+        let groups = Arc::new(AtomicUsize::new(0));
+        let jobs = spawn_worker(conn, table.clone(), groups.clone())?;
         Ok(SqliteStore {
             jobs,
+            groups,
             path: settings.connection_string.clone(),
             _checkpointer: checkpointer,
         })
     }
 
-    /// Runs `work` on the store's thread and waits for its result without blocking the
-    /// runtime. If the caller stops waiting first, `work` is skipped when its turn comes.
-    async fn run<T: Send + 'static>(
+    /// Queues the read `work` on the store's thread at once; the future waits for its
+    /// result without blocking the runtime. If the caller stops waiting first, `work` is
+    /// skipped.
+    fn run<T: Send + 'static, W>(
         &self,
-        work: impl FnOnce(&mut Connection, &str) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        work: W,
+    ) -> impl Future<Output = Result<T, StoreError>> + use<T, W>
+    where
+        W: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn, table| {
+        let queued = self.send(Job::Read(Box::new(move |conn, table| {
             if !tx.is_closed() {
                 let _ = tx.send(work(conn, table));
             }
-        });
+        })));
+        async move {
+            queued?;
+            Self::reply(rx).await
+        }
+    }
+
+    /// Queues the write `work` for the next group commit at once; the future's result
+    /// comes once that commit is known (a write that succeeded in a commit that failed is
+    /// a failure).
+    fn write<W>(&self, work: W) -> impl Future<Output = Result<(), StoreError>> + use<W>
+    where
+        W: FnOnce(&Connection, &str) -> Result<(), StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.send(Job::Write(Box::new(move |conn, table| {
+            if tx.is_closed() {
+                return None;
+            }
+            let result = match conn {
+                Ok(conn) => work(conn, table),
+                Err(why) => Err(StoreError::Backend(why.to_string())),
+            };
+            let wrote = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(result.and(commit.map_err(StoreError::Backend)));
+            });
+            Some((wrote, reply))
+        })));
+        async move {
+            queued?;
+            Self::reply(rx).await
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
             .send(job)
-            .map_err(|_| StoreError::Backend("the SQLite store's thread has stopped".into()))?;
+            .map_err(|_| StoreError::Backend("the SQLite store's thread has stopped".into()))
+    }
+
+    async fn reply<T>(
+        rx: tokio::sync::oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         rx.await
             .map_err(|_| StoreError::Backend("the SQLite store failed this request".into()))?
     }
@@ -204,17 +278,21 @@ impl SqliteStore {
     }
 
     pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
-        let req = req.clone();
-        self.run(move |conn, table| set_one(conn, table, &req))
-            .await
+        self.set_queued(req.clone()).await
+    }
+
+    /// The write queued now, its outcome later.
+    fn set_queued(&self, req: SetRequest) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        self.write(move |conn, table| set_one(conn, table, &req))
     }
 
     pub async fn delete(&self, req: &DeleteRequest) -> Result<(), StoreError> {
         let req = req.clone();
-        self.run(move |conn, table| delete_one(conn, table, &req))
+        self.write(move |conn, table| delete_one(conn, table, &req))
             .await
     }
 
+    /// Not grouped: the count must be the committed one. (`reset-state` only.)
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         let prefix = prefix.to_string();
         self.run(move |conn, table| {
@@ -245,46 +323,144 @@ impl SqliteStore {
         .await
     }
 
+    /// Group commits made so far: each one transaction and one disk sync, for however many
+    /// writes it held.
+    pub fn group_commits(&self) -> usize {
+        self.groups.load(Ordering::Relaxed)
+    }
+
     pub fn location(&self) -> String {
         format!("SQLite {}", self.path)
     }
 
+    /// All operations or none: the write's savepoint undoes the ones before a failure.
     pub async fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
-        let ops = ops.to_vec();
-        self.run(move |conn, table| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::backend)?;
+        self.multi_queued(ops.to_vec()).await
+    }
+
+    /// The transaction queued now, its outcome later.
+    fn multi_queued(
+        &self,
+        ops: Vec<TxOperation>,
+    ) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        self.write(move |conn, table| {
             for op in &ops {
                 match op {
-                    TxOperation::Upsert(r) => set_one(&tx, table, r)?,
-                    TxOperation::Delete(r) => delete_one(&tx, table, r)?,
+                    TxOperation::Upsert(r) => set_one(conn, table, r)?,
+                    TxOperation::Delete(r) => delete_one(conn, table, r)?,
                 }
             }
-            tx.commit().map_err(StoreError::backend)
+            Ok(())
         })
-        .await
     }
 }
 
 /// The store's thread: owns the connection and runs jobs in order until the store is
-/// dropped (its sender with it).
-fn spawn_worker(mut conn: Connection, table: String) -> Result<mpsc::Sender<Job>, StoreError> {
+/// dropped (its sender with it). A write takes every write queued right behind it (up to
+/// `MAX_GROUP`) into one commit; a read ends the group, and runs after its commit.
+fn spawn_worker(
+    conn: Connection,
+    table: String,
+    groups: Arc<AtomicUsize>,
+) -> Result<mpsc::Sender<Job>, StoreError> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("sqlite-store".into())
         .spawn(move || {
-            for job in rx {
-                // A job that panics fails its own caller (its reply is dropped), not the
-                // store: the thread goes on with the next one.
-                let run = std::panic::AssertUnwindSafe(|| job(&mut conn, &table));
-                if std::panic::catch_unwind(run).is_err() {
-                    tracing::error!("a SQLite store job panicked; its request failed");
+            let mut next = None;
+            while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
+                match job {
+                    Job::Read(read) => {
+                        caught(|| read(&conn, &table));
+                    }
+                    Job::Write(first) => {
+                        let mut group = vec![first];
+                        while group.len() < MAX_GROUP {
+                            match rx.try_recv() {
+                                Ok(Job::Write(w)) => group.push(w),
+                                Ok(read) => {
+                                    next = Some(read);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        commit_group(&conn, &table, group);
+                        groups.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         })
         .map_err(StoreError::backend)?;
     Ok(tx)
+}
+
+/// Runs `f`; one that panics fails its own caller (its reply is dropped), not the store.
+fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let run = std::panic::AssertUnwindSafe(f);
+    let out = std::panic::catch_unwind(run).ok();
+    if out.is_none() {
+        tracing::error!("a SQLite store job panicked; its request failed");
+    }
+    out
+}
+
+/// One transaction for the group, a savepoint for each write in it: a write that fails is
+/// rolled back to its savepoint alone. Every reply waits for the commit's outcome.
+fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // No transaction, so nothing runs; each caller hears why.
+        let why = e.to_string();
+        for write in group {
+            if let Some(Some((_, reply))) = caught(|| write(Err(&why), table)) {
+                reply(Ok(()));
+            }
+        }
+        return;
+    }
+    let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
+    for write in group {
+        // Some errors make SQLite roll the whole transaction back by itself; what follows
+        // would then commit statement by statement. Nothing more runs in such a group.
+        let started = if conn.is_autocommit() {
+            Err("the group's transaction was rolled back by the database".to_string())
+        } else {
+            conn.execute_batch("SAVEPOINT write")
+                .map_err(|e| e.to_string())
+        };
+        if let Err(why) = started {
+            if let Some(Some((_, reply))) = caught(|| write(Err(&why), table)) {
+                reply(Ok(()));
+            }
+            continue;
+        }
+        match caught(|| write(Ok(conn), table)) {
+            Some(Some((true, reply))) => {
+                let _ = conn.execute_batch("RELEASE write");
+                replies.push(reply);
+            }
+            Some(Some((false, reply))) => {
+                let _ = conn.execute_batch("ROLLBACK TO write; RELEASE write");
+                // Its own error; the commit of the others does not change it.
+                reply(Ok(()));
+            }
+            // Its caller gave up (nothing ran), or it panicked (its reply is dropped).
+            _ => {
+                let _ = conn.execute_batch("ROLLBACK TO write; RELEASE write");
+            }
+        }
+    }
+    let committed = if conn.is_autocommit() {
+        Err("the group's transaction was rolled back by the database".to_string())
+    } else {
+        conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+    };
+    if committed.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(committed.clone());
+    }
 }
 
 fn get_one(conn: &Connection, table: &str, key: &str) -> Result<Option<Stored>, StoreError> {
@@ -473,5 +649,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, 2, "PRAGMA synchronous: 2 is FULL");
+    }
+
+    /// Writes queued behind one another share one commit; each stays all-or-nothing on its
+    /// own (a transaction failing half-way leaves nothing, the others are written); a read
+    /// queued among them runs after their commit.
+    #[tokio::test]
+    async fn writes_queued_together_commit_together_each_on_its_own() {
+        let s = store();
+        // Hold the store's thread with a read until every write below is queued.
+        let (release, held) = mpsc::channel::<()>();
+        let blocker = s.run(move |_, _| {
+            let _ = held.recv();
+            Ok(())
+        });
+        let writes: Vec<_> = (0..40)
+            .map(|i| s.set_queued(set(&format!("k{i}"), b"1", None)))
+            .collect();
+        let half_way = s.multi_queued(vec![
+            TxOperation::Upsert(set("tx-a", b"1", None)),
+            TxOperation::Upsert(set("tx-b", b"1", Some("stale".into()))),
+        ]);
+        let more: Vec<_> = (40..50)
+            .map(|i| s.set_queued(set(&format!("k{i}"), b"1", None)))
+            .collect();
+        let before = s.group_commits();
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        for w in writes.into_iter().chain(more) {
+            w.await.unwrap();
+        }
+        assert!(matches!(half_way.await, Err(StoreError::EtagMismatch(_))));
+        assert_eq!(
+            s.group_commits() - before,
+            1,
+            "51 writes queued together, one commit"
+        );
+        for i in 0..50 {
+            assert!(s.get(&format!("k{i}")).await.unwrap().is_some(), "k{i}");
+        }
+        assert!(
+            s.get("tx-a").await.unwrap().is_none(),
+            "the failed transaction undone"
+        );
     }
 }
