@@ -385,8 +385,7 @@ fn spawn_worker(
                                 Err(_) => break,
                             }
                         }
-                        commit_group(&conn, &table, group);
-                        groups.fetch_add(1, Ordering::Relaxed);
+                        commit_group(&conn, &table, group, &groups);
                     }
                 }
             }
@@ -407,7 +406,7 @@ fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
 
 /// One transaction for the group, a savepoint for each write in it: a write that fails is
 /// rolled back to its savepoint alone. Every reply waits for the commit's outcome.
-fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>) {
+fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>, commits: &AtomicUsize) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // No transaction, so nothing runs; each caller hears why.
         let why = e.to_string();
@@ -458,6 +457,8 @@ fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>) {
     if committed.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    // Counted before anyone hears of it.
+    commits.fetch_add(1, Ordering::Relaxed);
     for reply in replies {
         reply(committed.clone());
     }
