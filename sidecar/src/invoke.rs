@@ -117,6 +117,14 @@ impl Call {
     }
 }
 
+/// A body read whole within `limit` (`--max-body-size`): the one reader of request bodies
+/// and of an app's reply to a gRPC caller. Past the limit it is a 413, never held.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| ApiError::body_failed(&e, limit))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -160,11 +168,8 @@ impl Invoker {
         &self.registry
     }
 
-    /// Reads a request body within `--max-body-size`.
     async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
-        axum::body::to_bytes(body, self.max_body)
-            .await
-            .map_err(|e| ApiError::body_failed(&e, self.max_body))
+        read_body(body, self.max_body).await
     }
 
     /// Invokes `method` on `target` (from this sidecar's API).
@@ -214,7 +219,7 @@ impl Invoker {
                     return Err(fail(&format!(
                         "the sidecar of {target} refused the call: it reads another registry \
                          secret (was {} replaced while sidecars ran?)",
-                        self.registry.dir().join(".secret").display()
+                        self.registry.secret_file().display()
                     )));
                 }
                 Ok(resp) => return Ok(resp),

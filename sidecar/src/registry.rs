@@ -19,8 +19,8 @@ use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
 };
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,8 @@ const CACHE_CAP: usize = 1024;
 const ENTRY_MAX: u64 = 4096;
 
 const SECRET_FILE: &str = ".secret";
+/// A secret is 64 hex digits; a larger file is not one.
+const SECRET_MAX: u64 = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,7 +69,7 @@ pub struct Registry {
     cache: Mutex<HashMap<String, (Vec<u16>, Instant)>>,
     next: AtomicUsize,
     /// Read (or made) by `open`; a registry that was never opened has none.
-    secret: OnceLock<String>,
+    secret: Option<String>,
 }
 
 /// Removes the registration file when dropped.
@@ -176,17 +178,16 @@ impl Registry {
             dir,
             cache: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
-            secret: OnceLock::new(),
+            secret: None,
         }
     }
 
     /// The registry in `dir`, made private and with its secret read, created by the first
     /// sidecar that needs it.
     pub fn open(dir: PathBuf) -> io::Result<Self> {
-        let registry = Registry::new(dir);
-        make_private(&registry.dir)?;
-        let path = registry.dir.join(SECRET_FILE);
-        let secret = match read_private(&path, 256) {
+        make_private(&dir)?;
+        let path = dir.join(SECRET_FILE);
+        let secret = match read_private(&path, SECRET_MAX) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut random = [0u8; 32];
@@ -197,7 +198,7 @@ impl Registry {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     other => other?,
                 }
-                read_private(&path, 256)?
+                read_private(&path, SECRET_MAX)?
             }
             Err(e) => return Err(e),
         };
@@ -210,13 +211,20 @@ impl Registry {
                     format!("{} is not a registry secret", path.display()),
                 )
             })?;
-        let _ = registry.secret.set(secret);
-        Ok(registry)
+        Ok(Registry {
+            secret: Some(secret),
+            ..Registry::new(dir)
+        })
     }
 
     /// What peers of this registry send to each other's internal ports.
     pub fn secret(&self) -> Option<&str> {
-        self.secret.get().map(String::as_str)
+        self.secret.as_deref()
+    }
+
+    /// Where the secret is kept.
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.join(SECRET_FILE)
     }
 
     pub fn dir(&self) -> &Path {

@@ -77,9 +77,9 @@ enum Job {
     /// Runs on its own, after the writes queued before it have committed: a read never
     /// sees a write that might still fail to commit.
     Read(ReadJob),
-    /// Runs inside a group's transaction (in a savepoint of its own): `Ok` when it wrote,
-    /// `Err` when it failed (undone), and in both cases the reply to send once the group's
-    /// commit is known. `None`: its caller gave up before its turn, and nothing ran.
+    /// Runs inside a group's transaction (in a savepoint of its own), and says whether it
+    /// wrote (else it failed and is undone) with the reply to send once the group's commit
+    /// is known. `None`: its caller gave up before its turn, and nothing ran.
     Write(WriteJob),
 }
 
@@ -404,6 +404,13 @@ fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
     out
 }
 
+/// Tells a write it cannot run, and why (its caller hears that error).
+fn refuse(write: WriteJob, why: &str, table: &str) {
+    if let Some(Some((_, reply))) = caught(|| write(Err(why), table)) {
+        reply(Ok(()));
+    }
+}
+
 /// One transaction for the group, a savepoint for each write in it: a write that fails is
 /// rolled back to its savepoint alone. Every reply waits for the commit's outcome.
 fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>, commits: &AtomicUsize) {
@@ -411,9 +418,7 @@ fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>, commits: &
         // No transaction, so nothing runs; each caller hears why.
         let why = e.to_string();
         for write in group {
-            if let Some(Some((_, reply))) = caught(|| write(Err(&why), table)) {
-                reply(Ok(()));
-            }
+            refuse(write, &why, table);
         }
         return;
     }
@@ -428,9 +433,7 @@ fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>, commits: &
                 .map_err(|e| e.to_string())
         };
         if let Err(why) = started {
-            if let Some(Some((_, reply))) = caught(|| write(Err(&why), table)) {
-                reply(Ok(()));
-            }
+            refuse(write, &why, table);
             continue;
         }
         match caught(|| write(Ok(conn), table)) {

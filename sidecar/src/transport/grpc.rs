@@ -18,7 +18,7 @@ use crate::api::Api;
 use crate::api::lock::LockRequest;
 use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
-use crate::invoke::{Call, grpc_code_for_http};
+use crate::invoke::{Call, grpc_code_for_http, read_body};
 use crate::state::{Concurrency, DeleteRequest, is_json};
 
 /// The tonic service over the core.
@@ -205,13 +205,13 @@ impl Dapr for GrpcApi {
             .unwrap_or_default()
             .to_string();
         let limit = self.rt.config.max_body_size;
-        let body = axum::body::to_bytes(resp.into_body(), limit)
+        let body = read_body(resp.into_body(), limit)
             .await
-            .map_err(|e| match ApiError::body_failed(&e, limit).status {
+            .map_err(|e| match e.status {
                 StatusCode::PAYLOAD_TOO_LARGE => Status::resource_exhausted(format!(
                     "the app's response is larger than --max-body-size ({limit} bytes)"
                 )),
-                _ => Status::internal(format!("reading the app's response: {e}")),
+                _ => Status::internal(format!("reading the app's response: {}", e.message)),
             })?;
         let code = grpc_code_for_http(status);
         if code != tonic::Code::Ok {

@@ -26,7 +26,7 @@ use crate::api::Api;
 use crate::api::lock::LockRequest;
 use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
-use crate::invoke::Call;
+use crate::invoke::{Call, read_body};
 use crate::state::{Concurrency, DeleteRequest};
 
 type Rt = State<Arc<Api>>;
@@ -338,11 +338,9 @@ impl FromRequest<Arc<Api>> for Payload {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, rt: &Arc<Api>) -> Result<Self, ApiError> {
-        let limit = rt.config.max_body_size;
-        axum::body::to_bytes(req.into_body(), limit)
+        read_body(req.into_body(), rt.config.max_body_size)
             .await
             .map(Payload)
-            .map_err(|e| ApiError::body_failed(&e, limit))
     }
 }
 
