@@ -16,6 +16,10 @@ pub struct ApiError {
     pub grpc: tonic::Code,
     /// `ErrorInfo.reason` of Dapr's "rich" errors; they also carry `details` over HTTP.
     pub reason: Option<&'static str>,
+    /// `ErrorInfo.reason` sent over gRPC only: daprd names a state request's own faults
+    /// (an empty key, a TTL out of range) by the operation, while HTTP says
+    /// `ERR_MALFORMED_REQUEST` with no details.
+    pub grpc_reason: Option<&'static str>,
     pub app_id: Option<String>,
 }
 
@@ -41,8 +45,15 @@ impl ApiError {
             status,
             grpc,
             reason: None,
+            grpc_reason: None,
             app_id: None,
         }
+    }
+
+    /// Names this error by a state operation over gRPC (`ERR_STATE_SAVE`, ...).
+    pub fn in_grpc_as(mut self, reason: &'static str) -> Self {
+        self.grpc_reason.get_or_insert(reason);
+        self
     }
 
     fn rich(mut self, reason: &'static str, app_id: &str) -> Self {
@@ -257,7 +268,7 @@ impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
         // State errors carry a reason over gRPC (the rich reason, else the error code);
         // lock and invocation errors are a bare status, as in daprd.
-        let reason = err.reason.or_else(|| {
+        let reason = err.reason.or(err.grpc_reason).or_else(|| {
             (err.code.starts_with("ERR_STATE") || err.code == "ERR_NOT_SUPPORTED_STATE_OPERATION")
                 .then_some(err.code)
         });

@@ -108,10 +108,13 @@ impl Api {
         let items = items
             .into_iter()
             .map(|item| item?.into_set())
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.in_grpc_as("ERR_STATE_SAVE"))?;
         for item in &items {
             if item.key.is_empty() {
-                return Err(ApiError::malformed("\"key\" is a required field"));
+                return Err(
+                    ApiError::malformed("\"key\" is a required field").in_grpc_as("ERR_STATE_SAVE")
+                );
             }
             self.check_key(&item.key)?;
         }
@@ -189,9 +192,10 @@ impl Api {
         ops: Vec<Result<TxOp, ApiError>>,
     ) -> Result<(), ApiError> {
         let mut decoded = Vec::with_capacity(ops.len());
+        let in_grpc = |e: ApiError| e.in_grpc_as("ERR_STATE_TRANSACTION");
         for op in ops {
-            decoded.push(match op? {
-                TxOp::Upsert(item) => TxOperation::Upsert(item.into_set()?),
+            decoded.push(match op.map_err(in_grpc)? {
+                TxOp::Upsert(item) => TxOperation::Upsert(item.into_set().map_err(in_grpc)?),
                 TxOp::Delete(req) => TxOperation::Delete(req),
                 TxOp::Other(kind) => {
                     return Err(ApiError::new(

@@ -8,7 +8,7 @@ use dapr::dapr::proto::runtime::v1::{GetMetadataRequest, PublishEventRequest};
 use serde_json::Value;
 use testkit::{ComponentsDir, SidecarBuilder, StoreKind, TempDir};
 
-use crate::common::one_sidecar_with;
+use crate::common::{error_reason, one_sidecar_with};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sidecar")
@@ -184,16 +184,6 @@ async fn shutdown_api_stops_the_sidecar() {
     assert!(status.success(), "{status}");
 }
 
-fn error_reason(status: &tonic::Status) -> Option<String> {
-    use prost::Message as _;
-    let st = dapr::google::rpc::Status::decode(status.details()).ok()?;
-    let any = st.details.first()?;
-    assert_eq!(any.type_url, "type.googleapis.com/google.rpc.ErrorInfo");
-    let info = sidecar::errors::ErrorInfo::decode(any.value.as_slice()).ok()?;
-    assert_eq!(info.domain, "dapr.io");
-    Some(info.reason)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_errors_carry_dapr_error_info() {
     use dapr::dapr::proto::runtime::v1::GetStateRequest;
@@ -215,6 +205,18 @@ async fn grpc_errors_carry_dapr_error_info() {
     let err = c.get_state(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(error_reason(&err).as_deref(), Some("DAPR_STATE_NOT_FOUND"));
+
+    // A save's own fault is named by the operation, as daprd names it.
+    use dapr::dapr::proto::{common::v1::StateItem, runtime::v1::SaveStateRequest};
+    let mut req = tonic::Request::new(SaveStateRequest {
+        store_name: "statestore".into(),
+        states: vec![StateItem::default()],
+    });
+    req.metadata_mut()
+        .insert("dapr-api-token", "t".parse().unwrap());
+    let err = c.save_state(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error_reason(&err).as_deref(), Some("ERR_STATE_SAVE"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

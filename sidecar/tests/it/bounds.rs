@@ -3,11 +3,13 @@
 //! and the sidecar stays up.
 
 use dapr::dapr::proto::common::v1::StateItem;
-use dapr::dapr::proto::runtime::v1::SaveStateRequest;
+use dapr::dapr::proto::runtime::v1::{
+    ExecuteStateTransactionRequest, SaveStateRequest, TransactionalStateOperation,
+};
 use serde_json::json;
 use testkit::{ComponentsDir, SidecarBuilder, StoreKind, TempDir};
 
-use crate::common::{OneSidecar, error_code, for_each_store, one_sidecar};
+use crate::common::{OneSidecar, error_code, error_reason, for_each_store, one_sidecar};
 
 /// Past `i64` in seconds, and past Dapr's 32-bit range.
 const TOO_LONG: [&str; 2] = ["9223372036854775807", "2147483648"];
@@ -71,7 +73,28 @@ async fn ttl_out_of_range_is_refused_whole(kind: StoreKind) {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{ttl}");
-        assert_unwritten(&s, &["a"]).await;
+        assert_eq!(error_reason(&err).as_deref(), Some("ERR_STATE_SAVE"));
+        let item = |key: &str, ttl: &str| StateItem {
+            key: key.into(),
+            value: b"1".to_vec(),
+            metadata: [("ttlInSeconds".to_string(), ttl.to_string())].into(),
+            ..Default::default()
+        };
+        let upsert = |request| TransactionalStateOperation {
+            operation_type: "upsert".into(),
+            request: Some(request),
+        };
+        let err = c
+            .execute_state_transaction(ExecuteStateTransactionRequest {
+                store_name: "statestore".into(),
+                operations: vec![upsert(item("a", "60")), upsert(item("b", ttl))],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{ttl}");
+        assert_eq!(error_reason(&err).as_deref(), Some("ERR_STATE_TRANSACTION"));
+        assert_unwritten(&s, &["a", "b"]).await;
     }
     let longest = json!([{"key": "c", "value": 3, "metadata": {"ttlInSeconds": "2147483647"}}]);
     let r = s.http_post("/v1.0/state/statestore", &longest).await;

@@ -89,3 +89,14 @@ pub async fn error_code(r: reqwest::Response) -> (u16, String) {
         body["errorCode"].as_str().unwrap_or_default().to_string(),
     )
 }
+
+/// The `ErrorInfo.reason` a gRPC status carries in `grpc-status-details-bin`, if any.
+pub fn error_reason(status: &tonic::Status) -> Option<String> {
+    use prost::Message as _;
+    let st = dapr::google::rpc::Status::decode(status.details()).ok()?;
+    let any = st.details.first()?;
+    assert_eq!(any.type_url, "type.googleapis.com/google.rpc.ErrorInfo");
+    let info = sidecar::errors::ErrorInfo::decode(any.value.as_slice()).ok()?;
+    assert_eq!(info.domain, "dapr.io");
+    Some(info.reason)
+}
