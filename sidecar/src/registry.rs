@@ -105,22 +105,32 @@ fn make_private(dir: &Path) -> io::Result<()> {
         }
         other => other?,
     }
-    let meta = fs::symlink_metadata(dir)?;
     let refuse = |why: String| {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("registry folder {}: {why}", dir.display()),
         ))
     };
-    if !meta.is_dir() {
-        return refuse("is not a folder (a symlink is refused too)".into());
-    }
+    // Checked and closed through one open handle, so the folder checked is the folder
+    // changed even if the name is swapped in between.
+    let folder = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+    {
+        Ok(folder) => folder,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            return refuse("is not a folder (a symlink is refused too)".into());
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = folder.metadata()?;
     if meta.uid() != appkit::process::user_id() {
         return refuse(format!("belongs to user {}, not to this one", meta.uid()));
     }
     if meta.mode() & 0o077 != 0 {
         // Ours, but open to others (made by an older version, or by hand): close it.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        folder.set_permissions(fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }
@@ -388,6 +398,11 @@ mod tests {
             .expect("a symlinked folder");
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
         fs::remove_file(&link).unwrap();
+        let file = scratch("file");
+        fs::write(&file, b"").unwrap();
+        let err = Registry::open(file.clone()).err().expect("a plain file");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        fs::remove_file(&file).unwrap();
         // Another user's folder (root can hand one over; others cannot, and skip this part).
         if std::os::unix::fs::chown(&real, Some(65534), Some(65534)).is_ok() {
             let err = Registry::open(real.clone())
