@@ -260,6 +260,9 @@ pub struct Timing {
 pub struct RateResult {
     pub rate: u32,
     pub measured: Measured,
+    /// CPU per request of each process (and `total`) over this run: at a constant rate
+    /// every process does the same work per request, whatever the machine's speed.
+    pub cpu_us_per_request: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -413,6 +416,7 @@ pub fn run_row(
             "latency at {rate} req/s: {generator}, {} s",
             t.latency
         ));
+        let before = procstat::snapshot(&running.measured);
         let m = load::constant_rate(
             &target,
             rate,
@@ -421,26 +425,27 @@ pub fn run_row(
             scratch.path(),
             row.keyed,
         )?;
+        let cpu = procstat::per_request(&before, &running.measured, m.requests);
         say(&format!(
-            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {}",
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {}, {:.0} µs CPU per request",
             m.p50,
             m.p90,
             m.p99,
-            m.p999.map_or("-".into(), |v| format!("{v:.2} ms"))
+            m.p999.map_or("-".into(), |v| format!("{v:.2} ms")),
+            cpu["total"]
         ));
-        latency.push(RateResult { rate, measured: m });
+        latency.push(RateResult {
+            rate,
+            measured: m,
+            cpu_us_per_request: cpu,
+        });
     }
 
     say(&format!("max throughput: wrk -t2 -c50, {} s", t.max));
     let before = procstat::snapshot(&running.measured);
     let max = load::max_throughput(&target, t.max, 50, seed, row.keyed)?;
-    let after = procstat::snapshot(&running.measured);
-    let mut cpu_us_per_request: BTreeMap<String, f64> = procstat::spent(&before, &after)
-        .into_iter()
-        .map(|(k, secs)| (k, secs * 1e6 / max.requests.max(1) as f64))
-        .collect();
-    let total: f64 = cpu_us_per_request.values().sum();
-    cpu_us_per_request.insert("total".into(), total);
+    let cpu_us_per_request = procstat::per_request(&before, &running.measured, max.requests);
+    let total = cpu_us_per_request["total"];
     say(&format!(
         "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs CPU per request",
         max.rps, max.p50, max.p99, total

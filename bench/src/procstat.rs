@@ -37,6 +37,21 @@ pub fn spent(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// CPU microseconds per request of each process since `before`, and their `total`.
+pub fn per_request(
+    before: &Snapshot,
+    procs: &[(String, u32)],
+    requests: u64,
+) -> BTreeMap<String, f64> {
+    let mut us: BTreeMap<String, f64> = spent(before, &snapshot(procs))
+        .into_iter()
+        .map(|(k, secs)| (k, secs * 1e6 / requests.max(1) as f64))
+        .collect();
+    let total = us.values().sum();
+    us.insert("total".into(), total);
+    us
+}
+
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -132,16 +132,25 @@ pub fn markdown(rep: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "| configuration | id | rate | p50 | p90 | p95 | p99 | p99.9 | errors | generator |"
+        "| configuration | id | rate | p50 | p90 | p95 | p99 | p99.9 | errors | generator | CPU µs per request (per process) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     let opt = |v: Option<f64>| v.map_or("—".into(), |v| format!("{} ms", ms(v)));
     for r in &rep.rows {
         for l in &r.latency {
             let m = &l.measured;
+            let cpu = &l.cpu_us_per_request;
+            let each: Vec<String> = cpu
+                .iter()
+                .filter(|(k, _)| *k != "total")
+                .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect();
+            let cpu = cpu.get("total").map_or("—".into(), |t| {
+                format!("{t:.0} ({})", each.join(", "))
+            });
             let _ = writeln!(
                 s,
-                "| {} | {} | {} req/s | {} ms | {} ms | {} | {} ms | {} | {} of {} | {} |",
+                "| {} | {} | {} req/s | {} ms | {} ms | {} | {} ms | {} | {} of {} | {} | {cpu} |",
                 r.row.title,
                 r.row.id,
                 l.rate,
