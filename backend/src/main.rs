@@ -13,6 +13,12 @@ use axum::serve::ListenerExt as _;
 use backend::booking::{Booker, Consistency, Policy, Work};
 use backend::catalogue::Catalogue;
 use backend::routes::{AppState, app};
+
+/// Every call allocates and frees buffers of a few KiB (tonic's 8 KiB codec buffers, h2
+/// frames) that glibc's malloc serves by consolidating its fast bins each time; mimalloc's
+/// per-size free lists do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
