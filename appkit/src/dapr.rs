@@ -99,6 +99,15 @@ pub enum Op {
     },
 }
 
+/// A value to create where its key does not exist yet.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Seconds until the store drops the key; `None` keeps it.
+    pub ttl: Option<u32>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unlocked {
     Released,
@@ -315,23 +324,24 @@ impl SidecarClient {
             .collect())
     }
 
-    /// Creates `key` only if it does not exist; `Ok(false)` when it already did. With a
-    /// `ttl`, the store drops the key after that many seconds.
-    pub async fn create(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Option<u32>,
-    ) -> Result<bool, DaprError> {
+    /// Creates each of `items` whose key does not exist yet, in one call; a key that
+    /// exists is left as it is. Which were created is for a read to tell: a first-write
+    /// save on an existing key is refused (in-memory and SQLite as a conflict, Redis as a
+    /// failure) while the others still go in, and that refusal is not an error here.
+    pub async fn create(&self, items: Vec<NewItem>) -> Result<(), DaprError> {
+        let states = items
+            .into_iter()
+            .map(|item| StateItem {
+                key: item.key,
+                value: item.value,
+                etag: None,
+                metadata: ttl_metadata(item.ttl),
+                options: first_write(),
+            })
+            .collect();
         let req = SaveStateRequest {
             store_name: self.statestore.clone(),
-            states: vec![StateItem {
-                key: key.to_string(),
-                value,
-                etag: None,
-                metadata: ttl_metadata(ttl),
-                options: first_write(),
-            }],
+            states,
         };
         let r = self
             .call("SaveState", req, |mut raw, req| async move {
@@ -339,17 +349,15 @@ impl SidecarClient {
             })
             .await;
         match r {
-            Ok(()) => Ok(true),
-            Err(e) => match e {
-                // A first-write save on an existing key is refused as a conflict by
-                // in-memory and SQLite stores, and as a plain failure by Redis.
+            Ok(())
+            | Err(
                 DaprError::Conflict(_)
                 | DaprError::Failed {
                     code: tonic::Code::Internal,
                     ..
-                } => Ok(false),
-                other => Err(other),
-            },
+                },
+            ) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appkit::dapr::{DaprError, Item, Op, SidecarClient, Unlocked};
+use appkit::dapr::{DaprError, Item, NewItem, Op, SidecarClient, Unlocked};
 use appkit::request::first_bookable_day;
 use appkit::wire::{
     Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation, ReservationId,
@@ -149,6 +149,10 @@ impl KeyUse {
 /// The end of a request's budget kept for reading an ambiguous commit back: the work
 /// stops this much before the deadline, so the read-back still reaches the caller.
 const READ_BACK_GRACE: Duration = Duration::from_millis(300);
+
+/// Rounds of creating missing entries before a read gives up: one in the common case, a
+/// second when a store refused a whole batch for one entry another writer made first.
+const CREATE_ROUNDS: usize = 3;
 
 fn booked_of(item: &Item) -> Result<u32, BookingError> {
     if item.data.is_empty() {
@@ -478,29 +482,46 @@ impl<S: Store> Booker<S> {
             return Ok(Read::Answered(answer));
         }
         let night_count = keys.len() - usize::from(key.is_some());
-        let missing: Vec<usize> = (0..items.len())
-            .filter(|&i| !items[i].exists() && (guard.etags || i >= night_count))
-            .collect();
-        if missing.is_empty() {
-            return Guarded::new(items, &keys, key).map(Read::Guarded);
+        let must_exist = |i: usize| guard.etags || i >= night_count;
+        // One save creates every missing entry. A store that saves a batch all or nothing
+        // creates none when another writer made one of them first: then the entries still
+        // missing are created again, without it.
+        for _ in 0..CREATE_ROUNDS {
+            let missing: Vec<usize> = (0..items.len())
+                .filter(|&i| !items[i].exists() && must_exist(i))
+                .collect();
+            if missing.is_empty() {
+                return Guarded::new(items, &keys, key).map(Read::Guarded);
+            }
+            let create = missing
+                .iter()
+                .map(|&i| {
+                    let (value, ttl) = match key {
+                        Some(k) if i >= night_count => {
+                            (k.record(None, None), Some(self.policy.key_ttl_secs))
+                        }
+                        _ => (br#"{"booked":0}"#.to_vec(), None),
+                    };
+                    NewItem {
+                        key: items[i].key.clone(),
+                        value,
+                        ttl,
+                    }
+                })
+                .collect();
+            state.create(create).await?;
+            items = state.bulk_get(&keys).await?;
+            if let Some(answer) = self.answered(key, items.last())? {
+                return Ok(Read::Answered(answer));
+            }
         }
-        for &i in &missing {
-            let (value, ttl) = match key {
-                Some(k) if i >= night_count => {
-                    (k.record(None, None), Some(self.policy.key_ttl_secs))
-                }
-                _ => (br#"{"booked":0}"#.to_vec(), None),
-            };
-            state.create(&items[i].key, value, ttl).await?;
-        }
-        items = state.bulk_get(&keys).await?;
-        if let Some(answer) = self.answered(key, items.last())? {
-            return Ok(Read::Answered(answer));
-        }
-        if let Some(i) = missing.into_iter().find(|&i| !items[i].exists()) {
+        if let Some(item) = (0..items.len())
+            .find(|&i| !items[i].exists() && must_exist(i))
+            .map(|i| &items[i])
+        {
             return Err(BookingError::Store(format!(
                 "{} could not be created",
-                items[i].key
+                item.key
             )));
         }
         Guarded::new(items, &keys, key).map(Read::Guarded)

@@ -311,3 +311,25 @@ async fn bad_requests_are_refused_before_any_work() {
     }
     assert_eq!(store.transactions(), 0);
 }
+
+/// A store that saves a batch all or nothing refuses the batch of missing nights when
+/// another writer made one of them first: the booking creates the rest again and goes on.
+#[tokio::test]
+async fn missing_nights_are_created_again_when_a_batch_is_refused_whole() {
+    for consistency in [Consistency::Lock, Consistency::Etag] {
+        let store = MemoryStore::default();
+        let booker = booker(&store, policy(consistency));
+        store.race_next_create(&night_key(1, night()));
+        let two_nights = BookingRequest {
+            check_out: night().plus(2).unwrap(),
+            ..stay("ann", 2)
+        };
+        booker
+            .book(1, two_nights, &call(Some("k1")))
+            .await
+            .unwrap_or_else(|e| panic!("{consistency:?}: {e:?}"));
+        assert_eq!(booked(&store, 1), 2, "{consistency:?}");
+        let second = store.value(&night_key(1, night().plus(1).unwrap()));
+        assert_eq!(second.unwrap()["booked"], 2, "{consistency:?}");
+    }
+}

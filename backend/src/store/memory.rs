@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use appkit::dapr::{DaprError, Item, Op, Unlocked};
+use appkit::dapr::{DaprError, Item, NewItem, Op, Unlocked};
 
 use super::Store;
 
@@ -29,6 +29,10 @@ struct Shared {
     /// How many of the next transactions are applied but answered with an error.
     answers_to_lose: usize,
     transactions: usize,
+    /// Creates save a batch all or nothing, as a store with a transactional bulk save.
+    batch_all_or_nothing: bool,
+    /// Keys another writer creates just before the next create lands.
+    created_first: Vec<String>,
 }
 
 impl Shared {
@@ -73,6 +77,14 @@ impl MemoryStore {
     /// The next `n` transactions are applied, then answered as if the reply were lost.
     pub fn lose_answers(&self, n: usize) {
         self.shared().answers_to_lose = n;
+    }
+
+    /// Creates save their batch all or nothing, and the next one finds `key` made by
+    /// another writer just before it.
+    pub fn race_next_create(&self, key: &str) {
+        let mut shared = self.shared();
+        shared.batch_all_or_nothing = true;
+        shared.created_first.push(key.to_string());
     }
 
     /// How many transactions were applied.
@@ -145,20 +157,26 @@ impl Store for MemoryStore {
         Ok(keys.iter().map(|k| shared.item(k)).collect())
     }
 
-    async fn create(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        _ttl: Option<u32>,
-    ) -> Result<bool, DaprError> {
+    async fn create(&self, items: Vec<NewItem>) -> Result<(), DaprError> {
         self.enter("create").await?;
         let mut shared = self.shared();
-        if shared.items.contains_key(key) {
-            return Ok(false);
+        for key in std::mem::take(&mut shared.created_first) {
+            let etag = shared.etag();
+            shared
+                .items
+                .insert(key, (br#"{"booked":0}"#.to_vec(), etag));
         }
-        let etag = shared.etag();
-        shared.items.insert(key.to_string(), (value, etag));
-        Ok(true)
+        if shared.batch_all_or_nothing && items.iter().any(|i| shared.items.contains_key(&i.key)) {
+            // Refused whole; like the sidecar's client, that is no error to the caller.
+            return Ok(());
+        }
+        for item in items {
+            if !shared.items.contains_key(&item.key) {
+                let etag = shared.etag();
+                shared.items.insert(item.key, (item.value, etag));
+            }
+        }
+        Ok(())
     }
 
     async fn transact(&self, ops: Vec<Op>) -> Result<(), DaprError> {

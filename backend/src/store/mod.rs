@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use appkit::dapr::{DaprError, Item, Op, SidecarClient, Unlocked};
+use appkit::dapr::{DaprError, Item, NewItem, Op, SidecarClient, Unlocked};
 
 #[cfg(test)]
 pub mod memory;
@@ -25,14 +25,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<Item>, DaprError>> + Send;
 
-    /// Creates `key` only if it does not exist (`Ok(false)` when it did), expiring after
-    /// `ttl` seconds when given.
-    fn create(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Option<u32>,
-    ) -> impl Future<Output = Result<bool, DaprError>> + Send;
+    /// Creates each item whose key does not exist yet, in one call, leaving existing keys
+    /// as they are; a read tells which were created.
+    fn create(&self, items: Vec<NewItem>) -> impl Future<Output = Result<(), DaprError>> + Send;
 
     /// All of `ops` or none; an ETag that no longer matches fails the whole transaction.
     fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), DaprError>> + Send;
@@ -68,13 +63,8 @@ impl Store for SidecarClient {
         SidecarClient::bulk_get(self, keys)
     }
 
-    fn create(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Option<u32>,
-    ) -> impl Future<Output = Result<bool, DaprError>> + Send {
-        SidecarClient::create(self, key, value, ttl)
+    fn create(&self, items: Vec<NewItem>) -> impl Future<Output = Result<(), DaprError>> + Send {
+        SidecarClient::create(self, items)
     }
 
     fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), DaprError>> + Send {
