@@ -145,9 +145,9 @@ pub fn markdown(rep: &Report) -> String {
                 .filter(|(k, _)| *k != "total")
                 .map(|(k, v)| format!("{k} {v:.0}"))
                 .collect();
-            let cpu = cpu.get("total").map_or("—".into(), |t| {
-                format!("{t:.0} ({})", each.join(", "))
-            });
+            let cpu = cpu
+                .get("total")
+                .map_or("—".into(), |t| format!("{t:.0} ({})", each.join(", ")));
             let _ = writeln!(
                 s,
                 "| {} | {} | {} req/s | {} ms | {} ms | {} | {} ms | {} | {} of {} | {} | {cpu} |",
