@@ -18,6 +18,7 @@ use dapr::dapr::proto::runtime::v1::{
     ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest, SaveStateRequest,
     TransactionalStateOperation, TryLockRequest, UnlockRequest,
 };
+use hyper_util::rt::TokioIo;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -126,6 +127,24 @@ pub struct SidecarClient {
     deadline: Option<Instant>,
 }
 
+/// Connects to the sidecar's gRPC socket (`DAPR_GRPC_ENDPOINT=unix:///path`); the
+/// channel's URI then only names the origin of the calls.
+fn unix_connector(
+    path: std::path::PathBuf,
+) -> impl tower::Service<
+    http::Uri,
+    Response = TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<TokioIo<tokio::net::UnixStream>>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |_: http::Uri| {
+        let path = path.clone();
+        async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+    })
+}
+
 fn ttl_metadata(ttl: Option<u32>) -> HashMap<String, String> {
     ttl.map(|t| HashMap::from([("ttlInSeconds".to_string(), t.to_string())]))
         .unwrap_or_default()
@@ -140,7 +159,11 @@ fn first_write() -> Option<StateOptions> {
 
 impl SidecarClient {
     fn endpoint(settings: &DaprSettings) -> Result<Endpoint, DaprError> {
-        Ok(Endpoint::from_shared(settings.grpc_endpoint.clone())
+        let uri = match settings.grpc_socket {
+            Some(_) => "http://localhost".to_string(),
+            None => settings.grpc_endpoint.clone(),
+        };
+        Ok(Endpoint::from_shared(uri)
             .map_err(|e| {
                 DaprError::Unavailable(format!("bad gRPC endpoint {}: {e}", settings.grpc_endpoint))
             })?
@@ -203,10 +226,12 @@ impl SidecarClient {
 
     /// A client that connects on its first call and reconnects by itself.
     pub fn new(settings: &DaprSettings) -> Result<Self, DaprError> {
-        Ok(Self::with_channel(
-            settings,
-            Self::endpoint(settings)?.connect_lazy(),
-        ))
+        let endpoint = Self::endpoint(settings)?;
+        let channel = match &settings.grpc_socket {
+            Some(path) => endpoint.connect_with_connector_lazy(unix_connector(path.clone())),
+            None => endpoint.connect_lazy(),
+        };
+        Ok(Self::with_channel(settings, channel))
     }
 
     /// A client connected now (retrying for up to 30 s while the sidecar starts).
@@ -214,7 +239,15 @@ impl SidecarClient {
         let endpoint = Self::endpoint(settings)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match endpoint.connect().await {
+            let connected = match &settings.grpc_socket {
+                Some(path) => {
+                    endpoint
+                        .connect_with_connector(unix_connector(path.clone()))
+                        .await
+                }
+                None => endpoint.connect().await,
+            };
+            match connected {
                 Ok(channel) => return Ok(Self::with_channel(settings, channel)),
                 Err(e) if std::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "sidecar not reachable yet");

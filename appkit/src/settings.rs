@@ -1,11 +1,17 @@
 //! Settings read from the environment the way `dapr run` (and Dapr on Kubernetes) passes
 //! them, with Dapr's defaults, plus this project's store and app names.
 
+use std::path::PathBuf;
+
 /// Where the sidecar is and what to call things.
 #[derive(Debug, Clone)]
 pub struct DaprSettings {
     pub http_port: u16,
+    /// The HTTP API's Unix domain socket (`DAPR_HTTP_ENDPOINT=unix:///path`), if any.
+    pub http_socket: Option<PathBuf>,
     pub grpc_endpoint: String,
+    /// The gRPC API's Unix domain socket (`DAPR_GRPC_ENDPOINT=unix:///path`), if any.
+    pub grpc_socket: Option<PathBuf>,
     /// Sent to the sidecar on every call when set (`DAPR_API_TOKEN`).
     pub api_token: Option<String>,
     /// Expected from the sidecar on every call to the app when set (`APP_API_TOKEN`).
@@ -39,6 +45,8 @@ impl DaprSettings {
             http_port: var("DAPR_HTTP_PORT")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(3500),
+            http_socket: var("DAPR_HTTP_ENDPOINT").and_then(|e| unix_path(&e)),
+            grpc_socket: unix_path(&grpc_endpoint),
             grpc_endpoint,
             api_token: var("DAPR_API_TOKEN"),
             app_token: var("APP_API_TOKEN"),
@@ -47,6 +55,14 @@ impl DaprSettings {
             backend_app_id: var("BACKEND_APP_ID").unwrap_or_else(|| "backend".into()),
         }
     }
+}
+
+/// The path of a `unix:///path` (or `unix:path`) endpoint.
+fn unix_path(endpoint: &str) -> Option<PathBuf> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))?;
+    (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
 /// `APP_PORT`, or the service's default.

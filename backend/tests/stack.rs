@@ -12,8 +12,18 @@ use test_case::test_case;
 use testkit::{Stack, StoreKind, TempDir};
 
 async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
+    stack_on(kind, consistency, false).await
+}
+
+/// The stack, with each app on its sidecar's Unix domain sockets when `unix`.
+async fn stack_on(kind: StoreKind, consistency: &str, unix: bool) -> (Stack, TempDir) {
     let (dir, path) = catalogue();
-    let s = Stack::builder(kind)
+    let builder = if unix {
+        Stack::builder(kind).unix_sockets()
+    } else {
+        Stack::builder(kind)
+    };
+    let s = builder
         .backend_env("HOTEL_CATALOGUE", &path)
         .backend_env("CONSISTENCY", consistency)
         // Correctness, not speed, is under test: let a slow or busy machine take its time
@@ -27,11 +37,13 @@ async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
     (s, dir)
 }
 
-#[test_case(StoreKind::Sqlite ; "sqlite")]
-#[test_case(StoreKind::Redis ; "redis")]
+#[test_case(StoreKind::Sqlite, false ; "sqlite")]
+#[test_case(StoreKind::Redis, false ; "redis")]
+#[test_case(StoreKind::Sqlite, true ; "sqlite_unix_sockets")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roundtrip(kind: StoreKind) {
-    let (s, _c) = stack(kind, "lock").await;
+async fn roundtrip(kind: StoreKind, unix: bool) {
+    let (mut s, _c) = stack_on(kind, "lock", unix).await;
+    let sockets = unix.then(|| api_sockets_only(&s));
     let http = reqwest::Client::new();
     let (status, r) = book(&http, &s, &booking(2, "ann", &day(0), &day(2), 2)).await;
     assert_eq!(status, 201, "{r}");
@@ -78,6 +90,38 @@ async fn roundtrip(kind: StoreKind) {
         "cancel frees the nights"
     );
     assert_eq!(status(Method::DELETE).await, 404, "cancelled once");
+    if let Some(sockets) = sockets {
+        s.backend_sidecar.stop();
+        for socket in sockets {
+            assert!(!socket.exists(), "{} is removed at exit", socket.display());
+        }
+    }
+}
+
+/// On `--unix-domain-socket` the backend's sidecar serves its API on two private sockets
+/// named as daprd names them, and on no TCP port; its sockets.
+fn api_sockets_only(s: &Stack) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let sidecar = &s.backend_sidecar;
+    assert_eq!(
+        (sidecar.http_port, sidecar.grpc_port),
+        (0, 0),
+        "no API ports"
+    );
+    let http = sidecar.http_socket.clone().expect("an HTTP socket");
+    let grpc = http.with_file_name("dapr-backend-grpc.socket");
+    assert_eq!(http.file_name().unwrap(), "dapr-backend-http.socket");
+    for socket in [&http, &grpc] {
+        let meta = std::fs::metadata(socket).unwrap();
+        assert!(meta.file_type().is_socket(), "{}", socket.display());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            socket.display()
+        );
+    }
+    vec![http, grpc]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

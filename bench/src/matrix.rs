@@ -48,6 +48,8 @@ pub struct Row {
     pub sqlite_sync: &'static str,
     /// Every booking carries its own `Idempotency-Key`.
     pub keyed: bool,
+    /// Each app reaches its sidecar's API on Unix domain sockets (`--unix-domain-socket`).
+    pub unix_sockets: bool,
     pub original: Option<Original>,
 }
 
@@ -62,6 +64,7 @@ const fn row(id: &'static str, title: &'static str, shape: Shape, be: usize, fe:
         consistency: "lock",
         sqlite_sync: "FULL",
         keyed: false,
+        unix_sockets: false,
         original: None,
     }
 }
@@ -208,6 +211,27 @@ pub fn all_rows() -> Vec<Row> {
             )
         },
         Row {
+            unix_sockets: true,
+            ..row(
+                "through-full-uds",
+                "frontend + backend through Dapr, full booking, apps on their sidecars' Unix domain sockets",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            unix_sockets: true,
+            redis: true,
+            ..row(
+                "through-full-redis-uds",
+                "frontend + backend through Dapr, full booking, Redis, apps on Unix domain sockets",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
             keyed: true,
             ..row(
                 "through-full-keyed",
@@ -315,6 +339,10 @@ pub fn run_row(
     let rt = appkit::process::runtime(1)?;
     let scratch = testkit::TempDir::new(&format!("bench-{}", row.id));
     let registry = scratch.path().join("registry");
+    if row.unix_sockets {
+        // The sockets go in the registry folder, which must exist before they are bound.
+        std::fs::create_dir_all(&registry)?;
+    }
     let redis = if row.redis {
         Some(rt.block_on(RedisServer::start())?)
     } else {
@@ -371,6 +399,9 @@ pub fn run_row(
         let mut backend = sidecar("backend", &registry, components.path())?
             .app_port(backend_port)
             .command(&app_cmd("backend", row.backend_workers)?);
+        if row.unix_sockets {
+            backend = backend.unix_sockets(&registry);
+        }
         for (k, v) in &backend_env {
             backend = backend.env(k, v);
         }
@@ -378,9 +409,12 @@ pub fn run_row(
     }
     let target = if matches!(row.shape, Shape::ThroughNoState | Shape::ThroughFull) {
         let frontend_port = free_port();
-        let frontend = sidecar("frontend", &registry, no_components.path())?
+        let mut frontend = sidecar("frontend", &registry, no_components.path())?
             .app_port(frontend_port)
             .command(&app_cmd("frontend", row.frontend_workers)?);
+        if row.unix_sockets {
+            frontend = frontend.unix_sockets(&registry);
+        }
         running.start(&rt, frontend, Some(frontend_port))?;
         Target::Frontend {
             port: frontend_port,

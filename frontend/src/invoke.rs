@@ -12,6 +12,7 @@ use appkit::request::{
     IDEMPOTENCY_KEY, TIMEOUT_HEADER, deadline, deadline_exceeded, idempotency_key,
     timeout_for_next_hop,
 };
+use appkit::settings::DaprSettings;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,22 +29,30 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Calls through the sidecar's HTTP port, or its Unix domain socket when `settings`
+    /// name one (`DAPR_HTTP_ENDPOINT=unix:///path`).
     pub fn new(
-        dapr_http_port: u16,
-        backend_app_id: &str,
+        settings: &DaprSettings,
         api_token: Option<&str>,
         budget: Duration,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1024)
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()?;
+            .no_proxy();
+        let origin = match &settings.http_socket {
+            Some(path) => {
+                client = client.unix_socket(path.clone());
+                "http://localhost".to_string()
+            }
+            None => format!("http://127.0.0.1:{}", settings.http_port),
+        };
+        let backend_app_id = &settings.backend_app_id;
         Ok(Backend {
-            client,
-            base: format!("http://127.0.0.1:{dapr_http_port}/v1.0/invoke/{backend_app_id}/method"),
+            client: client.build()?,
+            base: format!("{origin}/v1.0/invoke/{backend_app_id}/method"),
             token: api_token.map(HeaderValue::from_str).transpose()?,
             budget,
         })

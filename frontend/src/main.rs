@@ -34,11 +34,11 @@ fn main() -> anyhow::Result<()> {
     let port = args.service.port.unwrap_or_else(|| app_port(5002));
     runtime(args.service.workers)?.block_on(async move {
         let budget = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
-        let backend = Backend::new(settings.http_port, &settings.backend_app_id, settings.api_token.as_deref(), budget)?;
+        let backend = Backend::new(&settings, settings.api_token.as_deref(), budget)?;
         let listener = tokio::net::TcpListener::bind((args.service.host, port))
             .await
             .with_context(|| format!("binding {}:{port}", args.service.host))?;
-        tracing::info!(port, dapr_http_port = settings.http_port, backend = %settings.backend_app_id, "frontend listening");
+        tracing::info!(port, dapr_http_port = settings.http_port, dapr_http_socket = ?settings.http_socket, backend = %settings.backend_app_id, "frontend listening");
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });

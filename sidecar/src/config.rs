@@ -62,6 +62,10 @@ pub struct Config {
     /// The address the sidecar's ports listen on.
     #[arg(long, default_value = "127.0.0.1", hide = true)]
     pub listen_address: IpAddr,
+    /// Serve the HTTP and gRPC API on Unix domain sockets in this folder instead of TCP
+    /// ports, as daprd does: `dapr-<app-id>-http.socket` and `dapr-<app-id>-grpc.socket`.
+    #[arg(short = 'u', long)]
+    pub unix_domain_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -118,6 +122,12 @@ impl Config {
         self.registry_dir
             .clone()
             .unwrap_or_else(crate::registry::default_dir)
+    }
+
+    /// The API's socket for `api` ("http" or "grpc") under `--unix-domain-socket`.
+    pub fn api_socket(&self, api: &str) -> Option<PathBuf> {
+        let dir = self.unix_domain_socket.as_ref()?;
+        Some(dir.join(format!("dapr-{}-{api}.socket", self.app_id)))
     }
 
     pub fn api_token(&self) -> Option<&str> {

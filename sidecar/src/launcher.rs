@@ -47,9 +47,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     cmd.args(&args.command[1..])
         .env("APP_ID", &opts.app_id)
         .env("APP_CHANNEL_ADDRESS", &opts.app_channel_address)
-        .env("APP_PROTOCOL", &opts.app_protocol)
-        .env("DAPR_HTTP_PORT", ports.http.to_string())
-        .env("DAPR_GRPC_PORT", ports.grpc.to_string());
+        .env("APP_PROTOCOL", &opts.app_protocol);
+    // On sockets there are no API ports: the app is given the sockets as endpoints
+    // (`unix://` is the gRPC form Dapr's SDKs read; this project's apps read both).
+    match (opts.api_socket("http"), opts.api_socket("grpc")) {
+        (Some(http), Some(grpc)) => {
+            cmd.env("DAPR_HTTP_ENDPOINT", format!("unix://{}", http.display()))
+                .env("DAPR_GRPC_ENDPOINT", format!("unix://{}", grpc.display()));
+        }
+        _ => {
+            cmd.env("DAPR_HTTP_PORT", ports.http.to_string())
+                .env("DAPR_GRPC_PORT", ports.grpc.to_string())
+                .env_remove("DAPR_HTTP_ENDPOINT")
+                .env_remove("DAPR_GRPC_ENDPOINT");
+        }
+    }
     // The tokens reach the app as `dapr run` gives them, also when given as flags.
     if let Some(t) = opts.api_token() {
         cmd.env("DAPR_API_TOKEN", t);

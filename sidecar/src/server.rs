@@ -3,6 +3,7 @@
 //! in the name registry, and shut all of it down gracefully.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::ServiceExt as _;
 use axum::serve::ListenerExt as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -42,11 +43,75 @@ pub struct Sidecar {
 
 /// The sidecar's ports, bound before anything else is built (port 0: a free one).
 pub struct Listeners {
-    pub http: TcpListener,
-    pub grpc: TcpListener,
+    pub http: ApiListener,
+    pub grpc: ApiListener,
     pub internal: TcpListener,
     /// Only when the Dapr Configuration enables metrics.
     pub metrics: Option<TcpListener>,
+}
+
+/// Where the app reaches the API: a TCP port, or a Unix domain socket (the file is
+/// removed when the listener goes).
+pub enum ApiListener {
+    Tcp(TcpListener),
+    Unix(UnixListener, SocketFile),
+}
+
+/// A socket file this sidecar made; removed when dropped.
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl ApiListener {
+    async fn bind(
+        config: &Config,
+        port: Option<u16>,
+        api: &str,
+        what: &str,
+    ) -> anyhow::Result<Self> {
+        match config.api_socket(api) {
+            None => Ok(ApiListener::Tcp(
+                bind(config.listen_address, port, what).await?,
+            )),
+            Some(path) => bind_unix(&path, what),
+        }
+    }
+
+    /// The TCP port; 0 on a socket.
+    fn port(&self) -> anyhow::Result<u16> {
+        Ok(match self {
+            ApiListener::Tcp(l) => l.local_addr()?.port(),
+            ApiListener::Unix(..) => 0,
+        })
+    }
+}
+
+/// Binds a socket at `path` for this user only. A file left there by a sidecar that is
+/// gone is replaced; one a live process answers on is refused.
+fn bind_unix(path: &Path, what: &str) -> anyhow::Result<ApiListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!(
+            "{what} socket {} is in use by another process",
+            path.display()
+        );
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("replacing {}", path.display()));
+        }
+        _ => {}
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the {what} socket {}", path.display()))?;
+    let file = SocketFile(path.to_path_buf());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    Ok(ApiListener::Unix(listener, file))
 }
 
 impl Listeners {
@@ -54,8 +119,8 @@ impl Listeners {
     pub async fn bind(config: &Config, metrics: bool) -> anyhow::Result<Listeners> {
         let addr = config.listen_address;
         Ok(Listeners {
-            http: bind(addr, config.dapr_http_port, "Dapr HTTP").await?,
-            grpc: bind(addr, config.dapr_grpc_port, "Dapr gRPC").await?,
+            http: ApiListener::bind(config, config.dapr_http_port, "http", "Dapr HTTP").await?,
+            grpc: ApiListener::bind(config, config.dapr_grpc_port, "grpc", "Dapr gRPC").await?,
             internal: bind(addr, config.dapr_internal_grpc_port, "internal").await?,
             metrics: if metrics {
                 Some(bind(addr, config.metrics_port, "metrics").await?)
@@ -67,8 +132,8 @@ impl Listeners {
 
     fn ports(&self) -> anyhow::Result<Ports> {
         Ok(Ports {
-            http: self.http.local_addr()?.port(),
-            grpc: self.grpc.local_addr()?.port(),
+            http: self.http.port()?,
+            grpc: self.grpc.port()?,
             internal: self.internal.local_addr()?.port(),
             metrics: self
                 .metrics
@@ -103,16 +168,33 @@ fn serve_http(
     router: axum::Router,
     rx: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    serve_http_on(ApiListener::Tcp(listener), router, rx)
+}
+
+fn serve_http_on(
+    listener: ApiListener,
+    router: axum::Router,
+    rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     let svc = tower::util::MapRequestLayer::new(transport::http::normalize_path);
-    let app = tower::Layer::layer(&svc, router);
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let app = tower::Layer::layer(&svc, router).into_make_service();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(stopped(rx))
-            .await
-        {
+        let result = match listener {
+            ApiListener::Tcp(listener) => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+            }
+            ApiListener::Unix(listener, _file) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+            }
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }
     })
@@ -183,7 +265,7 @@ impl Sidecar {
             router = metrics.layer(router);
             tasks.push(serve_http(listener, metrics.router(), rx.clone()));
         }
-        tasks.push(serve_http(http, router, rx.clone()));
+        tasks.push(serve_http_on(http, router, rx.clone()));
         tasks.push(serve_http(
             internal,
             traced(transport::internal::router(api.clone())),
@@ -256,34 +338,63 @@ impl Sidecar {
 }
 
 fn serve_grpc(
-    listener: TcpListener,
+    listener: ApiListener,
     api: &Arc<Api>,
     tracer: Option<Arc<Tracer>>,
     rx: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let service = transport::grpc::service(api.clone());
     tokio::spawn(async move {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let result = match tracer {
-            Some(t) => {
-                tonic::transport::Server::builder()
-                    .layer(TraceLayer::new(t))
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stopped(rx))
-                    .await
+        let result = match listener {
+            ApiListener::Tcp(listener) => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                serve_grpc_on(incoming, service, tracer, rx).await
             }
-            None => {
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stopped(rx))
-                    .await
+            ApiListener::Unix(listener, _file) => {
+                let incoming = futures_util::stream::unfold(listener, |l| async move {
+                    Some((l.accept().await.map(|(stream, _)| stream), l))
+                });
+                serve_grpc_on(incoming, service, tracer, rx).await
             }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "gRPC server failed");
         }
     })
+}
+
+async fn serve_grpc_on<I, IO>(
+    incoming: I,
+    service: transport::grpc::Service,
+    tracer: Option<Arc<Tracer>>,
+    rx: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error>
+where
+    I: futures_util::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    match tracer {
+        Some(t) => {
+            tonic::transport::Server::builder()
+                .layer(TraceLayer::new(t))
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stopped(rx))
+                .await
+        }
+        None => {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stopped(rx))
+                .await
+        }
+    }
 }
 
 /// In-memory stores drop expired keys once a second; other stores expire keys themselves.
@@ -404,4 +515,28 @@ fn refuse_process_local_replicas(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket file a live process answers on is refused; one left by a process that is
+    /// gone is replaced; ours is removed with its listener.
+    #[tokio::test]
+    async fn an_api_socket_replaces_a_stale_file_but_not_a_live_one() {
+        let dir = std::env::temp_dir().join(format!("sidecar-sockets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dapr-app-http.socket");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = bind_unix(&path, "Dapr HTTP").err().expect("a live socket");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(live); // the file stays behind, as after a crash
+        assert!(path.exists());
+        let ours = bind_unix(&path, "Dapr HTTP").expect("a stale file is replaced");
+        assert!(matches!(ours, ApiListener::Unix(..)));
+        drop(ours);
+        assert!(!path.exists(), "removed with its listener");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -14,12 +14,15 @@ pub struct SidecarBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     command: Vec<String>,
+    socket_dir: Option<PathBuf>,
 }
 
 pub struct SidecarProcess {
     pub app_id: String,
     pub http_port: u16,
     pub grpc_port: u16,
+    /// The HTTP API's socket when the sidecar serves on Unix domain sockets (no ports).
+    pub http_socket: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -35,7 +38,14 @@ impl SidecarBuilder {
             args: Vec::new(),
             env: Vec::new(),
             command: Vec::new(),
+            socket_dir: None,
         }
+    }
+
+    /// Serves the API on Unix domain sockets in `dir` (`--unix-domain-socket`).
+    pub fn unix_sockets(mut self, dir: &Path) -> Self {
+        self.socket_dir = Some(dir.to_path_buf());
+        self.flag("--unix-domain-socket", dir.display())
     }
 
     pub fn resources(mut self, dir: &Path) -> Self {
@@ -155,10 +165,14 @@ impl SidecarBuilder {
             app_id: self.app_id.clone(),
             http_port: port("httpPort")?,
             grpc_port: port("grpcPort")?,
+            http_socket: self
+                .socket_dir
+                .as_ref()
+                .map(|d| d.join(format!("dapr-{}-http.socket", self.app_id))),
             child: Some(child),
         };
         let url = format!("{}/v1.0/healthz/outbound", sidecar.http_url());
-        let client = reqwest::Client::new();
+        let client = sidecar.http_client();
         wait_until("sidecar health", Duration::from_secs(20), || {
             let req = client.get(&url).send();
             async move { req.await.ok().filter(|r| r.status() == 204).map(|_| ()) }
@@ -169,8 +183,23 @@ impl SidecarBuilder {
 }
 
 impl SidecarProcess {
+    /// The HTTP API's origin; on a socket the host only names it (`http_client` connects).
     pub fn http_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        match self.http_socket {
+            Some(_) => "http://localhost".into(),
+            None => format!("http://127.0.0.1:{}", self.http_port),
+        }
+    }
+
+    /// A client that reaches the HTTP API, on its port or its socket.
+    pub fn http_client(&self) -> reqwest::Client {
+        let builder = reqwest::Client::builder();
+        match &self.http_socket {
+            Some(path) => builder.unix_socket(path.clone()),
+            None => builder,
+        }
+        .build()
+        .expect("a plain reqwest client builds")
     }
 
     pub fn grpc_url(&self) -> String {

@@ -25,6 +25,7 @@ pub struct StackBuilder {
     store: StoreKind,
     backend_env: Vec<(String, String)>,
     frontend_env: Vec<(String, String)>,
+    unix_sockets: bool,
 }
 
 pub struct Stack {
@@ -42,6 +43,7 @@ impl Stack {
             store,
             backend_env: Vec::new(),
             frontend_env: Vec::new(),
+            unix_sockets: false,
         }
     }
 }
@@ -59,6 +61,13 @@ impl StackBuilder {
         self
     }
 
+    /// Each app reaches its sidecar's API on Unix domain sockets (`--unix-domain-socket`,
+    /// in the stack's registry folder).
+    pub fn unix_sockets(mut self) -> Self {
+        self.unix_sockets = true;
+        self
+    }
+
     pub async fn spawn(self) -> anyhow::Result<Stack> {
         let store = StoreFixture::start(self.store).await?;
         let registry = TempDir::new("registry");
@@ -72,6 +81,9 @@ impl StackBuilder {
             for (k, v) in env {
                 sidecar = sidecar.env(k, v);
             }
+            if self.unix_sockets {
+                sidecar = sidecar.unix_sockets(registry.path());
+            }
             let bin = workspace_bin(app).display().to_string();
             sidecar
                 .command(&[&bin, "--workers", "1", "--log-level", "warning"])
@@ -81,11 +93,9 @@ impl StackBuilder {
         };
         let (backend_sidecar, backend_port) = launch("backend", &self.backend_env).await?;
         let (frontend_sidecar, frontend_port) = launch("frontend", &self.frontend_env).await?;
-        let client = reqwest::Client::new();
-        for url in [
-            format!("{}/v1.0/healthz", backend_sidecar.http_url()),
-            format!("{}/v1.0/healthz", frontend_sidecar.http_url()),
-        ] {
+        for sidecar in [&backend_sidecar, &frontend_sidecar] {
+            let client = sidecar.http_client();
+            let url = format!("{}/v1.0/healthz", sidecar.http_url());
             wait_until(&url, Duration::from_secs(30), || {
                 let req = client.get(&url).send();
                 async move { req.await.ok().filter(|r| r.status() == 204).map(|_| ()) }
