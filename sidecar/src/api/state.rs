@@ -118,13 +118,21 @@ impl Api {
             }
             self.check_key(&item.key)?;
         }
-        let mut errors = Vec::new();
-        for mut item in items {
-            item.key = store.key(&item.key);
-            if let Err(e) = store.store.set(&item).await {
-                errors.push(e);
-            }
-        }
+        // All at once, as daprd's bulk save runs them: on SQLite they queue for one group
+        // commit instead of one disk sync each.
+        let items: Vec<SetRequest> = items
+            .into_iter()
+            .map(|mut item| {
+                item.key = store.key(&item.key);
+                item
+            })
+            .collect();
+        let errors: Vec<StoreError> =
+            futures_util::future::join_all(items.iter().map(|item| store.store.set(item)))
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
         if errors.is_empty() {
             return Ok(());
         }
