@@ -357,10 +357,13 @@ impl SidecarClient {
             .collect())
     }
 
-    /// Creates each of `items` whose key does not exist yet, in one call; a key that
-    /// exists is left as it is. Which were created is for a read to tell: a first-write
-    /// save on an existing key is refused (in-memory and SQLite as a conflict, Redis as a
-    /// failure) while the others still go in, and that refusal is not an error here.
+    /// Creates each of `items` whose key does not exist yet, in one call. Which were
+    /// created is for a read to tell: a first-write save on an existing key is refused
+    /// (in-memory and SQLite as a conflict, Redis as a failure) while the others still go
+    /// in, and that refusal is not an error here. On Redis only a key that was itself
+    /// created first-write is safe from it: one written otherwise (by a transaction, as the
+    /// booking's modes without ETags write nights) is overwritten, so those modes and the
+    /// guarded ones must not share one Redis.
     pub async fn create(&self, items: Vec<NewItem>) -> Result<(), DaprError> {
         let states = items
             .into_iter()
@@ -382,14 +385,18 @@ impl SidecarClient {
             })
             .await;
         match r {
-            Ok(())
-            | Err(
-                DaprError::Conflict(_)
+            Ok(()) => Ok(()),
+            Err(
+                e @ (DaprError::Conflict(_)
                 | DaprError::Failed {
                     code: tonic::Code::Internal,
                     ..
-                },
-            ) => Ok(()),
+                }),
+            ) => {
+                // Also a store failure looks like this; the read that follows tells.
+                tracing::debug!(error = %e, "a create was refused");
+                Ok(())
+            }
             Err(other) => Err(other),
         }
     }

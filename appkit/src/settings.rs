@@ -46,7 +46,7 @@ impl DaprSettings {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(3500),
             http_socket: var("DAPR_HTTP_ENDPOINT").and_then(|e| unix_path(&e)),
-            grpc_socket: unix_path(&grpc_endpoint),
+            grpc_socket: var("DAPR_GRPC_ENDPOINT").and_then(|e| unix_path(&e)),
             grpc_endpoint,
             api_token: var("DAPR_API_TOKEN"),
             app_token: var("APP_API_TOKEN"),
@@ -70,4 +70,19 @@ pub fn app_port(default: u16) -> u16 {
     var("APP_PORT")
         .and_then(|p| p.parse().ok())
         .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_path;
+
+    #[test]
+    fn unix_endpoints_name_their_socket() {
+        let path = |e| unix_path(e).map(|p| p.display().to_string());
+        assert_eq!(path("unix:///run/d.sock").as_deref(), Some("/run/d.sock"));
+        assert_eq!(path("unix:/run/d.sock").as_deref(), Some("/run/d.sock"));
+        assert_eq!(path("unix:d.sock").as_deref(), Some("d.sock"));
+        assert_eq!(path("http://127.0.0.1:50001"), None);
+        assert_eq!(path("unix://"), None);
+    }
 }

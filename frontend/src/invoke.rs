@@ -31,11 +31,7 @@ pub struct Backend {
 impl Backend {
     /// Calls through the sidecar's HTTP port, or its Unix domain socket when `settings`
     /// name one (`DAPR_HTTP_ENDPOINT=unix:///path`).
-    pub fn new(
-        settings: &DaprSettings,
-        api_token: Option<&str>,
-        budget: Duration,
-    ) -> anyhow::Result<Self> {
+    pub fn new(settings: &DaprSettings, budget: Duration) -> anyhow::Result<Self> {
         let mut client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(1024)
@@ -53,7 +49,11 @@ impl Backend {
         Ok(Backend {
             client: client.build()?,
             base: format!("{origin}/v1.0/invoke/{backend_app_id}/method"),
-            token: api_token.map(HeaderValue::from_str).transpose()?,
+            token: settings
+                .api_token
+                .as_deref()
+                .map(HeaderValue::from_str)
+                .transpose()?,
             budget,
         })
     }

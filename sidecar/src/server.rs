@@ -90,28 +90,46 @@ impl ApiListener {
     }
 }
 
-/// Binds a socket at `path` for this user only. A file left there by a sidecar that is
-/// gone is replaced; one a live process answers on is refused.
+/// Binds a socket at `path` for this user only: made in a private folder beside it,
+/// closed to `0600` there, then renamed into place, so no one can connect before it is
+/// private. A socket left by a sidecar that is gone is replaced; a live one, or anything
+/// that is not a socket, is refused.
 fn bind_unix(path: &Path, what: &str) -> anyhow::Result<ApiListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        anyhow::bail!(
-            "{what} socket {} is in use by another process",
-            path.display()
-        );
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("replacing {}", path.display()));
+    use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            anyhow::bail!(
+                "{what} socket {} exists and is not a socket",
+                path.display()
+            );
+        }
+        // A local connect answers at once: refused (stale) or accepted (live).
+        Ok(_) if std::os::unix::net::UnixStream::connect(path).is_ok() => {
+            anyhow::bail!(
+                "{what} socket {} is in use by another process",
+                path.display()
+            );
         }
         _ => {}
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding the {what} socket {}", path.display()))?;
-    let file = SocketFile(path.to_path_buf());
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} private", path.display()))?;
-    Ok(ApiListener::Unix(listener, file))
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let private = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("making {}", private.display()))?;
+    let made = private.join("socket");
+    let bound = UnixListener::bind(&made)
+        .with_context(|| format!("binding the {what} socket {}", path.display()))
+        .and_then(|listener| {
+            std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&made, path)
+                .with_context(|| format!("putting the {what} socket at {}", path.display()))?;
+            Ok(listener)
+        });
+    let _ = std::fs::remove_file(&made);
+    let _ = std::fs::remove_dir(&private);
+    Ok(ApiListener::Unix(bound?, SocketFile(path.to_path_buf())))
 }
 
 impl Listeners {
@@ -525,9 +543,13 @@ mod tests {
     /// gone is replaced; ours is removed with its listener.
     #[tokio::test]
     async fn an_api_socket_replaces_a_stale_file_but_not_a_live_one() {
-        let dir = std::env::temp_dir().join(format!("sidecar-sockets-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("dapr-app-http.socket");
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = testkit::TempDir::new("sockets");
+        let path = dir.path().join("dapr-app-http.socket");
+        std::fs::write(&path, b"a file of the user's").unwrap();
+        let err = bind_unix(&path, "Dapr HTTP").err().expect("a plain file");
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        std::fs::remove_file(&path).unwrap();
         let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let err = bind_unix(&path, "Dapr HTTP").err().expect("a live socket");
         assert!(err.to_string().contains("in use"), "{err}");
@@ -535,8 +557,11 @@ mod tests {
         assert!(path.exists());
         let ours = bind_unix(&path, "Dapr HTTP").expect("a stale file is replaced");
         assert!(matches!(ours, ApiListener::Unix(..)));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "nothing else left beside it");
         drop(ours);
         assert!(!path.exists(), "removed with its listener");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

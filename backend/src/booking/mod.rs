@@ -377,6 +377,7 @@ impl<S: Store> Booker<S> {
         {
             Read::Answered(r) => return Ok(Attempt::Done(r)),
             Read::Guarded(read) => read,
+            Read::Contended => return Ok(Attempt::Conflict),
         };
         let record = read.record();
         let mut ops = Vec::with_capacity(read.items.len() + 1);
@@ -485,7 +486,7 @@ impl<S: Store> Booker<S> {
         let must_exist = |i: usize| guard.etags || i >= night_count;
         // One save creates every missing entry. A store that saves a batch all or nothing
         // creates none when another writer made one of them first: then the entries still
-        // missing are created again, without it.
+        // missing are created again, without it; past the rounds, the attempt starts over.
         for _ in 0..CREATE_ROUNDS {
             let missing: Vec<usize> = (0..items.len())
                 .filter(|&i| !items[i].exists() && must_exist(i))
@@ -519,10 +520,9 @@ impl<S: Store> Booker<S> {
             .find(|&i| !items[i].exists() && must_exist(i))
             .map(|i| &items[i])
         {
-            return Err(BookingError::Store(format!(
-                "{} could not be created",
-                item.key
-            )));
+            // Each refused round means some writer made one of these entries meanwhile.
+            tracing::debug!(key = %item.key, "entries still missing after every round");
+            return Ok(Read::Contended);
         }
         Guarded::new(items, &keys, key).map(Read::Guarded)
     }
@@ -785,6 +785,7 @@ impl<S: Store> Booker<S> {
         {
             Read::Answered(done) => return Ok(Attempt::Done(done)),
             Read::Guarded(read) => read,
+            Read::Contended => return Ok(Attempt::Conflict),
         };
         let record = read.record();
         let mut ops = Vec::with_capacity(read.items.len() + 1);
@@ -876,6 +877,8 @@ enum Read {
     /// The key's record already holds the answer.
     Answered(Reservation),
     Guarded(Guarded),
+    /// Other writers kept creating what this read needed: try the whole attempt again.
+    Contended,
 }
 
 /// A guarded read: the nights in order, then the key's record when there is a key. The

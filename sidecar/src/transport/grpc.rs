@@ -63,10 +63,10 @@ impl tonic::service::Interceptor for TokenCheck {
     }
 }
 
-/// The gRPC service, with the API token check in front of it.
 /// The Dapr gRPC API as tonic serves it.
 pub type Service = InterceptedService<DaprServer<GrpcApi>, TokenCheck>;
 
+/// The gRPC service, with the API token check in front of it.
 pub fn service(rt: Arc<Api>) -> Service {
     let check = TokenCheck(rt.config.api_token().map(Arc::from));
     // daprd bounds both directions by --max-body-size.
