@@ -203,6 +203,10 @@ impl SidecarProcess {
     }
 
     pub fn grpc_url(&self) -> String {
+        assert!(
+            self.http_socket.is_none(),
+            "a sidecar on Unix domain sockets has no gRPC port"
+        );
         format!("http://127.0.0.1:{}", self.grpc_port)
     }
 
