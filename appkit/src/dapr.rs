@@ -147,7 +147,7 @@ fn unix_connector(
 
 /// `grpc-timeout` for `left`, marked sensitive: the value differs on every call, and
 /// HPACK would otherwise add each one to the connection's header table, evicting the
-/// headers that repeat (measured: a third fewer instructions for header encoding).
+/// headers that repeat (measured: 45% fewer instructions encoding headers, 5% fewer in all).
 fn grpc_timeout(left: Duration) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
     // At most 8 digits: microseconds below 100 s, milliseconds above.
     let text = match u64::try_from(left.as_micros()) {
