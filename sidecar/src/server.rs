@@ -182,14 +182,6 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 fn serve_http(
-    listener: TcpListener,
-    router: axum::Router,
-    rx: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    serve_http_on(ApiListener::Tcp(listener), router, rx)
-}
-
-fn serve_http_on(
     listener: ApiListener,
     router: axum::Router,
     rx: watch::Receiver<bool>,
@@ -281,11 +273,15 @@ impl Sidecar {
         if let Some(listener) = metrics_listener {
             let metrics = Metrics::new(&config.app_id);
             router = metrics.layer(router);
-            tasks.push(serve_http(listener, metrics.router(), rx.clone()));
+            tasks.push(serve_http(
+                ApiListener::Tcp(listener),
+                metrics.router(),
+                rx.clone(),
+            ));
         }
-        tasks.push(serve_http_on(http, router, rx.clone()));
+        tasks.push(serve_http(http, router, rx.clone()));
         tasks.push(serve_http(
-            internal,
+            ApiListener::Tcp(internal),
             traced(transport::internal::router(api.clone())),
             rx.clone(),
         ));

@@ -487,13 +487,20 @@ impl<S: Store> Booker<S> {
         // One save creates every missing entry. A store that saves a batch all or nothing
         // creates none when another writer made one of them first: then the entries still
         // missing are created again, without it; past the rounds, the attempt starts over.
-        for _ in 0..CREATE_ROUNDS {
+        let mut rounds = 0;
+        loop {
             let missing: Vec<usize> = (0..items.len())
                 .filter(|&i| !items[i].exists() && must_exist(i))
                 .collect();
-            if missing.is_empty() {
+            let Some(&first) = missing.first() else {
                 return Guarded::new(items, &keys, key).map(Read::Guarded);
+            };
+            if rounds == CREATE_ROUNDS {
+                // Each refused round means some writer made one of these entries meanwhile.
+                tracing::debug!(key = %items[first].key, "entries still missing after every round");
+                return Ok(Read::Contended);
             }
+            rounds += 1;
             let create = missing
                 .iter()
                 .map(|&i| {
@@ -516,15 +523,6 @@ impl<S: Store> Booker<S> {
                 return Ok(Read::Answered(answer));
             }
         }
-        if let Some(item) = (0..items.len())
-            .find(|&i| !items[i].exists() && must_exist(i))
-            .map(|i| &items[i])
-        {
-            // Each refused round means some writer made one of these entries meanwhile.
-            tracing::debug!(key = %item.key, "entries still missing after every round");
-            return Ok(Read::Contended);
-        }
-        Guarded::new(items, &keys, key).map(Read::Guarded)
     }
 
     /// What the key's record says: the answer of the change it already made, a 422 when it
