@@ -19,6 +19,17 @@ pub struct DaprSettings {
     pub statestore: String,
     pub lockstore: String,
     pub backend_app_id: String,
+    /// The API the app's state and lock calls use; the app's own setting
+    /// (`DAPR_API_PROTOCOL`), not read here.
+    pub api_protocol: ApiProtocol,
+}
+
+/// Which of the sidecar's two APIs an app calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiProtocol {
+    #[default]
+    Grpc,
+    Http,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -53,6 +64,7 @@ impl DaprSettings {
             statestore: var("STATESTORE_NAME").unwrap_or_else(|| "statestore".into()),
             lockstore: var("LOCKSTORE_NAME").unwrap_or_else(|| "lockstore".into()),
             backend_app_id: var("BACKEND_APP_ID").unwrap_or_else(|| "backend".into()),
+            api_protocol: ApiProtocol::Grpc,
         }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use appkit::dapr::SidecarClient;
 use appkit::process::{runtime, shutdown_signal};
 use appkit::service::ServiceArgs;
-use appkit::settings::{DaprSettings, app_port};
+use appkit::settings::{ApiProtocol, DaprSettings, app_port};
 use axum::serve::ListenerExt as _;
 use backend::booking::{Booker, Consistency, Policy, Work};
 use backend::catalogue::Catalogue;
@@ -58,6 +58,9 @@ struct Args {
         hide = true
     )]
     unsafe_no_fencing: bool,
+    /// The sidecar API the state and lock calls use: gRPC, or Dapr's HTTP API.
+    #[arg(long, env = "DAPR_API_PROTOCOL", value_enum, default_value = "grpc")]
+    dapr_api_protocol: ApiProtocol,
     /// Hotel catalogue CSV (id,name,city,rooms); default: the one built in.
     #[arg(long, env = "HOTEL_CATALOGUE")]
     catalogue: Option<PathBuf>,
@@ -75,7 +78,10 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Catalogue::from_file(path)?,
         None => Catalogue::shipped()?,
     });
-    let settings = DaprSettings::from_env();
+    let settings = DaprSettings {
+        api_protocol: args.dapr_api_protocol,
+        ..DaprSettings::from_env()
+    };
     let port = args.service.port.unwrap_or_else(|| app_port(5001));
     runtime(args.service.workers)?.block_on(async move {
         let state = match args.work {
@@ -116,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             work = ?args.work,
             statestore = %settings.statestore,
             lockstore = %settings.lockstore,
+            api = ?settings.api_protocol,
             "backend listening"
         );
         let listener = listener.tap_io(|tcp| {

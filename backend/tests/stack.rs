@@ -12,11 +12,12 @@ use test_case::test_case;
 use testkit::{Stack, StoreKind, TempDir};
 
 async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
-    stack_on(kind, consistency, false).await
+    stack_on(kind, consistency, false, "grpc").await
 }
 
-/// The stack, with each app on its sidecar's Unix domain sockets when `unix`.
-async fn stack_on(kind: StoreKind, consistency: &str, unix: bool) -> (Stack, TempDir) {
+/// The stack, with each app on its sidecar's Unix domain sockets when `unix`, and the
+/// backend calling its sidecar's `api` (grpc or http).
+async fn stack_on(kind: StoreKind, consistency: &str, unix: bool, api: &str) -> (Stack, TempDir) {
     let (dir, path) = catalogue();
     let builder = if unix {
         Stack::builder(kind).unix_sockets()
@@ -26,6 +27,7 @@ async fn stack_on(kind: StoreKind, consistency: &str, unix: bool) -> (Stack, Tem
     let s = builder
         .backend_env("HOTEL_CATALOGUE", &path)
         .backend_env("CONSISTENCY", consistency)
+        .backend_env("DAPR_API_PROTOCOL", api)
         // Correctness, not speed, is under test: let a slow or busy machine take its time
         // (500 bookings queueing on one lock take about 20 s in a debug build).
         .backend_env("BUSY_WAIT_MS", "120000")
@@ -37,12 +39,15 @@ async fn stack_on(kind: StoreKind, consistency: &str, unix: bool) -> (Stack, Tem
     (s, dir)
 }
 
-#[test_case(StoreKind::Sqlite, false ; "sqlite")]
-#[test_case(StoreKind::Redis, false ; "redis")]
-#[test_case(StoreKind::Sqlite, true ; "sqlite_unix_sockets")]
+#[test_case(StoreKind::Sqlite, false, "grpc" ; "sqlite")]
+#[test_case(StoreKind::Redis, false, "grpc" ; "redis")]
+#[test_case(StoreKind::Sqlite, true, "grpc" ; "sqlite_unix_sockets")]
+#[test_case(StoreKind::Sqlite, false, "http" ; "sqlite_http_api")]
+#[test_case(StoreKind::Redis, false, "http" ; "redis_http_api")]
+#[test_case(StoreKind::Sqlite, true, "http" ; "sqlite_http_api_unix_sockets")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roundtrip(kind: StoreKind, unix: bool) {
-    let (mut s, _c) = stack_on(kind, "lock", unix).await;
+async fn roundtrip(kind: StoreKind, unix: bool, api: &str) {
+    let (mut s, _c) = stack_on(kind, "lock", unix, api).await;
     let sockets = unix.then(|| api_sockets_only(&s));
     let http = reqwest::Client::new();
     let (status, r) = book(&http, &s, &booking(2, "ann", &day(0), &day(2), 2)).await;
@@ -247,7 +252,18 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
 #[test_case(StoreKind::Redis, "etag" ; "etag_redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell(kind: StoreKind, consistency: &str) {
-    let (s, _c) = stack(kind, consistency).await;
+    no_oversell_on(kind, consistency, "grpc").await;
+}
+
+#[test_case(StoreKind::Sqlite, "lock" ; "lock_sqlite")]
+#[test_case(StoreKind::Redis, "etag" ; "etag_redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_oversell_over_the_http_api(kind: StoreKind, consistency: &str) {
+    no_oversell_on(kind, consistency, "http").await;
+}
+
+async fn no_oversell_on(kind: StoreKind, consistency: &str, api: &str) {
+    let (s, _c) = stack_on(kind, consistency, false, api).await;
     let (ids, refused, odd) = contend(&s).await;
     assert!(odd.is_empty(), "unexpected statuses: {odd:?}");
     assert_eq!(ids.len(), 50, "exactly the capacity is sold");

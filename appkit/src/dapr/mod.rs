@@ -1,0 +1,279 @@
+//! The backend's line to its sidecar: the state and lock calls a booking makes, over
+//! Dapr's gRPC API (the default) or its HTTP API (`DAPR_API_PROTOCOL=http`), with the
+//! same answers and errors either way.
+//!
+//! The client connects lazily and reconnects by itself, so the app can start before its
+//! sidecar and survives a sidecar restart; a call while the sidecar is down fails fast.
+//! Every call carries a deadline (`SidecarClient::until`): the sidecar is told the time
+//! left, and the call gives up locally when it passes, so a stalled sidecar or store can
+//! never hold a request (or a lock) without end.
+
+mod grpc;
+mod http;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::settings::{ApiProtocol, DaprSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaprError {
+    /// The sidecar could not be reached, or said it is unavailable.
+    #[error("dapr sidecar unavailable: {0}")]
+    Unavailable(String),
+    /// First-write / ETag refusal (gRPC ABORTED, HTTP 409).
+    #[error("etag conflict: {0}")]
+    Conflict(String),
+    /// The call's deadline passed first; whether a write took effect is unknown.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+    /// Anything else the sidecar or its store reported, as its gRPC code.
+    #[error("dapr call failed ({code:?}): {message}")]
+    Failed { code: tonic::Code, message: String },
+}
+
+impl DaprError {
+    /// A bulk get's failure to read one key.
+    fn item_failed(key: &str, error: &str) -> Self {
+        DaprError::Failed {
+            code: tonic::Code::Internal,
+            message: format!("reading {key}: {error}"),
+        }
+    }
+}
+
+/// One value read from the store; an empty `etag` means the key does not exist.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub key: String,
+    pub data: Vec<u8>,
+    pub etag: String,
+}
+
+impl Item {
+    pub fn exists(&self) -> bool {
+        !self.etag.is_empty() || !self.data.is_empty()
+    }
+}
+
+/// A transaction operation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Upsert {
+        key: String,
+        value: Vec<u8>,
+        etag: Option<String>,
+        /// Seconds until the store drops the key (`ttlInSeconds`); `None` keeps it.
+        ttl: Option<u32>,
+    },
+    Delete {
+        key: String,
+        etag: Option<String>,
+    },
+}
+
+/// A value to create where its key does not exist yet.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Seconds until the store drops the key; `None` keeps it.
+    pub ttl: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlocked {
+    Released,
+    DidNotExist,
+    HeldByOther,
+}
+
+impl Unlocked {
+    /// From the `status` of Dapr's unlock answer.
+    fn from_status(status: i32) -> Self {
+        match status {
+            0 => Unlocked::Released,
+            1 => Unlocked::DidNotExist,
+            _ => Unlocked::HeldByOther,
+        }
+    }
+}
+
+/// The API a `SidecarClient` speaks.
+#[derive(Clone)]
+enum Api {
+    Grpc(grpc::Grpc),
+    /// Shared: a client is cloned for every request (`until`).
+    Http(Arc<http::Http>),
+}
+
+/// The app's client of its sidecar: state calls on one state store, lock calls on one
+/// lock store.
+#[derive(Clone)]
+pub struct SidecarClient {
+    api: Api,
+    statestore: String,
+    lockstore: String,
+    /// When every call made through this handle gives up.
+    deadline: Option<Instant>,
+}
+
+impl SidecarClient {
+    fn with_api(settings: &DaprSettings, api: Api) -> Self {
+        SidecarClient {
+            api,
+            statestore: settings.statestore.clone(),
+            lockstore: settings.lockstore.clone(),
+            deadline: None,
+        }
+    }
+
+    /// A client that connects on its first call and reconnects by itself, on the API
+    /// `settings` name.
+    pub fn new(settings: &DaprSettings) -> Result<Self, DaprError> {
+        let api = match settings.api_protocol {
+            ApiProtocol::Grpc => Api::Grpc(grpc::Grpc::new(settings)?),
+            ApiProtocol::Http => Api::Http(Arc::new(http::Http::new(settings)?)),
+        };
+        Ok(Self::with_api(settings, api))
+    }
+
+    /// A client connected now (retrying for up to 30 s while the sidecar starts).
+    pub async fn connect(settings: &DaprSettings) -> Result<Self, DaprError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = match settings.api_protocol {
+            ApiProtocol::Http => Some(Arc::new(http::Http::new(settings)?)),
+            ApiProtocol::Grpc => None,
+        };
+        loop {
+            let connected = match &http {
+                Some(h) => h.check().await.map(|()| Api::Http(h.clone())),
+                None => grpc::Grpc::connect(settings).await.map(Api::Grpc),
+            };
+            match connected {
+                Ok(api) => return Ok(Self::with_api(settings, api)),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "sidecar not reachable yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(DaprError::Unavailable(e)),
+            }
+        }
+    }
+
+    /// The same client, with every call made through it bounded by `deadline`.
+    pub fn until(&self, deadline: Instant) -> SidecarClient {
+        SidecarClient {
+            deadline: Some(deadline),
+            ..self.clone()
+        }
+    }
+
+    /// The time a call has: `None` without a deadline; an error when none is left.
+    fn left(&self, what: &str) -> Result<Option<Duration>, DaprError> {
+        let Some(deadline) = self.deadline else {
+            return Ok(None);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(DaprError::DeadlineExceeded(format!(
+                "no time left for {what}"
+            )));
+        }
+        Ok(Some(left))
+    }
+
+    pub async fn try_lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        lease_secs: i32,
+    ) -> Result<bool, DaprError> {
+        let left = self.left("a lock")?;
+        match &self.api {
+            Api::Grpc(g) => {
+                g.try_lock(left, &self.lockstore, resource, owner, lease_secs)
+                    .await
+            }
+            Api::Http(h) => h.try_lock(left, resource, owner, lease_secs).await,
+        }
+    }
+
+    pub async fn unlock(&self, resource: &str, owner: &str) -> Result<Unlocked, DaprError> {
+        let left = self.left("an unlock")?;
+        match &self.api {
+            Api::Grpc(g) => g.unlock(left, &self.lockstore, resource, owner).await,
+            Api::Http(h) => h.unlock(left, resource, owner).await,
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Item, DaprError> {
+        let left = self.left("a get")?;
+        match &self.api {
+            Api::Grpc(g) => g.get(left, &self.statestore, key).await,
+            Api::Http(h) => h.get(left, key).await,
+        }
+    }
+
+    /// One round trip for all keys, in order.
+    pub async fn bulk_get(&self, keys: &[String]) -> Result<Vec<Item>, DaprError> {
+        let left = self.left("a bulk get")?;
+        let found = match &self.api {
+            Api::Grpc(g) => g.bulk_get(left, &self.statestore, keys).await?,
+            Api::Http(h) => h.bulk_get(left, keys).await?,
+        };
+        let mut by_key: HashMap<String, Item> =
+            found.into_iter().map(|it| (it.key.clone(), it)).collect();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                by_key.remove(k).unwrap_or(Item {
+                    key: k.clone(),
+                    data: Vec::new(),
+                    etag: String::new(),
+                })
+            })
+            .collect())
+    }
+
+    /// Creates each of `items` whose key does not exist yet, in one call. Which were
+    /// created is for a read to tell: a first-write save on an existing key is refused
+    /// (in-memory and SQLite as a conflict, Redis as a failure) while the others still go
+    /// in, and that refusal is not an error here. On Redis only a key that was itself
+    /// created first-write is safe from it: one written otherwise (by a transaction, as the
+    /// booking's modes without ETags write nights) is overwritten, so those modes and the
+    /// guarded ones must not share one Redis.
+    pub async fn create(&self, items: Vec<NewItem>) -> Result<(), DaprError> {
+        let left = self.left("a save")?;
+        let r = match &self.api {
+            Api::Grpc(g) => g.create(left, &self.statestore, items).await,
+            Api::Http(h) => h.create(left, items).await,
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(
+                e @ (DaprError::Conflict(_)
+                | DaprError::Failed {
+                    code: tonic::Code::Internal,
+                    ..
+                }),
+            ) => {
+                // Also a store failure looks like this; the read that follows tells.
+                tracing::debug!(error = %e, "a create was refused");
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// All operations or none (on this project's sidecar; see the README about real
+    /// Dapr with Redis). An ETag that no longer matches fails the whole transaction.
+    pub async fn transact(&self, ops: Vec<Op>) -> Result<(), DaprError> {
+        let left = self.left("a transaction")?;
+        match &self.api {
+            Api::Grpc(g) => g.transact(left, &self.statestore, ops).await,
+            Api::Http(h) => h.transact(left, ops).await,
+        }
+    }
+}
