@@ -17,5 +17,6 @@ pub mod process;
 pub mod request;
 pub mod service;
 pub mod settings;
+pub mod sidecar_http;
 pub mod token;
 pub mod wire;

@@ -27,8 +27,8 @@ pub struct DaprSettings {
 /// Which of the sidecar's two APIs an app calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ApiProtocol {
-    #[default]
     Grpc,
+    #[default]
     Http,
 }
 
@@ -64,7 +64,7 @@ impl DaprSettings {
             statestore: var("STATESTORE_NAME").unwrap_or_else(|| "statestore".into()),
             lockstore: var("LOCKSTORE_NAME").unwrap_or_else(|| "lockstore".into()),
             backend_app_id: var("BACKEND_APP_ID").unwrap_or_else(|| "backend".into()),
-            api_protocol: ApiProtocol::Grpc,
+            api_protocol: ApiProtocol::default(),
         }
     }
 }

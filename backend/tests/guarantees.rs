@@ -13,15 +13,17 @@ use test_case::test_case;
 use testkit::{Stack, StoreFixture, StoreKind, TempDir, check_ledger};
 
 async fn stack(kind: StoreKind, consistency: &str, budget_ms: &str) -> (Stack, TempDir) {
-    stack_with(kind, consistency, budget_ms, "0").await
+    stack_with(kind, consistency, budget_ms, "0", "http").await
 }
 
-/// With `hold_ms`, every booking lingers that long inside the lock before its commit.
+/// With `hold_ms`, every booking lingers that long inside the lock before its commit;
+/// the backend calls its sidecar's `api` (http or grpc).
 async fn stack_with(
     kind: StoreKind,
     consistency: &str,
     budget_ms: &str,
     hold_ms: &str,
+    api: &str,
 ) -> (Stack, TempDir) {
     let (dir, path) = catalogue();
     let s = Stack::builder(kind)
@@ -30,6 +32,7 @@ async fn stack_with(
         .backend_env("BUSY_WAIT_MS", "30000")
         .backend_env("REQUEST_TIMEOUT_MS", budget_ms)
         .backend_env("BACKEND_HOLD_LOCK_MS", hold_ms)
+        .backend_env("DAPR_API_PROTOCOL", api)
         .frontend_env("REQUEST_TIMEOUT_MS", budget_ms)
         .spawn()
         .await
@@ -126,9 +129,11 @@ async fn one_key_books_once(kind: StoreKind, consistency: &str) {
 /// budget: the commit is sent and its answer never comes in time. The booking answers 504
 /// "outcome unknown" within the budget instead of hanging. Redis then applies the queued
 /// transaction, and a retry under the same key is answered from it: one booking, not two.
+#[test_case("http" ; "http_api")]
+#[test_case("grpc" ; "grpc_api")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_stalled_past_the_budget_is_read_back_not_redone() {
-    let (s, c) = stack_with(StoreKind::Redis, "lock", "1500", "500").await;
+async fn a_commit_stalled_past_the_budget_is_read_back_not_redone(api: &str) {
+    let (s, c) = stack_with(StoreKind::Redis, "lock", "1500", "500", api).await;
     let redis = s.store.redis.as_ref().unwrap();
     let http = reqwest::Client::new();
     let body = booking(2, "ann", &day(3), &day(4), 1);

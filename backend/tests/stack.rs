@@ -12,7 +12,7 @@ use test_case::test_case;
 use testkit::{Stack, StoreKind, TempDir};
 
 async fn stack(kind: StoreKind, consistency: &str) -> (Stack, TempDir) {
-    stack_on(kind, consistency, false, "grpc").await
+    stack_on(kind, consistency, false, "http").await
 }
 
 /// The stack, with each app on its sidecar's Unix domain sockets when `unix`, and the
@@ -39,12 +39,12 @@ async fn stack_on(kind: StoreKind, consistency: &str, unix: bool, api: &str) -> 
     (s, dir)
 }
 
-#[test_case(StoreKind::Sqlite, false, "grpc" ; "sqlite")]
-#[test_case(StoreKind::Redis, false, "grpc" ; "redis")]
-#[test_case(StoreKind::Sqlite, true, "grpc" ; "sqlite_unix_sockets")]
-#[test_case(StoreKind::Sqlite, false, "http" ; "sqlite_http_api")]
-#[test_case(StoreKind::Redis, false, "http" ; "redis_http_api")]
-#[test_case(StoreKind::Sqlite, true, "http" ; "sqlite_http_api_unix_sockets")]
+#[test_case(StoreKind::Sqlite, false, "http" ; "sqlite")]
+#[test_case(StoreKind::Redis, false, "http" ; "redis")]
+#[test_case(StoreKind::Sqlite, true, "http" ; "sqlite_unix_sockets")]
+#[test_case(StoreKind::Sqlite, false, "grpc" ; "sqlite_grpc_api")]
+#[test_case(StoreKind::Redis, false, "grpc" ; "redis_grpc_api")]
+#[test_case(StoreKind::Sqlite, true, "grpc" ; "sqlite_grpc_api_unix_sockets")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roundtrip(kind: StoreKind, unix: bool, api: &str) {
     let (mut s, _c) = stack_on(kind, "lock", unix, api).await;
@@ -252,14 +252,14 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
 #[test_case(StoreKind::Redis, "etag" ; "etag_redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell(kind: StoreKind, consistency: &str) {
-    no_oversell_on(kind, consistency, "grpc").await;
+    no_oversell_on(kind, consistency, "http").await;
 }
 
 #[test_case(StoreKind::Sqlite, "lock" ; "lock_sqlite")]
 #[test_case(StoreKind::Redis, "etag" ; "etag_redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_oversell_over_the_http_api(kind: StoreKind, consistency: &str) {
-    no_oversell_on(kind, consistency, "http").await;
+async fn no_oversell_over_the_grpc_api(kind: StoreKind, consistency: &str) {
+    no_oversell_on(kind, consistency, "grpc").await;
 }
 
 async fn no_oversell_on(kind: StoreKind, consistency: &str, api: &str) {

@@ -50,6 +50,9 @@ pub struct Row {
     pub keyed: bool,
     /// Each app reaches its sidecar's API on Unix domain sockets (`--unix-domain-socket`).
     pub unix_sockets: bool,
+    /// The API the backend calls its sidecar on (`DAPR_API_PROTOCOL`): http (its default)
+    /// or grpc.
+    pub api: &'static str,
     pub original: Option<Original>,
 }
 
@@ -65,6 +68,7 @@ const fn row(id: &'static str, title: &'static str, shape: Shape, be: usize, fe:
         sqlite_sync: "FULL",
         keyed: false,
         unix_sockets: false,
+        api: "http",
         original: None,
     }
 }
@@ -205,6 +209,38 @@ pub fn all_rows() -> Vec<Row> {
             ..row(
                 "through-full-sync-normal",
                 "frontend + backend through Dapr, full booking, SQLite synchronous=NORMAL",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            api: "grpc",
+            ..row(
+                "through-full-grpc",
+                "frontend + backend through Dapr, full booking, backend on its sidecar's gRPC API",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            api: "grpc",
+            sqlite_sync: "NORMAL",
+            ..row(
+                "through-full-sync-normal-grpc",
+                "frontend + backend through Dapr, full booking, SQLite synchronous=NORMAL, gRPC API",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            api: "grpc",
+            redis: true,
+            ..row(
+                "through-full-redis-grpc",
+                "frontend + backend through Dapr, full booking, Redis, backend on the gRPC API",
                 ThroughFull,
                 1,
                 1,
@@ -383,6 +419,7 @@ pub fn run_row(
     let backend_env = [
         ("BACKEND_WORK", work.to_string()),
         ("CONSISTENCY", row.consistency.to_string()),
+        ("DAPR_API_PROTOCOL", row.api.to_string()),
     ];
     if row.shape == Shape::BackendNoDapr {
         let mut cmd = Command::new(bin("backend")?);

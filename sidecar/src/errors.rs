@@ -182,6 +182,17 @@ impl ApiError {
         )
     }
 
+    /// A state or lock call over HTTP whose caller's time (`x-request-timeout-ms`) ran out
+    /// first: 504, as `grpc-timeout` ends a gRPC call.
+    pub fn caller_timeout(message: impl Into<String>) -> Self {
+        Self::new(
+            "ERR_DEADLINE_EXCEEDED",
+            StatusCode::GATEWAY_TIMEOUT,
+            tonic::Code::DeadlineExceeded,
+            message,
+        )
+    }
+
     pub fn no_app_id() -> Self {
         Self::new(
             "ERR_DIRECT_INVOKE",

@@ -1,5 +1,5 @@
 //! Dapr's HTTP API (`/v1.0/state`, `/v1.0-alpha1/lock`) on one pooled keep-alive client:
-//! the same calls as the gRPC side, for `DAPR_API_PROTOCOL=http`. Values travel as the
+//! the same calls as the gRPC side. Values travel as the
 //! JSON they are (the sidecar stores the same bytes either way), and a status maps to the
 //! error the gRPC side would give: 409 is an ETag conflict, 500 a store failure.
 //!
@@ -9,23 +9,47 @@
 
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url, header::HeaderValue};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, ETAG, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{DaprError, Item, NewItem, Op, Unlocked};
 use crate::settings::DaprSettings;
+use crate::sidecar_http::SidecarHttp;
+
+/// What a path segment (a store name, a key) must not carry unencoded.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
 
 /// The HTTP side of a `SidecarClient`: one client, and the routes it calls, parsed once.
 #[derive(Clone)]
 pub struct Http {
-    client: reqwest::Client,
-    /// `…/v1.0/state/{store}`: save, and the base of a single key's get.
-    state: Url,
-    bulk: Url,
-    transaction: Url,
-    lock: Url,
-    unlock: Url,
+    line: SidecarHttp,
+    /// `/v1.0/state/{store}`: save, and the base of a single key's get.
+    state_path: String,
+    state: Uri,
+    bulk: Uri,
+    transaction: Uri,
+    lock: Uri,
+    unlock: Uri,
     token: Option<HeaderValue>,
 }
 
@@ -162,98 +186,96 @@ fn malformed(what: &str, e: &serde_json::Error) -> DaprError {
 
 impl Http {
     pub fn new(settings: &DaprSettings) -> Result<Self, DaprError> {
-        let unavailable = |e: &dyn std::fmt::Display| DaprError::Unavailable(e.to_string());
-        let mut client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(1024)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy();
-        let origin = match &settings.http_socket {
-            Some(path) => {
-                client = client.unix_socket(path.clone());
-                "http://localhost".to_string()
-            }
-            None => format!("http://127.0.0.1:{}", settings.http_port),
+        let line = SidecarHttp::new(settings);
+        let uri = |path: &str| {
+            line.uri(path).map_err(|e| {
+                DaprError::Unavailable(format!("no URI for the sidecar's {path}: {e}"))
+            })
         };
-        let url =
-            |path: String| Url::parse(&format!("{origin}{path}")).map_err(|e| unavailable(&e));
-        let mut state = url("/v1.0/state".into())?;
-        state
-            .path_segments_mut()
-            .map_err(|()| unavailable(&"the sidecar's URL cannot take a path"))?
-            .push(&settings.statestore);
-        let lock_route = |route: &str| -> Result<Url, DaprError> {
-            let mut u = url(format!("/v1.0-alpha1/{route}"))?;
-            u.path_segments_mut()
-                .map_err(|()| unavailable(&"the sidecar's URL cannot take a path"))?
-                .push(&settings.lockstore);
-            Ok(u)
-        };
-        let (lock, unlock) = (lock_route("lock")?, lock_route("unlock")?);
-        let under = |leaf: &str| {
-            let mut u = state.clone();
-            u.path_segments_mut().expect("a base URL").push(leaf);
-            u
-        };
+        let state_path = format!("/v1.0/state/{}", segment(&settings.statestore));
+        let lockstore = segment(&settings.lockstore);
         Ok(Http {
-            client: client.build().map_err(|e| unavailable(&e))?,
-            bulk: under("bulk"),
-            transaction: under("transaction"),
-            state,
-            lock,
-            unlock,
+            state: uri(&state_path)?,
+            bulk: uri(&format!("{state_path}/bulk"))?,
+            transaction: uri(&format!("{state_path}/transaction"))?,
+            lock: uri(&format!("/v1.0-alpha1/lock/{lockstore}"))?,
+            unlock: uri(&format!("/v1.0-alpha1/unlock/{lockstore}"))?,
+            state_path,
             token: settings
                 .api_token
                 .as_deref()
                 .and_then(|t| HeaderValue::from_str(t).ok()),
+            line,
         })
     }
 
     /// Whether the sidecar answers now, or why not.
     pub async fn check(&self) -> Result<(), String> {
-        let mut health = self.state.clone();
-        health.set_path("/v1.0/healthz/outbound");
-        let r = self
-            .client
-            .get(health)
-            .timeout(Duration::from_secs(2))
-            .send()
+        let uri = self
+            .line
+            .uri("/v1.0/healthz/outbound")
+            .map_err(|e| e.to_string())?;
+        let (status, _, _) = self
+            .exchange(
+                "health check",
+                Some(Duration::from_secs(2)),
+                Method::GET,
+                uri,
+                Bytes::new(),
+            )
             .await
             .map_err(|e| e.to_string())?;
-        if r.status().is_success() {
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!("the sidecar answered {}", r.status()))
+            Err(format!("the sidecar answered {status}"))
         }
     }
 
-    /// Sends one request within `left`; the answer's status and body, if it is a success.
-    async fn send(
+    /// One request and its whole answer, within `left`.
+    async fn exchange(
         &self,
         what: &str,
         left: Option<Duration>,
-        mut req: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, reqwest::header::HeaderMap, bytes::Bytes), DaprError> {
+        method: Method,
+        uri: Uri,
+        body: Bytes,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), DaprError> {
+        let mut req = Request::builder().method(method).uri(uri);
+        if !body.is_empty() {
+            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
         if let Some(t) = &self.token {
             req = req.header(crate::token::HEADER, t.clone());
         }
         if let Some(left) = left {
-            req = req.timeout(left).header(
+            req = req.header(
                 crate::request::TIMEOUT_HEADER,
-                left.as_millis().max(1).to_string(),
+                HeaderValue::from(u64::try_from(left.as_millis().max(1)).unwrap_or(u64::MAX)),
             );
         }
-        let failed = |e: reqwest::Error| {
-            if e.is_timeout() {
-                DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}"))
-            } else {
-                DaprError::Unavailable(format!("{what}: {e}"))
-            }
+        let req = req.body(Full::new(body)).map_err(|e| DaprError::Failed {
+            code: tonic::Code::Internal,
+            message: format!("{what}: {e}"),
+        })?;
+        let unavailable =
+            |e: &dyn std::fmt::Display| DaprError::Unavailable(format!("{what}: {e}"));
+        let round_trip = async {
+            let r = self.line.send(req).await.map_err(|e| unavailable(&e))?;
+            let (parts, body) = r.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| unavailable(&e))?
+                .to_bytes();
+            Ok::<_, DaprError>((parts.status, parts.headers, body))
         };
-        let r = req.send().await.map_err(failed)?;
-        let (status, headers) = (r.status(), r.headers().clone());
-        let body = r.bytes().await.map_err(failed)?;
+        let (status, headers, body) = match left {
+            Some(left) => tokio::time::timeout(left, round_trip).await.map_err(|_| {
+                DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}"))
+            })??,
+            None => round_trip.await?,
+        };
         if status.is_success() {
             Ok((status, headers, body))
         } else {
@@ -261,18 +283,22 @@ impl Http {
         }
     }
 
-    fn post(&self, url: &Url, body: Vec<u8>) -> reqwest::RequestBuilder {
-        self.client
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-    }
-
-    fn encode(what: &str, body: &impl Serialize) -> Result<Vec<u8>, DaprError> {
-        serde_json::to_vec(body).map_err(|e| DaprError::Failed {
+    /// POSTs `body` as JSON; the answer's body.
+    async fn post(
+        &self,
+        what: &str,
+        left: Option<Duration>,
+        uri: &Uri,
+        body: &impl Serialize,
+    ) -> Result<Bytes, DaprError> {
+        let body = serde_json::to_vec(body).map_err(|e| DaprError::Failed {
             code: tonic::Code::InvalidArgument,
             message: format!("{what}: {e}"),
-        })
+        })?;
+        let (_, _, answer) = self
+            .exchange(what, left, Method::POST, uri.clone(), Bytes::from(body))
+            .await?;
+        Ok(answer)
     }
 
     pub async fn try_lock(
@@ -283,15 +309,12 @@ impl Http {
         lease_secs: i32,
     ) -> Result<bool, DaprError> {
         let what = "lock";
-        let body = Self::encode(
-            what,
-            &LockRequest {
-                resource_id: resource,
-                lock_owner: owner,
-                expiry_in_seconds: Some(lease_secs),
-            },
-        )?;
-        let (_, _, answer) = self.send(what, left, self.post(&self.lock, body)).await?;
+        let request = LockRequest {
+            resource_id: resource,
+            lock_owner: owner,
+            expiry_in_seconds: Some(lease_secs),
+        };
+        let answer = self.post(what, left, &self.lock, &request).await?;
         let locked: Locked = serde_json::from_slice(&answer).map_err(|e| malformed(what, &e))?;
         Ok(locked.success)
     }
@@ -303,26 +326,28 @@ impl Http {
         owner: &str,
     ) -> Result<Unlocked, DaprError> {
         let what = "unlock";
-        let body = Self::encode(
-            what,
-            &LockRequest {
-                resource_id: resource,
-                lock_owner: owner,
-                expiry_in_seconds: None,
-            },
-        )?;
-        let (_, _, answer) = self.send(what, left, self.post(&self.unlock, body)).await?;
+        let request = LockRequest {
+            resource_id: resource,
+            lock_owner: owner,
+            expiry_in_seconds: None,
+        };
+        let answer = self.post(what, left, &self.unlock, &request).await?;
         let r: UnlockAnswer = serde_json::from_slice(&answer).map_err(|e| malformed(what, &e))?;
         Ok(Unlocked::from_status(r.status))
     }
 
     pub async fn get(&self, left: Option<Duration>, key: &str) -> Result<Item, DaprError> {
-        let mut url = self.state.clone();
-        url.path_segments_mut().expect("a base URL").push(key);
-        url.set_query(Some("consistency=strong"));
-        let (status, headers, body) = self.send("get", left, self.client.get(url)).await?;
+        let what = "get";
+        let path = format!("{}/{}?consistency=strong", self.state_path, segment(key));
+        let uri = self.line.uri(&path).map_err(|e| DaprError::Failed {
+            code: tonic::Code::InvalidArgument,
+            message: format!("{what} {key}: {e}"),
+        })?;
+        let (status, headers, body) = self
+            .exchange(what, left, Method::GET, uri, Bytes::new())
+            .await?;
         let etag = headers
-            .get(reqwest::header::ETAG)
+            .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
@@ -344,8 +369,9 @@ impl Http {
         keys: &[String],
     ) -> Result<Vec<Item>, DaprError> {
         let what = "bulk get";
-        let body = Self::encode(what, &BulkRequest { keys })?;
-        let (_, _, answer) = self.send(what, left, self.post(&self.bulk, body)).await?;
+        let answer = self
+            .post(what, left, &self.bulk, &BulkRequest { keys })
+            .await?;
         let items: Vec<BulkItem> =
             serde_json::from_slice(&answer).map_err(|e| malformed(what, &e))?;
         items
@@ -369,7 +395,6 @@ impl Http {
         left: Option<Duration>,
         items: Vec<NewItem>,
     ) -> Result<(), DaprError> {
-        let what = "save";
         let states = items
             .iter()
             .map(|item| {
@@ -382,13 +407,11 @@ impl Http {
                 })
             })
             .collect::<Result<Vec<_>, DaprError>>()?;
-        let body = Self::encode(what, &states)?;
-        self.send(what, left, self.post(&self.state, body)).await?;
+        self.post("save", left, &self.state, &states).await?;
         Ok(())
     }
 
     pub async fn transact(&self, left: Option<Duration>, ops: Vec<Op>) -> Result<(), DaprError> {
-        let what = "transaction";
         let operations = ops
             .iter()
             .map(|op| {
@@ -421,9 +444,13 @@ impl Http {
                 })
             })
             .collect::<Result<Vec<_>, DaprError>>()?;
-        let body = Self::encode(what, &Transaction { operations })?;
-        self.send(what, left, self.post(&self.transaction, body))
-            .await?;
+        self.post(
+            "transaction",
+            left,
+            &self.transaction,
+            &Transaction { operations },
+        )
+        .await?;
         Ok(())
     }
 }

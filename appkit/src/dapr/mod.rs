@@ -1,5 +1,5 @@
 //! The backend's line to its sidecar: the state and lock calls a booking makes, over
-//! Dapr's gRPC API (the default) or its HTTP API (`DAPR_API_PROTOCOL=http`), with the
+//! Dapr's HTTP API (the default) or its gRPC API (`DAPR_API_PROTOCOL=grpc`), with the
 //! same answers and errors either way.
 //!
 //! The client connects lazily and reconnects by itself, so the app can start before its

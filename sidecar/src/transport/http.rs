@@ -35,13 +35,10 @@ type Rt = State<Arc<Api>>;
 type Answer = Result<Response, ApiError>;
 
 pub fn router(rt: Arc<Api>) -> Router {
-    let mut r = Router::new()
-        .route("/v1.0/healthz", get(healthz))
-        .route("/v1.0/healthz/outbound", get(healthz_outbound))
-        .route("/v1.0/metadata", get(metadata))
-        .route("/v1.0/metadata/{attr}", put(set_metadata))
-        .route("/v1.0/shutdown", post(shutdown))
-        .route("/v1.0/invoke/{app_id}/method/{*method}", any(invoke_path))
+    // State and lock calls end when their caller's time does (`x-request-timeout-ms`), as
+    // `grpc-timeout` ends them over gRPC: a queued store write whose caller is gone is
+    // then never run.
+    let store_calls = Router::new()
         .route("/v1.0/state/{store}", post(save_state).put(save_state))
         .route(
             "/v1.0/state/{store}/bulk",
@@ -62,6 +59,15 @@ pub fn router(rt: Arc<Api>) -> Router {
         )
         .route("/v1.0-alpha1/lock/{store}", post(try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(unlock))
+        .route_layer(middleware::from_fn(within_caller_time));
+    let mut r = Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
+        .route("/v1.0/metadata", get(metadata))
+        .route("/v1.0/metadata/{attr}", put(set_metadata))
+        .route("/v1.0/shutdown", post(shutdown))
+        .route("/v1.0/invoke/{app_id}/method/{*method}", any(invoke_path))
+        .merge(store_calls)
         .fallback(invoke_by_header)
         .method_not_allowed_fallback(invoke_by_header);
     if rt.config.api_token().is_some() {
@@ -117,6 +123,24 @@ async fn require_token(State(rt): Rt, mut req: Request<Body>, next: Next) -> Res
     }
     req.headers_mut().remove(token::HEADER);
     next.run(req).await
+}
+
+async fn within_caller_time(req: Request<Body>, next: Next) -> Response {
+    let Some(limit) = req
+        .headers()
+        .get(appkit::request::TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+    else {
+        return next.run(req).await;
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(answer) => answer,
+        Err(_) => ApiError::caller_timeout(format!(
+            "no answer within the caller's {limit:?} (x-request-timeout-ms)"
+        ))
+        .into_response(),
+    }
 }
 
 async fn log_call(req: Request<Body>, next: Next) -> Response {

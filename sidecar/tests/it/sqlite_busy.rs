@@ -1,5 +1,7 @@
 //! A busy SQLite database (another process holding its write lock) makes only the state
-//! calls wait: the sidecar's health, its locks and its other work go on meanwhile.
+//! calls wait: the sidecar's health, its locks and its other work go on meanwhile; and a
+//! state call whose caller's time (`x-request-timeout-ms`) runs out while it waits is
+//! answered 504 and never runs.
 
 use std::time::Duration;
 
@@ -90,6 +92,17 @@ async fn a_busy_database_stalls_nothing_else() {
         !save.is_finished(),
         "the write finished before health and lock answered: the busy database held them up"
     );
+    // A write queued behind the waiting one, whose caller gives it 200 ms.
+    let r = http
+        .post(url("/v1.0/state/statestore"))
+        .header("x-request-timeout-ms", "200")
+        .json(&json!([{"key": "k", "value": 99}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errorCode"], "ERR_DEADLINE_EXCEEDED", "{body}");
     release.send(()).unwrap();
     writer.join().unwrap();
     let r = save.await.unwrap().unwrap();
@@ -98,6 +111,15 @@ async fn a_busy_database_stalls_nothing_else() {
         204,
         "the write went through once the lock was let go"
     );
+    let k: serde_json::Value = http
+        .get(url("/v1.0/state/statestore/k"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(k, 2, "the write whose caller had given up never ran");
     assert_eq!(
         save_k(3).await.unwrap().status(),
         204,
