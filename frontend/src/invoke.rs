@@ -1,6 +1,6 @@
 //! Calls to the backend through Dapr service invocation over HTTP:
-//! `http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/invoke/$BACKEND_APP_ID/method/...`, one pooled
-//! keep-alive client, `traceparent`/`tracestate` and `Idempotency-Key` passed along, and
+//! `http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/invoke/$BACKEND_APP_ID/method/...`, on the
+//! apps' pooled keep-alive line to their sidecar (`appkit::sidecar_http`), `traceparent`/`tracestate` and `Idempotency-Key` passed along, and
 //! the backend's status and body handed back as they are. Each call has the request's
 //! deadline: the backend is told the time left (`x-request-timeout-ms`), and a backend
 //! that has not answered by then is a 504. Failures of the Dapr path itself become 502/503.
@@ -13,42 +13,38 @@ use appkit::request::{
     timeout_for_next_hop,
 };
 use appkit::settings::DaprSettings;
+use appkit::sidecar_http::SidecarHttp;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt as _, Full};
 
 const PASSED: [&str; 2] = ["traceparent", "tracestate"];
 
 #[derive(Clone)]
 pub struct Backend {
-    client: reqwest::Client,
+    line: SidecarHttp,
+    /// `/v1.0/invoke/{backend}/method`.
     base: String,
     token: Option<HeaderValue>,
     /// The most time one request may take, unless its caller gives it less.
     budget: Duration,
 }
 
+/// How a call through the sidecar failed before the backend's answer was read.
+enum Failure {
+    Late,
+    Sidecar(hyper_util::client::legacy::Error),
+    Reading(hyper::Error),
+}
+
 impl Backend {
     /// Calls through the sidecar's HTTP port, or its Unix domain socket when `settings`
     /// name one (`DAPR_HTTP_ENDPOINT=unix:///path`).
     pub fn new(settings: &DaprSettings, budget: Duration) -> anyhow::Result<Self> {
-        let mut client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(1024)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy();
-        let origin = match &settings.http_socket {
-            Some(path) => {
-                client = client.unix_socket(path.clone());
-                "http://localhost".to_string()
-            }
-            None => format!("http://127.0.0.1:{}", settings.http_port),
-        };
-        let backend_app_id = &settings.backend_app_id;
         Ok(Backend {
-            client: client.build()?,
-            base: format!("{origin}/v1.0/invoke/{backend_app_id}/method"),
+            line: SidecarHttp::new(settings),
+            base: format!("/v1.0/invoke/{}/method", settings.backend_app_id),
             token: settings
                 .api_token
                 .as_deref()
@@ -73,10 +69,13 @@ impl Backend {
         } else {
             idempotency_key(incoming)?
         };
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .timeout(deadline.saturating_duration_since(Instant::now()))
+        let uri = self
+            .line
+            .uri(&format!("{}{path}", self.base))
+            .map_err(|e| AppError::bad_request("invalid_path", format!("{path}: {e}")))?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
             .header(TIMEOUT_HEADER, timeout_for_next_hop(deadline));
         for name in PASSED {
             if let Some(v) = incoming.get(name) {
@@ -89,46 +88,53 @@ impl Backend {
         if let Some(t) = &self.token {
             req = req.header(appkit::token::HEADER, t);
         }
-        if let Some(body) = json {
-            req = req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let keyed = key.is_some();
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                deadline_exceeded(if keyed {
-                    format!(
-                        "the backend did not answer in time; a change may or may not have \
-                         been made: retry with the same Idempotency-Key to know ({e})"
-                    )
-                } else {
-                    format!("the backend did not answer in time ({e})")
-                })
-            } else if e.is_connect() {
-                AppError::unavailable(
-                    "sidecar_unavailable",
-                    format!("the Dapr sidecar is not reachable: {e}"),
-                )
-            } else {
-                AppError::bad_gateway(
-                    "sidecar_error",
-                    format!("calling the Dapr sidecar failed: {e}"),
-                )
+        let body = match json {
+            Some(body) => {
+                req = req.header(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Bytes::from(body)
             }
-        })?;
-        let status = resp.status();
-        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-        let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
-        let body: Bytes = resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                return deadline_exceeded(format!("the backend's answer came too late: {e}"));
-            }
-            AppError::bad_gateway(
-                "sidecar_error",
-                format!("reading the backend's answer failed: {e}"),
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(body)).map_err(|e| {
+            AppError::bad_request(
+                "invalid_header",
+                format!("a header cannot be passed on: {e}"),
             )
         })?;
+        let exchange = async {
+            let resp = self.line.send(req).await.map_err(Failure::Sidecar)?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(Failure::Reading)?.to_bytes();
+            Ok::<_, Failure>((parts, body))
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer = match tokio::time::timeout(left, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Failure::Late),
+        };
+        let (parts, body) = answer.map_err(|failure| match failure {
+            Failure::Late if key.is_some() => deadline_exceeded(
+                "the backend did not answer in time; a change may or may not have been made: \
+                 retry with the same Idempotency-Key to know",
+            ),
+            Failure::Late => deadline_exceeded("the backend did not answer in time"),
+            Failure::Sidecar(e) if e.is_connect() => AppError::unavailable(
+                "sidecar_unavailable",
+                format!("the Dapr sidecar is not reachable: {e}"),
+            ),
+            Failure::Sidecar(e) => AppError::bad_gateway(
+                "sidecar_error",
+                format!("calling the Dapr sidecar failed: {e}"),
+            ),
+            Failure::Reading(e) => AppError::bad_gateway(
+                "sidecar_error",
+                format!("reading the backend's answer failed: {e}"),
+            ),
+        })?;
+        let status = parts.status;
         if status.is_server_error()
             && let Some(err) = dapr_error(&body)
         {
@@ -142,11 +148,10 @@ impl Backend {
             return Err(err);
         }
         let mut out = (status, body).into_response();
-        if let Some(ct) = content_type {
-            out.headers_mut().insert(header::CONTENT_TYPE, ct);
-        }
-        if let Some(ra) = retry_after {
-            out.headers_mut().insert(header::RETRY_AFTER, ra);
+        for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+            if let Some(v) = parts.headers.get(&name) {
+                out.headers_mut().insert(name, v.clone());
+            }
         }
         Ok(out)
     }
