@@ -210,13 +210,23 @@ async fn a_commit_stalled_past_the_budget_is_read_back_not_redone(api: &str) {
 
 /// Replica A takes the lock on the one-room hotel, reads the night, then stalls past its
 /// lease before committing (a pause inside the lock). Replica B, on the same Redis, takes
-/// the freed lock and sells the room. Returns A's status and the ledger's verdict.
-async fn a_holder_outlives_its_lease(fencing: bool) -> (u16, testkit::Verdict) {
+/// the freed lock and sells the room. Returns A's status and the ledger's verdict. State is
+/// on `kind`: Redis, or one SQLite file both replicas share (the lock then on the Redis),
+/// where the booking creates a missing night in its commit instead of before it.
+async fn a_holder_outlives_its_lease(fencing: bool, kind: StoreKind) -> (u16, testkit::Verdict) {
     let (_dir, path) = catalogue();
     let store = StoreFixture::start(StoreKind::Redis).await.unwrap();
     let redis = store.redis.as_ref().unwrap();
     let registry = TempDir::new("registry");
-    let resources = store.components.path();
+    let data = TempDir::new("data");
+    let shared_sqlite = testkit::ComponentsDir::sqlite_with_redis_lock(
+        &data.path().join("state.db"),
+        redis.port,
+    );
+    let resources = match kind {
+        StoreKind::Sqlite => shared_sqlite.path(),
+        _ => store.components.path(),
+    };
     let mut a_env = vec![
         ("HOTEL_CATALOGUE", path.as_str()),
         ("LOCK_LEASE_SECONDS", "1"),
@@ -277,9 +287,11 @@ async fn a_holder_outlives_its_lease(fencing: bool) -> (u16, testkit::Verdict) {
     (a_status, verdict)
 }
 
+#[test_case(StoreKind::Redis ; "redis")]
+#[test_case(StoreKind::Sqlite ; "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_holder_past_its_lease_cannot_oversell() {
-    let (a_status, verdict) = a_holder_outlives_its_lease(true).await;
+async fn a_lock_holder_past_its_lease_cannot_oversell(kind: StoreKind) {
+    let (a_status, verdict) = a_holder_outlives_its_lease(true, kind).await;
     assert_eq!(a_status, 409, "the stalled holder finds the room sold");
     assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
     assert_eq!((verdict.lost, verdict.unheard), (0, 0));
@@ -287,9 +299,11 @@ async fn a_lock_holder_past_its_lease_cannot_oversell() {
 
 /// The proof that the case above can fail: with fencing off on both replicas (the code
 /// before it), the stalled holder commits over B's booking and both are told 201.
+#[test_case(StoreKind::Redis ; "redis")]
+#[test_case(StoreKind::Sqlite ; "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_fencing_a_lock_holder_past_its_lease_oversells() {
-    let (a_status, verdict) = a_holder_outlives_its_lease(false).await;
+async fn without_fencing_a_lock_holder_past_its_lease_oversells(kind: StoreKind) {
+    let (a_status, verdict) = a_holder_outlives_its_lease(false, kind).await;
     assert_eq!(a_status, 201, "the stalled holder commits blind");
     assert!(verdict.oversold_nights > 0, "{verdict:?}");
 }

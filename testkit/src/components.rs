@@ -82,6 +82,29 @@ impl ComponentsDir {
         ])
     }
 
+    /// SQLite state in `db` with the lock on the Redis at `127.0.0.1:port`: what replicas
+    /// that share one SQLite file share a lock through.
+    pub fn sqlite_with_redis_lock(db: &Path, port: u16) -> Self {
+        Self::with(&[
+            (
+                "statestore.yaml",
+                component(
+                    "statestore",
+                    "state.sqlite",
+                    &[("connectionString", db.display().to_string())],
+                ),
+            ),
+            (
+                "lockstore.yaml",
+                component(
+                    "lockstore",
+                    "lock.redis",
+                    &[("redisHost", format!("127.0.0.1:{port}"))],
+                ),
+            ),
+        ])
+    }
+
     /// Arbitrary files, for tests of loading errors.
     pub fn raw(files: &[(&str, &str)]) -> Self {
         let owned: Vec<(&str, String)> = files.iter().map(|(f, t)| (*f, t.to_string())).collect();

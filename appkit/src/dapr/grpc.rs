@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use dapr::dapr::proto::common::v1::{Etag, StateItem, StateOptions};
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use dapr::dapr::proto::runtime::v1::{
-    ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest, SaveStateRequest,
-    TransactionalStateOperation, TryLockRequest, UnlockRequest,
+    ExecuteStateTransactionRequest, GetBulkStateRequest, GetMetadataRequest, GetStateRequest,
+    SaveStateRequest, TransactionalStateOperation, TryLockRequest, UnlockRequest,
 };
 use hyper_util::rt::TokioIo;
 use tonic::service::Interceptor;
@@ -183,6 +183,22 @@ impl Grpc {
         }
     }
 
+    /// The loaded components' names and types.
+    pub async fn component_types(
+        &self,
+        left: Option<Duration>,
+    ) -> Result<Vec<(String, String)>, DaprError> {
+        let r = self
+            .call("GetMetadata", left, GetMetadataRequest {}, |mut raw, req| async move {
+                raw.get_metadata(req).await
+            })
+            .await?;
+        Ok(r.registered_components
+            .into_iter()
+            .map(|c| (c.name, c.r#type))
+            .collect())
+    }
+
     pub async fn try_lock(
         &self,
         left: Option<Duration>,
@@ -325,6 +341,18 @@ impl Grpc {
                         etag,
                         ttl,
                     } => ("upsert", key, value, etag, ttl),
+                    Op::Create { key, value, ttl } => {
+                        return TransactionalStateOperation {
+                            operation_type: "upsert".to_string(),
+                            request: Some(StateItem {
+                                key,
+                                value,
+                                etag: None,
+                                metadata: ttl_metadata(ttl),
+                                options: first_write(),
+                            }),
+                        };
+                    }
                     Op::Delete { key, etag } => ("delete", key, Vec::new(), etag, None),
                 };
                 let options = etag.as_ref().and(first_write());

@@ -95,6 +95,19 @@ struct Transaction<'a> {
     operations: Vec<Operation<'a>>,
 }
 
+#[derive(Deserialize)]
+struct MetadataAnswer {
+    #[serde(default)]
+    components: Vec<Component>,
+}
+
+#[derive(Deserialize)]
+struct Component {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
 #[derive(Serialize)]
 struct BulkRequest<'a> {
     keys: &'a [String],
@@ -301,6 +314,28 @@ impl Http {
         Ok(answer)
     }
 
+    /// The loaded components' names and types.
+    pub async fn component_types(
+        &self,
+        left: Option<Duration>,
+    ) -> Result<Vec<(String, String)>, DaprError> {
+        let what = "metadata";
+        let uri = self.line.uri("/v1.0/metadata").map_err(|e| DaprError::Failed {
+            code: tonic::Code::Internal,
+            message: format!("{what}: {e}"),
+        })?;
+        let (_, _, body) = self
+            .exchange(what, left, Method::GET, uri, Bytes::new())
+            .await?;
+        let answer: MetadataAnswer =
+            serde_json::from_slice(&body).map_err(|e| malformed(what, &e))?;
+        Ok(answer
+            .components
+            .into_iter()
+            .map(|c| (c.name, c.kind))
+            .collect())
+    }
+
     pub async fn try_lock(
         &self,
         left: Option<Duration>,
@@ -429,6 +464,16 @@ impl Http {
                             etag: etag.as_deref(),
                             metadata: ttl(*t),
                             options: etag.as_ref().map(|_| FIRST_WRITE),
+                        },
+                    },
+                    Op::Create { key, value, ttl: t } => Operation {
+                        operation: "upsert",
+                        request: StateItem {
+                            key,
+                            value: Some(json_value(key, value)?),
+                            etag: None,
+                            metadata: ttl(*t),
+                            options: Some(FIRST_WRITE),
                         },
                     },
                     Op::Delete { key, etag } => Operation {

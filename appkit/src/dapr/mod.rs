@@ -67,6 +67,15 @@ pub enum Op {
         /// Seconds until the store drops the key (`ttlInSeconds`); `None` keeps it.
         ttl: Option<u32>,
     },
+    /// Writes `value` only if `key` does not exist (first-write, no ETag). Whether a
+    /// transaction then refuses a key that exists depends on the store: see
+    /// `SidecarClient::transactions_create`.
+    Create {
+        key: String,
+        value: Vec<u8>,
+        /// Seconds until the store drops the key; `None` keeps it.
+        ttl: Option<u32>,
+    },
     Delete {
         key: String,
         etag: Option<String>,
@@ -117,7 +126,18 @@ pub struct SidecarClient {
     lockstore: String,
     /// When every call made through this handle gives up.
     deadline: Option<Instant>,
+    /// `transactions_create`, once the sidecar has told it.
+    creates: Arc<std::sync::OnceLock<bool>>,
 }
+
+/// State store types whose transactions refuse an `Op::Create` of a key that exists, as a
+/// first-write save without an ETag does: their first-write check in a transaction
+/// refuses any existing key. Redis is not one: its transactions refuse only keys that a
+/// first-write *save* wrote (DAPR_API.md §3.8).
+const CREATING_TRANSACTIONS: [&str; 2] = ["state.sqlite", "state.in-memory"];
+
+/// The longest wait for the sidecar's metadata.
+const METADATA_WAIT: Duration = Duration::from_secs(2);
 
 impl SidecarClient {
     fn with_api(settings: &DaprSettings, api: Api) -> Self {
@@ -126,6 +146,7 @@ impl SidecarClient {
             statestore: settings.statestore.clone(),
             lockstore: settings.lockstore.clone(),
             deadline: None,
+            creates: Arc::default(),
         }
     }
 
@@ -167,6 +188,40 @@ impl SidecarClient {
         SidecarClient {
             deadline: Some(deadline),
             ..self.clone()
+        }
+    }
+
+    /// Whether a transaction's `Op::Create` of a key that exists fails the transaction on
+    /// this state store, so that a missing entry can be created in the commit that needs
+    /// it. Asked of the sidecar's metadata (component type) once; `false` for stores not
+    /// known to, and while the sidecar cannot tell.
+    pub async fn transactions_create(&self) -> bool {
+        if let Some(known) = self.creates.get() {
+            return *known;
+        }
+        // A short question: without an answer, the booking just takes the longer way.
+        let Ok(left) = self.left("metadata") else {
+            return false;
+        };
+        let left = Some(left.map_or(METADATA_WAIT, |l| l.min(METADATA_WAIT)));
+        let types = match &self.api {
+            Api::Grpc(g) => g.component_types(left).await,
+            Api::Http(h) => h.component_types(left).await,
+        };
+        match types {
+            Ok(types) => {
+                let kind = types
+                    .iter()
+                    .find(|(name, _)| *name == self.statestore)
+                    .map(|(_, kind)| kind.as_str());
+                let creates = kind.is_some_and(|k| CREATING_TRANSACTIONS.contains(&k));
+                tracing::debug!(store = %self.statestore, ?kind, creates, "state store type");
+                *self.creates.get_or_init(|| creates)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the sidecar's metadata is not available yet");
+                false
+            }
         }
     }
 

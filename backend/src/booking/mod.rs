@@ -389,14 +389,10 @@ impl<S: Store> Booker<S> {
                     _ => Err(refusal),
                 };
             }
-            ops.push(Op::Upsert {
-                key: item.key.clone(),
-                value: json_bytes(&Night {
-                    booked: booked + reservation.rooms,
-                }),
-                etag: guard.etags.then(|| item.etag.clone()),
-                ttl: None,
+            let night = json_bytes(&Night {
+                booked: booked + reservation.rooms,
             });
+            ops.push(write_op(item, night, guard.etags, None));
         }
         ops.push(Op::Upsert {
             key: reservation_key(&reservation.id),
@@ -405,7 +401,7 @@ impl<S: Store> Booker<S> {
             ttl: None,
         });
         if let (Some(k), Some(record)) = (key, record) {
-            ops.push(self.record_op(k, record, k.record(Some(reservation), None)));
+            ops.push(self.record_op(record, k.record(Some(reservation), None)));
         }
         if !self.policy.hold_lock.is_zero() {
             tokio::time::sleep(self.policy.hold_lock).await;
@@ -441,7 +437,7 @@ impl<S: Store> Booker<S> {
         record: &Item,
         refusal: BookingError,
     ) -> Result<Attempt<T>, BookingError> {
-        let op = self.record_op(key, record, key.record(None, Some(&refusal.to_string())));
+        let op = self.record_op(record, key.record(None, Some(&refusal.to_string())));
         match state.transact(vec![op]).await {
             Ok(()) => Err(refusal),
             // A stale ETag (Dapr reports it in a transaction as a plain failure): the
@@ -452,20 +448,17 @@ impl<S: Store> Booker<S> {
     }
 
     /// The key's record, now decided as `value` says, written under the ETag it was read
-    /// with.
-    fn record_op(&self, key: &KeyUse, record: &Item, value: Vec<u8>) -> Op {
-        Op::Upsert {
-            key: key.record_key.clone(),
-            value,
-            etag: Some(record.etag.clone()),
-            ttl: Some(self.policy.key_ttl_secs),
-        }
+    /// with (created, when it was read missing).
+    fn record_op(&self, record: &Item, value: Vec<u8>) -> Op {
+        write_op(record, value, true, Some(self.policy.key_ttl_secs))
     }
 
     /// Reads `keys` plus the key's record. A record that already holds an answer for the
     /// same request ends the attempt with it; one for another request is a 422. Missing
     /// entries that must be written under an ETag (nights when the guard writes with ETags,
-    /// the record always) are created first, first-write, and read again for their ETags.
+    /// the record always) are created in the commit where the store's transactions refuse
+    /// a create of a key that exists (SQLite, in-memory); elsewhere (Redis) they are
+    /// created first, first-write, and read again for their ETags.
     async fn read_guarded(
         &self,
         state: &S,
@@ -481,6 +474,9 @@ impl<S: Store> Booker<S> {
         let mut items = state.bulk_get(&keys).await?;
         if let Some(answer) = self.answered(key, items.last())? {
             return Ok(Read::Answered(answer));
+        }
+        if state.transactions_create().await {
+            return Guarded::new(items, &keys, key).map(Read::Guarded);
         }
         let night_count = keys.len() - usize::from(key.is_some());
         let must_exist = |i: usize| guard.etags || i >= night_count;
@@ -789,15 +785,12 @@ impl<S: Store> Booker<S> {
         let mut ops = Vec::with_capacity(read.items.len() + 1);
         for item in read.nights() {
             let booked = booked_of(item)?.saturating_sub(r.rooms);
-            ops.push(Op::Upsert {
-                key: item.key.clone(),
-                value: json_bytes(&Night { booked }),
-                etag: guard
-                    .etags
-                    .then(|| item.etag.clone())
-                    .filter(|e| !e.is_empty()),
-                ttl: None,
-            });
+            ops.push(write_op(
+                item,
+                json_bytes(&Night { booked }),
+                guard.etags,
+                None,
+            ));
         }
         let mine = reservation_key(id);
         ops.push(Op::Delete {
@@ -805,7 +798,7 @@ impl<S: Store> Booker<S> {
             etag: guard.etags.then(|| r_etag.clone()),
         });
         if let (Some(k), Some(record)) = (key, record) {
-            ops.push(self.record_op(k, record, k.record(Some(&r), None)));
+            ops.push(self.record_op(record, k.record(Some(&r), None)));
         }
         if guard.commit_by.is_some_and(|by| Instant::now() >= by) {
             return Ok(Attempt::Conflict);
@@ -916,6 +909,28 @@ impl Guarded {
 enum Commit {
     Applied,
     Conflict,
+}
+
+/// The write of `value` over `item` as read: under its ETag when `guarded` (a create when
+/// it was missing, which the transaction refuses if another writer made it meanwhile);
+/// else last write wins.
+fn write_op(item: &Item, value: Vec<u8>, guarded: bool, ttl: Option<u32>) -> Op {
+    let key = item.key.clone();
+    match (guarded, item.exists()) {
+        (true, true) => Op::Upsert {
+            key,
+            value,
+            etag: Some(item.etag.clone()),
+            ttl,
+        },
+        (true, false) => Op::Create { key, value, ttl },
+        (false, _) => Op::Upsert {
+            key,
+            value,
+            etag: None,
+            ttl,
+        },
+    }
 }
 
 /// Our own wire types always serialize; an empty value would read back as zero rooms.

@@ -9,9 +9,22 @@ use std::time::{Duration, Instant};
 
 use appkit::wire::{BookingRequest, Day, ReservationId};
 
+use test_case::test_case;
+
 use super::{Booker, BookingError, Call, Consistency, Policy, Work, night_key};
 use crate::catalogue::Catalogue;
 use crate::store::memory::MemoryStore;
+
+/// A store whose transactions refuse a create of a key that exists (`creating`: missing
+/// entries are created in the commit, as on SQLite), or one where they do not (created
+/// and read first, as on Redis).
+fn store_of(creating: bool) -> MemoryStore {
+    if creating {
+        MemoryStore::default().with_creating_transactions()
+    } else {
+        MemoryStore::default()
+    }
+}
 
 /// Hotel 1 has 3 rooms, hotel 2 one.
 fn catalogue() -> Arc<Catalogue> {
@@ -101,10 +114,12 @@ async fn rush(booker: &Arc<Booker<MemoryStore>>, n: usize) -> Vec<Result<(), Boo
     answers
 }
 
+#[test_case(false ; "create_then_read")]
+#[test_case(true ; "create_in_commit")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_bookings_never_oversell() {
+async fn concurrent_bookings_never_oversell(creating: bool) {
     for consistency in [Consistency::Lock, Consistency::Etag] {
-        let store = MemoryStore::default();
+        let store = store_of(creating);
         let answers = rush(&booker(&store, policy(consistency)), 24).await;
         let sold = answers.iter().filter(|a| a.is_ok()).count();
         for a in &answers {
@@ -132,15 +147,17 @@ async fn without_protection_the_same_rush_oversells() {
     );
 }
 
+#[test_case(false ; "create_then_read")]
+#[test_case(true ; "create_in_commit")]
 #[tokio::test]
-async fn a_commit_whose_answer_is_lost_is_read_back_not_redone() {
+async fn a_commit_whose_answer_is_lost_is_read_back_not_redone(creating: bool) {
     for (consistency, key) in [
         (Consistency::Lock, None),
         (Consistency::Lock, Some("k1")),
         (Consistency::Etag, None),
         (Consistency::Etag, Some("k1")),
     ] {
-        let store = MemoryStore::default();
+        let store = store_of(creating);
         let booker = booker(&store, policy(consistency));
         store.lose_answers(1);
         let r = booker.book(1, stay("ann", 2), &call(key)).await;
@@ -156,9 +173,11 @@ async fn a_commit_whose_answer_is_lost_is_read_back_not_redone() {
 
 /// A retry after an answer lost for good is answered from the key's record: the same
 /// reservation, and the nights counted once.
+#[test_case(false ; "create_then_read")]
+#[test_case(true ; "create_in_commit")]
 #[tokio::test]
-async fn a_retry_under_the_same_key_gets_the_first_answer() {
-    let store = MemoryStore::default();
+async fn a_retry_under_the_same_key_gets_the_first_answer(creating: bool) {
+    let store = store_of(creating);
     let booker = booker(&store, policy(Consistency::Lock));
     let first = booker
         .book(1, stay("ann", 1), &call(Some("k")))
@@ -192,9 +211,11 @@ async fn a_retry_under_the_same_key_gets_the_first_answer() {
 
 /// A keyed request refused as sold out stays refused, also once a room is free again:
 /// a key is decided once.
+#[test_case(false ; "create_then_read")]
+#[test_case(true ; "create_in_commit")]
 #[tokio::test]
-async fn a_refusal_is_decided_once() {
-    let store = MemoryStore::default();
+async fn a_refusal_is_decided_once(creating: bool) {
+    let store = store_of(creating);
     let booker = booker(&store, policy(Consistency::Lock));
     let taken = booker.book(2, stay("ann", 1), &call(None)).await.unwrap();
     let refused = booker.book(2, stay("bob", 1), &call(Some("b"))).await;
@@ -209,9 +230,11 @@ async fn a_refusal_is_decided_once() {
     assert!(booker.book(2, stay("cy", 1), &call(None)).await.is_ok());
 }
 
+#[test_case(false ; "create_then_read")]
+#[test_case(true ; "create_in_commit")]
 #[tokio::test]
-async fn a_keyed_cancel_frees_the_nights_once() {
-    let store = MemoryStore::default();
+async fn a_keyed_cancel_frees_the_nights_once(creating: bool) {
+    let store = store_of(creating);
     let booker = booker(&store, policy(Consistency::Etag));
     let r = booker.book(1, stay("ann", 2), &call(None)).await.unwrap();
     booker.book(1, stay("bob", 1), &call(None)).await.unwrap();
@@ -237,8 +260,11 @@ async fn a_keyed_cancel_frees_the_nights_once() {
 /// Replica A takes the one-room hotel's lock, reads the night, and lingers past its
 /// lease; B takes the lock and sells the room. Returns A's answer and the reservations
 /// stored.
-async fn a_holder_outlives_its_lease(fencing: bool) -> (Result<(), BookingError>, usize) {
-    let store = MemoryStore::default();
+async fn a_holder_outlives_its_lease(
+    fencing: bool,
+    creating: bool,
+) -> (Result<(), BookingError>, usize) {
+    let store = store_of(creating);
     let mut slow = policy(Consistency::Lock);
     slow.lease_secs = 1;
     slow.hold_lock = Duration::from_millis(2000);
@@ -258,17 +284,21 @@ async fn a_holder_outlives_its_lease(fencing: bool) -> (Result<(), BookingError>
     (a_answer, reservations(&store))
 }
 
+#[test_case(false ; "create_then_read")]
+#[test_case(true ; "create_in_commit")]
 #[tokio::test]
-async fn a_lock_holder_past_its_lease_is_fenced_off() {
-    let (a, sold) = a_holder_outlives_its_lease(true).await;
+async fn a_lock_holder_past_its_lease_is_fenced_off(creating: bool) {
+    let (a, sold) = a_holder_outlives_its_lease(true, creating).await;
     assert!(matches!(a, Err(BookingError::SoldOut(_))), "{a:?}");
     assert_eq!(sold, 1);
 }
 
 /// The proof for the case above: without fencing, the late holder's blind write lands too.
+#[test_case(false ; "create_then_read")]
+#[test_case(true ; "create_in_commit")]
 #[tokio::test]
-async fn without_fencing_a_holder_past_its_lease_oversells() {
-    let (a, sold) = a_holder_outlives_its_lease(false).await;
+async fn without_fencing_a_holder_past_its_lease_oversells(creating: bool) {
+    let (a, sold) = a_holder_outlives_its_lease(false, creating).await;
     assert_eq!(a, Ok(()), "the late holder is told 201");
     assert_eq!(sold, 2, "two reservations of the one room");
 }

@@ -33,6 +33,9 @@ struct Shared {
     batch_all_or_nothing: bool,
     /// Keys another writer creates just before the next create lands.
     created_first: Vec<String>,
+    /// Transactions refuse an `Op::Create` of a key that exists (as on SQLite), so the
+    /// booking creates missing entries in its commit.
+    creating_transactions: bool,
 }
 
 impl Shared {
@@ -85,6 +88,13 @@ impl MemoryStore {
         let mut shared = self.shared();
         shared.batch_all_or_nothing = true;
         shared.created_first.push(key.to_string());
+    }
+
+    /// Transactions refuse an `Op::Create` of a key that exists, as on SQLite: the booking
+    /// then creates missing entries in its commit.
+    pub fn with_creating_transactions(self) -> Self {
+        self.shared().creating_transactions = true;
+        self
     }
 
     /// How many transactions were applied.
@@ -183,10 +193,20 @@ impl Store for MemoryStore {
         self.enter("transact").await?;
         let mut shared = self.shared();
         for op in &ops {
-            let (key, etag) = match op {
-                Op::Upsert { key, etag, .. } | Op::Delete { key, etag } => (key, etag.as_ref()),
+            let refused = match op {
+                Op::Upsert { key, etag, .. } | Op::Delete { key, etag } => {
+                    !shared.matches(key, etag.as_ref())
+                }
+                // Without creating transactions (as on Redis, for a key a transaction
+                // wrote) a create overwrites: a booking must not rely on it then.
+                Op::Create { key, .. } => {
+                    shared.creating_transactions && shared.items.contains_key(key)
+                }
             };
-            if !shared.matches(key, etag) {
+            if refused {
+                let key = match op {
+                    Op::Upsert { key, .. } | Op::Create { key, .. } | Op::Delete { key, .. } => key,
+                };
                 // As the sidecar answers a transaction refused for an ETag: a plain
                 // failure (INTERNAL), never the ABORTED of a single save.
                 return Err(DaprError::Failed {
@@ -197,7 +217,7 @@ impl Store for MemoryStore {
         }
         for op in ops {
             match op {
-                Op::Upsert { key, value, .. } => {
+                Op::Upsert { key, value, .. } | Op::Create { key, value, .. } => {
                     let etag = shared.etag();
                     shared.items.insert(key, (value, etag));
                 }
@@ -212,6 +232,10 @@ impl Store for MemoryStore {
             return Err(DaprError::DeadlineExceeded("the answer was lost".into()));
         }
         Ok(())
+    }
+
+    async fn transactions_create(&self) -> bool {
+        self.shared().creating_transactions
     }
 
     async fn try_lock(

@@ -1,7 +1,6 @@
 //! What the booking rules need of Dapr, and nothing more: a state store with ETags,
 //! first-write creates and all-or-nothing transactions, and a lock store with leases,
-//! every call bounded by a deadline. The Dapr sidecar over gRPC (`SidecarClient`) is the
-//! real one; `memory` is a fake with the same rules for the booking's unit tests.
+//! every call bounded by a deadline. The Dapr sidecar (`SidecarClient`) is the real one; `memory` is a fake with the same rules for the booking's unit tests.
 
 use std::future::Future;
 use std::time::Instant;
@@ -31,6 +30,11 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// All of `ops` or none; an ETag that no longer matches fails the whole transaction.
     fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), DaprError>> + Send;
+
+    /// Whether an `Op::Create` of a key that exists fails its transaction, so a missing
+    /// entry can be created in the commit itself instead of by a `create` and a read
+    /// before it.
+    fn transactions_create(&self) -> impl Future<Output = bool> + Send;
 
     /// Takes the lock on `resource` for `owner` for `lease_secs`, unless someone holds it.
     fn try_lock(
@@ -69,6 +73,10 @@ impl Store for SidecarClient {
 
     fn transact(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), DaprError>> + Send {
         SidecarClient::transact(self, ops)
+    }
+
+    fn transactions_create(&self) -> impl Future<Output = bool> + Send {
+        SidecarClient::transactions_create(self)
     }
 
     fn try_lock(
