@@ -219,10 +219,8 @@ async fn a_holder_outlives_its_lease(fencing: bool, kind: StoreKind) -> (u16, te
     let redis = store.redis.as_ref().unwrap();
     let registry = TempDir::new("registry");
     let data = TempDir::new("data");
-    let shared_sqlite = testkit::ComponentsDir::sqlite_with_redis_lock(
-        &data.path().join("state.db"),
-        redis.port,
-    );
+    let shared_sqlite =
+        testkit::ComponentsDir::sqlite_with_redis_lock(&data.path().join("state.db"), redis.port);
     let resources = match kind {
         StoreKind::Sqlite => shared_sqlite.path(),
         _ => store.components.path(),

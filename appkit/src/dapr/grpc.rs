@@ -189,9 +189,12 @@ impl Grpc {
         left: Option<Duration>,
     ) -> Result<Vec<(String, String)>, DaprError> {
         let r = self
-            .call("GetMetadata", left, GetMetadataRequest {}, |mut raw, req| async move {
-                raw.get_metadata(req).await
-            })
+            .call(
+                "GetMetadata",
+                left,
+                GetMetadataRequest {},
+                |mut raw, req| async move { raw.get_metadata(req).await },
+            )
             .await?;
         Ok(r.registered_components
             .into_iter()

@@ -320,10 +320,13 @@ impl Http {
         left: Option<Duration>,
     ) -> Result<Vec<(String, String)>, DaprError> {
         let what = "metadata";
-        let uri = self.line.uri("/v1.0/metadata").map_err(|e| DaprError::Failed {
-            code: tonic::Code::Internal,
-            message: format!("{what}: {e}"),
-        })?;
+        let uri = self
+            .line
+            .uri("/v1.0/metadata")
+            .map_err(|e| DaprError::Failed {
+                code: tonic::Code::Internal,
+                message: format!("{what}: {e}"),
+            })?;
         let (_, _, body) = self
             .exchange(what, left, Method::GET, uri, Bytes::new())
             .await?;
