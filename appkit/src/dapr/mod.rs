@@ -98,6 +98,22 @@ pub enum Unlocked {
     HeldByOther,
 }
 
+/// One item per key of `keys`, in their order, from what a bulk get `found` (in any
+/// order): a key asked for twice gets its item twice, a key not found an item that does
+/// not exist.
+fn in_order(keys: &[String], found: Vec<Item>) -> Vec<Item> {
+    let by_key: HashMap<String, Item> = found.into_iter().map(|it| (it.key.clone(), it)).collect();
+    keys.iter()
+        .map(|k| {
+            by_key.get(k).cloned().unwrap_or_else(|| Item {
+                key: k.clone(),
+                data: Vec::new(),
+                etag: String::new(),
+            })
+        })
+        .collect()
+}
+
 impl Unlocked {
     /// From the `status` of Dapr's unlock answer.
     fn from_status(status: i32) -> Self {
@@ -278,18 +294,7 @@ impl SidecarClient {
             Api::Grpc(g) => g.bulk_get(left, &self.statestore, keys).await?,
             Api::Http(h) => h.bulk_get(left, keys).await?,
         };
-        let mut by_key: HashMap<String, Item> =
-            found.into_iter().map(|it| (it.key.clone(), it)).collect();
-        Ok(keys
-            .iter()
-            .map(|k| {
-                by_key.remove(k).unwrap_or(Item {
-                    key: k.clone(),
-                    data: Vec::new(),
-                    etag: String::new(),
-                })
-            })
-            .collect())
+        Ok(in_order(keys, found))
     }
 
     /// Creates each of `items` whose key does not exist yet, in one call. Which were
@@ -330,5 +335,30 @@ impl SidecarClient {
             Api::Grpc(g) => g.transact(left, &self.statestore, ops).await,
             Api::Http(h) => h.transact(left, ops).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Item, in_order};
+
+    fn item(key: &str, etag: &str) -> Item {
+        Item {
+            key: key.into(),
+            data: b"{}".to_vec(),
+            etag: etag.into(),
+        }
+    }
+
+    #[test]
+    fn a_bulk_read_answers_every_key_in_order_also_twice() {
+        let keys: Vec<String> = ["b", "a", "b", "c"].map(String::from).to_vec();
+        let got = in_order(&keys, vec![item("a", "1"), item("b", "2")]);
+        let seen: Vec<(&str, &str)> = got
+            .iter()
+            .map(|i| (i.key.as_str(), i.etag.as_str()))
+            .collect();
+        assert_eq!(seen, [("b", "2"), ("a", "1"), ("b", "2"), ("c", "")]);
+        assert!(!got[3].exists(), "a key not found does not exist");
     }
 }
