@@ -122,10 +122,15 @@ impl FaultStack {
     }
 
     /// `kill -9` of replica `i`'s sidecar; its app stays up, and a new sidecar takes the
-    /// old one's gRPC port, which the app reconnects to by itself.
+    /// old one's HTTP and gRPC ports, which the app reconnects to by itself: the app's
+    /// state reads go through again before the fault is over.
     async fn crash_and_restart_sidecar(&mut self, i: usize) {
         let replica = &mut self.replicas[i];
-        let (grpc, app_port) = (replica.sidecar.grpc_port, replica.port);
+        let (http_port, grpc, app_port) = (
+            replica.sidecar.http_port,
+            replica.sidecar.grpc_port,
+            replica.port,
+        );
         replica.orphans.extend(replica.sidecar.app_pids());
         kill(Signal::Kill, replica.sidecar.pid());
         replica.sidecar.stop();
@@ -136,8 +141,25 @@ impl FaultStack {
         )
         .resources(self.components.path())
         .app_port(app_port)
+        .flag("--dapr-http-port", http_port)
         .flag("--dapr-grpc-port", grpc)
         .spawn()
+        .await
+        .unwrap();
+        let http = reqwest::Client::new();
+        let read = format!(
+            "http://127.0.0.1:{app_port}/hotels/1/availability?check_in={}&check_out={}",
+            day(0),
+            day(1)
+        );
+        testkit::wait_until(
+            "the orphaned backend to read through its new sidecar",
+            Duration::from_secs(10),
+            || {
+                let r = http.get(&read).send();
+                async move { r.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+            },
+        )
         .await
         .unwrap();
     }
