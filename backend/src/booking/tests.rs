@@ -257,6 +257,22 @@ async fn a_keyed_cancel_frees_the_nights_once(creating: bool) {
     );
 }
 
+/// A night read as missing, then made by another writer (a lock holder whose lease ran
+/// out, or an `etag`-mode booker) before this booking's commit lands: the commit's create
+/// of it is refused, and the booking reads again and finds the room sold.
+#[test_case(Consistency::Lock ; "lock")]
+#[test_case(Consistency::Etag ; "etag")]
+#[tokio::test]
+async fn a_night_made_before_the_commit_lands_refuses_it(consistency: Consistency) {
+    let store = store_of(true);
+    let booker = booker(&store, policy(consistency));
+    store.write_before_next_transaction(&night_key(2, night()), br#"{"booked":1}"#);
+    let r = booker.book(2, stay("late", 1), &call(None)).await;
+    assert!(matches!(r, Err(BookingError::SoldOut(_))), "{r:?}");
+    assert_eq!(booked(&store, 2), 1, "the other writer's room, no more");
+    assert_eq!(reservations(&store), 0);
+}
+
 /// Replica A takes the one-room hotel's lock, reads the night, and lingers past its
 /// lease; B takes the lock and sells the room. Returns A's answer and the reservations
 /// stored.

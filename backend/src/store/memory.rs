@@ -36,6 +36,8 @@ struct Shared {
     /// Transactions refuse an `Op::Create` of a key that exists (as on SQLite), so the
     /// booking creates missing entries in its commit.
     creating_transactions: bool,
+    /// Entries another writer makes just before the next transaction lands.
+    written_first: Vec<(String, Vec<u8>)>,
 }
 
 impl Shared {
@@ -95,6 +97,13 @@ impl MemoryStore {
     pub fn with_creating_transactions(self) -> Self {
         self.shared().creating_transactions = true;
         self
+    }
+
+    /// Another writer makes `key` (with `value`) just before the next transaction lands.
+    pub fn write_before_next_transaction(&self, key: &str, value: &[u8]) {
+        self.shared()
+            .written_first
+            .push((key.to_string(), value.to_vec()));
     }
 
     /// How many transactions were applied.
@@ -192,6 +201,10 @@ impl Store for MemoryStore {
     async fn transact(&self, ops: Vec<Op>) -> Result<(), DaprError> {
         self.enter("transact").await?;
         let mut shared = self.shared();
+        for (key, value) in std::mem::take(&mut shared.written_first) {
+            let etag = shared.etag();
+            shared.items.insert(key, (value, etag));
+        }
         for op in &ops {
             let refused = match op {
                 Op::Upsert { key, etag, .. } | Op::Delete { key, etag } => {
