@@ -1,7 +1,8 @@
 //! What the workspace's crates share. For the two services: the wire types of the booking
 //! API (`wire`), JSON errors with the right status (`error`), the fallback and health routes
-//! and JSON body parsing both routers share (`http`), the Dapr gRPC client the
-//! backend talks to its sidecar with (`dapr`), settings read the way `dapr run` passes them
+//! and JSON body parsing both routers share (`http`), the Dapr client the backend talks
+//! to its sidecar with, over HTTP or gRPC (`dapr`), the pooled HTTP line both apps reach
+//! their sidecar on (`sidecar_http`), settings read the way `dapr run` passes them
 //! (`settings`), the deadline and idempotency key a request carries from hop to hop
 //! (`request`), and their command line (`service`). For every binary and harness, the
 //! sidecar's too: logging set-up (`logging`) and process plumbing: runtime, shutdown,

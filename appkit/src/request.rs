@@ -22,14 +22,18 @@ pub const MAX_KEY_LEN: usize = 128;
 /// What a hop keeps for itself before passing the deadline on: time to answer.
 const HANDOFF_MARGIN: Duration = Duration::from_millis(50);
 
-/// When this request must be answered: `budget` from now, or sooner if the caller said so.
-pub fn deadline(headers: &HeaderMap, budget: Duration) -> Instant {
-    let given = headers
+/// The time the caller gave this request (`x-request-timeout-ms`), if it said.
+pub fn time_given(headers: &HeaderMap) -> Option<Duration> {
+    headers
         .get(TIMEOUT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis);
-    Instant::now() + given.map_or(budget, |g| g.min(budget))
+        .map(Duration::from_millis)
+}
+
+/// When this request must be answered: `budget` from now, or sooner if the caller said so.
+pub fn deadline(headers: &HeaderMap, budget: Duration) -> Instant {
+    Instant::now() + time_given(headers).map_or(budget, |g| g.min(budget))
 }
 
 /// The `x-request-timeout-ms` value to hand the next hop, which must answer before us.

@@ -26,13 +26,13 @@ use crate::settings::DaprSettings;
 
 /// Where the connections go.
 #[derive(Clone)]
-pub enum Connector {
+enum Connector {
     Tcp(HttpConnector),
     Unix(Arc<PathBuf>),
 }
 
 /// One connection to the sidecar.
-pub enum Conn {
+enum Conn {
     Tcp(TokioIo<tokio::net::TcpStream>),
     Unix(TokioIo<tokio::net::UnixStream>),
 }
@@ -164,9 +164,12 @@ impl SidecarHttp {
                 )
             }
         };
+        // The timer closes idle connections in the background; without one the idle
+        // timeout is only checked when a connection is taken.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         SidecarHttp { client, origin }
     }

@@ -1,4 +1,6 @@
-//! The configurations of the original study (plus Redis, ETag and sidecar-only rows), and
+//! The configurations of the original study (plus Redis, ETag, Unix-socket, gRPC-API and
+//! sidecar-only rows; the backend calls its sidecar over HTTP unless a row's id ends in
+//! `-grpc`), and
 //! how one row is run: start it, warm up, let the machine settle, constant-rate latency
 //! runs, a max-throughput run (with the CPU every process spends on it), peak memory, stop.
 
@@ -217,7 +219,7 @@ pub fn all_rows() -> Vec<Row> {
         Row {
             api: "grpc",
             ..row(
-                "through-full-grpc",
+                "through-full-w1-grpc",
                 "frontend + backend through Dapr, full booking, backend on its sidecar's gRPC API",
                 ThroughFull,
                 1,
@@ -239,7 +241,7 @@ pub fn all_rows() -> Vec<Row> {
             api: "grpc",
             redis: true,
             ..row(
-                "through-full-redis-grpc",
+                "through-full-redis-w1-grpc",
                 "frontend + backend through Dapr, full booking, Redis, backend on the gRPC API",
                 ThroughFull,
                 1,

@@ -42,9 +42,17 @@ impl Backend {
     /// Calls through the sidecar's HTTP port, or its Unix domain socket when `settings`
     /// name one (`DAPR_HTTP_ENDPOINT=unix:///path`).
     pub fn new(settings: &DaprSettings, budget: Duration) -> anyhow::Result<Self> {
+        let line = SidecarHttp::new(settings);
+        let base = format!("/v1.0/invoke/{}/method", settings.backend_app_id);
+        line.uri(&base).map_err(|e| {
+            anyhow::anyhow!(
+                "BACKEND_APP_ID {:?} cannot be in a URL: {e}",
+                settings.backend_app_id
+            )
+        })?;
         Ok(Backend {
-            line: SidecarHttp::new(settings),
-            base: format!("/v1.0/invoke/{}/method", settings.backend_app_id),
+            line,
+            base,
             token: settings
                 .api_token
                 .as_deref()

@@ -263,11 +263,7 @@ impl Invoker {
         let mut req = Request::new(Full::new(call.body.clone()));
         *req.method_mut() = call.method.clone();
         *req.uri_mut() = uri;
-        let limit = call
-            .headers
-            .get(&TIMEOUT)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_millis);
+        let limit = appkit::request::time_given(&call.headers);
         let headers = req.headers_mut();
         headers.clone_from(&call.headers);
         headers.remove(header::HOST);

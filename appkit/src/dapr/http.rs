@@ -4,10 +4,10 @@
 //! error the gRPC side would give: 409 is an ETag conflict, 500 a store failure.
 //!
 //! HTTP has no `grpc-timeout`: a call's time left bounds the wait here, and the request
-//! also carries it as `x-request-timeout-ms` (the header this project's invocation path
-//! reads; daprd ignores it on state calls).
+//! also carries it, less a margin, as `x-request-timeout-ms`, by which this project's
+//! sidecar ends state and lock calls as it ends invocation hops (daprd ignores it there).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, ETAG, HeaderValue};
@@ -176,7 +176,8 @@ fn status_error(what: &str, status: StatusCode, body: &[u8]) -> DaprError {
     };
     let code = match status.as_u16() {
         409 => return DaprError::Conflict(message),
-        503 => return DaprError::Unavailable(message),
+        // A proxy's or the sidecar's own trouble: whether a write landed is unknown.
+        502 | 503 => return DaprError::Unavailable(message),
         408 | 504 => return DaprError::DeadlineExceeded(message),
         400 => tonic::Code::InvalidArgument,
         401 => tonic::Code::Unauthenticated,
@@ -217,7 +218,12 @@ impl Http {
             token: settings
                 .api_token
                 .as_deref()
-                .and_then(|t| HeaderValue::from_str(t).ok()),
+                .map(HeaderValue::from_str)
+                .transpose()
+                .map_err(|_| DaprError::Failed {
+                    code: tonic::Code::InvalidArgument,
+                    message: "DAPR_API_TOKEN cannot be sent as a header value".into(),
+                })?,
             line,
         })
     }
@@ -262,10 +268,10 @@ impl Http {
             req = req.header(crate::token::HEADER, t.clone());
         }
         if let Some(left) = left {
-            req = req.header(
-                crate::request::TIMEOUT_HEADER,
-                HeaderValue::from(u64::try_from(left.as_millis().max(1)).unwrap_or(u64::MAX)),
-            );
+            // A little less than this call waits, as every hop hands on: the sidecar gives
+            // up first, so a write it drops is known dropped once this wait ends.
+            let next = crate::request::timeout_for_next_hop(Instant::now() + left).max(1);
+            req = req.header(crate::request::TIMEOUT_HEADER, HeaderValue::from(next));
         }
         let req = req.body(Full::new(body)).map_err(|e| DaprError::Failed {
             code: tonic::Code::Internal,
@@ -500,5 +506,46 @@ impl Http {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DaprError, StatusCode, segment, status_error};
+
+    #[test]
+    fn answers_map_to_the_errors_grpc_gives() {
+        let body = br#"{"errorCode":"ERR_STATE_SAVE","message":"possible etag mismatch"}"#;
+        let e = |status: u16| status_error("save", StatusCode::from_u16(status).unwrap(), body);
+        assert!(matches!(e(409), DaprError::Conflict(m) if m.contains("ERR_STATE_SAVE")));
+        assert!(matches!(e(503), DaprError::Unavailable(_)));
+        assert!(matches!(e(502), DaprError::Unavailable(_)));
+        assert!(matches!(e(504), DaprError::DeadlineExceeded(_)));
+        assert!(matches!(
+            e(500),
+            DaprError::Failed {
+                code: tonic::Code::Internal,
+                ..
+            }
+        ));
+        assert!(matches!(
+            e(400),
+            DaprError::Failed {
+                code: tonic::Code::InvalidArgument,
+                ..
+            }
+        ));
+        let plain = status_error("get", StatusCode::UNAUTHORIZED, b"invalid api token\n");
+        assert!(
+            matches!(&plain, DaprError::Failed { code: tonic::Code::Unauthenticated, message } if message.contains("invalid api token")),
+            "{plain:?}"
+        );
+    }
+
+    #[test]
+    fn keys_are_one_path_segment() {
+        assert_eq!(segment("hotel-1-2026-12-01"), "hotel-1-2026-12-01");
+        assert_eq!(segment("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
+        assert_eq!(segment("idempotency-k:1.x_y"), "idempotency-k:1.x_y");
     }
 }

@@ -142,9 +142,22 @@ pub struct SidecarClient {
     lockstore: String,
     /// When every call made through this handle gives up.
     deadline: Option<Instant>,
-    /// `transactions_create`, once the sidecar has told it.
-    creates: Arc<std::sync::OnceLock<bool>>,
+    /// What the sidecar said `transactions_create` is.
+    creates: Arc<StoreFacts>,
 }
+
+/// What the sidecar told of its state store, kept across calls: asked once, asked again
+/// after the sidecar was unreachable (it may have come back with other components), and
+/// not asked more than once in `ASK_AGAIN_AFTER` while it cannot answer.
+#[derive(Default)]
+struct StoreFacts {
+    /// 0: not known; 1: transactions do not create; 2: they do.
+    creates: std::sync::atomic::AtomicU8,
+    failed_at: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How long a failed question about the store stands before it is asked again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 /// State store types whose transactions refuse an `Op::Create` of a key that exists, as a
 /// first-write save without an ETag does: their first-write check in a transaction
@@ -152,8 +165,8 @@ pub struct SidecarClient {
 /// first-write *save* wrote (DAPR_API.md §3.8).
 const CREATING_TRANSACTIONS: [&str; 2] = ["state.sqlite", "state.in-memory"];
 
-/// The longest wait for the sidecar's metadata.
-const METADATA_WAIT: Duration = Duration::from_secs(2);
+/// The longest wait for the sidecar's metadata (a booking may be waiting on it).
+const METADATA_WAIT: Duration = Duration::from_millis(500);
 
 impl SidecarClient {
     fn with_api(settings: &DaprSettings, api: Api) -> Self {
@@ -209,11 +222,24 @@ impl SidecarClient {
 
     /// Whether a transaction's `Op::Create` of a key that exists fails the transaction on
     /// this state store, so that a missing entry can be created in the commit that needs
-    /// it. Asked of the sidecar's metadata (component type) once; `false` for stores not
-    /// known to, and while the sidecar cannot tell.
+    /// it. Asked of the sidecar's metadata (the store's component type) and kept; `false`
+    /// for store types not known to, and while the sidecar cannot tell (asked again after
+    /// `ASK_AGAIN_AFTER`, and after the sidecar was unreachable).
     pub async fn transactions_create(&self) -> bool {
-        if let Some(known) = self.creates.get() {
-            return *known;
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.creates.creates.load(Relaxed) {
+            1 => return false,
+            2 => return true,
+            _ => {}
+        }
+        let failed_at = || {
+            self.creates
+                .failed_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if failed_at().is_some_and(|at| at.elapsed() < ASK_AGAIN_AFTER) {
+            return false;
         }
         // A short question: without an answer, the booking just takes the longer way.
         let Ok(left) = self.left("metadata") else {
@@ -226,19 +252,29 @@ impl SidecarClient {
         };
         match types {
             Ok(types) => {
-                let kind = types
-                    .iter()
-                    .find(|(name, _)| *name == self.statestore)
-                    .map(|(_, kind)| kind.as_str());
-                let creates = kind.is_some_and(|k| CREATING_TRANSACTIONS.contains(&k));
-                tracing::debug!(store = %self.statestore, ?kind, creates, "state store type");
-                *self.creates.get_or_init(|| creates)
+                if let Some((_, kind)) = types.iter().find(|(name, _)| *name == self.statestore) {
+                    let creates = CREATING_TRANSACTIONS.contains(&kind.as_str());
+                    tracing::debug!(store = %self.statestore, %kind, creates, "state store type");
+                    self.creates.creates.store(1 + u8::from(creates), Relaxed);
+                    return creates;
+                }
+                tracing::debug!(store = %self.statestore, "the sidecar lists no such state store");
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "the sidecar's metadata is not available yet");
-                false
-            }
+            Err(e) => tracing::debug!(error = %e, "the sidecar's metadata is not available"),
         }
+        *failed_at() = Some(Instant::now());
+        false
+    }
+
+    /// Forgets what the sidecar told of its store once it could not be reached: it may
+    /// come back with other components.
+    fn note<T>(&self, result: Result<T, DaprError>) -> Result<T, DaprError> {
+        if matches!(result, Err(DaprError::Unavailable(_))) {
+            self.creates
+                .creates
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
     }
 
     /// The time a call has: `None` without a deadline; an error when none is left.
@@ -262,38 +298,38 @@ impl SidecarClient {
         lease_secs: i32,
     ) -> Result<bool, DaprError> {
         let left = self.left("a lock")?;
-        match &self.api {
+        self.note(match &self.api {
             Api::Grpc(g) => {
                 g.try_lock(left, &self.lockstore, resource, owner, lease_secs)
                     .await
             }
             Api::Http(h) => h.try_lock(left, resource, owner, lease_secs).await,
-        }
+        })
     }
 
     pub async fn unlock(&self, resource: &str, owner: &str) -> Result<Unlocked, DaprError> {
         let left = self.left("an unlock")?;
-        match &self.api {
+        self.note(match &self.api {
             Api::Grpc(g) => g.unlock(left, &self.lockstore, resource, owner).await,
             Api::Http(h) => h.unlock(left, resource, owner).await,
-        }
+        })
     }
 
     pub async fn get(&self, key: &str) -> Result<Item, DaprError> {
         let left = self.left("a get")?;
-        match &self.api {
+        self.note(match &self.api {
             Api::Grpc(g) => g.get(left, &self.statestore, key).await,
             Api::Http(h) => h.get(left, key).await,
-        }
+        })
     }
 
     /// One round trip for all keys, in order.
     pub async fn bulk_get(&self, keys: &[String]) -> Result<Vec<Item>, DaprError> {
         let left = self.left("a bulk get")?;
-        let found = match &self.api {
-            Api::Grpc(g) => g.bulk_get(left, &self.statestore, keys).await?,
-            Api::Http(h) => h.bulk_get(left, keys).await?,
-        };
+        let found = self.note(match &self.api {
+            Api::Grpc(g) => g.bulk_get(left, &self.statestore, keys).await,
+            Api::Http(h) => h.bulk_get(left, keys).await,
+        })?;
         Ok(in_order(keys, found))
     }
 
@@ -306,10 +342,10 @@ impl SidecarClient {
     /// guarded ones must not share one Redis.
     pub async fn create(&self, items: Vec<NewItem>) -> Result<(), DaprError> {
         let left = self.left("a save")?;
-        let r = match &self.api {
+        let r = self.note(match &self.api {
             Api::Grpc(g) => g.create(left, &self.statestore, items).await,
             Api::Http(h) => h.create(left, items).await,
-        };
+        });
         match r {
             Ok(()) => Ok(()),
             Err(
@@ -331,10 +367,10 @@ impl SidecarClient {
     /// Dapr with Redis). An ETag that no longer matches fails the whole transaction.
     pub async fn transact(&self, ops: Vec<Op>) -> Result<(), DaprError> {
         let left = self.left("a transaction")?;
-        match &self.api {
+        self.note(match &self.api {
             Api::Grpc(g) => g.transact(left, &self.statestore, ops).await,
             Api::Http(h) => h.transact(left, ops).await,
-        }
+        })
     }
 }
 

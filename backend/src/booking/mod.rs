@@ -281,6 +281,8 @@ impl<S: Store> Booker<S> {
         }
         let state = self.state()?;
         let within = state.until(call.work_until());
+        // Learned before any lock is taken (and kept), so no lock waits on the question.
+        within.transactions_create().await;
         let key = key.as_ref();
         let attempt = |guard: Guard, s: S| {
             let (hotel, nights, reservation) = (&hotel, &nights, &reservation);
@@ -752,6 +754,7 @@ impl<S: Store> Booker<S> {
             return Ok(answer);
         }
         let hotel_id = parse_reservation(id, &first[0])?.hotel_id;
+        within.transactions_create().await;
         let attempt =
             |guard: Guard, s: S| async move { self.cancel_once(&s, id, key, guard).await };
         self.protected(&within, hotel_id, call, || async { Ok(()) }, attempt)

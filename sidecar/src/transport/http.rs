@@ -149,11 +149,7 @@ impl tower::Service<Request<Body>> for WithinCallerTime<axum::routing::Route> {
     }
 
     fn call(&mut self, req: Request<Body>) -> Bounded {
-        let limit = req
-            .headers()
-            .get(appkit::request::TIMEOUT_HEADER)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_millis);
+        let limit = appkit::request::time_given(req.headers());
         let answer = self.0.call(req);
         let Some(limit) = limit else {
             return futures_util::future::Either::Left(answer);
