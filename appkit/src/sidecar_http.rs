@@ -24,15 +24,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::settings::DaprSettings;
 
-/// Where the connections go.
+/// Where the connections go: a connector for hyper's client and for tonic's channel.
 #[derive(Clone)]
-enum Connector {
+pub(crate) enum Connector {
     Tcp(HttpConnector),
     Unix(Arc<PathBuf>),
 }
 
 /// One connection to the sidecar.
-enum Conn {
+pub(crate) enum Conn {
     Tcp(TokioIo<tokio::net::TcpStream>),
     Unix(TokioIo<tokio::net::UnixStream>),
 }
@@ -139,6 +139,13 @@ impl tower::Service<Uri> for Connector {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+impl Connector {
+    /// To the Unix domain socket at `path`, whatever the URI says.
+    pub(crate) fn unix(path: PathBuf) -> Self {
+        Connector::Unix(Arc::new(path))
+    }
+}
+
 /// A pooled client of the sidecar's HTTP API, and the origin its URIs start with.
 #[derive(Clone)]
 pub struct SidecarHttp {
@@ -151,7 +158,7 @@ impl SidecarHttp {
     pub fn new(settings: &DaprSettings) -> Self {
         let (connector, origin) = match &settings.http_socket {
             Some(path) => (
-                Connector::Unix(Arc::new(path.clone())),
+                Connector::unix(path.clone()),
                 "http://localhost".to_string(),
             ),
             None => {

@@ -15,13 +15,13 @@ use dapr::dapr::proto::runtime::v1::{
     ExecuteStateTransactionRequest, GetBulkStateRequest, GetMetadataRequest, GetStateRequest,
     SaveStateRequest, TransactionalStateOperation, TryLockRequest, UnlockRequest,
 };
-use hyper_util::rt::TokioIo;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{DaprError, Item, NewItem, Op, Unlocked};
 use crate::settings::DaprSettings;
+use crate::sidecar_http::Connector;
 
 /// Adds `dapr-api-token` to every call when `DAPR_API_TOKEN` is set.
 #[derive(Clone)]
@@ -50,24 +50,6 @@ impl From<tonic::Status> for DaprError {
             },
         }
     }
-}
-
-/// Connects to the sidecar's gRPC socket (`DAPR_GRPC_ENDPOINT=unix:///path`); the
-/// channel's URI then only names the origin of the calls.
-fn unix_connector(
-    path: std::path::PathBuf,
-) -> impl tower::Service<
-    http::Uri,
-    Response = TokioIo<tokio::net::UnixStream>,
-    Error = std::io::Error,
-    Future = impl Future<Output = std::io::Result<TokioIo<tokio::net::UnixStream>>> + Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |_: http::Uri| {
-        let path = path.clone();
-        async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-    })
 }
 
 /// `grpc-timeout` for `left`, marked sensitive: the value differs on every call, and
@@ -129,7 +111,7 @@ impl Grpc {
     pub fn new(settings: &DaprSettings) -> Result<Self, DaprError> {
         let endpoint = Self::endpoint(settings)?;
         let channel = match &settings.grpc_socket {
-            Some(path) => endpoint.connect_with_connector_lazy(unix_connector(path.clone())),
+            Some(path) => endpoint.connect_with_connector_lazy(Connector::unix(path.clone())),
             None => endpoint.connect_lazy(),
         };
         Ok(Self::with_channel(settings, channel))
@@ -141,7 +123,7 @@ impl Grpc {
         let connected = match &settings.grpc_socket {
             Some(path) => {
                 endpoint
-                    .connect_with_connector(unix_connector(path.clone()))
+                    .connect_with_connector(Connector::unix(path.clone()))
                     .await
             }
             None => endpoint.connect().await,

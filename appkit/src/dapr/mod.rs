@@ -82,6 +82,15 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The key the operation writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Upsert { key, .. } | Op::Create { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+}
+
 /// A value to create where its key does not exist yet.
 #[derive(Debug, Clone)]
 pub struct NewItem {

@@ -217,9 +217,7 @@ impl Store for MemoryStore {
                 }
             };
             if refused {
-                let key = match op {
-                    Op::Upsert { key, .. } | Op::Create { key, .. } | Op::Delete { key, .. } => key,
-                };
+                let key = op.key();
                 // As the sidecar answers a transaction refused for an ETag: a plain
                 // failure (INTERNAL), never the ABORTED of a single save.
                 return Err(DaprError::Failed {
