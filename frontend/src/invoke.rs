@@ -167,14 +167,7 @@ impl Backend {
 
 /// A Dapr error body (`{"errorCode": ...}`) means the sidecars failed, not the backend.
 fn dapr_error(body: &[u8]) -> Option<AppError> {
-    #[derive(serde::Deserialize)]
-    struct DaprBody {
-        #[serde(rename = "errorCode")]
-        error_code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let b: DaprBody = serde_json::from_slice(body).ok()?;
+    let b = appkit::dapr::ErrorBody::parse(body)?;
     Some(if b.error_code == "ERR_DIRECT_INVOKE" {
         AppError::bad_gateway(
             "backend_unavailable",

@@ -17,7 +17,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{DaprError, Item, NewItem, Op, Unlocked};
+use super::{DaprError, ErrorBody, Item, NewItem, Op, Unlocked};
 use crate::settings::DaprSettings;
 use crate::sidecar_http::SidecarHttp;
 
@@ -145,15 +145,6 @@ struct UnlockAnswer {
     status: i32,
 }
 
-/// Dapr's error body: `{"errorCode": "...", "message": "..."}`.
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(rename = "errorCode", default)]
-    error_code: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// A value as the JSON it must be: the HTTP API stores JSON.
 fn json_value<'a>(key: &str, value: &'a [u8]) -> Result<&'a RawValue, DaprError> {
     serde_json::from_slice(value).map_err(|e| DaprError::Failed {
@@ -170,10 +161,19 @@ fn ttl(ttl: Option<u32>) -> Option<Ttl> {
 
 /// The error the gRPC side would give for the sidecar's answer `status`.
 fn status_error(what: &str, status: StatusCode, body: &[u8]) -> DaprError {
-    let message = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) if !e.error_code.is_empty() => format!("{what}: {} {}", e.error_code, e.message),
-        _ => format!("{what}: {status} {}", String::from_utf8_lossy(body)),
+    let dapr = ErrorBody::parse(body);
+    let message = match &dapr {
+        Some(e) => format!("{what}: {} {}", e.error_code, e.message),
+        None => format!("{what}: {status} {}", String::from_utf8_lossy(body)),
     };
+    // A component that is not loaded is the same refusal as gRPC's FAILED_PRECONDITION,
+    // not a store failure.
+    if dapr.is_some_and(|e| e.error_code.ends_with("_NOT_CONFIGURED")) {
+        return DaprError::Failed {
+            code: tonic::Code::FailedPrecondition,
+            message,
+        };
+    }
     let code = match status.as_u16() {
         409 => return DaprError::Conflict(message),
         // A proxy's or the sidecar's own trouble: whether a write landed is unknown.
@@ -535,6 +535,21 @@ mod tests {
                 ..
             }
         ));
+        let missing = status_error(
+            "save",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"errorCode":"ERR_STATE_STORE_NOT_CONFIGURED","message":"state store is not configured"}"#,
+        );
+        assert!(
+            matches!(
+                missing,
+                DaprError::Failed {
+                    code: tonic::Code::FailedPrecondition,
+                    ..
+                }
+            ),
+            "as gRPC answers it: {missing:?}"
+        );
         let plain = status_error("get", StatusCode::UNAUTHORIZED, b"invalid api token\n");
         assert!(
             matches!(&plain, DaprError::Failed { code: tonic::Code::Unauthenticated, message } if message.contains("invalid api token")),

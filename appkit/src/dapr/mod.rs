@@ -43,6 +43,24 @@ impl DaprError {
     }
 }
 
+/// Dapr's error body over HTTP: `{"errorCode": "...", "message": "..."}`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ErrorBody {
+    #[serde(rename = "errorCode")]
+    pub error_code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// The body as Dapr's error, if it is one (an app's own error body is not).
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(body)
+            .ok()
+            .filter(|e| !e.error_code.is_empty())
+    }
+}
+
 /// One value read from the store; an empty `etag` means the key does not exist.
 #[derive(Debug, Clone)]
 pub struct Item {
