@@ -15,9 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http::{Request, Uri};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -186,11 +185,34 @@ impl SidecarHttp {
         Uri::try_from(format!("{}{path}", self.origin))
     }
 
-    /// Sends one request; the answer's body is still to be read.
-    pub async fn send(
+    /// Sends one request and reads its whole answer, within `left` when bounded.
+    pub async fn exchange(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(req).await
+        left: Option<Duration>,
+    ) -> Result<(http::response::Parts, Bytes), Failure> {
+        let round_trip = async {
+            let resp = self.client.request(req).await.map_err(Failure::Sending)?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(Failure::Reading)?.to_bytes();
+            Ok((parts, body))
+        };
+        match left {
+            Some(left) => tokio::time::timeout(left, round_trip)
+                .await
+                .unwrap_or(Err(Failure::Late)),
+            None => round_trip.await,
+        }
     }
+}
+
+/// How an exchange with the sidecar failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// No whole answer within the time given.
+    Late,
+    /// The request did not go through (`is_connect()`: the sidecar was not reachable).
+    Sending(hyper_util::client::legacy::Error),
+    /// The answer broke off.
+    Reading(hyper::Error),
 }

@@ -13,11 +13,11 @@ use appkit::request::{
     timeout_for_next_hop,
 };
 use appkit::settings::DaprSettings;
-use appkit::sidecar_http::SidecarHttp;
+use appkit::sidecar_http::{Failure, SidecarHttp};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 
 const PASSED: [&str; 2] = ["traceparent", "tracestate"];
 
@@ -29,13 +29,6 @@ pub struct Backend {
     token: Option<HeaderValue>,
     /// The most time one request may take, unless its caller gives it less.
     budget: Duration,
-}
-
-/// How a call through the sidecar failed before the backend's answer was read.
-enum Failure {
-    Late,
-    Sidecar(hyper_util::client::legacy::Error),
-    Reading(hyper::Error),
 }
 
 impl Backend {
@@ -112,28 +105,19 @@ impl Backend {
                 format!("a header cannot be passed on: {e}"),
             )
         })?;
-        let exchange = async {
-            let resp = self.line.send(req).await.map_err(Failure::Sidecar)?;
-            let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(Failure::Reading)?.to_bytes();
-            Ok::<_, Failure>((parts, body))
-        };
         let left = deadline.saturating_duration_since(Instant::now());
-        let answer = match tokio::time::timeout(left, exchange).await {
-            Ok(answer) => answer,
-            Err(_) => Err(Failure::Late),
-        };
+        let answer = self.line.exchange(req, Some(left)).await;
         let (parts, body) = answer.map_err(|failure| match failure {
             Failure::Late if key.is_some() => deadline_exceeded(
                 "the backend did not answer in time; a change may or may not have been made: \
                  retry with the same Idempotency-Key to know",
             ),
             Failure::Late => deadline_exceeded("the backend did not answer in time"),
-            Failure::Sidecar(e) if e.is_connect() => AppError::unavailable(
+            Failure::Sending(e) if e.is_connect() => AppError::unavailable(
                 "sidecar_unavailable",
                 format!("the Dapr sidecar is not reachable: {e}"),
             ),
-            Failure::Sidecar(e) => AppError::bad_gateway(
+            Failure::Sending(e) => AppError::bad_gateway(
                 "sidecar_error",
                 format!("calling the Dapr sidecar failed: {e}"),
             ),

@@ -79,6 +79,17 @@ fn first_write() -> Option<StateOptions> {
     })
 }
 
+/// `value` under `key` where the key does not exist yet: first-write, without an ETag.
+fn created(key: String, value: Vec<u8>, ttl: Option<u32>) -> StateItem {
+    StateItem {
+        key,
+        value,
+        etag: None,
+        metadata: ttl_metadata(ttl),
+        options: first_write(),
+    }
+}
+
 /// The gRPC side of a `SidecarClient`.
 #[derive(Clone)]
 pub struct Grpc {
@@ -292,13 +303,7 @@ impl Grpc {
     ) -> Result<(), DaprError> {
         let states = items
             .into_iter()
-            .map(|item| StateItem {
-                key: item.key,
-                value: item.value,
-                etag: None,
-                metadata: ttl_metadata(item.ttl),
-                options: first_write(),
-            })
+            .map(|item| created(item.key, item.value, item.ttl))
             .collect();
         let req = SaveStateRequest {
             store_name: store.to_string(),
@@ -329,13 +334,7 @@ impl Grpc {
                     Op::Create { key, value, ttl } => {
                         return TransactionalStateOperation {
                             operation_type: "upsert".to_string(),
-                            request: Some(StateItem {
-                                key,
-                                value,
-                                etag: None,
-                                metadata: ttl_metadata(ttl),
-                                options: first_write(),
-                            }),
+                            request: Some(created(key, value, ttl)),
                         };
                     }
                     Op::Delete { key, etag } => ("delete", key, Vec::new(), etag, None),

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, ETAG, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{DaprError, ErrorBody, Item, NewItem, Op, Unlocked};
 use crate::settings::DaprSettings;
-use crate::sidecar_http::SidecarHttp;
+use crate::sidecar_http::{Failure, SidecarHttp};
 
 /// What a path segment (a store name, a key) must not carry unencoded.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -191,6 +191,17 @@ fn status_error(what: &str, status: StatusCode, body: &[u8]) -> DaprError {
     DaprError::Failed { code, message }
 }
 
+/// `value` under `key` where the key does not exist yet: first-write, without an ETag.
+fn created<'a>(key: &'a str, value: &'a [u8], t: Option<u32>) -> Result<StateItem<'a>, DaprError> {
+    Ok(StateItem {
+        key,
+        value: Some(json_value(key, value)?),
+        etag: None,
+        metadata: ttl(t),
+        options: Some(FIRST_WRITE),
+    })
+}
+
 fn malformed(what: &str, e: &serde_json::Error) -> DaprError {
     DaprError::Failed {
         code: tonic::Code::Internal,
@@ -277,24 +288,14 @@ impl Http {
             code: tonic::Code::Internal,
             message: format!("{what}: {e}"),
         })?;
-        let unavailable =
-            |e: &dyn std::fmt::Display| DaprError::Unavailable(format!("{what}: {e}"));
-        let round_trip = async {
-            let r = self.line.send(req).await.map_err(|e| unavailable(&e))?;
-            let (parts, body) = r.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| unavailable(&e))?
-                .to_bytes();
-            Ok::<_, DaprError>((parts.status, parts.headers, body))
-        };
-        let (status, headers, body) = match left {
-            Some(left) => tokio::time::timeout(left, round_trip).await.map_err(|_| {
+        let (parts, body) = self.line.exchange(req, left).await.map_err(|f| match f {
+            Failure::Late => {
                 DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}"))
-            })??,
-            None => round_trip.await?,
-        };
+            }
+            Failure::Sending(e) => DaprError::Unavailable(format!("{what}: {e}")),
+            Failure::Reading(e) => DaprError::Unavailable(format!("{what}: {e}")),
+        })?;
+        let (status, headers) = (parts.status, parts.headers);
         if status.is_success() {
             Ok((status, headers, body))
         } else {
@@ -441,15 +442,7 @@ impl Http {
     ) -> Result<(), DaprError> {
         let states = items
             .iter()
-            .map(|item| {
-                Ok(StateItem {
-                    key: &item.key,
-                    value: Some(json_value(&item.key, &item.value)?),
-                    etag: None,
-                    metadata: ttl(item.ttl),
-                    options: Some(FIRST_WRITE),
-                })
-            })
+            .map(|item| created(&item.key, &item.value, item.ttl))
             .collect::<Result<Vec<_>, DaprError>>()?;
         self.post("save", left, &self.state, &states).await?;
         Ok(())
@@ -475,15 +468,9 @@ impl Http {
                             options: etag.as_ref().map(|_| FIRST_WRITE),
                         },
                     },
-                    Op::Create { key, value, ttl: t } => Operation {
+                    Op::Create { key, value, ttl } => Operation {
                         operation: "upsert",
-                        request: StateItem {
-                            key,
-                            value: Some(json_value(key, value)?),
-                            etag: None,
-                            metadata: ttl(*t),
-                            options: Some(FIRST_WRITE),
-                        },
+                        request: created(key, value, *ttl)?,
                     },
                     Op::Delete { key, etag } => Operation {
                         operation: "delete",

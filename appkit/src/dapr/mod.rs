@@ -129,16 +129,24 @@ pub enum Unlocked {
 /// order): a key asked for twice gets its item twice, a key not found an item that does
 /// not exist.
 fn in_order(keys: &[String], found: Vec<Item>) -> Vec<Item> {
-    let by_key: HashMap<String, Item> = found.into_iter().map(|it| (it.key.clone(), it)).collect();
-    keys.iter()
-        .map(|k| {
-            by_key.get(k).cloned().unwrap_or_else(|| Item {
-                key: k.clone(),
-                data: Vec::new(),
-                etag: String::new(),
-            })
-        })
-        .collect()
+    let mut by_key: HashMap<String, Item> =
+        found.into_iter().map(|it| (it.key.clone(), it)).collect();
+    let mut out: Vec<Item> = Vec::with_capacity(keys.len());
+    for k in keys {
+        // Moved out once; only a key asked for again is copied from its first answer.
+        let item = by_key.remove(k).unwrap_or_else(|| {
+            out.iter()
+                .find(|earlier| earlier.key == *k)
+                .cloned()
+                .unwrap_or_else(|| Item {
+                    key: k.clone(),
+                    data: Vec::new(),
+                    etag: String::new(),
+                })
+        });
+        out.push(item);
+    }
+    out
 }
 
 impl Unlocked {
