@@ -59,9 +59,20 @@ pub struct Config {
     /// The token sent to the app with every call, as `dapr run` passes it.
     #[arg(long, env = "APP_API_TOKEN", hide = true, hide_env_values = true)]
     pub app_api_token: Option<String>,
-    /// The address the sidecar's ports listen on.
-    #[arg(long, default_value = "127.0.0.1", hide = true)]
-    pub listen_address: IpAddr,
+    /// The addresses the HTTP and gRPC API listen on, comma-separated (all on one port).
+    /// daprd listens on all interfaces unless told; this sidecar on loopback unless told,
+    /// since its API answers anyone who reaches it when no `DAPR_API_TOKEN` is set.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1",
+        alias = "listen-address"
+    )]
+    pub dapr_listen_addresses: Vec<IpAddr>,
+    /// The address peer sidecars reach this one on. Default: loopback with the local
+    /// registry; all interfaces with mDNS or DNS name resolution, as daprd.
+    #[arg(long)]
+    pub dapr_internal_grpc_listen_address: Option<IpAddr>,
     /// Serve the HTTP and gRPC API on Unix domain sockets in this folder instead of TCP
     /// ports, as daprd does: `dapr-<app-id>-http.socket` and `dapr-<app-id>-grpc.socket`.
     #[arg(short = 'u', long)]

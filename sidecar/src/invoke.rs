@@ -1,5 +1,5 @@
 //! Service invocation: the caller's sidecar sends the request to the callee's sidecar
-//! (found through the registry, on its internal port), which calls its app; the app's
+//! (found by name resolution, on its internal port), which calls its app; the app's
 //! status, headers and body come back unchanged, as in Dapr.
 //!
 //! One pooled keep-alive HTTP/1.1 client (TCP_NODELAY) serves both hops: a connection per
@@ -24,6 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::errors::ApiError;
+use crate::names::Names;
 use crate::registry::Registry;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -55,6 +56,11 @@ impl SendError {
         matches!(self, SendError::Client(e) if e.is_connect())
     }
 
+    /// The peer could not be reached, or did not answer in time.
+    fn is_unreachable(&self) -> bool {
+        self.is_connect() || matches!(self, SendError::Timeout(_))
+    }
+
     /// The API error for a failed invocation of `app_id`.
     fn to_api(&self, app_id: &str) -> ApiError {
         let message = format!("failed to invoke, id: {app_id}, err: {self}");
@@ -84,9 +90,15 @@ pub struct Invoker {
     app_id: String,
     app_base: Option<String>,
     app_token: Option<HeaderValue>,
+    /// Holds the peers' shared secret.
     registry: Arc<Registry>,
+    names: Arc<Names>,
     max_body: usize,
 }
+
+/// How long a connection to a peer sidecar may take: on a LAN an answer comes in
+/// milliseconds, and a host that is cut off never answers at all.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A call as the API received it, ready to be sent on.
 pub struct Call {
@@ -147,10 +159,12 @@ impl Invoker {
         app_address: Option<(String, u16)>,
         app_token: Option<String>,
         registry: Arc<Registry>,
+        names: Arc<Names>,
         max_body: usize,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             .build(connector);
@@ -160,6 +174,7 @@ impl Invoker {
             app_base: app_address.map(|(host, port)| format!("http://{host}:{port}")),
             app_token: app_token.and_then(|t| HeaderValue::from_str(&t).ok()),
             registry,
+            names,
             max_body,
         }
     }
@@ -205,15 +220,11 @@ impl Invoker {
             ApiError::direct_invoke(format!("failed to invoke, id: {target}, err: {e}"))
         };
         for attempt in 0..2 {
-            let Some(port) = self.registry.resolve(target) else {
+            let Some(addr) = self.names.resolve(target).await else {
                 return Err(fail(&format!("couldn't find service: {target}")));
             };
-            let uri = target_uri(
-                &format!("http://127.0.0.1:{port}"),
-                &call.path,
-                call.query.as_deref(),
-            )
-            .map_err(|e| fail(&e))?;
+            let uri = target_uri(&format!("http://{addr}"), &call.path, call.query.as_deref())
+                .map_err(|e| fail(&e))?;
             match self.send(&call, uri).await {
                 Ok(resp) if resp.headers().contains_key(&PEER_REFUSED) => {
                     return Err(fail(&format!(
@@ -224,10 +235,15 @@ impl Invoker {
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is_connect() && attempt == 0 => {
-                    tracing::debug!(target, error = %e, "peer sidecar unreachable; looking it up again");
-                    self.registry.forget(target);
+                    tracing::debug!(target, %addr, error = %e, "peer sidecar unreachable; trying again");
+                    self.names.failed(target, addr);
                 }
-                Err(e) => return Err(e.to_api(target)),
+                Err(e) => {
+                    if e.is_unreachable() {
+                        self.names.failed(target, addr);
+                    }
+                    return Err(e.to_api(target));
+                }
             }
         }
         unreachable!("the loop returns on its second attempt")

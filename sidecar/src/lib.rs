@@ -1,6 +1,6 @@
-//! A Dapr-API-compatible sidecar for one machine: the HTTP and gRPC APIs of state, locks,
-//! service invocation, health and metadata, over in-memory, SQLite and Redis components,
-//! and `sidecar run`, a stand-in for `dapr run`.
+//! A Dapr-API-compatible sidecar: the HTTP and gRPC APIs of state, locks, service
+//! invocation, health and metadata, over in-memory, SQLite and Redis components; peers
+//! found through a local folder, mDNS or DNS; and `sidecar run`, a stand-in for `dapr run`.
 
 pub mod api;
 pub mod cli;
@@ -12,10 +12,10 @@ pub mod invoke;
 pub mod launcher;
 pub mod lock;
 pub mod metrics;
+pub mod names;
 pub mod registry;
 pub mod reset;
 pub mod resources;
-
 pub mod server;
 pub mod state;
 pub mod trace;

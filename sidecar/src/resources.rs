@@ -212,6 +212,7 @@ pub struct Configuration {
     pub sampling_rate: f64,
     pub zipkin_endpoint: Option<String>,
     pub metrics_enabled: bool,
+    pub name_resolution: NameResolution,
 }
 
 impl Default for Configuration {
@@ -220,8 +221,27 @@ impl Default for Configuration {
             sampling_rate: 0.0,
             zipkin_endpoint: None,
             metrics_enabled: true,
+            name_resolution: NameResolution::default(),
         }
     }
+}
+
+/// `spec.nameResolution`: how this sidecar finds its peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NameResolution {
+    /// None given: the local registry folder, for sidecars on one machine (daprd's default
+    /// is mDNS; this sidecar's is the folder, which needs no network).
+    #[default]
+    Registry,
+    /// `component: mdns`: sidecars announce themselves on the LAN and browse for the others.
+    Mdns,
+    /// `component: kubernetes`: DNS names, `<app-id>-dapr.<namespace>.svc.<clusterDomain>`
+    /// by default, or the `template` (`{{.ID}}`, `{{.Namespace}}`, `{{.Port}}`), on the
+    /// caller's own internal port as in Kubernetes, where every sidecar uses the same one.
+    Dns {
+        cluster_domain: String,
+        template: Option<String>,
+    },
 }
 
 pub fn load_configuration(path: &Path) -> Result<Configuration, ResourceError> {
@@ -274,12 +294,59 @@ pub fn configuration_in(text: &str, path: &Path) -> Result<Configuration, Resour
             }
         };
     }
+    if let Some(nr) = doc.spec.get("nameResolution") {
+        let setting = |key: &str| {
+            nr.get("configuration")
+                .and_then(|c| c.get(key))
+                .map(scalar_string)
+                .filter(|s| !s.is_empty())
+        };
+        config.name_resolution = match nr.get("component").map(scalar_string).as_deref() {
+            None | Some("") => NameResolution::Registry,
+            Some("mdns") => NameResolution::Mdns,
+            Some("kubernetes") => NameResolution::Dns {
+                cluster_domain: setting("clusterDomain").unwrap_or_else(|| "cluster.local".into()),
+                template: setting("template"),
+            },
+            Some(other) => {
+                return Err(invalid(format!(
+                    "nameResolution.component {other:?} is not supported here (mdns or kubernetes; \
+                     none for the local registry)"
+                )));
+            }
+        };
+    }
     Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_resolution_as_the_configuration_names_it() {
+        let of = |spec: &str| {
+            configuration_in(
+                &format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n{spec}"),
+                Path::new("config.yaml"),
+            )
+            .map(|c| c.name_resolution)
+        };
+        assert_eq!(of("  tracing: {}\n").unwrap(), NameResolution::Registry);
+        assert_eq!(
+            of("  nameResolution:\n    component: mdns\n").unwrap(),
+            NameResolution::Mdns
+        );
+        assert_eq!(
+            of("  nameResolution:\n    component: kubernetes\n    configuration:\n      template: \"{{.ID}}-dapr\"\n").unwrap(),
+            NameResolution::Dns {
+                cluster_domain: "cluster.local".into(),
+                template: Some("{{.ID}}-dapr".into()),
+            }
+        );
+        let err = of("  nameResolution:\n    component: consul\n").unwrap_err();
+        assert!(err.to_string().contains("consul"), "{err}");
+    }
 
     #[test]
     fn broken_yaml_names_file_and_line() {

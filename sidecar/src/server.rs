@@ -2,7 +2,7 @@
 //! load its components, serve the HTTP, gRPC, internal and metrics endpoints, register it
 //! in the name registry, and shut all of it down gracefully.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +20,9 @@ use crate::components::Components;
 use crate::config::Config;
 use crate::invoke::Invoker;
 use crate::metrics::Metrics;
+use crate::names::{self, Names};
 use crate::registry::{Entry, Registration, Registry};
-use crate::resources::{self, Configuration};
+use crate::resources::{self, Configuration, NameResolution};
 use crate::trace::{TraceLayer, Tracer};
 use crate::transport;
 
@@ -43,8 +44,9 @@ pub struct Sidecar {
 
 /// The sidecar's ports, bound before anything else is built (port 0: a free one).
 pub struct Listeners {
-    pub http: ApiListener,
-    pub grpc: ApiListener,
+    /// One for each `--dapr-listen-addresses` (the first decides a free port), or a socket.
+    pub http: Vec<ApiListener>,
+    pub grpc: Vec<ApiListener>,
     pub internal: TcpListener,
     /// Only when the Dapr Configuration enables metrics.
     pub metrics: Option<TcpListener>,
@@ -67,18 +69,29 @@ impl Drop for SocketFile {
 }
 
 impl ApiListener {
+    /// On each listen address, the first with `port` (none: a free one), the others on
+    /// the port the first got; or on the socket.
     async fn bind(
         config: &Config,
         port: Option<u16>,
         api: &str,
         what: &str,
-    ) -> anyhow::Result<Self> {
-        match config.api_socket(api) {
-            None => Ok(ApiListener::Tcp(
-                bind(config.listen_address, port, what).await?,
-            )),
-            Some(path) => bind_unix(&path, what),
+    ) -> anyhow::Result<Vec<Self>> {
+        if let Some(path) = config.api_socket(api) {
+            return Ok(vec![bind_unix(&path, what)?]);
         }
+        let mut port = port;
+        let mut bound = Vec::new();
+        for addr in &config.dapr_listen_addresses {
+            let listener = bind(*addr, port, what).await?;
+            port = Some(listener.local_addr()?.port());
+            bound.push(ApiListener::Tcp(listener));
+        }
+        anyhow::ensure!(
+            !bound.is_empty(),
+            "--dapr-listen-addresses names no address"
+        );
+        Ok(bound)
     }
 
     /// The TCP port; 0 on a socket.
@@ -135,11 +148,18 @@ fn bind_unix(path: &Path, what: &str) -> anyhow::Result<ApiListener> {
 impl Listeners {
     /// Binds the ports `config` names, or free ones; the metrics port when `metrics`.
     pub async fn bind(config: &Config, metrics: bool) -> anyhow::Result<Listeners> {
-        let addr = config.listen_address;
+        let addr = config
+            .dapr_listen_addresses
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let internal = config
+            .dapr_internal_grpc_listen_address
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         Ok(Listeners {
             http: ApiListener::bind(config, config.dapr_http_port, "http", "Dapr HTTP").await?,
             grpc: ApiListener::bind(config, config.dapr_grpc_port, "grpc", "Dapr gRPC").await?,
-            internal: bind(addr, config.dapr_internal_grpc_port, "internal").await?,
+            internal: bind(internal, config.dapr_internal_grpc_port, "internal").await?,
             metrics: if metrics {
                 Some(bind(addr, config.metrics_port, "metrics").await?)
             } else {
@@ -149,9 +169,10 @@ impl Listeners {
     }
 
     fn ports(&self) -> anyhow::Result<Ports> {
+        let first = |l: &[ApiListener]| l.first().map_or(Ok(0), ApiListener::port);
         Ok(Ports {
-            http: self.http.port()?,
-            grpc: self.grpc.port()?,
+            http: first(&self.http)?,
+            grpc: first(&self.grpc)?,
             internal: self.internal.local_addr()?.port(),
             metrics: self
                 .metrics
@@ -212,9 +233,15 @@ fn serve_http(
 
 impl Sidecar {
     /// Binds, builds and serves a sidecar for `config`, as `sidecar run` does.
-    pub async fn start(config: Config) -> anyhow::Result<Sidecar> {
+    pub async fn start(mut config: Config) -> anyhow::Result<Sidecar> {
         config.check()?;
         let configuration = load_configuration(&config)?;
+        if configuration.name_resolution != NameResolution::Registry {
+            // Peers on other hosts must reach the internal port.
+            config
+                .dapr_internal_grpc_listen_address
+                .get_or_insert(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        }
         let listeners = Listeners::bind(&config, configuration.metrics_enabled).await?;
         Sidecar::build(config, configuration, listeners).await
     }
@@ -240,6 +267,18 @@ impl Sidecar {
             Registry::open(registry_dir.clone())
                 .with_context(|| format!("opening the registry {}", registry_dir.display()))?,
         );
+        let internal_addr = internal.local_addr()?;
+        let own = SocketAddr::new(
+            names::host_address(internal_addr.ip()),
+            internal_addr.port(),
+        );
+        let names = Names::start(
+            &configuration.name_resolution,
+            registry.clone(),
+            &config.app_id,
+            own,
+        )
+        .context("starting name resolution")?;
         let invoker = Invoker::new(
             config.app_id.clone(),
             config
@@ -247,6 +286,7 @@ impl Sidecar {
                 .map(|p| (config.app_channel_address.clone(), p)),
             config.app_token().map(str::to_string),
             registry.clone(),
+            Arc::new(names),
             config.max_body_size,
         );
         let (shutdown, rx) = watch::channel(false);
@@ -279,13 +319,17 @@ impl Sidecar {
                 rx.clone(),
             ));
         }
-        tasks.push(serve_http(http, router, rx.clone()));
+        for listener in http {
+            tasks.push(serve_http(listener, router.clone(), rx.clone()));
+        }
         tasks.push(serve_http(
             ApiListener::Tcp(internal),
             traced(transport::internal::router(api.clone())),
             rx.clone(),
         ));
-        tasks.push(serve_grpc(grpc, &api, tracer.clone(), rx.clone()));
+        for listener in grpc {
+            tasks.push(serve_grpc(listener, &api, tracer.clone(), rx.clone()));
+        }
         if let Some(app_port) = config.app_port() {
             tasks.push(tokio::spawn(wait_for_app(
                 api.clone(),
