@@ -234,7 +234,7 @@ impl Heard {
                 let ip = service
                     .addresses
                     .iter()
-                    .map(|a| a.to_ip_addr())
+                    .map(mdns_sd::ScopedIp::to_ip_addr)
                     .min_by_key(IpAddr::is_ipv6);
                 let Some(ip) = ip else { return };
                 let addr = SocketAddr::new(ip, service.port);
