@@ -7,6 +7,7 @@ mod apps;
 mod components;
 mod http;
 mod ledger;
+mod netns;
 mod process;
 mod redis;
 mod sidecar;
@@ -19,6 +20,7 @@ pub use apps::{
 pub use components::ComponentsDir;
 pub use http::{get_json, post_reading_early};
 pub use ledger::{Verdict, check_ledger};
+pub use netns::{Host, Net};
 pub use process::{ChildGuard, TempDir, free_port, wait_until};
 pub use redis::RedisServer;
 pub use sidecar::{SidecarBuilder, SidecarProcess};
