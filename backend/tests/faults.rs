@@ -10,13 +10,12 @@
 //! and retry. Bounded: a few seconds of load per case, loopback only.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
 use appkit::process::{Signal, send_signal};
-use common::{backend_replica, booking, catalogue, day};
-use serde_json::Value;
+use common::{backend_replica, catalogue, day, keyed_load};
 use test_case::test_case;
 use testkit::{ComponentsDir, RedisServer, SidecarBuilder, SidecarProcess, TempDir, check_ledger};
 
@@ -167,98 +166,6 @@ impl FaultStack {
 
 fn kill(signal: Signal, pid: u32) {
     send_signal(pid, signal).unwrap();
-}
-
-/// What the clients saw.
-#[derive(Default)]
-struct Outcome {
-    acknowledged: Vec<Value>,
-    sold_out: usize,
-    retries: usize,
-    gave_up: usize,
-    unexpected: Vec<String>,
-}
-
-/// `clients` clients, each sending `per_client` bookings one after another, each booking
-/// with its own key and `user_id`, retried under that key after any error or timeout
-/// until it is answered 201 or 409, for at most `give_up` per booking.
-async fn keyed_load(
-    url: &str,
-    clients: usize,
-    per_client: usize,
-    client_timeout: Duration,
-    give_up: Duration,
-) -> Outcome {
-    let http = reqwest::Client::builder()
-        .timeout(client_timeout)
-        .build()
-        .unwrap();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (http, url) = (http.clone(), url.to_string());
-            tokio::spawn(async move {
-                let mut out = Outcome::default();
-                for i in 0..per_client {
-                    // Half to hotel 1 (50 rooms: writes all along), the rest to hotel 2
-                    // (5 rooms) and hotel 3 (1 room): contention and sell-outs. Three
-                    // nights.
-                    let hotel = [1, 1, 2, 3][(c + i) % 4];
-                    let night = ((c * 7 + i) % 3) as i64;
-                    let user = format!("c{c}-{i}");
-                    let body = booking(hotel, &user, &day(night), &day(night + 1), 1);
-                    let key = format!("key-{user}");
-                    let started = Instant::now();
-                    loop {
-                        let r = http
-                            .post(format!("{url}/book"))
-                            .header("Idempotency-Key", &key)
-                            .json(&body)
-                            .send()
-                            .await;
-                        let (status, answer) = match r {
-                            Ok(r) => {
-                                let s = r.status().as_u16();
-                                (s, r.json::<Value>().await.unwrap_or(Value::Null))
-                            }
-                            Err(_) => (0, Value::Null),
-                        };
-                        match status {
-                            201 => {
-                                out.acknowledged.push(answer);
-                                break;
-                            }
-                            409 => {
-                                out.sold_out += 1;
-                                break;
-                            }
-                            0 | 500..=599 => {}
-                            other => {
-                                out.unexpected.push(format!("{other} {answer}"));
-                                break;
-                            }
-                        }
-                        if started.elapsed() > give_up {
-                            out.gave_up += 1;
-                            break;
-                        }
-                        out.retries += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                out
-            })
-        })
-        .collect();
-    let mut all = Outcome::default();
-    for t in tasks {
-        let o = t.await.unwrap();
-        all.acknowledged.extend(o.acknowledged);
-        all.sold_out += o.sold_out;
-        all.retries += o.retries;
-        all.gave_up += o.gave_up;
-        all.unexpected.extend(o.unexpected);
-    }
-    all
 }
 
 /// Runs the load while `fault` acts on the stack, then the ledger check.

@@ -67,7 +67,12 @@ impl ComponentsDir {
 
     /// Redis state and lock on `127.0.0.1:port`, with extra state metadata (e.g. keyPrefix).
     pub fn redis(port: u16, extra: &[(&str, String)]) -> Self {
-        let host = ("redisHost", format!("127.0.0.1:{port}"));
+        Self::redis_at(&format!("127.0.0.1:{port}"), extra)
+    }
+
+    /// State and lock on the Redis at `addr` (`host:port`), e.g. on another test bed host.
+    pub fn redis_at(addr: &str, extra: &[(&str, String)]) -> Self {
+        let host = ("redisHost", addr.to_string());
         let mut state_meta = vec![host.clone()];
         state_meta.extend(extra.iter().cloned());
         Self::with(&[

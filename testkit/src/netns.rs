@@ -20,8 +20,11 @@ const PREFIX: &str = "tb";
 pub struct Net {
     switch: String,
     pub hosts: Vec<Host>,
+    /// The registry secret every host's sidecars share.
+    secret: String,
 }
 
+#[derive(Clone)]
 pub struct Host {
     /// The name the test gave it.
     pub name: String,
@@ -87,6 +90,7 @@ impl Net {
         let mut net = Net {
             switch: switch.clone(),
             hosts: Vec::new(),
+            secret: format!("{:064x}", rand_u128() ^ u128::from(std::process::id())),
         };
         ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
         // Multicast (mDNS) reaches every port, as on a plain LAN switch.
@@ -143,6 +147,22 @@ impl Net {
             .unwrap_or_else(|| panic!("no host {name} in this test bed"))
     }
 
+    /// A registry folder in `dir` for one host's sidecars, holding the secret every host of
+    /// this test bed shares (as a user copies `.secret` to each machine).
+    pub fn registry(&self, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+        use std::io::Write as _;
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        let reg = dir.join("registry");
+        std::fs::DirBuilder::new().mode(0o700).create(&reg)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(reg.join(".secret"))?
+            .write_all(self.secret.as_bytes())?;
+        Ok(reg)
+    }
+
     /// Gives every host an `/etc/hosts` naming `names` (host name → test bed host).
     pub fn hosts_file(&self, names: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut text = String::from("127.0.0.1 localhost\n");
@@ -187,6 +207,21 @@ impl Host {
         ip(&["-n", &self.switch, "link", "set", &self.port, "up"])
     }
 
+    /// Waits (up to 30 s) until `GET http://127.0.0.1:{port}{path}` on this host answers
+    /// `status`: a sidecar's or an app's health.
+    pub async fn wait_for(&self, port: u16, path: &str, status: u16) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        self.run(move || async move {
+            let http = reqwest::Client::new();
+            crate::wait_until(&url, std::time::Duration::from_secs(30), || {
+                let r = http.get(&url).send();
+                async move { r.await.ok().filter(|r| r.status() == status).map(|_| ()) }
+            })
+            .await
+        })
+        .await?
+    }
+
     /// Runs `work` on this host: on a thread of its own that has entered the host's network
     /// namespace, with a runtime of its own, so every socket it opens is the host's.
     pub async fn run<F, Fut, T>(&self, work: F) -> anyhow::Result<T>
@@ -208,6 +243,14 @@ impl Host {
         });
         rx.await.context("the host's thread ended")?
     }
+}
+
+/// 128 random bits from the kernel.
+fn rand_u128() -> u128 {
+    use std::io::Read as _;
+    let mut b = [0u8; 16];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u128::from_le_bytes(b)
 }
 
 /// Moves the calling thread into the network namespace at `path`.

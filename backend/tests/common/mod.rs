@@ -1,9 +1,10 @@
 //! What the backend's end-to-end test files share: a small catalogue, dates that never lie
-//! in the past, booking bodies, and a backend replica started beside its own sidecar.
+//! in the past, booking bodies, a backend replica started beside its own sidecar, and a
+//! load of keyed bookings that clients retry until each is decided.
 #![allow(dead_code)] // each test file uses its own part
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use appkit::wire::Day;
 use serde_json::{Value, json};
@@ -100,4 +101,96 @@ pub async fn booked(
         .iter()
         .map(|n| n["booked"].as_u64().unwrap())
         .collect()
+}
+
+/// What the clients saw.
+#[derive(Default)]
+pub struct Outcome {
+    pub acknowledged: Vec<Value>,
+    pub sold_out: usize,
+    pub retries: usize,
+    pub gave_up: usize,
+    pub unexpected: Vec<String>,
+}
+
+/// `clients` clients, each sending `per_client` bookings one after another, each booking
+/// with its own key and `user_id`, retried under that key after any error or timeout
+/// until it is answered 201 or 409, for at most `give_up` per booking.
+pub async fn keyed_load(
+    url: &str,
+    clients: usize,
+    per_client: usize,
+    client_timeout: Duration,
+    give_up: Duration,
+) -> Outcome {
+    let http = reqwest::Client::builder()
+        .timeout(client_timeout)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (http, url) = (http.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut out = Outcome::default();
+                for i in 0..per_client {
+                    // Half to hotel 1 (50 rooms: writes all along), the rest to hotel 2
+                    // (5 rooms) and hotel 3 (1 room): contention and sell-outs. Three
+                    // nights.
+                    let hotel = [1, 1, 2, 3][(c + i) % 4];
+                    let night = ((c * 7 + i) % 3) as i64;
+                    let user = format!("c{c}-{i}");
+                    let body = booking(hotel, &user, &day(night), &day(night + 1), 1);
+                    let key = format!("key-{user}");
+                    let started = Instant::now();
+                    loop {
+                        let r = http
+                            .post(format!("{url}/book"))
+                            .header("Idempotency-Key", &key)
+                            .json(&body)
+                            .send()
+                            .await;
+                        let (status, answer) = match r {
+                            Ok(r) => {
+                                let s = r.status().as_u16();
+                                (s, r.json::<Value>().await.unwrap_or(Value::Null))
+                            }
+                            Err(_) => (0, Value::Null),
+                        };
+                        match status {
+                            201 => {
+                                out.acknowledged.push(answer);
+                                break;
+                            }
+                            409 => {
+                                out.sold_out += 1;
+                                break;
+                            }
+                            0 | 500..=599 => {}
+                            other => {
+                                out.unexpected.push(format!("{other} {answer}"));
+                                break;
+                            }
+                        }
+                        if started.elapsed() > give_up {
+                            out.gave_up += 1;
+                            break;
+                        }
+                        out.retries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Outcome::default();
+    for t in tasks {
+        let o = t.await.unwrap();
+        all.acknowledged.extend(o.acknowledged);
+        all.sold_out += o.sold_out;
+        all.retries += o.retries;
+        all.gave_up += o.gave_up;
+        all.unexpected.extend(o.unexpected);
+    }
+    all
 }

@@ -3,29 +3,10 @@
 //! compose: calls to an app with two instances reach both; when one host is cut off, every
 //! call goes to the other within a bounded time; when it comes back, both serve again.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use testkit::{ChildGuard, Host, Net, TempDir};
-
-const SECRET: &str = "5f2b8c0e9d1a4b6c7e3f0a2d4c6b8e1f3a5c7e9b0d2f4a6c8e0b2d4f6a8c0e2d";
-
-/// A registry folder for one host, holding the secret every host's sidecars share (copied
-/// to each host, as a user copies it to each machine).
-fn registry_with_secret(dir: &Path) -> PathBuf {
-    let reg = dir.join("registry");
-    std::fs::DirBuilder::new().mode(0o700).create(&reg).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(reg.join(".secret"))
-        .unwrap();
-    f.write_all(SECRET.as_bytes()).unwrap();
-    reg
-}
 
 const MDNS: &str = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: lan\nspec:\n  nameResolution:\n    component: mdns\n";
 
@@ -39,6 +20,7 @@ const INTERNAL: &str = "50002";
 /// static app saying the host's name, when `serves`), its HTTP API on `http_port`, its
 /// internal port on 50002; waits for its health inside the host.
 async fn start(
+    net: &Net,
     host: &Host,
     dir: &Path,
     configuration: &str,
@@ -57,7 +39,7 @@ async fn start(
         .arg("--config")
         .arg(&config)
         .arg("--registry-dir")
-        .arg(registry_with_secret(dir))
+        .arg(net.registry(dir).unwrap())
         .arg("--resources-path")
         .arg(&components);
     if serves {
@@ -77,17 +59,9 @@ async fn start(
         .arg(&www);
     }
     let child = ChildGuard::spawn(&format!("sidecar on {}", host.name), &mut cmd).unwrap();
-    host.run(move || async move {
-        testkit::wait_until("the sidecar's health", Duration::from_secs(20), || async {
-            let url = format!("http://127.0.0.1:{http_port}/v1.0/healthz");
-            let r = reqwest::get(url).await.ok()?;
-            (r.status() == 204).then_some(())
-        })
+    host.wait_for(http_port, "/v1.0/healthz", 204)
         .await
-    })
-    .await
-    .unwrap()
-    .unwrap();
+        .unwrap();
     child
 }
 
@@ -146,6 +120,7 @@ async fn replicas_share_calls_and_a_cut_off_one_is_passed_over(net: &Net, config
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new("host")).collect();
     let port = 3500;
     let _b1 = start(
+        net,
         net.host("b1"),
         dirs[1].path(),
         configuration,
@@ -155,6 +130,7 @@ async fn replicas_share_calls_and_a_cut_off_one_is_passed_over(net: &Net, config
     )
     .await;
     let _b2 = start(
+        net,
         net.host("b2"),
         dirs[2].path(),
         configuration,
@@ -164,6 +140,7 @@ async fn replicas_share_calls_and_a_cut_off_one_is_passed_over(net: &Net, config
     )
     .await;
     let _caller = start(
+        net,
         net.host("caller"),
         dirs[0].path(),
         configuration,
