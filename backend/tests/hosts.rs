@@ -7,6 +7,8 @@
 //! booking lost, none made twice from one key.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod common;
@@ -117,13 +119,15 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
     ];
 
     // backend-1 is cut off a second into the load, and back four seconds later: longer
-    // than any call waits (3 s), so calls to it fail and it is passed over.
-    let cut_host = backends[0].ns.clone();
+    // than any call waits (3 s), so calls to it fail and it is passed over. The load must
+    // still be running at the cut; the reconnection may come after it.
+    let was_cut = Arc::new(AtomicBool::new(false));
     let fault = {
-        let host = backends[0].clone();
+        let (host, was_cut) = (backends[0].clone(), was_cut.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             host.cut().unwrap();
+            was_cut.store(true, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(4)).await;
             host.reconnect().unwrap();
         })
@@ -141,9 +145,10 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
         .await
         .unwrap();
     assert!(
-        fault.is_finished(),
-        "the load ended before {cut_host} came back, so it did not run through the fault"
+        was_cut.load(Ordering::SeqCst),
+        "the load ended before backend-1 was cut off, so it did not run through the fault"
     );
+    fault.await.unwrap();
     let after = [
         calls_to_sidecar(backends[0]).await,
         calls_to_sidecar(backends[1]).await,
