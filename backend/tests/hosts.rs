@@ -157,6 +157,7 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
     // Back on the switch, backend-1 serves again once it is no longer passed over. What it
     // had in hand when it was cut off finishes first (its calls resume): wait for quiet.
     let mut quiet = calls_to_sidecar(backends[0]).await;
+    let waiting = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = calls_to_sidecar(backends[0]).await;
@@ -164,6 +165,10 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
             break;
         }
         quiet = now;
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "backend-1 never went quiet"
+        );
     }
     let mut acknowledged = outcome.acknowledged.clone();
     let mut n = 0;

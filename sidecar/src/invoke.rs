@@ -56,9 +56,10 @@ impl SendError {
         matches!(self, SendError::Client(e) if e.is_connect())
     }
 
-    /// The peer could not be reached, or did not answer in time.
+    /// The peer could not be reached, dropped the connection, or did not answer in time:
+    /// any failure of the hop itself (an app's error answer is not one).
     fn is_unreachable(&self) -> bool {
-        self.is_connect() || matches!(self, SendError::Timeout(_))
+        matches!(self, SendError::Client(_) | SendError::Timeout(_))
     }
 
     /// The API error for a failed invocation of `app_id`.
@@ -86,7 +87,11 @@ const HOP_BY_HOP: [&str; 10] = [
 ];
 
 pub struct Invoker {
-    client: HttpClient,
+    /// To this sidecar's own app, on this host.
+    app_client: HttpClient,
+    /// To peer sidecars, perhaps on other hosts: bounded connects, and a connection whose
+    /// data goes unacknowledged is dropped, so a host cut off is noticed.
+    peer_client: HttpClient,
     app_id: String,
     app_base: Option<String>,
     app_token: Option<HeaderValue>,
@@ -99,6 +104,11 @@ pub struct Invoker {
 /// How long a connection to a peer sidecar may take: on a LAN an answer comes in
 /// milliseconds, and a host that is cut off never answers at all.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a peer connection's data may go unacknowledged (`TCP_USER_TIMEOUT`) before
+/// the connection is dropped: what bounds a call to a cut-off host that carries no
+/// `x-request-timeout-ms` of its own.
+const PEER_SILENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A call as the API received it, ready to be sent on.
 pub struct Call {
@@ -162,14 +172,20 @@ impl Invoker {
         names: Arc<Names>,
         max_body: usize,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let client = |connector: HttpConnector| {
+            Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1024)
+                .build(connector)
+        };
+        let mut to_app = HttpConnector::new();
+        to_app.set_nodelay(true);
+        let mut to_peers = to_app.clone();
+        to_peers.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        to_peers.set_tcp_user_timeout(Some(PEER_SILENCE));
+        to_peers.set_keepalive(Some(PEER_SILENCE));
         Invoker {
-            client,
+            app_client: client(to_app),
+            peer_client: client(to_peers),
             app_id,
             app_base: app_address.map(|(host, port)| format!("http://{host}:{port}")),
             app_token: app_token.and_then(|t| HeaderValue::from_str(&t).ok()),
@@ -181,6 +197,10 @@ impl Invoker {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
@@ -219,13 +239,15 @@ impl Invoker {
         let fail = |e: &dyn std::fmt::Display| {
             ApiError::direct_invoke(format!("failed to invoke, id: {target}, err: {e}"))
         };
+        let started = std::time::Instant::now();
+        let budget = appkit::request::time_given(&call.headers);
         for attempt in 0..2 {
             let Some(addr) = self.names.resolve(target).await else {
                 return Err(fail(&format!("couldn't find service: {target}")));
             };
             let uri = target_uri(&format!("http://{addr}"), &call.path, call.query.as_deref())
                 .map_err(|e| fail(&e))?;
-            match self.send(&call, uri).await {
+            match self.send(&self.peer_client, &call, uri).await {
                 Ok(resp) if resp.headers().contains_key(&PEER_REFUSED) => {
                     return Err(fail(&format!(
                         "the sidecar of {target} refused the call: it reads another registry \
@@ -237,6 +259,11 @@ impl Invoker {
                 Err(e) if e.is_connect() && attempt == 0 => {
                     tracing::debug!(target, %addr, error = %e, "peer sidecar unreachable; trying again");
                     self.names.failed(target, addr);
+                    // The second try has what is left of the call's time, not all of it again.
+                    if let Some(given) = budget {
+                        let left = given.saturating_sub(started.elapsed()).as_millis() as u64;
+                        call.headers.insert(TIMEOUT, HeaderValue::from(left));
+                    }
                 }
                 Err(e) => {
                     if e.is_unreachable() {
@@ -267,7 +294,7 @@ impl Invoker {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;
         let mut resp = self
-            .send(&call, uri)
+            .send(&self.app_client, &call, uri)
             .await
             .map_err(|e| e.to_api(&self.app_id))?;
         // Only a sidecar's own refusal may carry the mark, never an app's answer.
@@ -275,7 +302,12 @@ impl Invoker {
         Ok(resp)
     }
 
-    async fn send(&self, call: &Call, uri: Uri) -> Result<Response<Body>, SendError> {
+    async fn send(
+        &self,
+        client: &HttpClient,
+        call: &Call,
+        uri: Uri,
+    ) -> Result<Response<Body>, SendError> {
         let mut req = Request::new(Full::new(call.body.clone()));
         *req.method_mut() = call.method.clone();
         *req.uri_mut() = uri;
@@ -289,8 +321,8 @@ impl Invoker {
             headers.insert(TIMEOUT, HeaderValue::from(next));
         }
         let resp = match limit {
-            None => self.client.request(req).await?,
-            Some(d) => tokio::time::timeout(d, self.client.request(req))
+            None => client.request(req).await?,
+            Some(d) => tokio::time::timeout(d, client.request(req))
                 .await
                 .map_err(|_| SendError::Timeout(d))??,
         };

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,11 +32,29 @@ const DNS_CACHE: Duration = Duration::from_secs(20);
 /// The mDNS service type every sidecar announces; the app id is in the TXT record.
 const MDNS_SERVICE: &str = "_dapr-sidecar._tcp.local.";
 
+/// App ids whose DNS answers are kept at once (as the registry's cache).
+const DNS_CACHE_CAP: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamesError {
+    #[error("mDNS: {0}")]
+    Mdns(#[from] mdns_sd::Error),
+}
+
+/// One sidecar's view of its peers: the resolver the Configuration names, plus what calls
+/// have taught it (instances that failed, whose turn is next), which no resolver knows.
 pub struct Names {
     resolver: Resolver,
+    picks: Mutex<Picks>,
+}
+
+#[derive(Default)]
+struct Picks {
     /// Instances that failed a call, and until when they are passed over.
-    down: Mutex<HashMap<SocketAddr, Instant>>,
-    next: AtomicUsize,
+    down: HashMap<SocketAddr, Instant>,
+    /// Per app id, whose turn is next: a counter shared by all apps would send the calls
+    /// of two apps called alternately to the same instance each time.
+    next: HashMap<String, usize>,
 }
 
 enum Resolver {
@@ -54,7 +71,7 @@ impl Names {
         registry: Arc<Registry>,
         app_id: &str,
         own: SocketAddr,
-    ) -> Result<Names, mdns_sd::Error> {
+    ) -> Result<Names, NamesError> {
         let resolver = match kind {
             NameResolution::Registry => Resolver::Registry(registry),
             NameResolution::Mdns => Resolver::Mdns(Mdns::start(app_id, own)?),
@@ -74,12 +91,14 @@ impl Names {
         };
         Ok(Names {
             resolver,
-            down: Mutex::new(HashMap::new()),
-            next: AtomicUsize::new(0),
+            picks: Mutex::new(Picks::default()),
         })
     }
 
-    /// One live instance of `app_id`, in turn; `None` when there is none.
+    /// One live instance of `app_id`, in turn; `None` when there is none. Under mDNS and
+    /// DNS an app id must be a plain name: it becomes part of a host name, and the peer
+    /// secret goes wherever the name leads (`dapr-app-id: evil.example:80` must lead
+    /// nowhere).
     pub async fn resolve(&self, app_id: &str) -> Option<SocketAddr> {
         let all = match &self.resolver {
             Resolver::Registry(r) => {
@@ -87,37 +106,46 @@ impl Names {
                     .resolve(app_id)
                     .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
             }
+            _ if !plain_name(app_id) => return None,
             Resolver::Mdns(m) => m.instances(app_id).await,
             Resolver::Dns(d) => d.lookup(app_id).await,
         };
-        self.pick(&all)
+        self.pick(app_id, all)
     }
 
-    fn pick(&self, all: &[SocketAddr]) -> Option<SocketAddr> {
-        let now = Instant::now();
-        let up: Vec<SocketAddr> = {
-            let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
-            down.retain(|_, until| *until > now);
-            all.iter()
-                .filter(|a| !down.contains_key(a))
-                .copied()
-                .collect()
-        };
-        let from = if up.is_empty() { all } else { &up };
-        match from.len() {
-            0 => None,
-            n => Some(from[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+    fn pick(&self, app_id: &str, mut all: Vec<SocketAddr>) -> Option<SocketAddr> {
+        if all.is_empty() {
+            return None;
         }
+        // One order, whatever order the resolver answered in, so turns are fair.
+        all.sort_unstable();
+        let now = Instant::now();
+        let mut picks = self.picks.lock().unwrap_or_else(PoisonError::into_inner);
+        picks.down.retain(|_, until| *until > now);
+        let up: Vec<SocketAddr> = all
+            .iter()
+            .filter(|a| !picks.down.contains_key(a))
+            .copied()
+            .collect();
+        let from = if up.is_empty() { all } else { up };
+        let turn = match picks.next.get_mut(app_id) {
+            Some(turn) => turn,
+            None => picks.next.entry(app_id.to_string()).or_default(),
+        };
+        *turn = turn.wrapping_add(1);
+        Some(from[*turn % from.len()])
     }
 
-    /// A call to `addr` for `app_id` could not connect, or went unanswered: pass it over.
+    /// A call to `addr` for `app_id` failed on the way (no connection, a dropped one, no
+    /// answer in time): pass it over.
     pub fn failed(&self, app_id: &str, addr: SocketAddr) {
         match &self.resolver {
             Resolver::Registry(r) => r.forget(app_id),
             Resolver::Mdns(_) | Resolver::Dns(_) => {
-                self.down
+                self.picks
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
+                    .down
                     .insert(addr, Instant::now() + DOWN_FOR);
                 if let Resolver::Dns(d) = &self.resolver {
                     d.forget(app_id);
@@ -125,6 +153,25 @@ impl Names {
             }
         }
     }
+
+    /// Stops announcing this sidecar (mDNS: a goodbye, so peers drop it at once), as the
+    /// sidecar begins to shut down rather than when its last request has drained.
+    pub fn withdraw(&self) {
+        if let Resolver::Mdns(m) = &self.resolver {
+            m.withdraw();
+        }
+    }
+}
+
+/// A name that can stand in a host name: letters, digits, `-` and `_`, not starting with
+/// `-`, at most 63 bytes (one DNS label).
+fn plain_name(app_id: &str) -> bool {
+    !app_id.is_empty()
+        && app_id.len() <= 63
+        && !app_id.starts_with('-')
+        && app_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The address peers on other hosts reach this sidecar at: `DAPR_HOST_IP` when set (as
@@ -154,7 +201,8 @@ pub fn host_address(listen: IpAddr) -> IpAddr {
 /// mDNS: this sidecar's announcement, and what it has heard of everyone else's.
 struct Mdns {
     daemon: ServiceDaemon,
-    own: String,
+    /// The announcement's full name, until withdrawn; none for a sidecar without app id.
+    own: Mutex<Option<String>>,
     heard: Arc<Heard>,
 }
 
@@ -168,18 +216,21 @@ struct Heard {
 impl Mdns {
     fn start(app_id: &str, own: SocketAddr) -> Result<Mdns, mdns_sd::Error> {
         let daemon = ServiceDaemon::new()?;
-        let dashed = own.ip().to_string().replace(['.', ':'], "-");
-        let instance = format!("{app_id}-{dashed}-{}", own.port());
-        let info = ServiceInfo::new(
-            MDNS_SERVICE,
-            &instance,
-            &format!("dapr-{dashed}.local."),
-            own.ip(),
-            own.port(),
-            [("appid", app_id)].as_slice(),
-        )?;
-        let own_name = info.get_fullname().to_string();
-        daemon.register(info)?;
+        let mut own_name = None;
+        if !app_id.is_empty() {
+            let dashed = own.ip().to_string().replace(['.', ':'], "-");
+            let instance = format!("{app_id}-{dashed}-{}", own.port());
+            let info = ServiceInfo::new(
+                MDNS_SERVICE,
+                &instance,
+                &format!("dapr-{dashed}.local."),
+                own.ip(),
+                own.port(),
+                [("appid", app_id)].as_slice(),
+            )?;
+            own_name = Some(info.get_fullname().to_string());
+            daemon.register(info)?;
+        }
         let events = daemon.browse(MDNS_SERVICE)?;
         let heard = Arc::new(Heard::default());
         let listener = heard.clone();
@@ -190,9 +241,22 @@ impl Mdns {
         });
         Ok(Mdns {
             daemon,
-            own: own_name,
+            own: Mutex::new(own_name),
             heard,
         })
+    }
+
+    /// Unregisters (a goodbye on the wire) without waiting for it: the daemon's thread
+    /// sends it before it stops.
+    fn withdraw(&self) {
+        let own = self
+            .own
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(own) = own {
+            let _ = self.daemon.unregister(&own);
+        }
     }
 
     /// Every instance heard of for `app_id`; waits a little for one that has not been heard
@@ -258,11 +322,8 @@ impl Heard {
 }
 
 impl Drop for Mdns {
-    /// Says goodbye, so that peers drop this instance at once.
     fn drop(&mut self) {
-        if let Ok(done) = self.daemon.unregister(&self.own) {
-            let _ = done.recv_timeout(Duration::from_secs(1));
-        }
+        self.withdraw();
         let _ = self.daemon.shutdown();
     }
 }
@@ -287,13 +348,19 @@ impl Dns {
                     .replace("{{.ID}}", app_id)
                     .replace("{{.Namespace}}", &self.namespace)
                     .replace("{{.Port}}", &self.port.to_string());
-                if filled
-                    .rsplit_once(':')
-                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                {
-                    filled
-                } else {
-                    format!("{filled}:{}", self.port)
+                let port_given = |host_port: &str| {
+                    host_port
+                        .rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                };
+                match filled.strip_prefix('[') {
+                    // `[v6]:port`, or `[v6]` alone
+                    Some(rest) if rest.contains("]:") && port_given(&filled) => filled,
+                    Some(_) => format!("{filled}:{}", self.port),
+                    // A bare IPv6 address has colons but no port.
+                    None if filled.matches(':').count() > 1 => format!("[{filled}]:{}", self.port),
+                    None if port_given(&filled) => filled,
+                    None => format!("{filled}:{}", self.port),
                 }
             }
             None => format!(
@@ -318,8 +385,13 @@ impl Dns {
             }
         };
         if !found.is_empty() {
-            self.cache()
-                .insert(app_id.to_string(), (found.clone(), now));
+            let mut cache = self.cache();
+            if cache.len() >= DNS_CACHE_CAP {
+                cache.retain(|_, (_, at)| now.duration_since(*at) < DNS_CACHE);
+            }
+            if cache.len() < DNS_CACHE_CAP {
+                cache.insert(app_id.to_string(), (found.clone(), now));
+            }
         }
         found
     }
@@ -363,26 +435,41 @@ mod tests {
             "b.prod.internal:50002"
         );
         assert_eq!(dns(Some("{{.ID}}-dapr:7000")).address("b"), "b-dapr:7000");
+        assert_eq!(dns(Some("fd00::1")).address("b"), "[fd00::1]:50002");
+        assert_eq!(dns(Some("[fd00::1]")).address("b"), "[fd00::1]:50002");
+        assert_eq!(dns(Some("[fd00::1]:7000")).address("b"), "[fd00::1]:7000");
+    }
+
+    #[test]
+    fn only_plain_names_are_looked_up() {
+        assert!(plain_name("backend") && plain_name("order_svc-2"));
+        for bad in ["", "evil.example:80", "a/b", "-x", &"a".repeat(64)] {
+            assert!(!plain_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
     fn instances_are_called_in_turn_and_failed_ones_passed_over() {
         let names = Names {
             resolver: Resolver::Dns(dns(None)),
-            down: Mutex::new(HashMap::new()),
-            next: AtomicUsize::new(0),
+            picks: Mutex::new(Picks::default()),
         };
         let a: SocketAddr = "10.0.0.1:50002".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:50002".parse().unwrap();
-        let picks: Vec<_> = (0..4).map(|_| names.pick(&[a, b]).unwrap()).collect();
-        assert_eq!(picks.iter().filter(|p| **p == a).count(), 2, "{picks:?}");
-        names.failed("backend", a);
-        assert!((0..4).all(|_| names.pick(&[a, b]) == Some(b)));
-        names.failed("backend", b);
+        // Two apps called alternately each still get both instances in turn.
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(names.pick("x", vec![a, b]).unwrap());
+            names.pick("y", vec![b, a]).unwrap();
+        }
+        assert_eq!(got.iter().filter(|p| **p == a).count(), 2, "{got:?}");
+        names.failed("x", a);
+        assert!((0..4).all(|_| names.pick("x", vec![a, b]) == Some(b)));
+        names.failed("x", b);
         assert!(
-            names.pick(&[a, b]).is_some(),
+            names.pick("x", vec![a, b]).is_some(),
             "all passed over: tried anyway"
         );
-        assert_eq!(names.pick(&[]), None);
+        assert_eq!(names.pick("x", vec![]), None);
     }
 }

@@ -262,6 +262,7 @@ impl Sidecar {
             metrics: metrics_listener,
         } = listeners;
         let components = Components::load(&specs, &config.app_id).await?;
+        refuse_memory_stores_across_hosts(&components, &configuration.name_resolution)?;
         let registry_dir = config.registry_dir();
         let registry = Arc::new(
             Registry::open(registry_dir.clone())
@@ -383,6 +384,7 @@ impl Sidecar {
     /// removes the registration.
     pub async fn shutdown(mut self) {
         self.registration.take();
+        self.api.invoker.names().withdraw();
         self.api.request_shutdown();
         let all = futures_join(std::mem::take(&mut self.tasks));
         if tokio::time::timeout(Duration::from_secs(5), all)
@@ -542,17 +544,7 @@ fn refuse_process_local_replicas(
     registry: &Registry,
     app_id: &str,
 ) -> anyhow::Result<()> {
-    let locks = components
-        .lock
-        .iter()
-        .filter(|(_, c)| matches!(c.store, crate::lock::LockStore::Memory(_)))
-        .map(|(name, _)| name.as_str());
-    let states = components
-        .state
-        .iter()
-        .filter(|(_, c)| matches!(c.store, crate::state::StateStore::Memory(_)))
-        .map(|(name, _)| name.as_str());
-    let local: Vec<&str> = locks.chain(states).collect();
+    let local = in_memory(components);
     if local.is_empty() {
         return Ok(());
     }
@@ -572,6 +564,39 @@ fn refuse_process_local_replicas(
             local.join(", ")
         );
     }
+    Ok(())
+}
+
+/// The names of the lock and state components that live in this sidecar's memory.
+fn in_memory(components: &crate::components::Components) -> Vec<&str> {
+    let locks = components
+        .lock
+        .iter()
+        .filter(|(_, c)| matches!(c.store, crate::lock::LockStore::Memory(_)))
+        .map(|(name, _)| name.as_str());
+    let states = components
+        .state
+        .iter()
+        .filter(|(_, c)| matches!(c.store, crate::state::StateStore::Memory(_)))
+        .map(|(name, _)| name.as_str());
+    locks.chain(states).collect()
+}
+
+/// Name resolution across hosts (mDNS, DNS) exists for replicas on several machines, where
+/// the registry folder cannot see them: a store in one sidecar's memory would then be one
+/// replica's alone, unnoticed. Such components are refused there outright.
+fn refuse_memory_stores_across_hosts(
+    components: &crate::components::Components,
+    resolution: &NameResolution,
+) -> anyhow::Result<()> {
+    let local = in_memory(components);
+    anyhow::ensure!(
+        *resolution == NameResolution::Registry || local.is_empty(),
+        "component {:?} is in-memory: it lives in one sidecar's memory, which replicas on \
+         other hosts (found by {resolution:?} name resolution) cannot share. Use shared \
+         stores, e.g. state.redis and lock.redis",
+        local.join(", ")
+    );
     Ok(())
 }
 

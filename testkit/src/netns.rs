@@ -3,9 +3,10 @@
 //! of the test bed touches the machine's own network. Made by the test (it needs root, as
 //! CI runs), removed when dropped, and what a killed run left behind is removed by the next.
 //!
-//! Processes run on a host through `ip netns exec` (which also gives the host its own
+//! Processes run on a host through `ip netns exec` (which also gives them the host's own
 //! `/etc/hosts` from `/etc/netns/<ns>/hosts`, for DNS names); the test's own calls run on a
-//! host through [`Host::run`], on a thread that has entered the host's namespace.
+//! host through [`Host::run`], on a thread that has entered the host's network namespace
+//! only (so it reaches the host's addresses, but reads the machine's `/etc/hosts`).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use anyhow::Context as _;
 /// Namespace names start with this, then the pid of the test process that made them.
 const PREFIX: &str = "tb";
 
+/// The test bed: the switch and its hosts, all removed when dropped.
 pub struct Net {
     switch: String,
     pub hosts: Vec<Host>,
@@ -24,6 +26,7 @@ pub struct Net {
     secret: String,
 }
 
+/// One host of the test bed: a network namespace with one cable to the switch.
 #[derive(Clone)]
 pub struct Host {
     /// The name the test gave it.
@@ -90,7 +93,7 @@ impl Net {
         let mut net = Net {
             switch: switch.clone(),
             hosts: Vec::new(),
-            secret: format!("{:064x}", rand_u128() ^ u128::from(std::process::id())),
+            secret: format!("{:032x}{:032x}", random_u128()?, random_u128()?),
         };
         ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
         // Multicast (mDNS) reaches every port, as on a plain LAN switch.
@@ -246,11 +249,13 @@ impl Host {
 }
 
 /// 128 random bits from the kernel.
-fn rand_u128() -> u128 {
+fn random_u128() -> anyhow::Result<u128> {
     use std::io::Read as _;
     let mut b = [0u8; 16];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    u128::from_le_bytes(b)
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    Ok(u128::from_le_bytes(b))
 }
 
 /// Moves the calling thread into the network namespace at `path`.

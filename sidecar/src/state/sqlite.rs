@@ -9,7 +9,9 @@
 //! except in WAL mode while that thread is idle with nothing queued: then a read runs
 //! where it is asked, on the store's connection (a WAL reader takes no lock a writer
 //! holds, and sees only committed data), saving two thread hand-offs per read at moderate
-//! load; under heavy load reads queue, and those queued together run in one go beside the
+//! load; such a read holds the runtime's thread for its few page reads (a slow disk
+//! slows it there), and one the database turns away as busy queues instead of waiting.
+//! Under heavy load reads queue, and those queued together run in one go beside the
 //! runtime. A request whose caller has given up
 //! (its deadline passed) before its turn is not run at all. Commits are `synchronous=FULL`
 //! by default, so an acknowledged write survives a power loss; the `synchronous`
@@ -111,17 +113,35 @@ pub struct SqliteStore {
     _checkpointer: Option<Checkpointer>,
 }
 
-/// A read's outcome, with the connection left out of any transaction the read began (one
-/// left open would make the store's next `BEGIN` fail); `None` when the database turned it
-/// away as busy.
-fn ended<T>(out: Result<T, StoreError>, conn: &Connection) -> Option<Result<T, StoreError>> {
-    if !conn.is_autocommit() {
-        let _ = control(conn, "ROLLBACK");
+/// The store's connection lent to a read on the caller's thread, without waiting on a
+/// busy database; given back (even when the read panics) out of any transaction the read
+/// began (one left open would make the store's next `BEGIN` fail) and with its own busy
+/// timeout again.
+struct Borrowed<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+    busy_timeout: Duration,
+}
+
+impl<'a> Borrowed<'a> {
+    fn new(conn: std::sync::MutexGuard<'a, Connection>, busy_timeout: Duration) -> Self {
+        let _ = conn.busy_timeout(Duration::ZERO);
+        Borrowed { conn, busy_timeout }
     }
-    match &out {
-        Err(StoreError::Backend(why)) if why.contains("locked") || why.contains("busy") => None,
-        _ => Some(out),
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = control(&self.conn, "ROLLBACK");
+        }
+        let _ = self.conn.busy_timeout(self.busy_timeout);
     }
+}
+
+/// Whether SQLite turned a statement away as busy: `SQLITE_BUSY` ("database is locked")
+/// or `SQLITE_LOCKED` ("database table is locked"), as `StoreError::backend` words them.
+fn is_busy(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(why) if why.contains("is locked"))
 }
 
 /// The store's thread holds its connection while it runs a job; between jobs a read may
@@ -345,7 +365,15 @@ impl SqliteStore {
         keys: &[String],
     ) -> Result<Vec<Result<Option<Stored>, StoreError>>, StoreError> {
         let all = |conn: &Connection, table: &str| {
-            Ok(keys.iter().map(|k| get_one(conn, table, k)).collect())
+            let items: Vec<_> = keys.iter().map(|k| get_one(conn, table, k)).collect();
+            // One key turned away as busy: the whole read goes to the store's thread.
+            match items
+                .iter()
+                .find_map(|i| i.as_ref().err().filter(|e| is_busy(e)))
+            {
+                Some(busy) => Err(StoreError::Backend(busy.to_string())),
+                None => Ok(items),
+            }
         };
         if let Some(found) = self.read_here(all) {
             return found;
@@ -374,11 +402,13 @@ impl SqliteStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        // No waiting on the runtime for a busy database.
-        let _ = conn.busy_timeout(Duration::ZERO);
-        let out = ended(work(&conn, &inline.table), &conn);
-        let _ = conn.busy_timeout(inline.busy_timeout);
-        out
+        let borrowed = Borrowed::new(conn, inline.busy_timeout);
+        let out = work(&borrowed.conn, &inline.table);
+        drop(borrowed);
+        match &out {
+            Err(e) if is_busy(e) => None,
+            _ => Some(out),
+        }
     }
 
     pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
@@ -478,10 +508,9 @@ fn spawn_worker(
                 job
             };
             while let Some(job) = next.take().or_else(|| rx.recv().ok().map(taken)) {
-                let conn = lock(&writer);
                 match job {
                     Job::Read(read) => {
-                        caught(|| read(&conn, &table));
+                        caught(|| read(&lock(&writer), &table));
                     }
                     Job::Write(first) => {
                         let mut group = vec![first];
@@ -495,7 +524,10 @@ fn spawn_worker(
                                 Err(_) => break,
                             }
                         }
-                        commit_group(&conn, &table, group, &groups);
+                        // The writers hear the outcome once the connection is free again,
+                        // so a read each of them makes next can run where it is asked.
+                        let replies = commit_group(&lock(&writer), &table, group, &groups);
+                        replies.send();
                     }
                 }
             }
@@ -528,16 +560,38 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// The replies of a group's writes, to send once the commit's outcome is known.
+struct Replies {
+    replies: Vec<Reply>,
+    outcome: Result<(), String>,
+}
+
+impl Replies {
+    fn send(self) {
+        for reply in self.replies {
+            reply(self.outcome.clone());
+        }
+    }
+}
+
 /// One transaction for the group, a savepoint for each write in it: a write that fails is
 /// rolled back to its savepoint alone. Every reply waits for the commit's outcome.
-fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>, commits: &AtomicUsize) {
+fn commit_group(
+    conn: &Connection,
+    table: &str,
+    group: Vec<WriteJob>,
+    commits: &AtomicUsize,
+) -> Replies {
     if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         // No transaction, so nothing runs; each caller hears why.
         let why = e.to_string();
         for write in group {
             refuse(write, &why, table);
         }
-        return;
+        return Replies {
+            replies: Vec::new(),
+            outcome: Ok(()),
+        };
     }
     let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
     for write in group {
@@ -580,8 +634,9 @@ fn commit_group(conn: &Connection, table: &str, group: Vec<WriteJob>, commits: &
     }
     // Counted before anyone hears of it.
     commits.fetch_add(1, Ordering::Relaxed);
-    for reply in replies {
-        reply(committed.clone());
+    Replies {
+        replies,
+        outcome: committed,
     }
 }
 
