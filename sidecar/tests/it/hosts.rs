@@ -117,38 +117,27 @@ async fn replicas_found_by_dns_names_share_calls_and_a_cut_off_one_is_passed_ove
 }
 
 async fn replicas_share_calls_and_a_cut_off_one_is_passed_over(net: &Net, configuration: &str) {
-    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new("host")).collect();
     let port = 3500;
-    let _b1 = start(
-        net,
-        net.host("b1"),
-        dirs[1].path(),
-        configuration,
-        "web",
-        port,
-        true,
-    )
-    .await;
-    let _b2 = start(
-        net,
-        net.host("b2"),
-        dirs[2].path(),
-        configuration,
-        "web",
-        port,
-        true,
-    )
-    .await;
-    let _caller = start(
-        net,
-        net.host("caller"),
-        dirs[0].path(),
-        configuration,
-        "caller",
-        port,
-        false,
-    )
-    .await;
+    let mut running = Vec::new();
+    // Two instances of app `web` that say which host they are on, and a caller without app.
+    for (host, app, serves) in [
+        ("b1", "web", true),
+        ("b2", "web", true),
+        ("caller", "caller", false),
+    ] {
+        let dir = TempDir::new("host");
+        let sidecar = start(
+            net,
+            net.host(host),
+            dir.path(),
+            configuration,
+            app,
+            port,
+            serves,
+        )
+        .await;
+        running.push((sidecar, dir));
+    }
     let caller = net.host("caller");
     // Each call's time: room for a connection that is not made (1 s) and a second try.
     let limit = Duration::from_secs(3);
