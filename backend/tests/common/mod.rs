@@ -111,6 +111,8 @@ pub struct Outcome {
     pub retries: usize,
     pub gave_up: usize,
     pub unexpected: Vec<String>,
+    /// The status of every attempt that was retried (0: no answer in time).
+    pub errors: Vec<u16>,
 }
 
 /// `clients` clients, each sending `per_client` bookings one after another, each booking
@@ -165,7 +167,7 @@ pub async fn keyed_load(
                                 out.sold_out += 1;
                                 break;
                             }
-                            0 | 500..=599 => {}
+                            0 | 500..=599 => out.errors.push(status),
                             other => {
                                 out.unexpected.push(format!("{other} {answer}"));
                                 break;
@@ -191,6 +193,7 @@ pub async fn keyed_load(
         all.retries += o.retries;
         all.gave_up += o.gave_up;
         all.unexpected.extend(o.unexpected);
+        all.errors.extend(o.errors);
     }
     all
 }
