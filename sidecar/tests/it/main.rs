@@ -6,6 +6,7 @@
 mod api;
 mod bounds;
 mod common;
+mod deploy;
 mod hosts;
 mod in_process;
 mod invoke;

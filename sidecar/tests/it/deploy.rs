@@ -1,0 +1,111 @@
+//! The deployment files, checked offline (no cluster, no Docker engine here): every
+//! Kubernetes object of `deploy/kubernetes` against the Kubernetes schemas in strict mode
+//! (`kubernetes-validate`, which `scripts/test` installs in `.venv`); the Dapr objects of
+//! both deployments read by this sidecar's own loader, as a sidecar would read them; the
+//! compose file's wiring (every sidecar in the namespace of the service it serves, with the
+//! flags the Dapr files expect).
+
+use std::path::{Path, PathBuf};
+
+use sidecar::resources::{self, NameResolution};
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+#[test]
+fn kubernetes_objects_match_the_kubernetes_schemas() {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubernetes-validate");
+    assert!(
+        tool.exists(),
+        "{} is missing: scripts/test installs it",
+        tool.display()
+    );
+    let files: Vec<PathBuf> = ["redis.yaml", "backend.yaml", "frontend.yaml"]
+        .iter()
+        .map(|f| deploy(&format!("kubernetes/{f}")))
+        .collect();
+    let out = std::process::Command::new(&tool)
+        .args(["--strict", "--kubernetes-version", "1.33"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    // Five objects, each checked (an object of a kind without a schema is only a warning).
+    assert_eq!(
+        report.matches(" passed for resource ").count(),
+        5,
+        "{report}"
+    );
+}
+
+#[test]
+fn the_dapr_objects_read_as_a_sidecar_reads_them() {
+    for dir in ["kubernetes", "compose/dapr/components"] {
+        let specs = resources::load_components(&[deploy(dir)], "backend").unwrap();
+        let mut kinds: Vec<_> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.kind.as_str()))
+            .collect();
+        kinds.sort_unstable();
+        assert_eq!(
+            kinds,
+            [("lockstore", "lock.redis"), ("statestore", "state.redis")],
+            "{dir}"
+        );
+        // Metadata names are case-insensitive, as in Dapr: the loader keeps them lowercased.
+        assert!(
+            specs
+                .iter()
+                .all(|s| s.metadata["redishost"] == "redis:6379")
+        );
+        let frontend = resources::load_components(&[deploy(dir)], "frontend").unwrap();
+        assert!(
+            frontend.is_empty(),
+            "{dir}: the stores are the backend's alone"
+        );
+    }
+    let k8s = resources::load_configuration(&deploy("kubernetes/configuration.yaml")).unwrap();
+    assert_eq!(k8s.sampling_rate, 0.0);
+    assert!(!k8s.metrics_enabled);
+    let compose = resources::load_configuration(&deploy("compose/dapr/config.yaml")).unwrap();
+    assert!(!compose.metrics_enabled);
+    assert_eq!(
+        compose.name_resolution,
+        NameResolution::Dns {
+            cluster_domain: "cluster.local".into(),
+            template: Some("{{.ID}}".into()),
+        }
+    );
+}
+
+#[test]
+fn each_compose_sidecar_serves_its_service_from_inside_its_namespace() {
+    let text = std::fs::read_to_string(deploy("compose/compose.yaml")).unwrap();
+    let compose: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let services = compose["services"].as_object().unwrap();
+    for app in ["backend", "frontend"] {
+        let sidecar = &services[&format!("{app}-dapr")];
+        assert_eq!(sidecar["network_mode"], format!("service:{app}"));
+        let flags: Vec<&str> = sidecar["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        for flag in [
+            format!("--app-id={app}"),
+            "--dapr-internal-grpc-port=50002".into(),
+            "--config=/dapr/config.yaml".into(),
+            "--registry-dir=/registry/peers".into(),
+        ] {
+            assert!(flags.contains(&flag.as_str()), "{app}-dapr lacks {flag}");
+        }
+        let env = &services[app]["environment"];
+        assert_eq!(env["DAPR_HTTP_PORT"], "3500", "{app} reaches its sidecar");
+    }
+}
