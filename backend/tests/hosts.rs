@@ -4,11 +4,12 @@
 //! bookings through the frontend (clients retry under their keys) while a host fails:
 //! - a replica's host is cut off mid-load for longer than any call waits, plugged back in,
 //!   and serves again once the frontend's sidecar stops passing it over;
-//! - a replica's processes are killed (`kill -9`, sidecar and app) mid-load and restarted;
+//! - a replica's processes are killed (`kill -9`, sidecar and app) mid-load, restarted, and
+//!   serve again;
 //! - the Redis host is cut off mid-load: the clients hear that the store is out of reach
 //!   (504: a cut drops packets without a word, so the answer is "no answer in time"; 503
-//!   where a refusal comes back), never a 500, and every booking is decided once it is
-//!   back.
+//!   where a refusal comes back), never a 500 and never silence, and every booking is
+//!   decided once it is back.
 //!
 //! Each ends with the ledger check: no oversold night, no acknowledged booking lost, none
 //! made twice from one key.
@@ -31,14 +32,15 @@ const BACKEND: u16 = 5001;
 const FRONTEND: u16 = 5002;
 
 /// The four hosts and what runs on them.
+/// Fields drop in this order: the processes stop before their namespaces and folders go.
 struct Bed {
-    net: Net,
-    components: ComponentsDir,
-    catalogue: String,
     /// backend-1's and backend-2's `sidecar run`.
     replicas: Mutex<Vec<Option<ChildGuard>>>,
     _frontend: ChildGuard,
     _redis: ChildGuard,
+    net: Net,
+    components: ComponentsDir,
+    catalogue: String,
     /// Each process's folder (config, registry), kept until the end.
     dirs: Mutex<Vec<TempDir>>,
     _catalogue_dir: TempDir,
@@ -99,15 +101,86 @@ impl Bed {
         .await
     }
 
-    /// `kill -9` of replica `i`'s sidecar and app, then both started again.
-    async fn crash_and_restart(&self, i: usize) {
+    /// `kill -9` of replica `i`'s sidecar and app; returns once both are gone.
+    async fn crash(&self, i: usize) {
         let old = self.replicas.lock().unwrap()[i].take().unwrap();
-        for pid in children_of(old.pid()).into_iter().chain([old.pid()]) {
-            let _ = send_signal(pid, Signal::Kill);
+        let pids: Vec<u32> = children_of(old.pid())
+            .into_iter()
+            .chain([old.pid()])
+            .collect();
+        for pid in &pids {
+            send_signal(*pid, Signal::Kill).unwrap();
         }
         drop(old);
+        testkit::wait_until(
+            "the killed processes to be gone",
+            Duration::from_secs(10),
+            || {
+                let gone = pids.iter().all(|p| gone(*p));
+                async move { gone.then_some(()) }
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn restart(&self, i: usize) {
         let fresh = self.start_replica(i).await;
         self.replicas.lock().unwrap()[i] = Some(fresh);
+    }
+
+    /// Waits until replica `i` serves new bookings again: once what it had in hand is over
+    /// (its calls to its sidecar stop rising), a booking through the frontend during which
+    /// they rise. Returns the bookings acknowledged on the way, for the ledger.
+    async fn serves_again(&self, i: usize) -> Vec<serde_json::Value> {
+        let replica = self.backend(i);
+        let mut quiet = calls_to_sidecar(replica).await;
+        let waiting = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = calls_to_sidecar(replica).await;
+            if now == quiet {
+                break;
+            }
+            quiet = now;
+            assert!(
+                waiting.elapsed() < Duration::from_secs(30),
+                "replica {i} never went quiet"
+            );
+        }
+        let mut acknowledged = Vec::new();
+        for n in 0.. {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(70),
+                "replica {i} never served again"
+            );
+            let before = calls_to_sidecar(replica).await;
+            let body = booking(1, &format!("again-{i}-{n}"), &day(5), &day(6), 1);
+            let answer = self
+                .frontend()
+                .run(move || async move {
+                    let r = reqwest::Client::new()
+                        .post(format!("http://127.0.0.1:{FRONTEND}/book"))
+                        .header("Idempotency-Key", format!("key-again-{i}-{n}"))
+                        .json(&body)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                        .ok()?;
+                    if r.status() != 201 {
+                        return None;
+                    }
+                    r.json::<serde_json::Value>().await.ok()
+                })
+                .await
+                .unwrap();
+            acknowledged.extend(answer);
+            if calls_to_sidecar(replica).await > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        acknowledged
     }
 
     /// The keyed load through the frontend, from the frontend's host.
@@ -115,7 +188,8 @@ impl Bed {
         self.frontend()
             .run(move || async move {
                 let url = format!("http://127.0.0.1:{FRONTEND}");
-                let (timeout, give_up) = (Duration::from_secs(4), Duration::from_secs(40));
+                // Longer than the frontend's own 3 s: every attempt gets the frontend's answer.
+                let (timeout, give_up) = (Duration::from_secs(6), Duration::from_secs(40));
                 keyed_load(&url, 6, per_client, timeout, give_up).await
             })
             .await
@@ -208,6 +282,17 @@ async fn service(
     child
 }
 
+/// Whether process `pid` has ended: no longer there, or a zombie nobody has reaped yet
+/// (the killed app's parent, its sidecar, died with it).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// State and lock calls (POSTs) the backend on `host` has made to its sidecar, from the
 /// sidecar's metrics: they come from bookings only (its other calls are GETs).
 async fn calls_to_sidecar(host: &Host) -> u64 {
@@ -277,53 +362,9 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
         "both replicas served bookings: {before:?} → {after:?}"
     );
 
-    // Back on the switch, backend-1 serves again once it is no longer passed over. What it
-    // had in hand when it was cut off finishes first (its calls resume): wait for quiet.
-    let mut quiet = calls_to_sidecar(bed.backend(0)).await;
-    let waiting = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = calls_to_sidecar(bed.backend(0)).await;
-        if now == quiet {
-            break;
-        }
-        quiet = now;
-        assert!(
-            waiting.elapsed() < Duration::from_secs(30),
-            "backend-1 never went quiet"
-        );
-    }
+    // Back on the switch, backend-1 serves again once it is no longer passed over.
     let mut outcome = outcome;
-    let mut n = 0;
-    let back = Instant::now();
-    while calls_to_sidecar(bed.backend(0)).await == quiet {
-        assert!(
-            back.elapsed() < Duration::from_secs(40),
-            "backend-1 never served again"
-        );
-        n += 1;
-        let body = booking(1, &format!("after-{n}"), &day(5), &day(6), 1);
-        let answer = bed
-            .frontend()
-            .run(move || async move {
-                let r = reqwest::Client::new()
-                    .post(format!("http://127.0.0.1:{FRONTEND}/book"))
-                    .header("Idempotency-Key", format!("key-after-{n}"))
-                    .json(&body)
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                    .ok()?;
-                if r.status() != 201 {
-                    return None;
-                }
-                r.json::<serde_json::Value>().await.ok()
-            })
-            .await
-            .unwrap();
-        outcome.acknowledged.extend(answer);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    outcome.acknowledged.extend(bed.serves_again(0).await);
     bed.check("a replica cut off", &outcome).await;
 }
 
@@ -331,11 +372,13 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
 async fn bookings_across_hosts_survive_a_replica_killed_and_restarted() {
     let bed = Bed::start().await;
     let killed = AtomicBool::new(false);
-    let outcome = during_load(&bed, 50, &killed, async {
-        bed.crash_and_restart(1).await;
+    let mut outcome = during_load(&bed, 50, &killed, async {
+        bed.crash(1).await;
         killed.store(true, Ordering::SeqCst);
+        bed.restart(1).await;
     })
     .await;
+    outcome.acknowledged.extend(bed.serves_again(1).await);
     bed.check("a replica killed and restarted", &outcome).await;
 }
 

@@ -259,14 +259,22 @@ impl Invoker {
                 Err(e) if e.is_connect() && attempt == 0 => {
                     tracing::debug!(target, %addr, error = %e, "peer sidecar unreachable; trying again");
                     self.names.failed(target, addr);
-                    // The second try has what is left of the call's time, not all of it again.
+                    // The second try has what is left of the call's time, not all of it
+                    // again; with next to nothing left, the call is over.
                     if let Some(given) = budget {
-                        let left = given.saturating_sub(started.elapsed()).as_millis() as u64;
-                        call.headers.insert(TIMEOUT, HeaderValue::from(left));
+                        let left = given.saturating_sub(started.elapsed());
+                        if left <= HANDOFF_MARGIN {
+                            return Err(SendError::Timeout(given).to_api(target));
+                        }
+                        call.headers
+                            .insert(TIMEOUT, HeaderValue::from(left.as_millis() as u64));
                     }
                 }
                 Err(e) => {
-                    if e.is_unreachable() {
+                    // A second try that ran out of the little time left says nothing
+                    // about the instance it went to.
+                    let cut_short = attempt > 0 && matches!(e, SendError::Timeout(_));
+                    if e.is_unreachable() && !cut_short {
                         self.names.failed(target, addr);
                     }
                     return Err(e.to_api(target));

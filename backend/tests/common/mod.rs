@@ -111,7 +111,7 @@ pub struct Outcome {
     pub retries: usize,
     pub gave_up: usize,
     pub unexpected: Vec<String>,
-    /// The status of every attempt that was retried (0: no answer in time).
+    /// The status of every attempt that failed (0: no answer in time), retried or not.
     pub errors: Vec<u16>,
 }
 
