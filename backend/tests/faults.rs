@@ -15,7 +15,9 @@ use std::time::Duration;
 mod common;
 
 use appkit::process::{Signal, send_signal};
-use common::{backend_replica, catalogue, day, keyed_load};
+use common::{
+    assert_all_decided_and_the_ledger_right, backend_replica, catalogue, day, keyed_load,
+};
 use test_case::test_case;
 use testkit::{ComponentsDir, RedisServer, SidecarBuilder, SidecarProcess, TempDir, check_ledger};
 
@@ -191,33 +193,7 @@ where
     )
     .await
     .unwrap();
-    eprintln!(
-        "{name}: {} booked, {} sold out, {} retries, {} gave up, {} unheard; violations: {}",
-        outcome.acknowledged.len(),
-        outcome.sold_out,
-        outcome.retries,
-        outcome.gave_up,
-        verdict.unheard,
-        verdict.violations.len()
-    );
-    assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
-    assert_eq!(
-        outcome.gave_up, 0,
-        "{name}: bookings left undecided after 30 s"
-    );
-    assert!(
-        verdict.violations.is_empty(),
-        "{name}: {:?}",
-        verdict.violations
-    );
-    assert_eq!(
-        (verdict.oversold_nights, verdict.lost, verdict.doubled),
-        (0, 0, 0)
-    );
-    assert!(
-        !outcome.acknowledged.is_empty(),
-        "{name}: nothing was booked, so nothing was tested"
-    );
+    assert_all_decided_and_the_ledger_right(name, &outcome, &verdict, Duration::from_secs(30));
 }
 
 /// Waits until some booking holds a hotel's lock in Redis.

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use appkit::process::{Signal, children_of, send_signal};
-use common::{Outcome, booking, catalogue, day, keyed_load};
+use common::{
+    Outcome, assert_all_decided_and_the_ledger_right, booking, catalogue, day, keyed_load,
+};
 use testkit::{ChildGuard, ComponentsDir, Host, Net, TempDir, Verdict, check_ledger};
 
 const MDNS: &str = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: lan\nspec:\n  nameResolution:\n    component: mdns\n";
@@ -30,6 +32,8 @@ const SIDECAR_HTTP: u16 = 3500;
 const METRICS: u16 = 9090;
 const BACKEND: u16 = 5001;
 const FRONTEND: u16 = 5002;
+/// How long a client keeps retrying one booking before it gives up.
+const GIVE_UP: Duration = Duration::from_secs(40);
 
 /// The four hosts and what runs on them.
 /// Fields drop in this order: the processes stop before their namespaces and folders go.
@@ -189,8 +193,7 @@ impl Bed {
             .run(move || async move {
                 let url = format!("http://127.0.0.1:{FRONTEND}");
                 // Longer than the frontend's own 3 s: every attempt gets the frontend's answer.
-                let (timeout, give_up) = (Duration::from_secs(6), Duration::from_secs(40));
-                keyed_load(&url, 6, per_client, timeout, give_up).await
+                keyed_load(&url, 6, per_client, Duration::from_secs(6), GIVE_UP).await
             })
             .await
             .unwrap()
@@ -211,33 +214,7 @@ impl Bed {
     /// What every scenario asserts at the end.
     async fn check(&self, name: &str, outcome: &Outcome) {
         let verdict = self.ledger(&outcome.acknowledged).await;
-        eprintln!(
-            "{name}: {} booked, {} sold out, {} retries ({:?}), {} gave up; violations: {}",
-            outcome.acknowledged.len(),
-            outcome.sold_out,
-            outcome.retries,
-            outcome.errors,
-            outcome.gave_up,
-            verdict.violations.len()
-        );
-        assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
-        assert_eq!(
-            outcome.gave_up, 0,
-            "{name}: bookings left undecided after 40 s"
-        );
-        assert!(
-            verdict.violations.is_empty(),
-            "{name}: {:?}",
-            verdict.violations
-        );
-        assert_eq!(
-            (verdict.oversold_nights, verdict.lost, verdict.doubled),
-            (0, 0, 0)
-        );
-        assert!(
-            !outcome.acknowledged.is_empty(),
-            "{name}: nothing was booked"
-        );
+        assert_all_decided_and_the_ledger_right(name, outcome, &verdict, GIVE_UP);
     }
 }
 

@@ -197,3 +197,42 @@ pub async fn keyed_load(
     }
     all
 }
+
+/// What a load through a fault must come to: every booking decided (201 or 409) within
+/// `give_up`, nothing unexpected, and the ledger right: no oversold night, no acknowledged
+/// booking lost, none made twice from one key.
+pub fn assert_all_decided_and_the_ledger_right(
+    name: &str,
+    outcome: &Outcome,
+    verdict: &testkit::Verdict,
+    give_up: Duration,
+) {
+    eprintln!(
+        "{name}: {} booked, {} sold out, {} retries ({:?}), {} gave up, {} unheard; violations: {}",
+        outcome.acknowledged.len(),
+        outcome.sold_out,
+        outcome.retries,
+        outcome.errors,
+        outcome.gave_up,
+        verdict.unheard,
+        verdict.violations.len()
+    );
+    assert!(outcome.unexpected.is_empty(), "{:?}", outcome.unexpected);
+    assert_eq!(
+        outcome.gave_up, 0,
+        "{name}: bookings left undecided after {give_up:?}"
+    );
+    assert!(
+        verdict.violations.is_empty(),
+        "{name}: {:?}",
+        verdict.violations
+    );
+    assert_eq!(
+        (verdict.oversold_nights, verdict.lost, verdict.doubled),
+        (0, 0, 0)
+    );
+    assert!(
+        !outcome.acknowledged.is_empty(),
+        "{name}: nothing was booked, so nothing was tested"
+    );
+}
