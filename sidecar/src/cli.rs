@@ -27,6 +27,41 @@ pub enum Command {
     /// Print one app's state as JSON lines (`{"store","key","value"}`), e.g. for the
     /// booking ledger check after a load.
     DumpState(StoreArgs),
+    /// Make a local certificate authority, or a certificate for one app signed by it, for
+    /// mTLS between sidecars in development and tests.
+    #[command(subcommand)]
+    Mint(MintCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MintCommand {
+    /// A new CA in a folder: `ca.pem` (the trust bundle for every sidecar) and `ca.key`.
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+        /// The SPIFFE trust domain the CA vouches for (Dapr's default: public).
+        #[arg(long, default_value = "public")]
+        trust_domain: String,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// A certificate for one app id, signed by the CA in `--ca`: `<app-id>.pem` (with the
+    /// CA's certificate after it) and `<app-id>.key`, in `--out`.
+    App {
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(short = 'a', long)]
+        app_id: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "public")]
+        trust_domain: String,
+        /// Dapr's `NAMESPACE`.
+        #[arg(long, env = "NAMESPACE", default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 /// The stores of a resources folder, seen from outside a running sidecar.

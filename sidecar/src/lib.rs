@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod launcher;
 pub mod lock;
 pub mod metrics;
+pub mod mint;
 pub mod names;
 pub mod registry;
 pub mod reset;

@@ -1,7 +1,7 @@
 //! `sidecar`: the binary. Parses flags, picks the runtime, and hands over to the launcher.
 
 use clap::Parser;
-use sidecar::cli::{Cli, Command, StoreArgs};
+use sidecar::cli::{Cli, Command, MintCommand, StoreArgs};
 
 /// Every request allocates and frees buffers of a few KiB (HTTP/2 frames, codec and body
 /// buffers); glibc's malloc served them at a measured 20% of the CPU per booking more
@@ -15,6 +15,7 @@ fn main() {
         Command::Run(args) => *args,
         Command::ResetState(store) => offline("reset-state", store, sidecar::reset::run),
         Command::DumpState(store) => offline("dump-state", store, sidecar::dump::run),
+        Command::Mint(what) => mint(what),
     };
     if let Err(e) = appkit::logging::init(&args.log_level, args.log_as_json) {
         eprintln!("sidecar: {e}");
@@ -40,6 +41,43 @@ fn main() {
     });
     drop(runtime);
     std::process::exit(code);
+}
+
+/// Writes a CA or an app's certificate, says where, then exits.
+fn mint(what: MintCommand) -> ! {
+    let made = match what {
+        MintCommand::Ca {
+            out,
+            trust_domain,
+            days,
+        } => sidecar::mint::mint_ca(&out, &trust_domain, days).map(|()| {
+            let ca = out.join(sidecar::mint::CA_CERT);
+            format!("CA for trust domain {trust_domain}: {}", ca.display())
+        }),
+        MintCommand::App {
+            ca,
+            app_id,
+            out,
+            trust_domain,
+            namespace,
+            days,
+        } => sidecar::mint::mint_app(&ca, &out, &app_id, &trust_domain, &namespace, days).map(
+            |(cert, key)| {
+                let id = sidecar::mint::spiffe_id(&trust_domain, &namespace, &app_id);
+                format!("{id}: {} and {}", cert.display(), key.display())
+            },
+        ),
+    };
+    match made {
+        Ok(what) => {
+            println!("{what}");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("sidecar mint: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Runs a command on a stopped stack's stores, then exits.

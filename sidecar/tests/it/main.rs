@@ -12,6 +12,7 @@ mod in_process;
 mod invoke;
 mod launcher;
 mod lock;
+mod mint;
 mod python_sdk;
 mod sqlite_busy;
 mod state;
