@@ -290,6 +290,17 @@ async fn calls_to_sidecar(host: &Host) -> u64 {
     .unwrap()
 }
 
+/// How long a host stays cut off: longer than any call waits (3 s).
+const CUT: Duration = Duration::from_secs(4);
+
+/// Pulls `host`'s cable, marks it `cut`, and plugs it back in after `how_long`.
+async fn cut_off_for(how_long: Duration, host: &Host, cut: &AtomicBool) {
+    host.cut().unwrap();
+    cut.store(true, Ordering::SeqCst);
+    tokio::time::sleep(how_long).await;
+    host.reconnect().unwrap();
+}
+
 /// Runs `fault` a second into the load; the load must still be running when it has acted
 /// (`acted` set), and the fault is awaited to its end (a reconnection may come after the
 /// load).
@@ -323,13 +334,7 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
     // Cut off for 4 s: longer than any call waits (3 s), so calls to it fail and it is
     // passed over.
     let cut = AtomicBool::new(false);
-    let outcome = during_load(&bed, 50, &cut, async {
-        bed.backend(0).cut().unwrap();
-        cut.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        bed.backend(0).reconnect().unwrap();
-    })
-    .await;
+    let outcome = during_load(&bed, 50, &cut, cut_off_for(CUT, bed.backend(0), &cut)).await;
     let after = [
         calls_to_sidecar(bed.backend(0)).await,
         calls_to_sidecar(bed.backend(1)).await,
@@ -363,12 +368,12 @@ async fn bookings_across_hosts_survive_a_replica_killed_and_restarted() {
 async fn bookings_across_hosts_wait_out_the_redis_host_cut_off() {
     let bed = Bed::start().await;
     let cut = AtomicBool::new(false);
-    let outcome = during_load(&bed, 50, &cut, async {
-        bed.net.host("redis").cut().unwrap();
-        cut.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        bed.net.host("redis").reconnect().unwrap();
-    })
+    let outcome = during_load(
+        &bed,
+        50,
+        &cut,
+        cut_off_for(CUT, bed.net.host("redis"), &cut),
+    )
     .await;
     assert!(!outcome.errors.is_empty(), "no client saw the store gone");
     assert!(

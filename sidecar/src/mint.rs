@@ -90,11 +90,8 @@ pub fn mint_app(
     days: u32,
 ) -> Result<(PathBuf, PathBuf), MintError> {
     for name in [app_id, namespace] {
-        let plain = !name.is_empty()
-            && name.len() <= 63
-            && !name.starts_with('-')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !plain {
+        // A DNS name in the certificate: no `_`, which a host name may not hold either.
+        if !crate::names::plain_name(name) || name.contains('_') {
             return Err(MintError::BadName(name.to_string()));
         }
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 
+use crate::cache::LookupCache;
 use crate::registry::Registry;
 use crate::resources::NameResolution;
 
@@ -86,7 +87,7 @@ impl Names {
                 cluster_domain: cluster_domain.clone(),
                 template: template.clone(),
                 port: own.port(),
-                cache: Mutex::new(HashMap::new()),
+                cache: LookupCache::new(DNS_CACHE, DNS_CACHE_CAP),
             }),
         };
         Ok(Names {
@@ -95,17 +96,18 @@ impl Names {
         })
     }
 
-    /// One live instance of `app_id`, in turn; `None` when there is none. Under mDNS and
+    /// One live instance of `app_id`, in turn (per app id, whichever resolver found them);
+    /// `None` when there is none. Under mDNS and
     /// DNS an app id must be a plain name: it becomes part of a host name, and the peer
     /// secret goes wherever the name leads (`dapr-app-id: evil.example:80` must lead
     /// nowhere).
     pub async fn resolve(&self, app_id: &str) -> Option<SocketAddr> {
         let all = match &self.resolver {
-            Resolver::Registry(r) => {
-                return r
-                    .resolve(app_id)
-                    .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-            }
+            Resolver::Registry(r) => r
+                .ports(app_id)
+                .into_iter()
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .collect(),
             _ if !plain_name(app_id) => return None,
             Resolver::Mdns(m) => m.instances(app_id).await,
             Resolver::Dns(d) => d.lookup(app_id).await,
@@ -148,7 +150,7 @@ impl Names {
                     .down
                     .insert(addr, Instant::now() + DOWN_FOR);
                 if let Resolver::Dns(d) = &self.resolver {
-                    d.forget(app_id);
+                    d.cache.forget(app_id);
                 }
             }
         }
@@ -165,7 +167,7 @@ impl Names {
 
 /// A name that can stand in a host name: letters, digits, `-` and `_`, not starting with
 /// `-`, at most 63 bytes (one DNS label).
-fn plain_name(app_id: &str) -> bool {
+pub fn plain_name(app_id: &str) -> bool {
     !app_id.is_empty()
         && app_id.len() <= 63
         && !app_id.starts_with('-')
@@ -334,7 +336,7 @@ struct Dns {
     cluster_domain: String,
     template: Option<String>,
     port: u16,
-    cache: Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>,
+    cache: LookupCache<Vec<SocketAddr>>,
 }
 
 impl Dns {
@@ -371,12 +373,10 @@ impl Dns {
     }
 
     async fn lookup(&self, app_id: &str) -> Vec<SocketAddr> {
-        let now = Instant::now();
-        if let Some((addrs, at)) = self.cache().get(app_id)
-            && now.duration_since(*at) < DNS_CACHE
-        {
-            return addrs.clone();
+        if let Some(addrs) = self.cache.get(app_id) {
+            return addrs;
         }
+        let now = Instant::now();
         let found: Vec<SocketAddr> = match tokio::net::lookup_host(self.address(app_id)).await {
             Ok(addrs) => addrs.collect(),
             Err(e) => {
@@ -385,23 +385,9 @@ impl Dns {
             }
         };
         if !found.is_empty() {
-            let mut cache = self.cache();
-            if cache.len() >= DNS_CACHE_CAP {
-                cache.retain(|_, (_, at)| now.duration_since(*at) < DNS_CACHE);
-            }
-            if cache.len() < DNS_CACHE_CAP {
-                cache.insert(app_id.to_string(), (found.clone(), now));
-            }
+            self.cache.put(app_id, found.clone(), now);
         }
         found
-    }
-
-    fn forget(&self, app_id: &str) {
-        self.cache().remove(app_id);
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<SocketAddr>, Instant)>> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -415,7 +401,7 @@ mod tests {
             cluster_domain: "cluster.local".into(),
             template: template.map(str::to_string),
             port: 50002,
-            cache: Mutex::new(HashMap::new()),
+            cache: LookupCache::new(DNS_CACHE, DNS_CACHE_CAP),
         }
     }
 

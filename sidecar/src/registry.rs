@@ -12,18 +12,18 @@
 //! call it takes there: only sidecars that can read this folder reach each other's apps.
 //! Entries are read without following links, only from regular files, and only so far.
 
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::cache::LookupCache;
 
 const CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -66,8 +66,8 @@ impl Entry {
 
 pub struct Registry {
     dir: PathBuf,
-    cache: Mutex<HashMap<String, (Vec<u16>, Instant)>>,
-    next: AtomicUsize,
+    /// App id → internal ports of its live sidecars.
+    cache: LookupCache<Vec<u16>>,
     /// Read (or made) by `open`; a registry that was never opened has none.
     secret: Option<String>,
 }
@@ -186,8 +186,7 @@ impl Registry {
     pub fn new(dir: PathBuf) -> Self {
         Registry {
             dir,
-            cache: Mutex::new(HashMap::new()),
-            next: AtomicUsize::new(0),
+            cache: LookupCache::new(CACHE_TTL, CACHE_CAP),
             secret: None,
         }
     }
@@ -287,52 +286,29 @@ impl Registry {
         out
     }
 
-    /// The internal port of one live sidecar of `app_id`. An app id with no live sidecar
-    /// is not cached (a peer that starts is found at once, and unknown ids take no memory);
-    /// the folder is read outside the lock, so a slow read holds up no other lookup.
-    pub fn resolve(&self, app_id: &str) -> Option<u16> {
-        let now = Instant::now();
-        let cached = self
-            .cache()
-            .get(app_id)
-            .filter(|(_, at)| now.duration_since(*at) < CACHE_TTL)
-            .map(|(ports, _)| ports.clone());
-        let ports = match cached {
-            Some(ports) => ports,
-            None => {
-                let ports: Vec<u16> = self
-                    .entries(app_id)
-                    .iter()
-                    .map(|e| e.internal_port)
-                    .collect();
-                if !ports.is_empty() {
-                    let mut cache = self.cache();
-                    if cache.len() >= CACHE_CAP {
-                        cache.retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
-                    }
-                    if cache.len() < CACHE_CAP || cache.contains_key(app_id) {
-                        cache.insert(app_id.to_string(), (ports.clone(), now));
-                    }
-                }
-                ports
-            }
-        };
-        match ports.len() {
-            0 => None,
-            1 => Some(ports[0]),
-            n => Some(ports[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+    /// The internal ports of the live sidecars of `app_id` (name resolution takes turns
+    /// between them). An app id with no live sidecar is not cached (a peer that starts is
+    /// found at once, and unknown ids take no memory); the folder is read outside the lock,
+    /// so a slow read holds up no other lookup.
+    pub fn ports(&self, app_id: &str) -> Vec<u16> {
+        if let Some(ports) = self.cache.get(app_id) {
+            return ports;
         }
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u16>, Instant)>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let now = Instant::now();
+        let ports: Vec<u16> = self
+            .entries(app_id)
+            .iter()
+            .map(|e| e.internal_port)
+            .collect();
+        if !ports.is_empty() {
+            self.cache.put(app_id, ports.clone(), now);
+        }
+        ports
     }
 
     /// Drops the cached answer after a failed connection, so the next call reads again.
     pub fn forget(&self, app_id: &str) {
-        self.cache().remove(app_id);
+        self.cache.forget(app_id);
     }
 }
 
@@ -480,8 +456,8 @@ mod tests {
         );
         assert!(!file.exists(), "the stale entry is removed");
         assert_eq!(
-            reg.resolve("svc"),
-            Some(4242),
+            reg.ports("svc"),
+            [4242],
             "the live one, with its start time"
         );
         fs::remove_dir_all(dir).unwrap();
@@ -492,9 +468,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("registry-unknown-{}", std::process::id()));
         let r = Registry::new(dir.clone());
         for i in 0..2000 {
-            assert_eq!(r.resolve(&format!("nobody-{i}")), None);
+            assert!(r.ports(&format!("nobody-{i}")).is_empty());
         }
-        assert!(r.cache().is_empty());
+        assert!(r.cache.is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -512,11 +488,11 @@ mod tests {
             started: None,
         };
         let handle = reg.register(&entry).unwrap();
-        assert_eq!(reg.resolve("svc"), Some(4242));
-        assert_eq!(reg.resolve("other"), None);
+        assert_eq!(reg.ports("svc"), [4242]);
+        assert!(reg.ports("other").is_empty());
         drop(handle);
         reg.forget("svc");
-        assert_eq!(reg.resolve("svc"), None);
+        assert!(reg.ports("svc").is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
