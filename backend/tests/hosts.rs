@@ -1,7 +1,9 @@
 //! The booking system across hosts (network namespaces on this machine: `testkit::Net`):
 //! Redis on a host of its own, the frontend on another, two backend replicas on two more,
-//! each service beside its own sidecar, the sidecars finding each other by mDNS. Keyed
-//! bookings through the frontend (clients retry under their keys) while a host fails:
+//! each service beside its own sidecar, the sidecars finding each other by mDNS and calling
+//! each other over mTLS (certificates from `sidecar mint`, given as daprd's environment; no
+//! registry secret is shared). Keyed bookings through the frontend (clients retry under
+//! their keys) while a host fails:
 //! - a replica's host is cut off mid-load for longer than any call waits, plugged back in,
 //!   and serves again once the frontend's sidecar stops passing it over;
 //! - a replica's processes are killed (`kill -9`, sidecar and app) mid-load, restarted, and
@@ -9,7 +11,8 @@
 //! - the Redis host is cut off mid-load: the clients hear that the store is out of reach
 //!   (504: a cut drops packets without a word, so the answer is "no answer in time"; 503
 //!   where a refusal comes back), never a 500 and never silence, and every booking is
-//!   decided once it is back.
+//!   decided once it is back;
+//! - a sidecar with a certificate from another CA calls the backend: refused, nothing booked.
 //!
 //! Each ends with the ledger check: no oversold night, no acknowledged booking lost, none
 //! made twice from one key.
@@ -23,10 +26,11 @@ mod common;
 use appkit::process::{Signal, children_of, send_signal};
 use common::{
     Outcome, assert_all_decided_and_the_ledger_right, booking, catalogue, day, keyed_load,
+    user_body,
 };
-use testkit::{ChildGuard, ComponentsDir, Host, Net, TempDir, Verdict, check_ledger};
+use testkit::{ChildGuard, ComponentsDir, Host, Net, Pki, TempDir, Verdict, check_ledger};
 
-const MDNS: &str = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: lan\nspec:\n  nameResolution:\n    component: mdns\n";
+const LAN: &str = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: lan\nspec:\n  nameResolution:\n    component: mdns\n  mtls:\n    enabled: true\n";
 
 const SIDECAR_HTTP: u16 = 3500;
 const METRICS: u16 = 9090;
@@ -43,6 +47,7 @@ struct Bed {
     _frontend: ChildGuard,
     _redis: ChildGuard,
     net: Net,
+    pki: Pki,
     components: ComponentsDir,
     catalogue: String,
     /// Each process's folder (config, registry), kept until the end.
@@ -67,12 +72,14 @@ impl Bed {
         let components = ComponentsDir::redis_at(&format!("{}:6379", redis_host.ip), &[]);
         let (catalogue_dir, catalogue) = catalogue();
         let dirs = Mutex::new(vec![data]);
-        let frontend = service(&net, &dirs, "frontend", &components, &catalogue).await;
+        let pki = Pki::new(&testkit::workspace_bin("sidecar"), &["frontend", "backend"]).unwrap();
+        let frontend = service(&net, &pki, &dirs, "frontend", &components, &catalogue).await;
         let bed = Bed {
             _frontend: frontend,
             _redis: redis,
             replicas: Mutex::new(Vec::new()),
             net,
+            pki,
             components,
             catalogue,
             dirs,
@@ -97,6 +104,7 @@ impl Bed {
         let host = ["backend-1", "backend-2"][i];
         service(
             &self.net,
+            &self.pki,
             &self.dirs,
             host,
             &self.components,
@@ -222,6 +230,7 @@ impl Bed {
 /// the test bed's components and catalogue; waits until the app answers its health check.
 async fn service(
     net: &Net,
+    pki: &Pki,
     dirs: &Mutex<Vec<TempDir>>,
     host: &str,
     components: &ComponentsDir,
@@ -234,7 +243,7 @@ async fn service(
     };
     let dir = TempDir::new(host);
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, MDNS).unwrap();
+    std::fs::write(&config, LAN).unwrap();
     let host = net.host(host);
     let mut cmd = host.command(testkit::workspace_bin("sidecar"));
     cmd.args(["run", "--app-id", app, "--log-level", "warn"])
@@ -243,8 +252,15 @@ async fn service(
         .args(["--metrics-port", &METRICS.to_string()])
         .arg("--config")
         .arg(&config)
+        // A registry of the host's own: under mTLS no secret needs sharing.
         .arg("--registry-dir")
-        .arg(net.registry(dir.path()).unwrap())
+        .arg(dir.path().join("registry"))
+        .env("DAPR_CERT_CHAIN_FILE", pki.cert(app))
+        .env("DAPR_CERT_KEY_FILE", pki.key(app))
+        .env(
+            "DAPR_TRUST_ANCHORS",
+            std::fs::read_to_string(pki.ca()).unwrap(),
+        )
         .arg("--resources-path")
         .arg(components.path())
         .env("HOTEL_CATALOGUE", catalogue)
@@ -382,4 +398,77 @@ async fn bookings_across_hosts_wait_out_the_redis_host_cut_off() {
         outcome.errors
     );
     bed.check("the Redis host cut off", &outcome).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_with_another_cas_certificate_books_nothing() {
+    let bed = Bed::start().await;
+    let other = Pki::new(&testkit::workspace_bin("sidecar"), &["intruder"]).unwrap();
+    // Beside the frontend, on its host: a sidecar of another trust.
+    let dir = TempDir::new("intruder");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, LAN).unwrap();
+    let mut cmd = bed.frontend().command(testkit::workspace_bin("sidecar"));
+    cmd.args(["run", "--app-id", "intruder", "--log-level", "error"])
+        .args(["--dapr-http-port", "3600", "--metrics-port", "9091"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--registry-dir")
+        .arg(dir.path().join("registry"))
+        .arg("--resources-path")
+        .arg(bed.components.path())
+        .args(other.flags("intruder"));
+    let _intruder = ChildGuard::spawn("the intruder's sidecar", &mut cmd).unwrap();
+    bed.frontend()
+        .wait_for(3600, "/v1.0/healthz", 204)
+        .await
+        .unwrap();
+
+    let before = [
+        calls_to_sidecar(bed.backend(0)).await,
+        calls_to_sidecar(bed.backend(1)).await,
+    ];
+    let answers = bed
+        .frontend()
+        .run(|| async {
+            let mut answers = Vec::new();
+            for n in 0..20 {
+                let body = user_body(&format!("intruder-{n}"), &day(1), &day(2), 1);
+                let r = reqwest::Client::new()
+                    .post("http://127.0.0.1:3600/v1.0/invoke/backend/method/book_hotel/1")
+                    .json(&body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .unwrap();
+                answers.push((r.status().as_u16(), r.text().await.unwrap()));
+            }
+            answers
+        })
+        .await
+        .unwrap();
+    for (status, text) in &answers {
+        assert_eq!(*status, 500, "{text}");
+        assert!(
+            text.contains("ERR_DIRECT_INVOKE") && text.contains("certificate"),
+            "{text}"
+        );
+    }
+    let after = [
+        calls_to_sidecar(bed.backend(0)).await,
+        calls_to_sidecar(bed.backend(1)).await,
+    ];
+    assert_eq!(before, after, "no replica heard of the intruder's bookings");
+
+    // The frontend, whose certificate the bundle vouches for, books on both replicas.
+    let outcome = bed.load(20).await;
+    let served = [
+        calls_to_sidecar(bed.backend(0)).await,
+        calls_to_sidecar(bed.backend(1)).await,
+    ];
+    assert!(
+        served[0] > after[0] && served[1] > after[1],
+        "both replicas served the frontend: {after:?} → {served:?}"
+    );
+    bed.check("a sidecar of another CA", &outcome).await;
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::load::{self, Measured, Target};
 use crate::procstat;
 use crate::stack::{Running, bin, sidecar};
-use testkit::{ComponentsDir, RedisServer, free_port};
+use testkit::{ComponentsDir, Pki, RedisServer, SidecarBuilder, free_port};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,6 +55,8 @@ pub struct Row {
     /// The API the backend calls its sidecar on (`DAPR_API_PROTOCOL`): http (its default)
     /// or grpc.
     pub api: &'static str,
+    /// mTLS between the two sidecars (certificates from `sidecar mint`).
+    pub mtls: bool,
     pub original: Option<Original>,
 }
 
@@ -71,6 +73,7 @@ const fn row(id: &'static str, title: &'static str, shape: Shape, be: usize, fe:
         keyed: false,
         unix_sockets: false,
         api: "http",
+        mtls: false,
         original: None,
     }
 }
@@ -300,6 +303,16 @@ pub fn all_rows() -> Vec<Row> {
                 1,
             )
         },
+        Row {
+            mtls: true,
+            ..row(
+                "through-full-mtls",
+                "frontend + backend through Dapr, full booking, mTLS between the sidecars",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
         row(
             "sidecars",
             "trivial app direct vs through two sidecars, 1,000 req/s",
@@ -307,6 +320,16 @@ pub fn all_rows() -> Vec<Row> {
             0,
             0,
         ),
+        Row {
+            mtls: true,
+            ..row(
+                "sidecars-mtls",
+                "trivial app direct vs through two sidecars with mTLS between them, 1,000 req/s",
+                Sidecars,
+                0,
+                0,
+            )
+        },
     ]
 }
 
@@ -395,6 +418,18 @@ pub fn run_row(
     };
     // Sidecars with nothing to load get an empty folder, not ~/.dapr/components.
     let no_components = ComponentsDir::raw(&[]);
+    let pki = if row.mtls {
+        let apps = ["backend", "frontend", "trivial", "caller"];
+        Some(Pki::new(&bin("sidecar")?, &apps)?)
+    } else {
+        None
+    };
+    let sidecar = |app_id: &str, resources: &std::path::Path| {
+        sidecar(app_id, &registry, resources).map(|b| match &pki {
+            Some(pki) => b.mtls(pki),
+            None => b,
+        })
+    };
     let mut running = Running::default();
     if let Some(r) = &redis {
         running.measured.push(("redis-server".into(), r.pid()));
@@ -405,8 +440,10 @@ pub fn run_row(
             row,
             t,
             &rt,
-            &registry,
-            no_components.path(),
+            [
+                sidecar("trivial", no_components.path())?,
+                sidecar("caller", no_components.path())?,
+            ],
             &mut running,
             say,
         );
@@ -435,7 +472,7 @@ pub fn run_row(
         .envs(backend_env.iter().map(|(k, v)| (*k, v.as_str())));
         running.app("backend", backend_port, &mut cmd)?;
     } else {
-        let mut backend = sidecar("backend", &registry, components.path())?
+        let mut backend = sidecar("backend", components.path())?
             .app_port(backend_port)
             .command(&app_cmd("backend", row.backend_workers)?);
         if row.unix_sockets {
@@ -448,7 +485,7 @@ pub fn run_row(
     }
     let target = if matches!(row.shape, Shape::ThroughNoState | Shape::ThroughFull) {
         let frontend_port = free_port();
-        let mut frontend = sidecar("frontend", &registry, no_components.path())?
+        let mut frontend = sidecar("frontend", no_components.path())?
             .app_port(frontend_port)
             .command(&app_cmd("frontend", row.frontend_workers)?);
         if row.unix_sockets {
@@ -542,8 +579,7 @@ fn run_sidecars(
     row: &Row,
     t: Timing,
     rt: &tokio::runtime::Runtime,
-    registry: &std::path::Path,
-    no_components: &std::path::Path,
+    [trivial, caller]: [SidecarBuilder; 2],
     running: &mut Running,
     say: &mut dyn FnMut(&str),
 ) -> anyhow::Result<RowResult> {
@@ -551,9 +587,7 @@ fn run_sidecars(
     let mut app = Command::new(bin("trivial-app")?);
     app.arg(app_port.to_string());
     running.app("app", app_port, &mut app)?;
-    let trivial = sidecar("trivial", registry, no_components)?.app_port(app_port);
-    running.start(rt, trivial, None)?;
-    let caller = sidecar("caller", registry, no_components)?;
+    running.start(rt, trivial.app_port(app_port), None)?;
     let caller_http = running.start(rt, caller, None)?.http_port;
     let rate = 1000;
     let direct = Target::Get {

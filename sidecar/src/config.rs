@@ -77,6 +77,22 @@ pub struct Config {
     /// ports, as daprd does: `dapr-<app-id>-http.socket` and `dapr-<app-id>-grpc.socket`.
     #[arg(short = 'u', long)]
     pub unix_domain_socket: Option<PathBuf>,
+    /// mTLS between sidecars, as daprd's flag (the Configuration's `spec.mtls.enabled`
+    /// turns it on too): the internal port takes only callers with a trusted certificate.
+    #[arg(long)]
+    pub enable_mtls: bool,
+    /// This sidecar's certificate (PEM, chain after it), whose SPIFFE id names its app id.
+    #[arg(long, env = "DAPR_CERT_CHAIN_FILE")]
+    pub cert_chain_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "DAPR_CERT_KEY_FILE")]
+    pub cert_key_file: Option<PathBuf>,
+    /// The CA certificates (PEM) a peer's certificate must chain to.
+    #[arg(long, env = "DAPR_TRUST_ANCHORS_FILE")]
+    pub trust_anchors_file: Option<PathBuf>,
+    /// The same bundle as PEM text, as daprd reads it.
+    #[arg(long, env = "DAPR_TRUST_ANCHORS", hide = true, hide_env_values = true)]
+    pub trust_anchors: Option<String>,
 }
 
 impl Config {
@@ -94,6 +110,10 @@ impl Config {
         config.dapr_api_token = None;
         config.app_api_token = None;
         config.registry_dir = None;
+        config.cert_chain_file = None;
+        config.cert_key_file = None;
+        config.trust_anchors_file = None;
+        config.trust_anchors = None;
         config
     }
 

@@ -7,6 +7,10 @@
 //! `--max-body-size`) so that a call to a peer whose registration went stale can be retried
 //! once against a fresh lookup.
 //!
+//! Between sidecars the hop is plain HTTP carrying the registry's secret, or under mTLS
+//! (`crate::mtls`) HTTPS where each end checks the other's certificate and the callee's
+//! must name the app id the call is for.
+//!
 //! A call that says how long it has (`x-request-timeout-ms`, the time left, as this
 //! project's services send it) is given up when that time is over, on each hop, with a
 //! 504; the next hop is told a little less, so that it answers first. A stalled peer or
@@ -20,7 +24,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
 use crate::errors::ApiError;
@@ -28,8 +32,17 @@ use crate::names::Names;
 use crate::registry::Registry;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type TlsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
+/// The client for the hop to peer sidecars.
+enum PeerClient {
+    /// Plain HTTP; the registry's secret says the caller is a sidecar.
+    Plain(HttpClient),
+    /// mTLS: the certificates say who is at either end.
+    Tls(TlsClient),
+}
+
+pub const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
 const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
 const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
 const API_TOKEN: HeaderName = HeaderName::from_static(appkit::token::HEADER);
@@ -45,7 +58,7 @@ const HANDOFF_MARGIN: std::time::Duration = std::time::Duration::from_millis(50)
 /// Why a hop failed.
 #[derive(Debug, thiserror::Error)]
 enum SendError {
-    #[error(transparent)]
+    #[error("{}", chain(.0))]
     Client(#[from] hyper_util::client::legacy::Error),
     #[error("no answer within the call's {0:?} (x-request-timeout-ms)")]
     Timeout(std::time::Duration),
@@ -72,6 +85,19 @@ impl SendError {
     }
 }
 
+/// An error with its causes, which carry the reason (refused, reset, a certificate the
+/// trust bundle does not vouch for).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Hop-by-hop headers, never forwarded in either direction.
 const HOP_BY_HOP: [&str; 10] = [
     "connection",
@@ -91,7 +117,7 @@ pub struct Invoker {
     app_client: HttpClient,
     /// To peer sidecars, perhaps on other hosts: bounded connects, and a connection whose
     /// data goes unacknowledged is dropped, so a host cut off is noticed.
-    peer_client: HttpClient,
+    peer_client: PeerClient,
     app_id: String,
     app_base: Option<String>,
     app_token: Option<HeaderValue>,
@@ -171,6 +197,7 @@ impl Invoker {
         registry: Arc<Registry>,
         names: Arc<Names>,
         max_body: usize,
+        mtls: Option<rustls::ClientConfig>,
     ) -> Self {
         let client = |connector: HttpConnector| {
             Client::builder(TokioExecutor::new())
@@ -183,9 +210,26 @@ impl Invoker {
         to_peers.set_connect_timeout(Some(CONNECT_TIMEOUT));
         to_peers.set_tcp_user_timeout(Some(PEER_SILENCE));
         to_peers.set_keepalive(Some(PEER_SILENCE));
+        let peer_client = match mtls {
+            None => PeerClient::Plain(client(to_peers)),
+            Some(tls) => {
+                to_peers.enforce_http(false);
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_only()
+                    .with_server_name_resolver(crate::mtls::peer_server_name)
+                    .enable_http1()
+                    .wrap_connector(to_peers);
+                PeerClient::Tls(
+                    Client::builder(TokioExecutor::new())
+                        .pool_max_idle_per_host(1024)
+                        .build(connector),
+                )
+            }
+        };
         Invoker {
             app_client: client(to_app),
-            peer_client: client(to_peers),
+            peer_client,
             app_id,
             app_base: app_address.map(|(host, port)| format!("http://{host}:{port}")),
             app_token: app_token.and_then(|t| HeaderValue::from_str(&t).ok()),
@@ -229,10 +273,11 @@ impl Invoker {
         if let Ok(v) = HeaderValue::from_str(target) {
             call.headers.insert(CALLEE, v);
         }
-        if let Some(v) = self
-            .registry
-            .secret()
-            .and_then(|s| HeaderValue::from_str(s).ok())
+        if matches!(self.peer_client, PeerClient::Plain(_))
+            && let Some(v) = self
+                .registry
+                .secret()
+                .and_then(|s| HeaderValue::from_str(s).ok())
         {
             call.headers.insert(PEER_SECRET, v);
         }
@@ -245,9 +290,17 @@ impl Invoker {
             let Some(addr) = self.names.resolve(target).await else {
                 return Err(fail(&format!("couldn't find service: {target}")));
             };
-            let uri = target_uri(&format!("http://{addr}"), &call.path, call.query.as_deref())
-                .map_err(|e| fail(&e))?;
-            match self.send(&self.peer_client, &call, uri).await {
+            let base = match self.peer_client {
+                PeerClient::Plain(_) => format!("http://{addr}"),
+                // The app id before the address is the name its certificate must carry.
+                PeerClient::Tls(_) => format!("https://{target}@{addr}"),
+            };
+            let uri = target_uri(&base, &call.path, call.query.as_deref()).map_err(|e| fail(&e))?;
+            let sent = match &self.peer_client {
+                PeerClient::Plain(client) => self.send(client, &call, uri).await,
+                PeerClient::Tls(client) => self.send(client, &call, uri).await,
+            };
+            match sent {
                 Ok(resp) if resp.headers().contains_key(&PEER_REFUSED) => {
                     return Err(fail(&format!(
                         "the sidecar of {target} refused the call: it reads another registry \
@@ -310,9 +363,9 @@ impl Invoker {
         Ok(resp)
     }
 
-    async fn send(
+    async fn send<C: Connect + Clone + Send + Sync + 'static>(
         &self,
-        client: &HttpClient,
+        client: &Client<C, Full<Bytes>>,
         call: &Call,
         uri: Uri,
     ) -> Result<Response<Body>, SendError> {

@@ -14,6 +14,7 @@ pub mod launcher;
 pub mod lock;
 pub mod metrics;
 pub mod mint;
+pub mod mtls;
 pub mod names;
 pub mod registry;
 pub mod reset;

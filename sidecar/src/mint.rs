@@ -66,9 +66,12 @@ pub fn mint_ca(dir: &Path, trust_domain: &str, days: u32) -> Result<(), MintErro
     std::fs::create_dir_all(dir).map_err(|e| MintError::Io(dir.to_path_buf(), e))?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
+    // A name of its own: a verifier finds a certificate's issuer by name, so two CAs of one
+    // name would make a foreign certificate fail as a bad signature, not an unknown CA.
+    let serial = &uuid::Uuid::new_v4().simple().to_string()[..8];
     params.distinguished_name.push(
         DnType::CommonName,
-        format!("sidecar local CA ({trust_domain})"),
+        format!("sidecar local CA ({trust_domain}) {serial}"),
     );
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

@@ -213,6 +213,8 @@ pub struct Configuration {
     pub zipkin_endpoint: Option<String>,
     pub metrics_enabled: bool,
     pub name_resolution: NameResolution,
+    /// `mtls.enabled`: calls between sidecars over mTLS.
+    pub mtls_enabled: bool,
 }
 
 impl Default for Configuration {
@@ -222,6 +224,7 @@ impl Default for Configuration {
             zipkin_endpoint: None,
             metrics_enabled: true,
             name_resolution: NameResolution::default(),
+            mtls_enabled: false,
         }
     }
 }
@@ -283,17 +286,22 @@ pub fn configuration_in(text: &str, path: &Path) -> Result<Configuration, Resour
             .map(scalar_string)
             .filter(|s| !s.is_empty());
     }
-    if let Some(enabled) = doc.spec.get("metrics").and_then(|m| m.get("enabled")) {
-        config.metrics_enabled = match scalar_string(enabled).as_str() {
-            "true" => true,
-            "false" => false,
-            other => {
-                return Err(invalid(format!(
-                    "metrics.enabled {other:?} is not true or false"
-                )));
-            }
+    let switch = |section: &str| -> Result<Option<bool>, ResourceError> {
+        let Some(enabled) = doc.spec.get(section).and_then(|m| m.get("enabled")) else {
+            return Ok(None);
         };
+        match scalar_string(enabled).as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            other => Err(invalid(format!(
+                "{section}.enabled {other:?} is not true or false"
+            ))),
+        }
+    };
+    if let Some(on) = switch("metrics")? {
+        config.metrics_enabled = on;
     }
+    config.mtls_enabled = switch("mtls")?.unwrap_or(false);
     if let Some(nr) = doc.spec.get("nameResolution") {
         let setting = |key: &str| {
             nr.get("configuration")
@@ -346,6 +354,18 @@ mod tests {
         );
         let err = of("  nameResolution:\n    component: consul\n").unwrap_err();
         assert!(err.to_string().contains("consul"), "{err}");
+        let mtls = |spec: &str| {
+            configuration_in(
+                &format!("kind: Configuration\nspec:\n{spec}"),
+                Path::new("config.yaml"),
+            )
+            .map(|c| c.mtls_enabled)
+        };
+        assert!(mtls("  mtls:\n    enabled: true\n").unwrap());
+        assert!(!mtls("  mtls:\n    enabled: false\n").unwrap());
+        assert!(!mtls("  metrics:\n    enabled: true\n").unwrap());
+        let err = mtls("  mtls:\n    enabled: yes please\n").unwrap_err();
+        assert!(err.to_string().contains("mtls.enabled"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::components::Components;
 use crate::config::Config;
 use crate::invoke::Invoker;
 use crate::metrics::Metrics;
+use crate::mtls::{Mtls, Peer, TlsListener};
 use crate::names::{self, Names};
 use crate::registry::{Entry, Registration, Registry};
 use crate::resources::{self, Configuration, NameResolution};
@@ -231,6 +232,24 @@ fn serve_http(
     })
 }
 
+/// The internal port under mTLS: each request knows the verified peer it came from.
+fn serve_mtls(
+    listener: TlsListener,
+    router: axum::Router,
+    rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let svc = tower::util::MapRequestLayer::new(transport::http::normalize_path);
+    let app = tower::Layer::layer(&svc, router).into_make_service_with_connect_info::<Peer>();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped(rx))
+            .await
+        {
+            tracing::error!(error = %e, "internal mTLS server failed");
+        }
+    })
+}
+
 impl Sidecar {
     /// Binds, builds and serves a sidecar for `config`, as `sidecar run` does.
     pub async fn start(mut config: Config) -> anyhow::Result<Sidecar> {
@@ -263,6 +282,10 @@ impl Sidecar {
         } = listeners;
         let components = Components::load(&specs, &config.app_id).await?;
         refuse_memory_stores_across_hosts(&components, &configuration.name_resolution)?;
+        let mtls = Mtls::from_config(&config, configuration.mtls_enabled)?;
+        if let Some(m) = &mtls {
+            tracing::info!(identity = %m.identity, "mTLS between sidecars is on");
+        }
         let registry_dir = config.registry_dir();
         let registry = Arc::new(
             Registry::open(registry_dir.clone())
@@ -289,6 +312,7 @@ impl Sidecar {
             registry.clone(),
             Arc::new(names),
             config.max_body_size,
+            mtls.as_ref().map(|m| m.client.clone()),
         );
         let (shutdown, rx) = watch::channel(false);
         let api = Arc::new(Api {
@@ -323,11 +347,15 @@ impl Sidecar {
         for listener in http {
             tasks.push(serve_http(listener, router.clone(), rx.clone()));
         }
-        tasks.push(serve_http(
-            ApiListener::Tcp(internal),
-            traced(transport::internal::router(api.clone())),
-            rx.clone(),
-        ));
+        let internal_router = traced(transport::internal::router(api.clone()));
+        tasks.push(match &mtls {
+            None => serve_http(ApiListener::Tcp(internal), internal_router, rx.clone()),
+            Some(m) => serve_mtls(
+                TlsListener::new(internal, m.server.clone())?,
+                internal_router,
+                rx.clone(),
+            ),
+        });
         for listener in grpc {
             tasks.push(serve_grpc(listener, &api, tracer.clone(), rx.clone()));
         }

@@ -21,6 +21,8 @@ pub struct SidecarProcess {
     pub app_id: String,
     pub http_port: u16,
     pub grpc_port: u16,
+    /// Where peer sidecars call this one.
+    pub internal_port: u16,
     /// The HTTP API's socket when the sidecar serves on Unix domain sockets (no ports).
     pub http_socket: Option<PathBuf>,
     child: Option<Child>,
@@ -68,6 +70,12 @@ impl SidecarBuilder {
     /// A flag of `sidecar run` with its value: `.flag("--config", path)`.
     pub fn flag(self, name: &str, value: impl std::fmt::Display) -> Self {
         self.arg(name).arg(value.to_string())
+    }
+
+    /// mTLS between sidecars, with this app's certificate from `pki`.
+    pub fn mtls(mut self, pki: &crate::Pki) -> Self {
+        self.args.extend(pki.flags(&self.app_id));
+        self
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -165,6 +173,7 @@ impl SidecarBuilder {
             app_id: self.app_id.clone(),
             http_port: port("httpPort")?,
             grpc_port: port("grpcPort")?,
+            internal_port: port("internalPort")?,
             http_socket: self
                 .socket_dir
                 .as_ref()

@@ -13,6 +13,7 @@ mod invoke;
 mod launcher;
 mod lock;
 mod mint;
+mod mtls;
 mod python_sdk;
 mod sqlite_busy;
 mod state;
