@@ -2,6 +2,7 @@
 //! `latency.png` and `throughput.png`. Run it through `scripts/bench`, which builds the
 //! release binaries first and runs from the repository root.
 
+mod hosts;
 mod load;
 mod matrix;
 mod procstat;

@@ -57,6 +57,8 @@ pub struct Row {
     pub api: &'static str,
     /// mTLS between the two sidecars (certificates from `sidecar mint`).
     pub mtls: bool,
+    /// Redis, the backend and the frontend on three hosts (`crate::hosts`).
+    pub across_hosts: bool,
     pub original: Option<Original>,
 }
 
@@ -74,6 +76,7 @@ const fn row(id: &'static str, title: &'static str, shape: Shape, be: usize, fe:
         unix_sockets: false,
         api: "http",
         mtls: false,
+        across_hosts: false,
         original: None,
     }
 }
@@ -313,6 +316,29 @@ pub fn all_rows() -> Vec<Row> {
                 1,
             )
         },
+        Row {
+            redis: true,
+            across_hosts: true,
+            ..row(
+                "hosts-full-redis",
+                "frontend, backend and Redis on three hosts, mDNS between the sidecars, full booking",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
+        Row {
+            redis: true,
+            across_hosts: true,
+            mtls: true,
+            ..row(
+                "hosts-full-redis-mtls",
+                "frontend, backend and Redis on three hosts, mDNS and mTLS between the sidecars, full booking",
+                ThroughFull,
+                1,
+                1,
+            )
+        },
         row(
             "sidecars",
             "trivial app direct vs through two sidecars, 1,000 req/s",
@@ -380,7 +406,7 @@ fn settle() {
 }
 
 /// The app command for `sidecar run`.
-fn app_cmd(name: &str, workers: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) fn app_cmd(name: &str, workers: usize) -> anyhow::Result<Vec<String>> {
     Ok(vec![
         bin(name)?.display().to_string(),
         "--workers".into(),
@@ -399,6 +425,9 @@ pub fn run_row(
 ) -> anyhow::Result<RowResult> {
     let rt = appkit::process::runtime(1)?;
     let scratch = testkit::TempDir::new(&format!("bench-{}", row.id));
+    if row.across_hosts {
+        return crate::hosts::run_row(row, t, seed, &rt, &scratch, say);
+    }
     let registry = scratch.path().join("registry");
     if row.unix_sockets {
         // The sockets go in the registry folder, which must exist before they are bound.
@@ -499,9 +528,57 @@ pub fn run_row(
         Target::Backend { port: backend_port }
     };
 
+    let result = measure(
+        row,
+        t,
+        seed,
+        &target,
+        running,
+        &scratch,
+        say,
+        Generator::Here,
+    );
+    drop(redis);
+    result
+}
+
+/// Where the load generator runs: here, or on a host of the test bed (its network).
+#[derive(Clone, Copy)]
+pub enum Generator<'a> {
+    Here,
+    On(&'a tokio::runtime::Runtime, &'a testkit::Host),
+}
+
+impl Generator<'_> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        match self {
+            Generator::Here => work(),
+            Generator::On(rt, host) => rt.block_on(host.run(move || async move { work() }))?,
+        }
+    }
+}
+
+/// Warm-up, the constant-rate runs and the full-speed run of a running row, with the CPU
+/// of every process it measures; stops the processes at the end.
+#[allow(clippy::too_many_arguments)]
+pub fn measure(
+    row: &Row,
+    t: Timing,
+    seed: u64,
+    target: &Target,
+    running: Running,
+    scratch: &testkit::TempDir,
+    say: &mut dyn FnMut(&str),
+    generator: Generator<'_>,
+) -> anyhow::Result<RowResult> {
+    let keyed = row.keyed;
     if t.warm > 0 {
         say(&format!("warm-up {} s", t.warm));
-        load::max_throughput(&target, t.warm, 50, seed + 1000, row.keyed)?;
+        let target = target.clone();
+        generator.run(move || load::max_throughput(&target, t.warm, 50, seed + 1000, keyed))?;
     }
     // Latency first, on a settled machine: a full-speed run leaves hundreds of MB of dirty
     // pages (SQLite) whose writeback would stall the next run's requests.
@@ -517,24 +594,21 @@ pub fn run_row(
             say("latency: skipped (keyed bookings need wrk2; oha cannot vary a header)");
             break;
         }
-        let generator = if load::wrk2_path().is_some() {
+        let tool = if load::wrk2_path().is_some() {
             "wrk2"
         } else {
             "oha"
         };
         say(&format!(
-            "latency at {rate} req/s: {generator}, {} s",
+            "latency at {rate} req/s: {tool}, {} s",
             t.latency
         ));
         let before = procstat::snapshot(&running.measured);
-        let m = load::constant_rate(
-            &target,
-            rate,
-            t.latency,
-            seed + u64::from(rate),
-            scratch.path(),
-            row.keyed,
-        )?;
+        let (target, scratch) = (target.clone(), scratch.path().to_path_buf());
+        let m = generator.run(move || {
+            let seed = seed + u64::from(rate);
+            load::constant_rate(&target, rate, t.latency, seed, &scratch, keyed)
+        })?;
         let cpu = procstat::per_request(&before, &running.measured, m.requests);
         say(&format!(
             "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {}, {:.0} µs CPU per request",
@@ -553,7 +627,8 @@ pub fn run_row(
 
     say(&format!("max throughput: wrk -t2 -c50, {} s", t.max));
     let before = procstat::snapshot(&running.measured);
-    let max = load::max_throughput(&target, t.max, 50, seed, row.keyed)?;
+    let target = target.clone();
+    let max = generator.run(move || load::max_throughput(&target, t.max, 50, seed, keyed))?;
     let cpu_us_per_request = procstat::per_request(&before, &running.measured, max.requests);
     let total = cpu_us_per_request["total"];
     say(&format!(
@@ -562,7 +637,6 @@ pub fn run_row(
     ));
     let peak_rss_mib = running.peak_rss();
     drop(running);
-    drop(redis);
     Ok(RowResult {
         row: row.clone(),
         max: Some(max),

@@ -165,10 +165,16 @@ pub fn markdown(rep: &Report) -> String {
             );
         }
     }
-    if let Some(r) = rep.rows.iter().find(|r| r.row.shape == Shape::Sidecars) {
+    for r in rep.rows.iter().filter(|r| r.row.shape == Shape::Sidecars) {
         let _ = writeln!(
             s,
-            "\n## What the two sidecars add (one invocation, trivial app)\n"
+            "\n## What the two sidecars add (`{}`: one invocation, trivial app{})\n",
+            r.row.id,
+            if r.row.mtls {
+                ", mTLS between the sidecars"
+            } else {
+                ""
+            }
         );
         match (&r.sidecars, &r.error) {
             (Some(sc), _) => {

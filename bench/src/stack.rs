@@ -52,18 +52,32 @@ impl Running {
         app_port: Option<u16>,
     ) -> anyhow::Result<&SidecarProcess> {
         let sidecar = rt.block_on(builder.spawn())?;
+        if let Some(port) = app_port {
+            wait_port(port, Duration::from_secs(60))
+                .with_context(|| format!("{} never listened", sidecar.app_id))?;
+        }
+        Ok(self.adopt(sidecar, app_port.is_some()))
+    }
+
+    /// Measures and, when dropped, stops a sidecar started elsewhere (on a host of the
+    /// test bed), and its app when `with_app`.
+    pub fn adopt(&mut self, sidecar: SidecarProcess, with_app: bool) -> &SidecarProcess {
         let app_id = sidecar.app_id.clone();
         self.measured
             .push((format!("{app_id}-sidecar"), sidecar.pid()));
-        if let Some(port) = app_port {
-            wait_port(port, Duration::from_secs(60))
-                .with_context(|| format!("{app_id} never listened"))?;
+        if with_app {
             for child in sidecar.app_pids() {
                 self.measured.push((app_id.clone(), child));
             }
         }
         self.sidecars.push(sidecar);
-        Ok(self.sidecars.last().expect("just pushed"))
+        self.sidecars.last().expect("just pushed")
+    }
+
+    /// Measures and, when dropped, stops a process started elsewhere.
+    pub fn adopt_app(&mut self, name: &str, app: ChildGuard) {
+        self.measured.push((name.to_string(), app.pid()));
+        self.apps.push(app);
     }
 
     /// Starts an app with no sidecar and waits until it listens.

@@ -1,5 +1,6 @@
 //! Runs the harness on a tiny matrix (about a second per run) and checks that it writes a
-//! well-formed results file, table and plots. It asserts no timing.
+//! well-formed results file, table and plots. It asserts no timing. The row across hosts
+//! makes network namespaces: root only, as CI runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,7 +28,7 @@ fn tiny_matrix_writes_results_table_and_plots() {
         .args([
             "--tiny",
             "--rows",
-            "backend-nodapr,through-full-w1,sidecars",
+            "backend-nodapr,through-full-w1,hosts-full-redis-mtls,sidecars",
             "--out",
         ])
         .arg(&out)
@@ -41,15 +42,15 @@ fn tiny_matrix_writes_results_table_and_plots() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(
-        stdout.contains("[1/3]") && stdout.contains("[3/3]"),
+        stdout.contains("[1/4]") && stdout.contains("[4/4]"),
         "a progress line per row:\n{stdout}"
     );
 
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let rows = json["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
-    for r in &rows[..2] {
+    assert_eq!(rows.len(), 4);
+    for r in &rows[..3] {
         assert!(r["error"].is_null(), "{r}");
         let max = &r["max"];
         assert!(
@@ -68,12 +69,27 @@ fn tiny_matrix_writes_results_table_and_plots() {
         );
         assert!(r["peak_rss_mib"].as_object().is_some_and(|m| !m.is_empty()));
     }
-    assert_eq!(
-        rows[1]["latency"].as_array().unwrap().len(),
-        2,
-        "full booking through Dapr also runs at 1,000 req/s"
-    );
-    let sc = &rows[2]["sidecars"];
+    for r in &rows[1..3] {
+        assert_eq!(
+            r["latency"].as_array().unwrap().len(),
+            2,
+            "full booking through Dapr also runs at 1,000 req/s: {r}"
+        );
+    }
+    let across = rows[2]["cpu_us_per_request"].as_object().unwrap();
+    for process in [
+        "redis-server",
+        "backend-sidecar",
+        "backend",
+        "frontend-sidecar",
+        "frontend",
+    ] {
+        assert!(
+            across.contains_key(process),
+            "every process on the hosts is measured: {across:?}"
+        );
+    }
+    let sc = &rows[3]["sidecars"];
     assert!(sc["through"]["p50"].as_f64().unwrap() > 0.0, "{sc}");
     assert!(
         sc["vcpu_per_1000_rps"]

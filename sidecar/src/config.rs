@@ -79,7 +79,15 @@ pub struct Config {
     pub unix_domain_socket: Option<PathBuf>,
     /// mTLS between sidecars, as daprd's flag (the Configuration's `spec.mtls.enabled`
     /// turns it on too): the internal port takes only callers with a trusted certificate.
-    #[arg(long)]
+    /// `--enable-mtls`, or `--enable-mtls=true|false` as Go's flags take it.
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
     pub enable_mtls: bool,
     /// This sidecar's certificate (PEM, chain after it), whose SPIFFE id names its app id.
     #[arg(long, env = "DAPR_CERT_CHAIN_FILE")]
@@ -225,5 +233,24 @@ mod tests {
         assert_eq!(c.app_protocol, "http");
         assert!(c.check().is_ok());
         assert!(Config::for_app("a.b").check().is_err());
+        assert!(!c.enable_mtls);
+    }
+
+    #[test]
+    fn enable_mtls_takes_go_style_values() {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        let parse = |args: &[&str]| {
+            <Only as clap::Parser>::try_parse_from([&["sidecar"], args].concat())
+                .map(|o| o.config.enable_mtls)
+        };
+        assert!(parse(&["--enable-mtls"]).unwrap());
+        assert!(parse(&["--enable-mtls=true"]).unwrap());
+        assert!(!parse(&["--enable-mtls=false"]).unwrap());
+        assert!(!parse(&[]).unwrap());
+        assert!(parse(&["--enable-mtls=maybe"]).is_err());
     }
 }
