@@ -207,6 +207,14 @@ impl Bed {
             .unwrap()
     }
 
+    /// State and lock calls each replica has made to its sidecar (`calls_to_sidecar`).
+    async fn calls_to_replicas(&self) -> [u64; 2] {
+        [
+            calls_to_sidecar(self.backend(0)).await,
+            calls_to_sidecar(self.backend(1)).await,
+        ]
+    }
+
     /// The ledger check on what Redis holds, from the frontend's host.
     async fn ledger(&self, acknowledged: &[serde_json::Value]) -> Verdict {
         let (components, catalogue) =
@@ -343,18 +351,12 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
     let bed = Bed::start().await;
-    let before = [
-        calls_to_sidecar(bed.backend(0)).await,
-        calls_to_sidecar(bed.backend(1)).await,
-    ];
+    let before = bed.calls_to_replicas().await;
     // Cut off for 4 s: longer than any call waits (3 s), so calls to it fail and it is
     // passed over.
     let cut = AtomicBool::new(false);
     let outcome = during_load(&bed, 50, &cut, cut_off_for(CUT, bed.backend(0), &cut)).await;
-    let after = [
-        calls_to_sidecar(bed.backend(0)).await,
-        calls_to_sidecar(bed.backend(1)).await,
-    ];
+    let after = bed.calls_to_replicas().await;
     assert!(
         after[0] > before[0] && after[1] > before[1],
         "both replicas served bookings: {before:?} → {after:?}"
@@ -417,17 +419,24 @@ async fn a_sidecar_with_another_cas_certificate_books_nothing() {
         .arg(dir.path().join("registry"))
         .arg("--resources-path")
         .arg(bed.components.path())
-        .args(other.flags("intruder"));
+        .arg("--enable-mtls")
+        .arg("--cert-chain-file")
+        .arg(other.cert("intruder"))
+        .arg("--cert-key-file")
+        .arg(other.key("intruder"))
+        // It trusts the backend's CA as well as its own: what refuses it is the backend.
+        .env(
+            "DAPR_TRUST_ANCHORS",
+            std::fs::read_to_string(bed.pki.ca()).unwrap()
+                + &std::fs::read_to_string(other.ca()).unwrap(),
+        );
     let _intruder = ChildGuard::spawn("the intruder's sidecar", &mut cmd).unwrap();
     bed.frontend()
         .wait_for(3600, "/v1.0/healthz", 204)
         .await
         .unwrap();
 
-    let before = [
-        calls_to_sidecar(bed.backend(0)).await,
-        calls_to_sidecar(bed.backend(1)).await,
-    ];
+    let before = bed.calls_to_replicas().await;
     let answers = bed
         .frontend()
         .run(|| async {
@@ -450,22 +459,16 @@ async fn a_sidecar_with_another_cas_certificate_books_nothing() {
     for (status, text) in &answers {
         assert_eq!(*status, 500, "{text}");
         assert!(
-            text.contains("ERR_DIRECT_INVOKE") && text.contains("certificate"),
-            "{text}"
+            text.contains("ERR_DIRECT_INVOKE") && text.contains("UnknownCA"),
+            "refused by the backend's sidecar for its certificate: {text}"
         );
     }
-    let after = [
-        calls_to_sidecar(bed.backend(0)).await,
-        calls_to_sidecar(bed.backend(1)).await,
-    ];
+    let after = bed.calls_to_replicas().await;
     assert_eq!(before, after, "no replica heard of the intruder's bookings");
 
     // The frontend, whose certificate the bundle vouches for, books on both replicas.
     let outcome = bed.load(20).await;
-    let served = [
-        calls_to_sidecar(bed.backend(0)).await,
-        calls_to_sidecar(bed.backend(1)).await,
-    ];
+    let served = bed.calls_to_replicas().await;
     assert!(
         served[0] > after[0] && served[1] > after[1],
         "both replicas served the frontend: {after:?} → {served:?}"

@@ -57,7 +57,14 @@ pub fn run_row(
         None
     };
     let sidecar = |app_id: &str, resources: &std::path::Path, port: u16, workers: usize| {
-        let registry = scratch.path().join(format!("registry-{app_id}"));
+        let dir = scratch.path().join(app_id);
+        std::fs::create_dir_all(&dir)?;
+        // Under mTLS each host keeps a registry of its own; without it, peers prove
+        // themselves with a secret every host shares.
+        let registry = match &pki {
+            Some(_) => dir.join("registry"),
+            None => net.registry(&dir)?,
+        };
         let builder = SidecarBuilder::new(bin("sidecar")?, app_id, &registry)
             .resources(resources)
             .flag("--config", config.display())

@@ -453,7 +453,7 @@ pub fn run_row(
     } else {
         None
     };
-    let sidecar = |app_id: &str, resources: &std::path::Path| {
+    let sidecar_of = |app_id: &str, resources: &std::path::Path| {
         sidecar(app_id, &registry, resources).map(|b| match &pki {
             Some(pki) => b.mtls(pki),
             None => b,
@@ -470,8 +470,8 @@ pub fn run_row(
             t,
             &rt,
             [
-                sidecar("trivial", no_components.path())?,
-                sidecar("caller", no_components.path())?,
+                sidecar_of("trivial", no_components.path())?,
+                sidecar_of("caller", no_components.path())?,
             ],
             &mut running,
             say,
@@ -501,7 +501,7 @@ pub fn run_row(
         .envs(backend_env.iter().map(|(k, v)| (*k, v.as_str())));
         running.app("backend", backend_port, &mut cmd)?;
     } else {
-        let mut backend = sidecar("backend", components.path())?
+        let mut backend = sidecar_of("backend", components.path())?
             .app_port(backend_port)
             .command(&app_cmd("backend", row.backend_workers)?);
         if row.unix_sockets {
@@ -514,7 +514,7 @@ pub fn run_row(
     }
     let target = if matches!(row.shape, Shape::ThroughNoState | Shape::ThroughFull) {
         let frontend_port = free_port();
-        let mut frontend = sidecar("frontend", no_components.path())?
+        let mut frontend = sidecar_of("frontend", no_components.path())?
             .app_port(frontend_port)
             .command(&app_cmd("frontend", row.frontend_workers)?);
         if row.unix_sockets {
@@ -599,10 +599,7 @@ pub fn measure(
         } else {
             "oha"
         };
-        say(&format!(
-            "latency at {rate} req/s: {tool}, {} s",
-            t.latency
-        ));
+        say(&format!("latency at {rate} req/s: {tool}, {} s", t.latency));
         let before = procstat::snapshot(&running.measured);
         let (target, scratch) = (target.clone(), scratch.path().to_path_buf());
         let m = generator.run(move || {

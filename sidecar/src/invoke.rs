@@ -32,7 +32,7 @@ use crate::names::Names;
 use crate::registry::Registry;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
-type TlsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type TlsClient = Client<Bounded<hyper_rustls::HttpsConnector<HttpConnector>>, Full<Bytes>>;
 
 /// The client for the hop to peer sidecars.
 enum PeerClient {
@@ -42,9 +42,9 @@ enum PeerClient {
     Tls(TlsClient),
 }
 
-pub const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
-const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
-const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
+pub(crate) const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
+pub(crate) const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
+pub(crate) const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
 const API_TOKEN: HeaderName = HeaderName::from_static(appkit::token::HEADER);
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
 /// The registry's secret, from the calling sidecar to the called one (never to an app).
@@ -136,6 +136,52 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// `x-request-timeout-ms` of its own.
 const PEER_SILENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a connection to a peer, TLS handshake included, may take.
+const TLS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A connector whose connections, handshake included, are made within `limit` or fail: a
+/// peer that takes the TCP connection and then says nothing holds no call.
+#[derive(Clone)]
+struct Bounded<C> {
+    inner: C,
+    limit: std::time::Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower::Service<Uri> for Bounded<C>
+where
+    C: tower::Service<Uri> + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, limit) = (self.inner.call(uri), self.limit);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {limit:?}"),
+                )
+                .into()),
+            }
+        })
+    }
+}
+
 /// A call as the API received it, ready to be sent on.
 pub struct Call {
     pub method: Method,
@@ -223,7 +269,10 @@ impl Invoker {
                 PeerClient::Tls(
                     Client::builder(TokioExecutor::new())
                         .pool_max_idle_per_host(1024)
-                        .build(connector),
+                        .build(Bounded {
+                            inner: connector,
+                            limit: TLS_CONNECT_TIMEOUT,
+                        }),
                 )
             }
         };

@@ -47,7 +47,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     cmd.args(&args.command[1..])
         .env("APP_ID", &opts.app_id)
         .env("APP_CHANNEL_ADDRESS", &opts.app_channel_address)
-        .env("APP_PROTOCOL", &opts.app_protocol);
+        .env("APP_PROTOCOL", &opts.app_protocol)
+        // The sidecar's own key and certificates are not the app's.
+        .env_remove("DAPR_CERT_CHAIN_FILE")
+        .env_remove("DAPR_CERT_KEY_FILE")
+        .env_remove("DAPR_TRUST_ANCHORS_FILE")
+        .env_remove("DAPR_TRUST_ANCHORS");
     // On sockets there are no API ports: the app is given the sockets as endpoints
     // (`unix://` is the gRPC form Dapr's SDKs read; this project's apps read both).
     match (opts.api_socket("http"), opts.api_socket("grpc")) {

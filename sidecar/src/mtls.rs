@@ -1,9 +1,11 @@
 //! mTLS between sidecars (`--enable-mtls` or the Configuration's `spec.mtls.enabled`): the
 //! internal port speaks only TLS 1.3, asks every caller for a certificate and checks it
 //! against the trust bundle; a calling sidecar checks the callee's certificate the same way
-//! and that it names the app id it meant to call. Identities are Dapr's SPIFFE ids
-//! (`spiffe://<trust-domain>/ns/<namespace>/<app-id>`), and the caller id an app is told is
-//! the one in the verified certificate, not a header the caller wrote.
+//! and that it names the app id it meant to call, as a DNS name and as a SPIFFE id of this
+//! sidecar's trust domain and namespace. Identities are Dapr's SPIFFE ids
+//! (`spiffe://<trust-domain>/ns/<namespace>/<app-id>`); a peer whose certificate has none
+//! is refused, and the caller id an app is told is the one in the verified certificate,
+//! not a header the caller wrote.
 //!
 //! Files, as flags or environment: `--cert-chain-file` (`DAPR_CERT_CHAIN_FILE`),
 //! `--cert-key-file` (`DAPR_CERT_KEY_FILE`), and the trust bundle as `--trust-anchors-file`
@@ -15,12 +17,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 
 use crate::config::Config;
@@ -29,12 +33,15 @@ use crate::config::Config;
 pub enum MtlsError {
     #[error("mTLS is enabled but no {0} is given ({1})")]
     Missing(&'static str, &'static str),
-    #[error("reading the {what} {source_name}: {message}")]
+    #[error("reading the {what} {name}")]
     Read {
         what: &'static str,
-        source_name: String,
-        message: String,
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("no app id to check the peer's certificate against in {0}")]
+    PeerName(String),
     #[error("the {0} {1} holds no certificate")]
     NoCertificate(&'static str, String),
     #[error(
@@ -46,9 +53,9 @@ pub enum MtlsError {
         found: String,
         app_id: String,
     },
-    #[error("mTLS set-up: {0}")]
+    #[error("mTLS set-up")]
     Tls(#[from] rustls::Error),
-    #[error("mTLS set-up: {0}")]
+    #[error("mTLS set-up")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
@@ -119,11 +126,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_err(what: &'static str, source_name: &str, e: impl std::fmt::Display) -> MtlsError {
+fn read_err(
+    what: &'static str,
+    name: &str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> MtlsError {
     MtlsError::Read {
         what,
-        source_name: source_name.to_string(),
-        message: e.to_string(),
+        name: name.to_string(),
+        source: e.into(),
     }
 }
 
@@ -149,6 +160,16 @@ impl Mtls {
     /// The set-up `config` asks for: none unless mTLS is enabled by flag or Configuration.
     pub fn from_config(config: &Config, enabled: bool) -> Result<Option<Mtls>, MtlsError> {
         if !(enabled || config.enable_mtls) {
+            let given = config.cert_chain_file.is_some()
+                || config.cert_key_file.is_some()
+                || config.trust_anchors_file.is_some();
+            if given {
+                // Files given and mTLS off is a set-up that looks secure and is not.
+                tracing::warn!(
+                    "certificate files are given but mTLS is off: calls between sidecars go \
+                     in plain text (turn it on with --enable-mtls or spec.mtls.enabled)"
+                );
+            }
             return Ok(None);
         }
         let cert = config.cert_chain_file.as_deref().ok_or(MtlsError::Missing(
@@ -216,13 +237,21 @@ impl Mtls {
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(store.clone(), provider())
                 .build()?;
+        let callee = SpiffeServerVerifier {
+            chain: rustls::client::WebPkiServerVerifier::builder_with_provider(store, provider())
+                .build()
+                .map_err(|e| read_err("trust bundle", "for servers", e))?,
+            trust_domain: identity.trust_domain.clone(),
+            namespace: identity.namespace.clone(),
+        };
         let server = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
         let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(store)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(callee))
             .with_client_auth_cert(chain, key)?;
         Ok(Mtls {
             server: Arc::new(server),
@@ -237,33 +266,105 @@ impl Mtls {
 /// The connection pool keys on the whole authority, so a connection verified for one app
 /// id never carries a call meant for another.
 pub fn peer_server_name(uri: &http::Uri) -> Result<ServerName<'static>, MtlsError> {
-    let app_id = uri
-        .authority()
+    uri.authority()
         .and_then(|a| a.as_str().split_once('@'))
         .map(|(user, _)| user)
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| read_err("peer address", &uri.to_string(), "no app id to check"))?;
-    ServerName::try_from(app_id.to_string())
-        .map_err(|e| read_err("peer address", &uri.to_string(), e))
+        .and_then(|app_id| ServerName::try_from(app_id.to_string()).ok())
+        .ok_or_else(|| MtlsError::PeerName(uri.to_string()))
 }
 
-/// Who is on the other end of an internal connection: its address, and under mTLS the
-/// identity its verified certificate gives.
+/// Checks a callee's certificate: the chain to the trust bundle and the app id as a DNS
+/// name (webpki), then its SPIFFE id: the same app id, in this sidecar's trust domain and
+/// namespace (an app of that name elsewhere is another app).
+#[derive(Debug)]
+struct SpiffeServerVerifier {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    trust_domain: String,
+    namespace: String,
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let expected = match server_name {
+            ServerName::DnsName(name) => name.as_ref(),
+            _ => "",
+        };
+        match Identity::of(end_entity) {
+            Some(id)
+                if id.app_id == expected
+                    && id.trust_domain == self.trust_domain
+                    && id.namespace == self.namespace =>
+            {
+                Ok(verified)
+            }
+            found => Err(rustls::Error::General(format!(
+                "the peer's certificate is for {}, not {}",
+                found.map_or_else(|| "no SPIFFE id".into(), |id| id.to_string()),
+                crate::mint::spiffe_id(&self.trust_domain, &self.namespace, expected)
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// Who is on the other end of an internal mTLS connection: its address, and the identity
+/// its verified certificate gives.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
-    pub identity: Option<Arc<Identity>>,
+    pub identity: Arc<Identity>,
 }
 
 /// How long a caller may take over its TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes under way at once; more connections wait to be accepted, so a flood of
+/// silent connections holds bounded memory and file descriptors.
+const HANDSHAKES: usize = 256;
+
 /// The internal port under mTLS: accepts TCP connections and completes their handshakes
 /// off the accept path (a slow or silent caller holds up no one), then hands on only the
-/// connections whose caller presented a certificate the trust bundle vouches for.
+/// connections whose caller presented a certificate the trust bundle vouches for, with an
+/// app's SPIFFE id in it.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
     local: SocketAddr,
+    identity: Arc<Identity>,
     accepting: tokio::task::AbortHandle,
 }
 
@@ -274,17 +375,28 @@ impl Drop for TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+    /// Serves TLS on `listener` for `config`; `identity` is this sidecar's own.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        identity: Identity,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let slots = Arc::new(Semaphore::new(HANDSHAKES));
         let accepting = tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, addr) = match listener.accept().await {
                     Ok(accepted) => accepted,
+                    // Reset before it was accepted: nothing to do.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                     Err(e) => {
                         // Out of file descriptors and the like: wait, then go on.
-                        tracing::warn!(error = %e, "internal port: accept failed");
+                        refused(None, &e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -292,40 +404,46 @@ impl TlsListener {
                 let _ = tcp.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => return refused(addr, &e),
-                            Err(_) => return refused(addr, &"no handshake within 10 s"),
-                        };
+                    let _slot = slot;
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    let tls = match handshake.await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => return refused(Some(addr), &e),
+                        Err(_) => return refused(Some(addr), &"no handshake in time"),
+                    };
                     let identity = tls
                         .get_ref()
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .and_then(Identity::of)
-                        .map(Arc::new);
-                    let _ = tx.send((tls, Peer { addr, identity })).await;
+                        .filter(|id| crate::names::plain_name(&id.app_id));
+                    // A certificate of the bundle without an app's SPIFFE id names no caller.
+                    let Some(identity) = identity else {
+                        return refused(Some(addr), &"the certificate names no app (SPIFFE id)");
+                    };
+                    let peer = Peer {
+                        addr,
+                        identity: Arc::new(identity),
+                    };
+                    let _ = tx.send((tls, peer)).await;
                 });
             }
         });
         Ok(TlsListener {
             ready,
             local,
+            identity: Arc::new(identity),
             accepting: accepting.abort_handle(),
         })
     }
 }
 
 /// Refusals are logged, but a flood of them writes one line a second, not one each.
-fn refused(addr: SocketAddr, why: &dyn std::fmt::Display) {
-    use std::sync::atomic::{AtomicU64, Ordering};
+fn refused(addr: Option<SocketAddr>, why: &dyn std::fmt::Display) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now, Ordering::Relaxed) != now {
-        tracing::warn!(%addr, error = %why, "internal port: TLS handshake failed");
+    if crate::transport::once_a_second(&LAST) {
+        tracing::warn!(?addr, error = %why, "internal port: refused a connection");
     }
 }
 
@@ -344,7 +462,7 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> io::Result<Peer> {
         Ok(Peer {
             addr: self.local,
-            identity: None,
+            identity: self.identity.clone(),
         })
     }
 }
@@ -403,6 +521,9 @@ mod tests {
             ServerName::try_from("backend").unwrap()
         );
         let bare: http::Uri = "https://10.0.0.2:3500/book".parse().unwrap();
-        assert!(peer_server_name(&bare).is_err());
+        assert!(matches!(
+            peer_server_name(&bare),
+            Err(MtlsError::PeerName(_))
+        ));
     }
 }

@@ -351,7 +351,7 @@ impl Sidecar {
         tasks.push(match &mtls {
             None => serve_http(ApiListener::Tcp(internal), internal_router, rx.clone()),
             Some(m) => serve_mtls(
-                TlsListener::new(internal, m.server.clone())?,
+                TlsListener::new(internal, m.server.clone(), m.identity.clone())?,
                 internal_router,
                 rx.clone(),
             ),

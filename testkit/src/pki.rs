@@ -6,6 +6,7 @@ use std::process::Command;
 
 use crate::TempDir;
 
+/// A CA and its apps' certificates, removed when dropped.
 pub struct Pki {
     dir: TempDir,
 }
@@ -29,10 +30,17 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
+    /// The CA's private key, for tests that sign certificates of their own making.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.path().join("ca.key")
+    }
+
+    /// `app_id`'s certificate, the CA's after it.
     pub fn cert(&self, app_id: &str) -> PathBuf {
         self.dir.path().join(format!("{app_id}.pem"))
     }
 
+    /// `app_id`'s private key.
     pub fn key(&self, app_id: &str) -> PathBuf {
         self.dir.path().join(format!("{app_id}.key"))
     }

@@ -5,12 +5,13 @@
 //! folder have (real daprd uses its internal gRPC port, with mTLS, for the same hop). The
 //! caller id the app is told is then one a sidecar of this registry set.
 //!
-//! Under mTLS (`crate::mtls`) the port speaks only TLS and the caller's certificate has
-//! been verified before a request arrives: its SPIFFE id is the caller id the app is told,
-//! whatever the request's headers say, and no secret is needed.
+//! Under mTLS (`crate::mtls`) the port speaks only TLS and the caller's certificate, with
+//! its SPIFFE id, has been verified before a request arrives: that id gives the caller id
+//! and namespace the app is told, whatever the request's headers say, and no secret is
+//! needed or looked at.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::body::Body;
@@ -20,20 +21,14 @@ use axum::response::{IntoResponse as _, Response};
 
 use crate::api::Api;
 use crate::errors::ApiError;
-use crate::invoke::{CALLER, Call, PEER_REFUSED, PEER_SECRET};
+use crate::invoke::{CALLEE, CALLER, CALLER_NS, Call, PEER_REFUSED, PEER_SECRET};
 use crate::mtls::Peer;
 
 /// Refusals are logged, but a flood of them writes one line a second, not one each.
-fn warn_at_most_each_second(path: &str) {
+fn warn_refused(path: &str, why: &str) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now, Ordering::Relaxed) != now {
-        tracing::warn!(
-            path,
-            "refused a call on the internal port without the registry's secret"
-        );
+    if super::once_a_second(&LAST) {
+        tracing::warn!(path, "refused a call on the internal port: {why}");
     }
 }
 
@@ -45,19 +40,24 @@ async fn deliver(
     State(api): State<Arc<Api>>,
     mut req: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let verified = req
-        .extensions()
-        .get::<ConnectInfo<Peer>>()
-        .and_then(|ConnectInfo(peer)| peer.identity.clone());
-    if let Some(identity) = verified {
-        let caller = HeaderValue::from_str(&identity.app_id).map_err(|_| ApiError::not_a_peer())?;
-        req.headers_mut().insert(CALLER, caller);
+    // Only the mTLS listener knows its peers; there nothing else proves a caller.
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<Peer>>() {
+        let identity = peer.identity.clone();
+        let headers = [
+            (CALLER, identity.app_id.as_str()),
+            (CALLER_NS, identity.namespace.as_str()),
+            (CALLEE, api.config.app_id.as_str()),
+        ];
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value).map_err(|_| ApiError::not_a_peer())?;
+            req.headers_mut().insert(name, value);
+        }
         return pass_on(&api, req).await;
     }
     let given = req.headers().get(PEER_SECRET).map(HeaderValue::as_bytes);
     let expected = api.invoker.registry().secret().unwrap_or_default();
     if expected.is_empty() || !appkit::token::matches(given, expected) {
-        warn_at_most_each_second(req.uri().path());
+        warn_refused(req.uri().path(), "no registry secret");
         // Marked, so that a calling sidecar tells this refusal from an app's own 401.
         return Ok(([(PEER_REFUSED, "1")], ApiError::not_a_peer()).into_response());
     }

@@ -7,3 +7,12 @@ pub mod grpc;
 mod grpc_unimplemented;
 pub mod http;
 pub mod internal;
+
+/// Whether a warning that can come in floods (refused peers, failed handshakes) is due:
+/// at most one a second for each `last`, which holds the second of the last one.
+pub(crate) fn once_a_second(last: &std::sync::atomic::AtomicU64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    last.swap(now, std::sync::atomic::Ordering::Relaxed) != now
+}
