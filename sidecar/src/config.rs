@@ -38,7 +38,7 @@ pub struct Config {
     /// Prometheus metrics port (a free port when not given; only with metrics enabled).
     #[arg(short = 'M', long)]
     pub metrics_port: Option<u16>,
-    /// The protocol the app speaks; this sidecar supports http.
+    /// The protocol the app speaks: http, or grpc (the app serves Dapr's `AppCallback`).
     #[arg(short = 'P', long, default_value = "http")]
     pub app_protocol: String,
     /// Log one line per API call.
@@ -127,9 +127,19 @@ impl Config {
 
     /// Refuses what this sidecar cannot do, before anything starts.
     pub fn check(&self) -> anyhow::Result<()> {
+        // A client-only app (no port) is never called: any protocol Dapr knows will do.
+        let callable = ["http", "grpc"];
+        let known = ["http", "grpc", "https", "grpcs", "h2c"];
         anyhow::ensure!(
-            self.app_protocol == "http",
-            "--app-protocol {} is not supported; this sidecar calls apps over http",
+            known.contains(&self.app_protocol.as_str()),
+            "--app-protocol {} is not one of {}",
+            self.app_protocol,
+            known.join(", ")
+        );
+        anyhow::ensure!(
+            self.app_port().is_none() || callable.contains(&self.app_protocol.as_str()),
+            "--app-protocol {} is not supported with an app port; this sidecar calls apps \
+             over http or grpc",
             self.app_protocol
         );
         anyhow::ensure!(
@@ -234,6 +244,19 @@ mod tests {
         assert!(c.check().is_ok());
         assert!(Config::for_app("a.b").check().is_err());
         assert!(!c.enable_mtls);
+        let with = |protocol: &str, port: Option<u16>| {
+            let mut c = Config::for_app("app");
+            c.app_protocol = protocol.into();
+            c.app_port = port;
+            c.check()
+        };
+        assert!(with("grpc", Some(5001)).is_ok());
+        assert!(
+            with("https", None).is_ok(),
+            "a client-only app is never called"
+        );
+        assert!(with("https", Some(5001)).is_err());
+        assert!(with("smtp", None).is_err());
     }
 
     #[test]

@@ -112,6 +112,28 @@ const HOP_BY_HOP: [&str; 10] = [
     "http2-settings",
 ];
 
+/// The app channel, as `--app-protocol` says.
+pub enum AppChannel {
+    /// `http`: the app's base URL.
+    Http(String),
+    /// `grpc`: the app's `AppCallback` service.
+    Grpc(crate::appcallback::GrpcApp),
+}
+
+impl AppChannel {
+    /// The channel to an app at `host:port` speaking `protocol` (`http` or `grpc`).
+    pub fn new(
+        protocol: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<AppChannel, tonic::transport::Error> {
+        Ok(match protocol {
+            "grpc" => AppChannel::Grpc(crate::appcallback::GrpcApp::new(host, port)?),
+            _ => AppChannel::Http(format!("http://{host}:{port}")),
+        })
+    }
+}
+
 pub struct Invoker {
     /// To this sidecar's own app, on this host.
     app_client: HttpClient,
@@ -119,7 +141,8 @@ pub struct Invoker {
     /// data goes unacknowledged is dropped, so a host cut off is noticed.
     peer_client: PeerClient,
     app_id: String,
-    app_base: Option<String>,
+    /// How this sidecar reaches its app; none without `--app-port`.
+    app: Option<AppChannel>,
     app_token: Option<HeaderValue>,
     /// Holds the peers' shared secret.
     registry: Arc<Registry>,
@@ -238,7 +261,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 impl Invoker {
     pub fn new(
         app_id: String,
-        app_address: Option<(String, u16)>,
+        app: Option<AppChannel>,
         app_token: Option<String>,
         registry: Arc<Registry>,
         names: Arc<Names>,
@@ -280,7 +303,7 @@ impl Invoker {
             app_client: client(to_app),
             peer_client,
             app_id,
-            app_base: app_address.map(|(host, port)| format!("http://{host}:{port}")),
+            app,
             app_token: app_token.and_then(|t| HeaderValue::from_str(&t).ok()),
             registry,
             names,
@@ -388,7 +411,7 @@ impl Invoker {
 
     /// Delivers a call to this sidecar's own app (the callee end of an invocation).
     pub async fn deliver(&self, mut call: Call) -> Result<Response<Body>, ApiError> {
-        let Some(base) = &self.app_base else {
+        let Some(app) = &self.app else {
             return Err(ApiError::direct_invoke(format!(
                 "failed to invoke, id: {}, err: app channel is not initialized (no --app-port)",
                 self.app_id
@@ -400,6 +423,15 @@ impl Invoker {
         if let Some(token) = &self.app_token {
             call.headers.insert(API_TOKEN, token.clone());
         }
+        let base = match app {
+            AppChannel::Http(base) => base,
+            AppChannel::Grpc(grpc) => {
+                // As a hop to a sidecar: the app must answer before this sidecar gives up.
+                let limit = appkit::request::time_given(&call.headers)
+                    .map(|d| d.saturating_sub(HANDOFF_MARGIN));
+                return grpc.invoke(&call, limit, &self.app_id).await;
+            }
+        };
         let uri = target_uri(base, &call.path, call.query.as_deref()).map_err(|e| {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;

@@ -3,6 +3,7 @@
 //! found through a local folder, mDNS or DNS; and `sidecar run`, a stand-in for `dapr run`.
 
 pub mod api;
+pub mod appcallback;
 pub mod cache;
 pub mod cli;
 pub mod components;

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::api::Api;
 use crate::components::Components;
 use crate::config::Config;
-use crate::invoke::Invoker;
+use crate::invoke::{AppChannel, Invoker};
 use crate::metrics::Metrics;
 use crate::mtls::{Mtls, Peer, TlsListener};
 use crate::names::{self, Names};
@@ -307,7 +307,9 @@ impl Sidecar {
             config.app_id.clone(),
             config
                 .app_port()
-                .map(|p| (config.app_channel_address.clone(), p)),
+                .map(|p| AppChannel::new(&config.app_protocol, &config.app_channel_address, p))
+                .transpose()
+                .context("the app channel")?,
             config.app_token().map(str::to_string),
             registry.clone(),
             Arc::new(names),

@@ -7,6 +7,7 @@ mod api;
 mod bounds;
 mod common;
 mod deploy;
+mod grpc_app;
 mod hosts;
 mod in_process;
 mod invoke;

@@ -1,5 +1,6 @@
-//! The official Dapr Python SDK (`pip install dapr`) against the sidecar: state with ETags,
-//! transactions, locks, invocation and metadata. The interpreter is `$DAPR_SDK_PYTHON`, or
+//! The official Dapr Python SDK (`pip install "dapr[grpc]"`) against the sidecar: state with
+//! ETags, transactions, locks, invocation and metadata from its client, and a gRPC app made
+//! with its `dapr.ext.grpc` server behind `--app-protocol grpc`. The interpreter is `$DAPR_SDK_PYTHON`, or
 //! the workspace's `.venv/bin/python` that `scripts/test` prepares.
 
 use std::path::PathBuf;
@@ -60,4 +61,68 @@ async fn official_python_sdk_works_against_the_sidecar() {
         "python SDK checks failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
+    let py = python();
+    let has_ext = Command::new(&py)
+        .args(["-c", "import dapr.ext.grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_ext,
+        "{} has no dapr.ext.grpc: run scripts/test, or set DAPR_SDK_PYTHON",
+        py.display()
+    );
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpc_app.py");
+    let py = py.display().to_string();
+    let _app = SidecarBuilder::new(bin, "pygrpc", registry.path())
+        .resources(components.path())
+        .app_port(testkit::free_port())
+        .flag("--app-protocol", "grpc")
+        .command(&[py.as_str(), script])
+        .spawn()
+        .await
+        .unwrap();
+    let caller = SidecarBuilder::new(bin, "caller", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1.0/invoke/pygrpc/method/echo", caller.http_url());
+    // The interpreter takes a moment to import the SDK and listen.
+    let seen = testkit::wait_until(
+        "the Python app to answer",
+        std::time::Duration::from_secs(30),
+        || {
+            let r = http.post(&url).json(&serde_json::json!({"n": 1})).send();
+            async move {
+                let r = r.await.ok().filter(|r| r.status() == 200)?;
+                r.json::<serde_json::Value>().await.ok()
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"body": "{\"n\":1}", "content_type": "application/json", "caller": "caller"})
+    );
+    // A method the app does not have: the SDK says UNIMPLEMENTED, an HTTP caller gets 501.
+    let r = http
+        .post(format!(
+            "{}/v1.0/invoke/pygrpc/method/nope",
+            caller.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    let status: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status["code"], 12, "{status}");
 }

@@ -1,0 +1,216 @@
+//! The gRPC app channel (`--app-protocol grpc`): a call for the app goes to its
+//! `AppCallback.OnInvoke` as Dapr sends it (method, data, content type, the HTTP verb and
+//! query string, the caller's headers as metadata), and the app's answer comes back as
+//! Dapr gives it to an HTTP caller: 200 with the data and its content type, or for an error
+//! status the HTTP status Dapr maps its code to, with the status as JSON.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest, http_extension::Verb};
+use dapr::dapr::proto::runtime::v1::app_callback_client::AppCallbackClient;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::errors::ApiError;
+use crate::invoke::Call;
+
+/// Headers that describe the HTTP message, not the call: never passed on as metadata.
+const NOT_METADATA: [&str; 5] = ["content-type", "content-length", "host", "te", "user-agent"];
+
+/// How long a connection to the app may take: it runs beside the sidecar.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The app's `AppCallback` service.
+#[derive(Clone)]
+pub struct GrpcApp {
+    client: AppCallbackClient<Channel>,
+}
+
+impl GrpcApp {
+    /// A channel to the app at `host:port`, connected at first use: the app may start
+    /// after its sidecar, as with `sidecar run`.
+    pub fn new(host: &str, port: u16) -> Result<GrpcApp, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{host}:{port}"))?
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_lazy();
+        Ok(GrpcApp {
+            client: AppCallbackClient::new(channel),
+        })
+    }
+
+    /// Sends `call` to the app's `OnInvoke`, within `limit` when the call has one.
+    pub async fn invoke(
+        &self,
+        call: &Call,
+        limit: Option<Duration>,
+        app_id: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        let mut request = tonic::Request::new(invoke_request(call));
+        for (name, value) in &call.headers {
+            if NOT_METADATA.contains(&name.as_str()) {
+                continue;
+            }
+            let key = AsciiMetadataKey::from_bytes(name.as_str().as_bytes());
+            let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
+            if let (Ok(key), Some(Ok(value))) = (key, value) {
+                request.metadata_mut().append(key, value);
+            }
+        }
+        if let Some(d) = limit {
+            request.set_timeout(d);
+        }
+        let mut client = self.client.clone();
+        let sent = client.on_invoke(request);
+        let answer = match limit {
+            None => sent.await,
+            Some(d) => tokio::time::timeout(d, sent).await.map_err(|_| {
+                ApiError::invoke_timeout(format!(
+                    "failed to invoke, id: {app_id}, err: no answer within the call's {d:?}"
+                ))
+            })?,
+        };
+        match answer {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                let mut out =
+                    Response::new(Body::from(answer.data.map(|a| a.value).unwrap_or_default()));
+                if let Ok(v) = HeaderValue::from_str(&answer.content_type)
+                    && !answer.content_type.is_empty()
+                {
+                    out.headers_mut().insert(header::CONTENT_TYPE, v);
+                }
+                Ok(out)
+            }
+            // The channel failed (no app listening, a broken connection): not the app's word.
+            Err(status) if std::error::Error::source(&status).is_some() => {
+                Err(ApiError::direct_invoke(format!(
+                    "failed to invoke, id: {app_id}, err: {}",
+                    status.message()
+                )))
+            }
+            Err(status) => Ok(app_error(&status)),
+        }
+    }
+}
+
+/// The `InvokeRequest` for `call`: its path without the leading `/` is the method.
+fn invoke_request(call: &Call) -> InvokeRequest {
+    let content_type = call
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    InvokeRequest {
+        method: call.path.trim_start_matches('/').to_string(),
+        data: Some(prost_types::Any {
+            type_url: String::new(),
+            value: call.body.to_vec(),
+        }),
+        content_type: content_type.to_string(),
+        http_extension: Some(HttpExtension {
+            verb: verb(&call.method) as i32,
+            querystring: call.query.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+fn verb(method: &Method) -> Verb {
+    match *method {
+        Method::GET => Verb::Get,
+        Method::HEAD => Verb::Head,
+        Method::POST => Verb::Post,
+        Method::PUT => Verb::Put,
+        Method::DELETE => Verb::Delete,
+        Method::CONNECT => Verb::Connect,
+        Method::OPTIONS => Verb::Options,
+        Method::TRACE => Verb::Trace,
+        Method::PATCH => Verb::Patch,
+        _ => Verb::None,
+    }
+}
+
+/// An app's error status as Dapr hands it to an HTTP caller: the HTTP status of its code
+/// (daprd's `HTTPStatusFromCode`) and the status itself as JSON.
+fn app_error(status: &tonic::Status) -> Response<Body> {
+    let body = serde_json::json!({
+        "code": status.code() as i32,
+        "message": status.message(),
+        "details": [],
+    });
+    let mut out = Response::new(Body::from(body.to_string()));
+    *out.status_mut() = http_status(status.code());
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+/// daprd's mapping of a gRPC code to an HTTP status (after grpc-gateway's).
+pub fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code;
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_becomes_the_invoke_request_dapr_sends() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let call = Call {
+            method: Method::PUT,
+            path: "/orders/7".into(),
+            query: Some("a=1&b=2".into()),
+            headers,
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let req = invoke_request(&call);
+        assert_eq!(req.method, "orders/7");
+        assert_eq!(req.content_type, "application/json");
+        assert_eq!(req.data.unwrap().value, b"{}");
+        let ext = req.http_extension.unwrap();
+        assert_eq!(ext.verb, Verb::Put as i32);
+        assert_eq!(ext.querystring, "a=1&b=2");
+    }
+
+    #[test]
+    fn codes_map_to_the_http_statuses_daprd_uses() {
+        use tonic::Code;
+        for (code, status) in [
+            (Code::NotFound, 404),
+            (Code::InvalidArgument, 400),
+            (Code::FailedPrecondition, 400),
+            (Code::AlreadyExists, 409),
+            (Code::Cancelled, 408),
+            (Code::DeadlineExceeded, 504),
+            (Code::Unimplemented, 501),
+            (Code::Unknown, 500),
+        ] {
+            assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
+    }
+}

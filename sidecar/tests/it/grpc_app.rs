@@ -1,0 +1,202 @@
+//! The gRPC app channel: an app serving Dapr's `AppCallback` (written against the `dapr`
+//! crate's generated service, as a Rust Dapr app is) behind `--app-protocol grpc`, invoked
+//! by HTTP and gRPC callers through another sidecar; its error statuses reach an HTTP
+//! caller as daprd gives them; a client-only app starts with any protocol.
+
+use dapr::dapr::proto::common::v1::{
+    HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb,
+};
+use dapr::dapr::proto::runtime::v1 as rt;
+use dapr::dapr::proto::runtime::v1::app_callback_server::{AppCallback, AppCallbackServer};
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use serde_json::{Value, json};
+use testkit::{ComponentsDir, SidecarBuilder, TempDir};
+use tonic::{Request, Response, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidecar");
+
+/// Answers `OnInvoke` with what it received, as JSON; method `missing` is NotFound.
+struct EchoApp;
+
+#[tonic::async_trait]
+impl AppCallback for EchoApp {
+    async fn on_invoke(
+        &self,
+        request: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
+        let caller = request
+            .metadata()
+            .get("dapr-caller-app-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let req = request.into_inner();
+        if req.method == "missing" {
+            return Err(Status::not_found("no such method"));
+        }
+        let ext = req.http_extension.unwrap_or_default();
+        let seen = json!({
+            "method": req.method,
+            "verb": Verb::try_from(ext.verb).map_or("?", |v| v.as_str_name()),
+            "query": ext.querystring,
+            "content_type": req.content_type,
+            "body": String::from_utf8_lossy(&req.data.unwrap_or_default().value),
+            "caller": caller,
+        });
+        Ok(Response::new(InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: seen.to_string().into_bytes(),
+            }),
+            content_type: "application/json".into(),
+        }))
+    }
+
+    async fn list_topic_subscriptions(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn on_topic_event(
+        &self,
+        _: Request<rt::TopicEventRequest>,
+    ) -> Result<Response<rt::TopicEventResponse>, Status> {
+        Err(Status::unimplemented("no topics"))
+    }
+
+    async fn list_input_bindings(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn on_binding_event(
+        &self,
+        _: Request<rt::BindingEventRequest>,
+    ) -> Result<Response<rt::BindingEventResponse>, Status> {
+        Err(Status::unimplemented("no bindings"))
+    }
+
+    async fn on_bulk_topic_event(
+        &self,
+        _: Request<rt::TopicEventBulkRequest>,
+    ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
+        Err(Status::unimplemented("no topics"))
+    }
+
+    async fn on_job_event(
+        &self,
+        _: Request<rt::JobEventRequest>,
+    ) -> Result<Response<rt::JobEventResponse>, Status> {
+        Err(Status::unimplemented("no jobs"))
+    }
+}
+
+/// Serves the echo app on a free port (in this process); returns the port.
+async fn start_grpc_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(AppCallbackServer::new(EchoApp))
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let app_port = start_grpc_app().await;
+    let _callee = SidecarBuilder::new(BIN, "grpcapp", registry.path())
+        .resources(components.path())
+        .app_port(app_port)
+        .flag("--app-protocol", "grpc")
+        .spawn()
+        .await
+        .unwrap();
+    // A client-only app: any protocol Dapr knows, no port.
+    let caller = SidecarBuilder::new(BIN, "caller", registry.path())
+        .resources(components.path())
+        .flag("--app-protocol", "grpc")
+        .spawn()
+        .await
+        .unwrap();
+
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!(
+            "{}/v1.0/invoke/grpcapp/method/orders/7?x=1",
+            caller.http_url()
+        ))
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(
+        seen,
+        json!({"method": "orders/7", "verb": "PUT", "query": "x=1",
+               "content_type": "application/json", "body": "{\"n\":1}", "caller": "caller"})
+    );
+
+    // The app's error status, as daprd hands it to an HTTP caller.
+    let r = http
+        .post(format!(
+            "{}/v1.0/invoke/grpcapp/method/missing",
+            caller.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["code"], 5, "{status}");
+    assert_eq!(status["message"], "no such method", "{status}");
+
+    // A gRPC caller.
+    let mut client = DaprClient::connect(caller.grpc_url()).await.unwrap();
+    let answer = client
+        .invoke_service(rt::InvokeServiceRequest {
+            id: "grpcapp".into(),
+            message: Some(InvokeRequest {
+                method: "hello".into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"hi".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+                http_extension: Some(HttpExtension {
+                    verb: Verb::Post as i32,
+                    querystring: String::new(),
+                }),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen: Value = serde_json::from_slice(&answer.data.unwrap().value).unwrap();
+    assert_eq!(seen["method"], "hello");
+    assert_eq!(seen["body"], "hi");
+    assert_eq!(seen["content_type"], "text/plain");
+    assert_eq!(seen["caller"], "caller");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_port_with_a_protocol_this_sidecar_cannot_call_is_refused() {
+    let registry = TempDir::new("registry");
+    let started = SidecarBuilder::new(BIN, "secure", registry.path())
+        .app_port(testkit::free_port())
+        .flag("--app-protocol", "https")
+        .spawn()
+        .await;
+    assert!(started.is_err());
+}
