@@ -16,8 +16,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::errors::ApiError;
 use crate::invoke::Call;
 
-/// Headers that describe the HTTP message, not the call: never passed on as metadata.
-const NOT_METADATA: [&str; 5] = ["content-type", "content-length", "host", "te", "user-agent"];
+/// Headers that describe the HTTP message, not the call: never passed on as metadata
+/// (nor `grpc-*`, which gRPC reserves).
+const NOT_METADATA: [&str; 4] = ["content-type", "content-length", "host", "te"];
 
 /// How long a connection to the app may take: it runs beside the sidecar.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,14 +31,23 @@ pub struct GrpcApp {
 
 impl GrpcApp {
     /// A channel to the app at `host:port`, connected at first use: the app may start
-    /// after its sidecar, as with `sidecar run`.
-    pub fn new(host: &str, port: u16) -> Result<GrpcApp, tonic::transport::Error> {
+    /// after its sidecar, as with `sidecar run`. Messages both ways may be as large as
+    /// `max_body` (`--max-body-size`), as daprd sets its channel's limits.
+    pub fn new(host: &str, port: u16, max_body: usize) -> Result<GrpcApp, tonic::transport::Error> {
+        let host = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]"),
+            Err(_) => host.to_string(),
+        };
         let channel = Endpoint::from_shared(format!("http://{host}:{port}"))?
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
+        // Room for the message's own fields around a body of the largest size.
+        let limit = max_body.saturating_add(64 << 10);
         Ok(GrpcApp {
-            client: AppCallbackClient::new(channel),
+            client: AppCallbackClient::new(channel)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         })
     }
 
@@ -50,7 +60,7 @@ impl GrpcApp {
     ) -> Result<Response<Body>, ApiError> {
         let mut request = tonic::Request::new(invoke_request(call));
         for (name, value) in &call.headers {
-            if NOT_METADATA.contains(&name.as_str()) {
+            if NOT_METADATA.contains(&name.as_str()) || name.as_str().starts_with("grpc-") {
                 continue;
             }
             let key = AsciiMetadataKey::from_bytes(name.as_str().as_bytes());
@@ -96,7 +106,8 @@ impl GrpcApp {
     }
 }
 
-/// The `InvokeRequest` for `call`: its path without the leading `/` is the method.
+/// The `InvokeRequest` for `call`: its path without the leading `/`, percent-decoded as
+/// daprd decodes it, is the method.
 fn invoke_request(call: &Call) -> InvokeRequest {
     let content_type = call
         .headers
@@ -104,7 +115,9 @@ fn invoke_request(call: &Call) -> InvokeRequest {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     InvokeRequest {
-        method: call.path.trim_start_matches('/').to_string(),
+        method: percent_encoding::percent_decode_str(call.path.trim_start_matches('/'))
+            .decode_utf8_lossy()
+            .into_owned(),
         data: Some(prost_types::Any {
             type_url: String::new(),
             value: call.body.to_vec(),
@@ -128,7 +141,8 @@ fn verb(method: &Method) -> Verb {
         Method::OPTIONS => Verb::Options,
         Method::TRACE => Verb::Trace,
         Method::PATCH => Verb::Patch,
-        _ => Verb::None,
+        // daprd sends a verb gRPC has no name for as POST.
+        _ => Verb::Post,
     }
 }
 
@@ -183,13 +197,13 @@ mod tests {
         );
         let call = Call {
             method: Method::PUT,
-            path: "/orders/7".into(),
+            path: "/orders/7%20b".into(),
             query: Some("a=1&b=2".into()),
             headers,
             body: bytes::Bytes::from_static(b"{}"),
         };
         let req = invoke_request(&call);
-        assert_eq!(req.method, "orders/7");
+        assert_eq!(req.method, "orders/7 b");
         assert_eq!(req.content_type, "application/json");
         assert_eq!(req.data.unwrap().value, b"{}");
         let ext = req.http_extension.unwrap();

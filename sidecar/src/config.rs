@@ -130,14 +130,15 @@ impl Config {
         // A client-only app (no port) is never called: any protocol Dapr knows will do.
         let callable = ["http", "grpc"];
         let known = ["http", "grpc", "https", "grpcs", "h2c"];
+        let protocol = self.app_protocol.to_ascii_lowercase();
         anyhow::ensure!(
-            known.contains(&self.app_protocol.as_str()),
+            known.contains(&protocol.as_str()),
             "--app-protocol {} is not one of {}",
             self.app_protocol,
             known.join(", ")
         );
         anyhow::ensure!(
-            self.app_port().is_none() || callable.contains(&self.app_protocol.as_str()),
+            self.app_port().is_none() || callable.contains(&protocol.as_str()),
             "--app-protocol {} is not supported with an app port; this sidecar calls apps \
              over http or grpc",
             self.app_protocol
@@ -251,6 +252,7 @@ mod tests {
             c.check()
         };
         assert!(with("grpc", Some(5001)).is_ok());
+        assert!(with("GRPC", Some(5001)).is_ok(), "daprd lower-cases it");
         assert!(
             with("https", None).is_ok(),
             "a client-only app is never called"

@@ -121,14 +121,16 @@ pub enum AppChannel {
 }
 
 impl AppChannel {
-    /// The channel to an app at `host:port` speaking `protocol` (`http` or `grpc`).
+    /// The channel to an app at `host:port` speaking `protocol` (`http` or `grpc`), with
+    /// messages up to `max_body`.
     pub fn new(
         protocol: &str,
         host: &str,
         port: u16,
+        max_body: usize,
     ) -> Result<AppChannel, tonic::transport::Error> {
-        Ok(match protocol {
-            "grpc" => AppChannel::Grpc(crate::appcallback::GrpcApp::new(host, port)?),
+        Ok(match protocol.to_ascii_lowercase().as_str() {
+            "grpc" => AppChannel::Grpc(crate::appcallback::GrpcApp::new(host, port, max_body)?),
             _ => AppChannel::Http(format!("http://{host}:{port}")),
         })
     }

@@ -307,7 +307,10 @@ impl Sidecar {
             config.app_id.clone(),
             config
                 .app_port()
-                .map(|p| AppChannel::new(&config.app_protocol, &config.app_channel_address, p))
+                .map(|p| {
+                    let address = &config.app_channel_address;
+                    AppChannel::new(&config.app_protocol, address, p, config.max_body_size)
+                })
                 .transpose()
                 .context("the app channel")?,
             config.app_token().map(str::to_string),
