@@ -270,11 +270,6 @@ impl Invoker {
         max_body: usize,
         mtls: Option<rustls::ClientConfig>,
     ) -> Self {
-        let client = |connector: HttpConnector| {
-            Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(1024)
-                .build(connector)
-        };
         let mut to_app = HttpConnector::new();
         to_app.set_nodelay(true);
         let mut to_peers = to_app.clone();
@@ -282,7 +277,7 @@ impl Invoker {
         to_peers.set_tcp_user_timeout(Some(PEER_SILENCE));
         to_peers.set_keepalive(Some(PEER_SILENCE));
         let peer_client = match mtls {
-            None => PeerClient::Plain(client(to_peers)),
+            None => PeerClient::Plain(pooled(to_peers)),
             Some(tls) => {
                 to_peers.enforce_http(false);
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -291,18 +286,14 @@ impl Invoker {
                     .with_server_name_resolver(crate::mtls::peer_server_name)
                     .enable_http1()
                     .wrap_connector(to_peers);
-                PeerClient::Tls(
-                    Client::builder(TokioExecutor::new())
-                        .pool_max_idle_per_host(1024)
-                        .build(Bounded {
-                            inner: connector,
-                            limit: TLS_CONNECT_TIMEOUT,
-                        }),
-                )
+                PeerClient::Tls(pooled(Bounded {
+                    inner: connector,
+                    limit: TLS_CONNECT_TIMEOUT,
+                }))
             }
         };
         Invoker {
-            app_client: client(to_app),
+            app_client: pooled(to_app),
             peer_client,
             app_id,
             app,
@@ -474,6 +465,14 @@ impl Invoker {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+/// A keep-alive client over `connector`, with room in its pool for every connection a
+/// burst opens (each is one call in flight on HTTP/1.1).
+fn pooled<C: Connect + Clone>(connector: C) -> Client<C, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(connector)
 }
 
 fn target_uri(base: &str, path: &str, query: Option<&str>) -> Result<Uri, http::uri::InvalidUri> {

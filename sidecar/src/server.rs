@@ -147,16 +147,22 @@ fn bind_unix(path: &Path, what: &str) -> anyhow::Result<ApiListener> {
 }
 
 impl Listeners {
-    /// Binds the ports `config` names, or free ones; the metrics port when `metrics`.
-    pub async fn bind(config: &Config, metrics: bool) -> anyhow::Result<Listeners> {
+    /// Binds the ports `config` names, or free ones; the metrics port when `configuration`
+    /// enables metrics. The internal port listens on loopback with the local registry, and
+    /// on all interfaces when peers on other hosts must reach it (mDNS, DNS), as daprd's.
+    pub async fn bind(config: &Config, configuration: &Configuration) -> anyhow::Result<Listeners> {
         let addr = config
             .dapr_listen_addresses
             .first()
             .copied()
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let internal = config
-            .dapr_internal_grpc_listen_address
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let internal = config.dapr_internal_grpc_listen_address.unwrap_or(
+            match configuration.name_resolution {
+                NameResolution::Registry => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
+        );
+        let metrics = configuration.metrics_enabled;
         Ok(Listeners {
             http: ApiListener::bind(config, config.dapr_http_port, "http", "Dapr HTTP").await?,
             grpc: ApiListener::bind(config, config.dapr_grpc_port, "grpc", "Dapr gRPC").await?,
@@ -203,13 +209,20 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// `router` behind the path normalization every listener applies before routing (a
+/// router's own layers run after it has routed).
+fn normalized(router: axum::Router) -> tower::util::MapRequest<axum::Router, NormalizePath> {
+    tower::util::MapRequest::new(router, transport::http::normalize_path)
+}
+
+type NormalizePath = fn(axum::extract::Request) -> axum::extract::Request;
+
 fn serve_http(
     listener: ApiListener,
     router: axum::Router,
     rx: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let svc = tower::util::MapRequestLayer::new(transport::http::normalize_path);
-    let app = tower::Layer::layer(&svc, router).into_make_service();
+    let app = normalized(router).into_make_service();
     tokio::spawn(async move {
         let result = match listener {
             ApiListener::Tcp(listener) => {
@@ -238,8 +251,7 @@ fn serve_mtls(
     router: axum::Router,
     rx: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let svc = tower::util::MapRequestLayer::new(transport::http::normalize_path);
-    let app = tower::Layer::layer(&svc, router).into_make_service_with_connect_info::<Peer>();
+    let app = normalized(router).into_make_service_with_connect_info::<Peer>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stopped(rx))
@@ -252,16 +264,10 @@ fn serve_mtls(
 
 impl Sidecar {
     /// Binds, builds and serves a sidecar for `config`, as `sidecar run` does.
-    pub async fn start(mut config: Config) -> anyhow::Result<Sidecar> {
+    pub async fn start(config: Config) -> anyhow::Result<Sidecar> {
         config.check()?;
         let configuration = load_configuration(&config)?;
-        if configuration.name_resolution != NameResolution::Registry {
-            // Peers on other hosts must reach the internal port.
-            config
-                .dapr_internal_grpc_listen_address
-                .get_or_insert(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        }
-        let listeners = Listeners::bind(&config, configuration.metrics_enabled).await?;
+        let listeners = Listeners::bind(&config, &configuration).await?;
         Sidecar::build(config, configuration, listeners).await
     }
 

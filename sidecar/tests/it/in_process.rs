@@ -15,8 +15,9 @@ async fn a_sidecar_serves_in_process_on_free_ports_and_stops_when_asked() {
     let mut config = Config::for_app("inproc");
     config.resources_path = vec![components.path().to_path_buf()];
     config.registry_dir = Some(registry.path().to_path_buf());
-    let configuration = load_configuration(&config).unwrap();
-    let listeners = Listeners::bind(&config, false).await.unwrap();
+    let mut configuration = load_configuration(&config).unwrap();
+    configuration.metrics_enabled = false;
+    let listeners = Listeners::bind(&config, &configuration).await.unwrap();
     let sidecar = Sidecar::build(config, configuration, listeners)
         .await
         .unwrap();

@@ -15,18 +15,24 @@ fn python() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_python_sdk_works_against_the_sidecar() {
+/// The interpreter, which must be able to import `module` of the SDK.
+fn python_with(module: &str) -> PathBuf {
     let py = python();
-    let has_sdk = Command::new(&py)
-        .args(["-c", "import dapr.clients"])
+    let has = Command::new(&py)
+        .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
-        has_sdk,
-        "{} has no Dapr SDK: run scripts/test, or set DAPR_SDK_PYTHON",
+        has,
+        "{} has no {module}: run scripts/test, or set DAPR_SDK_PYTHON",
         py.display()
     );
+    py
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_works_against_the_sidecar() {
+    let py = python_with("dapr.clients");
 
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
@@ -65,16 +71,7 @@ async fn official_python_sdk_works_against_the_sidecar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
-    let py = python();
-    let has_ext = Command::new(&py)
-        .args(["-c", "import dapr.ext.grpc"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        has_ext,
-        "{} has no dapr.ext.grpc: run scripts/test, or set DAPR_SDK_PYTHON",
-        py.display()
-    );
+    let py = python_with("dapr.ext.grpc");
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
