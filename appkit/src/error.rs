@@ -50,9 +50,14 @@ impl AppError {
     }
 
     pub fn busy(message: impl Into<String>, retry_after: u32) -> Self {
+        Self::unavailable("busy", message).retry_after(retry_after)
+    }
+
+    /// The same error with a `Retry-After` of `seconds`.
+    pub fn retry_after(self, seconds: u32) -> Self {
         AppError {
-            retry_after: Some(retry_after),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+            retry_after: Some(seconds),
+            ..self
         }
     }
 

@@ -267,6 +267,9 @@ impl From<BookingError> for AppError {
             BookingError::DaprUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "dapr_unavailable")
             }
+            BookingError::StoreUnavailable(_) => {
+                return AppError::unavailable("store_unavailable", message).retry_after(1);
+            }
             BookingError::Store(_) => (StatusCode::BAD_GATEWAY, "store_error"),
             BookingError::DaprDisabled => (StatusCode::SERVICE_UNAVAILABLE, "dapr_disabled"),
         };

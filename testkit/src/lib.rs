@@ -24,7 +24,7 @@ pub use ledger::{Verdict, check_ledger};
 pub use netns::{Host, Net};
 pub use pki::Pki;
 pub use process::{ChildGuard, TempDir, free_port, wait_until};
-pub use redis::RedisServer;
+pub use redis::{RedisServer, Silenced};
 pub use sidecar::{SidecarBuilder, SidecarProcess};
 pub use stack::{Stack, StackBuilder, workspace_bin};
 pub use stores::{StoreFixture, StoreKind};

@@ -84,6 +84,14 @@ impl RedisServer {
         self.child.id()
     }
 
+    /// Stops the server (SIGSTOP) until the guard drops: its connections stay open and
+    /// nothing comes back on them, as across a cut cable.
+    pub fn silence(&self) -> Silenced {
+        let pid = self.pid();
+        appkit::process::send_signal(pid, appkit::process::Signal::Stop).expect("SIGSTOP redis");
+        Silenced { pid }
+    }
+
     /// Runs one command (inline form) and returns the raw reply text.
     pub async fn command(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
@@ -122,5 +130,16 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A stopped Redis, continued (SIGCONT) on drop, also when a test fails.
+pub struct Silenced {
+    pid: u32,
+}
+
+impl Drop for Silenced {
+    fn drop(&mut self) {
+        let _ = appkit::process::send_signal(self.pid, appkit::process::Signal::Cont);
     }
 }

@@ -34,6 +34,18 @@ pub enum DaprError {
 }
 
 impl DaprError {
+    /// Whether this is daprd's answer when its store fails (HTTP 500, gRPC INTERNAL), as
+    /// against a refusal of the call itself.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            DaprError::Failed {
+                code: tonic::Code::Internal | tonic::Code::Unknown,
+                ..
+            }
+        )
+    }
+
     /// A bulk get's failure to read one key.
     fn item_failed(key: &str, error: &str) -> Self {
         DaprError::Failed {

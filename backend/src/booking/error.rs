@@ -33,7 +33,11 @@ pub enum BookingError {
     /// The sidecar could not be reached.
     #[error("{0}")]
     DaprUnavailable(String),
-    /// The store failed, or holds data the rules cannot read.
+    /// The store failed a call (through the sidecar) that changed nothing: out of reach,
+    /// or erring; a retry later may find it back.
+    #[error("{0}")]
+    StoreUnavailable(String),
+    /// The store holds data the rules cannot read, or answered against its own rules.
     #[error("{0}")]
     Store(String),
     /// This backend was started without Dapr state (a benchmark configuration).
@@ -46,6 +50,7 @@ impl From<DaprError> for BookingError {
         match e {
             DaprError::Unavailable(m) => BookingError::DaprUnavailable(m),
             DaprError::DeadlineExceeded(m) => BookingError::DeadlineExceeded(m),
+            e if e.is_store_failure() => BookingError::StoreUnavailable(e.to_string()),
             other => BookingError::Store(other.to_string()),
         }
     }

@@ -1,8 +1,12 @@
 //! The Redis connection settings `state.redis` and `lock.redis` share (`redisHost`,
 //! `redisPassword`, `redisUsername`, `redisDB`, timeouts, `maxRetries`), turned into one
-//! multiplexed, auto-reconnecting connection that fails fast when the server is down.
+//! multiplexed, auto-reconnecting connection that fails fast when the server is down —
+//! also when it is silently out of reach (a cut cable drops packets without a word), which
+//! a PING every 200 ms notices within a second.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
@@ -10,7 +14,89 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use super::{ComponentError, duration_meta, fail};
 use crate::resources::ComponentSpec;
 
-pub async fn connect(spec: &ComponentSpec) -> Result<ConnectionManager, ComponentError> {
+/// How often the watch PINGs the server.
+const PING_EVERY: Duration = Duration::from_millis(200);
+/// How long the server may stay silent before calls fail at once instead of each waiting
+/// out `readTimeout` (3 s by default) — the sidecar's own circuit breaker for a store out
+/// of reach, as a Dapr resiliency policy would open one.
+const SILENT_FOR: Duration = Duration::from_secs(1);
+
+/// One Redis server as a component uses it: the connection, and whether the server has
+/// answered lately.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    watch: Arc<Watch>,
+}
+
+struct Watch {
+    host: String,
+    since: Instant,
+    /// When the server last answered a PING, in ms after `since`.
+    answered_ms: AtomicU64,
+}
+
+/// A call refused at once because the server has not answered for a while.
+#[derive(Debug, thiserror::Error)]
+#[error("redis at {host} is unreachable: no answer for {silent:?}")]
+pub struct Unreachable {
+    host: String,
+    silent: Duration,
+}
+
+impl Redis {
+    fn new(conn: ConnectionManager, host: String) -> Self {
+        let watch = Arc::new(Watch {
+            host,
+            since: Instant::now(),
+            answered_ms: AtomicU64::new(0),
+        });
+        tokio::spawn(ping(conn.clone(), Arc::downgrade(&watch)));
+        Redis { conn, watch }
+    }
+
+    /// The connection to send a call on, unless the server has been silent for longer
+    /// than [`SILENT_FOR`]: then the call fails here, at once, and nothing is sent.
+    pub fn conn(&self) -> Result<ConnectionManager, Unreachable> {
+        let w = &self.watch;
+        let now = w.since.elapsed();
+        let answered = Duration::from_millis(w.answered_ms.load(Ordering::Relaxed));
+        let silent = now.saturating_sub(answered);
+        if silent > SILENT_FOR {
+            return Err(Unreachable {
+                host: w.host.clone(),
+                silent,
+            });
+        }
+        Ok(self.conn.clone())
+    }
+}
+
+/// PINGs the server until the component is dropped, noting each answer.
+async fn ping(mut conn: ConnectionManager, watch: Weak<Watch>) {
+    let mut every = tokio::time::interval(PING_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if watch.strong_count() == 0 {
+            return;
+        }
+        let answered = redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .is_ok();
+        match watch.upgrade() {
+            Some(w) if answered => {
+                let ms = w.since.elapsed().as_millis() as u64;
+                w.answered_ms.fetch_max(ms, Ordering::Relaxed);
+            }
+            Some(_) => {}
+            None => return,
+        }
+    }
+}
+
+pub async fn connect(spec: &ComponentSpec) -> Result<Redis, ComponentError> {
     let host = spec
         .meta("redisHost")
         .ok_or_else(|| fail(spec, "metadata redisHost is required"))?;
@@ -71,10 +157,11 @@ pub async fn connect(spec: &ComponentSpec) -> Result<ConnectionManager, Componen
             "readTimeout",
             Duration::from_secs(3),
         )?));
-    client
+    let conn = client
         .get_connection_manager_with_config(config)
         .await
-        .map_err(|e| fail(spec, format!("connecting to redis at {host}: {e}")))
+        .map_err(|e| fail(spec, format!("connecting to redis at {host}: {e}")))?;
+    Ok(Redis::new(conn, host.to_string()))
 }
 
 /// Every key under `prefix` (glob characters escaped), found with SCAN in batches.

@@ -4,6 +4,7 @@
 use redis::aio::ConnectionManager;
 
 use super::{Lease, LockError, UnlockStatus};
+use crate::components::redis::Redis;
 
 /// -1: no such lock; -2: someone else's; otherwise the DEL count.
 const UNLOCK_SCRIPT: &str = r#"
@@ -14,16 +15,21 @@ return redis.call("DEL", KEYS[1])
 "#;
 
 pub struct RedisLock {
-    conn: ConnectionManager,
+    redis: Redis,
 }
 
 impl RedisLock {
-    pub fn new(conn: ConnectionManager) -> Self {
-        RedisLock { conn }
+    pub fn new(redis: Redis) -> Self {
+        RedisLock { redis }
+    }
+
+    /// The connection, or a lock error at once when Redis has gone silent.
+    fn conn(&self) -> Result<ConnectionManager, LockError> {
+        self.redis.conn().map_err(|e| LockError(e.to_string()))
     }
 
     pub async fn try_lock(&self, lease: &Lease<'_>) -> Result<bool, LockError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let reply: Option<String> = redis::cmd("SET")
             .arg(lease.key)
             .arg(lease.owner)
@@ -37,13 +43,13 @@ impl RedisLock {
     }
 
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, LockError> {
-        crate::components::redis::delete_prefix(&mut self.conn.clone(), prefix)
+        crate::components::redis::delete_prefix(&mut self.conn()?, prefix)
             .await
             .map_err(|e| LockError(e.to_string()))
     }
 
     pub async fn unlock(&self, key: &str, owner: &str) -> Result<UnlockStatus, LockError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let n: i64 = redis::cmd("EVAL")
             .arg(UNLOCK_SCRIPT)
             .arg(1)

@@ -8,6 +8,8 @@
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
+
+use crate::components::redis::Redis;
 use redis::{RedisError, Value};
 
 use super::{Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation};
@@ -75,19 +77,24 @@ return n
 "#;
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    redis: Redis,
     host: String,
     /// The component's `ttlInSeconds`, used when a save gives none.
     default_ttl: Option<i64>,
 }
 
 impl RedisStore {
-    pub fn new(conn: ConnectionManager, host: String, default_ttl: Option<i64>) -> Self {
+    pub fn new(redis: Redis, host: String, default_ttl: Option<i64>) -> Self {
         RedisStore {
-            conn,
+            redis,
             host,
             default_ttl,
         }
+    }
+
+    /// The connection, or a store error at once when Redis has gone silent.
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.redis.conn().map_err(StoreError::backend)
     }
 
     pub fn location(&self) -> String {
@@ -95,7 +102,7 @@ impl RedisStore {
     }
 
     pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let keys = crate::components::redis::scan_prefix(&mut self.conn.clone(), prefix)
+        let keys = crate::components::redis::scan_prefix(&mut self.conn()?, prefix)
             .await
             .map_err(StoreError::backend)?;
         keys.into_iter()
@@ -105,13 +112,13 @@ impl RedisStore {
 
     /// Deletes only the keys under `prefix`, never a FLUSHDB of a shared server.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        crate::components::redis::delete_prefix(&mut self.conn.clone(), prefix)
+        crate::components::redis::delete_prefix(&mut self.conn()?, prefix)
             .await
             .map_err(StoreError::backend)
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let reply: Result<Value, RedisError> =
             redis::cmd("HGETALL").arg(key).query_async(&mut conn).await;
         match reply {
@@ -128,7 +135,7 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let mut pipe = redis::pipe();
         for key in keys {
             pipe.cmd("HGETALL").arg(key);
@@ -154,7 +161,7 @@ impl RedisStore {
     }
 
     pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let version = expected_version(req.etag.as_deref(), req.concurrency)?;
         let first_write = if req.concurrency == Concurrency::FirstWrite {
             "0"
@@ -199,7 +206,7 @@ impl RedisStore {
     }
 
     pub async fn delete(&self, req: &DeleteRequest) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let etag = req.etag.clone().unwrap_or_else(|| "0".into());
         let res: Result<i64, RedisError> = redis::cmd("EVAL")
             .arg(DEL_SCRIPT)
@@ -244,7 +251,7 @@ impl RedisStore {
                 }
             }
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         match cmd.query_async::<Value>(&mut conn).await {
             Ok(_) => Ok(()),
             Err(e) if is_script_refusal(&e) => Err(StoreError::EtagMismatch(e.to_string())),

@@ -474,6 +474,73 @@ async fn redis_layout_matches_dapr() {
     );
 }
 
+/// A Redis that stops answering (connections open, nothing comes back, as across a cut
+/// cable) is noticed: state and lock calls then fail at once with a 500 that says Redis is
+/// unreachable, instead of each waiting out `readTimeout` (3 s, longer than these calls
+/// may wait, so without the watch every one ends 504); once Redis answers again, so do
+/// the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_fails_calls_at_once_and_recovers() {
+    let s = one_sidecar(StoreKind::Redis).await;
+    let redis = s.fixture.redis.as_ref().unwrap();
+    let call = |path: &'static str, body: Option<Value>| {
+        let mut req = match &body {
+            Some(b) => s.http.post(s.url(path)).json(b),
+            None => s.http.get(s.url(path)),
+        };
+        req = req.header("x-request-timeout-ms", "2000");
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let lock = json!({"resourceId": "r", "lockOwner": "o", "expiryInSeconds": 5});
+    assert_eq!(call("/v1.0/state/statestore/k", None).await.0, 204);
+
+    let silenced = redis.silence();
+    let seen = std::sync::Mutex::new(Vec::new());
+    testkit::wait_until(
+        "state calls failing at once while Redis is silent",
+        std::time::Duration::from_secs(20),
+        || async {
+            let answer = call("/v1.0/state/statestore/k", None).await;
+            let refused = answer.0 == 500 && answer.1.contains("unreachable");
+            seen.lock().unwrap().push(answer);
+            refused.then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", seen.lock().unwrap()));
+    let (status, body) = call("/v1.0-alpha1/lock/lockstore", Some(lock.clone())).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("ERR_TRY_LOCK") && body.contains("unreachable"),
+        "{body}"
+    );
+    let (status, body) = call(
+        "/v1.0/state/statestore",
+        Some(json!([{"key": "k", "value": 1}])),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("ERR_STATE_SAVE") && body.contains("unreachable"),
+        "{body}"
+    );
+
+    drop(silenced);
+    testkit::wait_until(
+        "state calls answered once Redis answers again",
+        std::time::Duration::from_secs(20),
+        || async { (call("/v1.0/state/statestore/k", None).await.0 == 204).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let (status, body) = call("/v1.0-alpha1/lock/lockstore", Some(lock)).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"success":true}"#));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_ttl_expires_keys() {
     let s = one_sidecar(StoreKind::Memory).await;
