@@ -207,12 +207,16 @@ pub fn assert_all_decided_and_the_ledger_right(
     verdict: &testkit::Verdict,
     give_up: Duration,
 ) {
+    // Each failed attempt's status and how often it came (0: no answer in time).
+    let mut errors = std::collections::BTreeMap::<u16, usize>::new();
+    for status in &outcome.errors {
+        *errors.entry(*status).or_default() += 1;
+    }
     eprintln!(
-        "{name}: {} booked, {} sold out, {} retries ({:?}), {} gave up, {} unheard; violations: {}",
+        "{name}: {} booked, {} sold out, {} retries (errors by status: {errors:?}), {} gave up, {} unheard; violations: {}",
         outcome.acknowledged.len(),
         outcome.sold_out,
         outcome.retries,
-        outcome.errors,
         outcome.gave_up,
         verdict.unheard,
         verdict.violations.len()

@@ -1,12 +1,13 @@
 //! Sidecars on several hosts (network namespaces on this machine: `testkit::Net`), finding
 //! each other by mDNS as `dapr run` does across a LAN, or by DNS names as on Kubernetes or
-//! compose: calls to an app with two instances reach both; when one host is cut off, every
-//! call goes to the other within a bounded time; when it comes back, both serve again.
+//! compose (there with mTLS between the sidecars): calls to an app with two instances reach
+//! both; when one host is cut off, every call goes to the other within a bounded time; when
+//! it comes back, both serve again.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use testkit::{ChildGuard, Host, Net, TempDir};
+use testkit::{ChildGuard, Host, Net, Pki, TempDir};
 
 const MDNS: &str = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: lan\nspec:\n  nameResolution:\n    component: mdns\n";
 
@@ -18,12 +19,13 @@ const INTERNAL: &str = "50002";
 
 /// `sidecar run` on `host` for `app_id` with the Configuration `configuration` (and a
 /// static app saying the host's name, when `serves`), its HTTP API on `http_port`, its
-/// internal port on 50002; waits for its health inside the host.
+/// internal port on 50002, mTLS with the app's certificate when `pki` is given; waits for
+/// its health inside the host.
 async fn start(
     net: &Net,
     host: &Host,
     dir: &Path,
-    configuration: &str,
+    (configuration, pki): (&str, Option<&Pki>),
     app_id: &str,
     http_port: u16,
     serves: bool,
@@ -42,6 +44,9 @@ async fn start(
         .arg(net.registry(dir).unwrap())
         .arg("--resources-path")
         .arg(&components);
+    if let Some(pki) = pki {
+        cmd.args(pki.flags(app_id));
+    }
     if serves {
         let www = dir.join("www");
         std::fs::create_dir(&www).unwrap();
@@ -104,19 +109,23 @@ async fn who(caller: &Host, port: u16, n: usize, limit: Duration) -> Vec<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_found_by_mdns_share_calls_and_a_cut_off_one_is_passed_over() {
     let net = Net::new(&["caller", "b1", "b2"]).expect("a test bed of network namespaces");
-    replicas_share_calls_and_a_cut_off_one_is_passed_over(&net, MDNS).await;
+    replicas_share_calls_and_a_cut_off_one_is_passed_over(&net, (MDNS, None)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_found_by_dns_names_share_calls_and_a_cut_off_one_is_passed_over() {
+async fn replicas_found_by_dns_names_over_mtls_share_calls_and_a_cut_off_one_is_passed_over() {
     let net = Net::new(&["caller", "b1", "b2"]).expect("a test bed of network namespaces");
     // One name, two addresses, as a headless service or compose's replicas give.
     net.hosts_file(&[("web-dapr", "b1"), ("web-dapr", "b2")])
         .unwrap();
-    replicas_share_calls_and_a_cut_off_one_is_passed_over(&net, DNS).await;
+    let pki = Pki::new(Path::new(env!("CARGO_BIN_EXE_sidecar")), &["web", "caller"]).unwrap();
+    replicas_share_calls_and_a_cut_off_one_is_passed_over(&net, (DNS, Some(&pki))).await;
 }
 
-async fn replicas_share_calls_and_a_cut_off_one_is_passed_over(net: &Net, configuration: &str) {
+async fn replicas_share_calls_and_a_cut_off_one_is_passed_over(
+    net: &Net,
+    configuration: (&str, Option<&Pki>),
+) {
     let port = 3500;
     let mut running = Vec::new();
     // Two instances of app `web` that say which host they are on, and a caller without app.
