@@ -2,8 +2,9 @@
 //! Kubernetes object of `deploy/kubernetes` against the Kubernetes schemas in strict mode
 //! (`kubernetes-validate`, which `scripts/test` installs in `.venv`); the Dapr objects of
 //! both deployments read by this sidecar's own loader, as a sidecar would read them; the
-//! compose file's wiring (every sidecar in the namespace of the service it serves, with the
-//! flags the Dapr files expect).
+//! compose file against the Compose Specification's schema (`check-jsonschema` with the
+//! schema it carries, also in `.venv`) and its wiring (every sidecar in the namespace of
+//! the service it serves, with the flags the Dapr files expect).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,40 @@ fn kubernetes_objects_match_the_kubernetes_schemas() {
         5,
         "{report}"
     );
+}
+
+/// `check-jsonschema` with its own copy of the Compose Specification's schema on `file`:
+/// whether it passed, and its report.
+fn check_compose(file: &Path) -> (bool, String) {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/check-jsonschema");
+    assert!(
+        tool.exists(),
+        "{} is missing: scripts/test installs it",
+        tool.display()
+    );
+    let out = std::process::Command::new(&tool)
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), report)
+}
+
+#[test]
+fn the_compose_file_matches_the_compose_specification() {
+    let file = deploy("compose/compose.yaml");
+    let (passed, report) = check_compose(&file);
+    assert!(passed, "{report}");
+    // The same file with one misspelt key fails: the schema is strict, not a formality.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\n    image: "));
+    let dir = testkit::TempDir::new("compose");
+    let bad = dir.path().join("compose.yaml");
+    std::fs::write(&bad, text.replacen("\n    image: ", "\n    imagee: ", 1)).unwrap();
+    let (passed, report) = check_compose(&bad);
+    assert!(!passed && report.contains("'imagee' was unexpected"), "{report}");
 }
 
 #[test]
