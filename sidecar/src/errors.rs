@@ -21,6 +21,17 @@ pub struct ApiError {
     /// `ERR_MALFORMED_REQUEST` with no details.
     pub grpc_reason: Option<&'static str>,
     pub app_id: Option<String>,
+    /// Pub/sub's richer details (boxed: most errors have none).
+    pub rich: Option<Box<Rich>>,
+}
+
+/// What pub/sub's errors add to the `ErrorInfo` reason.
+#[derive(Debug, Clone)]
+pub struct Rich {
+    /// `ErrorInfo.metadata`, where it is not just the app id.
+    pub info: std::collections::HashMap<String, String>,
+    /// `ResourceInfo{resource_type, resource_name}`, sent before the `ErrorInfo`.
+    pub resource: Option<(&'static str, String)>,
 }
 
 #[derive(Serialize)]
@@ -47,7 +58,28 @@ impl ApiError {
             reason: None,
             grpc_reason: None,
             app_id: None,
+            rich: None,
         }
+    }
+
+    /// A pub/sub error as daprd builds it: `ErrorInfo` with `reason` and `info` as its
+    /// metadata, after a `ResourceInfo` naming the pub/sub when `pubsub` is given.
+    pub fn pubsub(
+        code: &'static str,
+        status: StatusCode,
+        grpc: tonic::Code,
+        reason: &'static str,
+        message: impl Into<String>,
+        pubsub: Option<&str>,
+        info: std::collections::HashMap<String, String>,
+    ) -> Self {
+        let mut e = Self::new(code, status, grpc, message);
+        e.reason = Some(reason);
+        e.rich = Some(Box::new(Rich {
+            info,
+            resource: pubsub.map(|p| ("pubsub", p.to_string())),
+        }));
+        e
     }
 
     /// Names this error by a state operation over gRPC (`ERR_STATE_SAVE`, ...).
@@ -202,21 +234,40 @@ impl ApiError {
         )
     }
 
-    fn details(&self) -> Vec<serde_json::Value> {
-        match self.reason {
-            None => Vec::new(),
-            Some(reason) => {
-                let mut info = serde_json::json!({
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": reason,
-                    "domain": "dapr.io",
-                });
-                if let Some(app_id) = &self.app_id {
-                    info["metadata"] = serde_json::json!({ "appID": app_id });
-                }
-                vec![info]
-            }
+    /// `ErrorInfo.metadata`: the pub/sub error's own, else the app id.
+    fn info_metadata(&self) -> std::collections::HashMap<String, String> {
+        match (&self.rich, &self.app_id) {
+            (Some(rich), _) => rich.info.clone(),
+            (None, Some(app_id)) => [("appID".to_string(), app_id.clone())].into(),
+            (None, None) => Default::default(),
         }
+    }
+
+    fn details(&self) -> Vec<serde_json::Value> {
+        let Some(reason) = self.reason else {
+            return Vec::new();
+        };
+        let mut details = Vec::new();
+        if let Some((kind, name)) = self.rich.as_ref().and_then(|r| r.resource.as_ref()) {
+            details.push(serde_json::json!({
+                "@type": "type.googleapis.com/google.rpc.ResourceInfo",
+                "resource_type": kind,
+                "resource_name": name,
+                "owner": "",
+                "description": self.message,
+            }));
+        }
+        let mut info = serde_json::json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": "dapr.io",
+        });
+        let metadata = self.info_metadata();
+        if !metadata.is_empty() {
+            info["metadata"] = serde_json::json!(metadata);
+        }
+        details.push(info);
+        details
     }
 }
 
@@ -250,11 +301,35 @@ pub struct ErrorInfo {
     pub metadata: std::collections::HashMap<String, String>,
 }
 
+/// `google.rpc.ResourceInfo`, likewise.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResourceInfo {
+    #[prost(string, tag = "1")]
+    pub resource_type: String,
+    #[prost(string, tag = "2")]
+    pub resource_name: String,
+    #[prost(string, tag = "3")]
+    pub owner: String,
+    #[prost(string, tag = "4")]
+    pub description: String,
+}
+
 /// A gRPC status carrying `ErrorInfo{reason, domain: "dapr.io"}` in
 /// `grpc-status-details-bin`, as daprd sends it.
 pub fn status_with_reason(
     code: tonic::Code,
     message: String,
+    reason: &str,
+    metadata: std::collections::HashMap<String, String>,
+) -> tonic::Status {
+    status_with_details(code, message, None, reason, metadata)
+}
+
+/// The same, after a `ResourceInfo` when one is given.
+fn status_with_details(
+    code: tonic::Code,
+    message: String,
+    resource: Option<ResourceInfo>,
     reason: &str,
     metadata: std::collections::HashMap<String, String>,
 ) -> tonic::Status {
@@ -264,13 +339,21 @@ pub fn status_with_reason(
         domain: "dapr.io".into(),
         metadata,
     };
+    let mut details = Vec::new();
+    if let Some(r) = resource {
+        details.push(prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.ResourceInfo".into(),
+            value: r.encode_to_vec(),
+        });
+    }
+    details.push(prost_types::Any {
+        type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+        value: info.encode_to_vec(),
+    });
     let status = dapr::google::rpc::Status {
         code: code as i32,
         message: message.clone(),
-        details: vec![prost_types::Any {
-            type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
-            value: info.encode_to_vec(),
-        }],
+        details,
     };
     tonic::Status::with_details(code, message, status.encode_to_vec().into())
 }
@@ -284,6 +367,20 @@ impl From<ApiError> for tonic::Status {
                 .then_some(err.code)
         });
         match reason {
+            Some(reason) if err.rich.is_some() => {
+                let resource =
+                    err.rich
+                        .as_ref()
+                        .and_then(|r| r.resource.as_ref())
+                        .map(|(kind, name)| ResourceInfo {
+                            resource_type: kind.to_string(),
+                            resource_name: name.clone(),
+                            owner: String::new(),
+                            description: err.message.clone(),
+                        });
+                let metadata = err.info_metadata();
+                status_with_details(err.grpc, err.message, resource, reason, metadata)
+            }
             Some(reason) => status_with_reason(err.grpc, err.message, reason, Default::default()),
             None => tonic::Status::new(err.grpc, err.message),
         }

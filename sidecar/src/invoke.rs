@@ -304,6 +304,11 @@ impl Invoker {
         }
     }
 
+    /// How this sidecar reaches its app, if it has one.
+    pub fn app(&self) -> Option<&AppChannel> {
+        self.app.as_ref()
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

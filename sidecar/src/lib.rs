@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod mint;
 pub mod mtls;
 pub mod names;
+pub mod pubsub;
 pub mod registry;
 pub mod reset;
 pub mod resources;

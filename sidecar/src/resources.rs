@@ -1,5 +1,5 @@
-//! Reading Dapr resource files: `Component` YAMLs from `--resources-path` and the
-//! `Configuration` YAML of `--config`, in Dapr's own format.
+//! Reading Dapr resource files: `Component` and `Subscription` YAMLs from
+//! `--resources-path` and the `Configuration` YAML of `--config`, in Dapr's own format.
 //!
 //! Errors name the file, and for broken YAML the line, so a typo is found at once.
 
@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::pubsub::subscriptions::{Origin, Subscription, SubscriptionJson};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -108,14 +110,9 @@ fn scalar_string(v: &Value) -> String {
     }
 }
 
-/// Loads every `Component` in the `*.yaml`/`*.yml` files of the given folders. Other kinds
-/// (Configuration, Resiliency, Subscription, ...) are skipped; components scoped to other
-/// app ids are left out, as daprd does.
-pub fn load_components(
-    paths: &[PathBuf],
-    app_id: &str,
-) -> Result<Vec<ComponentSpec>, ResourceError> {
-    let mut specs = Vec::new();
+/// The `*.yaml`/`*.yml` files of the given folders, in name order within each.
+fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ResourceError> {
+    let mut all = Vec::new();
     for dir in paths {
         let entries = std::fs::read_dir(dir).map_err(|source| ResourceError::Io {
             path: dir.clone(),
@@ -126,11 +123,48 @@ pub fn load_components(
             .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
             .collect();
         files.sort();
-        for file in files {
-            specs.extend(components_in(&read(&file)?, &file, app_id)?);
-        }
+        all.extend(files);
+    }
+    Ok(all)
+}
+
+/// Loads every `Component` in the `*.yaml`/`*.yml` files of the given folders. Other kinds
+/// (Configuration, Resiliency, Subscription, ...) are skipped; components scoped to other
+/// app ids are left out, as daprd does.
+pub fn load_components(
+    paths: &[PathBuf],
+    app_id: &str,
+) -> Result<Vec<ComponentSpec>, ResourceError> {
+    let mut specs = Vec::new();
+    for file in yaml_files(paths)? {
+        specs.extend(components_in(&read(&file)?, &file, app_id)?);
     }
     Ok(specs)
+}
+
+/// Every `Subscription` resource of the folders that is for `app_id` (no `scopes`, or
+/// scopes naming it), in file order.
+pub fn load_subscriptions(
+    paths: &[PathBuf],
+    app_id: &str,
+) -> Result<Vec<Subscription>, ResourceError> {
+    let mut subs = Vec::new();
+    for file in yaml_files(paths)? {
+        for doc in parse_docs(&read(&file)?, &file)? {
+            if doc.kind != "Subscription"
+                || !(doc.scopes.is_empty() || doc.scopes.iter().any(|s| s == app_id))
+            {
+                continue;
+            }
+            let json: SubscriptionJson =
+                serde_json::from_value(doc.spec).map_err(|e| ResourceError::Invalid {
+                    path: file.clone(),
+                    message: format!("subscription {}: {e}", doc.metadata.name),
+                })?;
+            subs.extend(json.into_subscription(Origin::Declarative));
+        }
+    }
+    Ok(subs)
 }
 
 /// The components for `app_id` in one file's text; `file` names it in errors. (Also the

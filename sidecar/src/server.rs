@@ -279,6 +279,8 @@ impl Sidecar {
     ) -> anyhow::Result<Sidecar> {
         config.check()?;
         let specs = resources::load_components(&config.resources_paths(), &config.app_id)?;
+        let declared_subscriptions =
+            resources::load_subscriptions(&config.resources_paths(), &config.app_id)?;
         let ports = listeners.ports()?;
         let Listeners {
             http,
@@ -333,6 +335,8 @@ impl Sidecar {
             app_ready: AtomicBool::new(config.app_port().is_none()),
             extended: Default::default(),
             shutdown,
+            declared_subscriptions,
+            subscriptions: Default::default(),
         });
 
         let mut tasks = Vec::new();
@@ -371,12 +375,13 @@ impl Sidecar {
             tasks.push(serve_grpc(listener, &api, tracer.clone(), rx.clone()));
         }
         if let Some(app_port) = config.app_port() {
-            tasks.push(tokio::spawn(wait_for_app(
-                api.clone(),
-                config.app_channel_address.clone(),
-                app_port,
-                rx.clone(),
-            )));
+            let (api, host, stop) = (api.clone(), config.app_channel_address.clone(), rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if wait_for_app(api.clone(), host, app_port, stop.clone()).await {
+                    // Subscriptions start once the app listens, as daprd's do.
+                    futures_join(crate::pubsub::deliver::start(api, stop).await).await;
+                }
+            }));
         }
         tasks.extend(sweep_memory_stores(&api, rx.clone()));
 
@@ -550,12 +555,12 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 }
 
 /// Marks the app channel ready once the app's port accepts a connection, as daprd waits
-/// for it before `/v1.0/healthz` says ready.
-async fn wait_for_app(rt: Arc<Api>, host: String, port: u16, stop: watch::Receiver<bool>) {
+/// for it before `/v1.0/healthz` says ready; false when the sidecar stopped first.
+async fn wait_for_app(rt: Arc<Api>, host: String, port: u16, stop: watch::Receiver<bool>) -> bool {
     let mut logged = false;
     loop {
         if *stop.borrow() {
-            return;
+            return false;
         }
         if tokio::net::TcpStream::connect((host.as_str(), port))
             .await
@@ -563,7 +568,7 @@ async fn wait_for_app(rt: Arc<Api>, host: String, port: u16, stop: watch::Receiv
         {
             rt.app_ready.store(true, Ordering::Release);
             tracing::info!(port, "app channel is ready");
-            return;
+            return true;
         }
         if !logged {
             tracing::info!(port, "waiting for the app to listen");

@@ -9,6 +9,7 @@
 
 pub mod lock;
 pub mod metadata;
+pub mod pubsub;
 pub mod state;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use crate::components::Components;
 use crate::config::Config;
 use crate::errors::ApiError;
 use crate::invoke::Invoker;
+use crate::pubsub::subscriptions::Subscription;
 
 /// The sidecar's API and what it serves from: components, invocation, readiness.
 pub struct Api {
@@ -34,6 +36,10 @@ pub struct Api {
     pub extended: Mutex<HashMap<String, String>>,
     /// Flipped to true to ask the whole process to stop (`/v1.0/shutdown`, gRPC Shutdown).
     pub shutdown: watch::Sender<bool>,
+    /// The `Subscription` resources for this app.
+    pub declared_subscriptions: Vec<Subscription>,
+    /// The subscriptions in force, once the app was asked for its own.
+    pub subscriptions: Mutex<Vec<Subscription>>,
 }
 
 pub const RUNTIME_VERSION: &str = concat!("sidecar-", env!("CARGO_PKG_VERSION"));

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::lock::{self, LockStore};
+use crate::pubsub::{self, PubSub};
 use crate::resources::ComponentSpec;
 use crate::state::{self, StateStore};
 
@@ -69,6 +70,7 @@ pub struct Registered {
 pub struct Components {
     pub state: HashMap<String, StateComponent>,
     pub lock: HashMap<String, LockComponent>,
+    pub pubsub: HashMap<String, PubSub>,
     pub registered: Vec<Registered>,
 }
 
@@ -176,7 +178,10 @@ impl Components {
 
     async fn load_one(&mut self, spec: &ComponentSpec, app_id: &str) -> Result<(), ComponentError> {
         let (state_prefix, lock_prefix) = prefixes(spec, app_id)?;
-        if self.state.contains_key(&spec.name) || self.lock.contains_key(&spec.name) {
+        if self.state.contains_key(&spec.name)
+            || self.lock.contains_key(&spec.name)
+            || self.pubsub.contains_key(&spec.name)
+        {
             return Err(fail(spec, "a component with this name is already loaded"));
         }
         let capabilities = match spec.kind.as_str() {
@@ -241,11 +246,17 @@ impl Components {
                 );
                 Vec::new()
             }
+            "pubsub.in-memory" => {
+                let bus = PubSub::Memory(pubsub::memory::MemoryBus::new());
+                let caps = bus.capabilities().to_vec();
+                self.pubsub.insert(spec.name.clone(), bus);
+                caps
+            }
             other => {
                 return Err(fail(
                     spec,
                     format!(
-                        "unknown component type {other:?}; this sidecar loads state.in-memory, state.sqlite, state.redis, lock.in-memory and lock.redis"
+                        "unknown component type {other:?}; this sidecar loads state.in-memory, state.sqlite, state.redis, lock.in-memory, lock.redis and pubsub.in-memory"
                     ),
                 ));
             }

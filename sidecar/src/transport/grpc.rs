@@ -16,9 +16,11 @@ use tonic::{Request, Response, Status};
 use super::grpc_unimplemented::{dapr_unimplemented, unimplemented_methods};
 use crate::api::Api;
 use crate::api::lock::LockRequest;
+use crate::api::pubsub::PublishRequest;
 use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
 use crate::invoke::{Call, grpc_code_for_http, read_body};
+use crate::pubsub::subscriptions::Origin;
 use crate::state::{Concurrency, DeleteRequest, is_json};
 
 /// The tonic service over the core.
@@ -406,6 +408,33 @@ impl Dapr for GrpcApi {
                         .collect(),
                 })
                 .collect(),
+            subscriptions: self
+                .rt
+                .subscriptions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|s| PubsubSubscription {
+                    pubsub_name: s.pubsub.clone(),
+                    topic: s.topic.clone(),
+                    metadata: s.metadata.clone(),
+                    rules: Some(PubsubSubscriptionRules {
+                        rules: s
+                            .rules
+                            .iter()
+                            .map(|r| PubsubSubscriptionRule {
+                                r#match: r.condition.clone(),
+                                path: r.path.clone(),
+                            })
+                            .collect(),
+                    }),
+                    dead_letter_topic: s.dead_letter_topic.clone(),
+                    r#type: match s.origin {
+                        Origin::Declarative => PubsubSubscriptionType::Declarative,
+                        Origin::Programmatic => PubsubSubscriptionType::Programmatic,
+                    } as i32,
+                })
+                .collect(),
             app_connection_properties: Some(AppConnectionProperties {
                 port: m.app_port.map_or(0, i32::from),
                 protocol: m.app_protocol.to_string(),
@@ -414,6 +443,30 @@ impl Dapr for GrpcApi {
             }),
             ..Default::default()
         }))
+    }
+
+    async fn publish_event(
+        &self,
+        request: Request<PublishEventRequest>,
+    ) -> Result<Response<()>, Status> {
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let r = request.into_inner();
+        self.rt
+            .publish(PublishRequest {
+                pubsub: r.pubsub_name,
+                topic: r.topic,
+                data: Bytes::from(r.data),
+                content_type: r.data_content_type,
+                metadata: r.metadata,
+                traceparent,
+            })
+            .await?;
+        Ok(Response::new(()))
     }
 
     async fn set_metadata(

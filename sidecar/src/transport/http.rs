@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::api::Api;
 use crate::api::lock::LockRequest;
+use crate::api::pubsub::PublishRequest;
 use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
 use crate::invoke::{Call, read_body};
@@ -66,6 +67,10 @@ pub fn router(rt: Arc<Api>) -> Router {
         .route("/v1.0/metadata", get(metadata))
         .route("/v1.0/metadata/{attr}", put(set_metadata))
         .route("/v1.0/shutdown", post(shutdown))
+        .route(
+            "/v1.0/publish/{pubsub}/{*topic}",
+            post(publish).put(publish),
+        )
         .route("/v1.0/invoke/{app_id}/method/{*method}", any(invoke_path))
         .merge(store_calls)
         .fallback(invoke_by_header)
@@ -233,7 +238,66 @@ async fn metadata(State(rt): Rt) -> Response {
         conn["port"] = port.into();
     }
     doc["appConnectionProperties"] = conn;
+    let subscriptions: Vec<serde_json::Value> = rt
+        .subscriptions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({
+                "pubsubname": s.pubsub,
+                "topic": s.topic,
+                "rules": s.rules,
+                "deadLetterTopic": s.dead_letter_topic,
+                "type": s.origin,
+            });
+            if !s.metadata.is_empty() {
+                v["metadata"] = serde_json::json!(s.metadata);
+            }
+            v
+        })
+        .collect();
+    if !subscriptions.is_empty() {
+        doc["subscriptions"] = subscriptions.into();
+    }
     json_response(serde_json::to_vec(&doc).unwrap_or_default())
+}
+
+/// `POST|PUT /v1.0/publish/{pubsub}/{topic}`: the body, its content type and the
+/// `metadata.*` query parameters; 204 once the component took it.
+async fn publish(
+    State(rt): Rt,
+    Path((pubsub, topic)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    Payload(body): Payload,
+) -> Answer {
+    let mut metadata = HashMap::new();
+    for (k, v) in
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+            .unwrap_or_default()
+    {
+        if let Some(name) = k.strip_prefix("metadata.") {
+            metadata.entry(name.to_string()).or_insert(v);
+        }
+    }
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    rt.publish(PublishRequest {
+        pubsub,
+        topic,
+        data: body,
+        content_type: text(header::CONTENT_TYPE),
+        metadata,
+        traceparent: text(header::HeaderName::from_static("traceparent")),
+    })
+    .await?;
+    Ok(no_content())
 }
 
 async fn set_metadata(State(rt): Rt, Path(attr): Path<String>, Payload(body): Payload) -> Response {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
-use dapr::dapr::proto::runtime::v1::{GetMetadataRequest, PublishEventRequest};
+use dapr::dapr::proto::runtime::v1::{GetMetadataRequest, GetSecretRequest, PublishEventRequest};
 use serde_json::Value;
 use testkit::{ComponentsDir, SidecarBuilder, StoreKind, TempDir};
 
@@ -80,6 +80,12 @@ async fn health_waits_for_the_app_and_metadata_lists_components() {
         .publish_event(PublishEventRequest::default())
         .await
         .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::InvalidArgument, "pubsub name is empty")
+    );
+    // What this sidecar does not serve says so.
+    let err = c.get_secret(GetSecretRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
 

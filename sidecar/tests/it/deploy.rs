@@ -75,7 +75,10 @@ fn the_compose_file_matches_the_compose_specification() {
     let bad = dir.path().join("compose.yaml");
     std::fs::write(&bad, text.replacen("\n    image: ", "\n    imagee: ", 1)).unwrap();
     let (passed, report) = check_compose(&bad);
-    assert!(!passed && report.contains("'imagee' was unexpected"), "{report}");
+    assert!(
+        !passed && report.contains("'imagee' was unexpected"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod launcher;
 mod lock;
 mod mint;
 mod mtls;
+mod pubsub;
 mod python_sdk;
 mod sqlite_busy;
 mod state;

@@ -1,0 +1,265 @@
+//! Delivering messages to the app. Once the app listens, the sidecar asks it what it
+//! subscribes to (`GET /dapr/subscribe`), adds the declared `Subscription`s, and for each
+//! subscription takes its topic's messages one at a time, in order: the route is the first
+//! rule that matches, the message goes to the app as `POST <route>` with content type
+//! `application/cloudevents+json` and the publisher's metadata as headers, and the app's
+//! answer decides: `SUCCESS` (or any 2xx without a status) is done, `DROP` or a 404 drops
+//! it, `RETRY`, another status or no answer delivers it again after a backoff, up to
+//! [`ATTEMPTS`] times. A message dropped or out of attempts goes to the subscription's
+//! dead-letter topic when it has one, else it is logged and gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::subscriptions::{self, Subscription};
+use super::{Message, cloudevent};
+use crate::api::Api;
+use crate::invoke::{AppChannel, Call};
+
+/// How many times a message is offered to the app before it is given up.
+pub const ATTEMPTS: u32 = 5;
+/// The first wait before a message is offered again; it doubles each time, up to 5 s.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// How long the app may take over one message.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why one offer of a message did not succeed.
+#[derive(Debug)]
+enum Failure {
+    /// Worth offering again.
+    Retry(String),
+    /// Not: the app refused it for good, or it cannot be delivered.
+    Drop(String),
+}
+
+/// Asks the app for its subscriptions, merges the declared ones, and starts a consumer
+/// for each; the subscriptions in force are kept for the metadata API.
+pub async fn start(api: Arc<Api>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let programmatic = ask_the_app(&api).await;
+    let all = subscriptions::merge(api.declared_subscriptions.clone(), programmatic);
+    let mut tasks = Vec::new();
+    let mut active = Vec::new();
+    for sub in all {
+        let Some(pubsub) = api.components.pubsub.get(&sub.pubsub) else {
+            tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "subscription to a pub/sub that is not loaded; left out");
+            continue;
+        };
+        if sub.rules.iter().any(|r| !r.condition.is_empty()) {
+            tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, "routing rules with a match expression are not supported by this sidecar yet; subscription left out");
+            continue;
+        }
+        let rx = pubsub.subscribe(&sub.topic);
+        tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = ?sub.origin, "subscribed");
+        tasks.push(tokio::spawn(consume(
+            api.clone(),
+            sub.clone(),
+            rx,
+            stop.clone(),
+        )));
+        active.push(sub);
+    }
+    *api.subscriptions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = active;
+    tasks
+}
+
+/// The app's programmatic subscriptions: none when it has no HTTP channel, answers 404,
+/// or answers something unreadable (logged).
+async fn ask_the_app(api: &Api) -> Vec<Subscription> {
+    if api.components.pubsub.is_empty() || !matches!(api.invoker.app(), Some(AppChannel::Http(_))) {
+        return Vec::new();
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(id) = HeaderValue::from_str(api.app_id()) {
+        headers.insert("dapr-app-id", id);
+    }
+    let call = Call {
+        method: Method::GET,
+        path: "/dapr/subscribe".into(),
+        query: None,
+        headers,
+        body: Bytes::new(),
+    };
+    let answer = match tokio::time::timeout(DELIVERY_TIMEOUT, api.invoker.deliver(call)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "asking the app for its subscriptions failed");
+            return Vec::new();
+        }
+        Err(_) => {
+            tracing::error!("the app did not answer GET /dapr/subscribe in time");
+            return Vec::new();
+        }
+    };
+    let status = answer.status();
+    let body = match crate::invoke::read_body(answer.into_body(), api.config.max_body_size).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the app's subscriptions failed");
+            return Vec::new();
+        }
+    };
+    if status.as_u16() == 404 {
+        tracing::debug!("the app has no programmatic subscriptions");
+        return Vec::new();
+    }
+    if !status.is_success() {
+        tracing::error!(%status, "the app answered GET /dapr/subscribe with an error");
+        return Vec::new();
+    }
+    subscriptions::parse_programmatic(&body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the app's subscriptions are not valid JSON");
+        Vec::new()
+    })
+}
+
+/// Takes `sub`'s messages one at a time until the sidecar stops.
+async fn consume(
+    api: Arc<Api>,
+    sub: Subscription,
+    mut rx: mpsc::Receiver<Message>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let message = tokio::select! {
+            m = rx.recv() => match m { Some(m) => m, None => return },
+            _ = stop.changed() => return,
+        };
+        handle(&api, &sub, message).await;
+    }
+}
+
+/// Offers `message` until it is taken or given up, then dead-letters what was given up.
+async fn handle(api: &Api, sub: &Subscription, message: Message) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    let why = loop {
+        match offer(api, sub, &message).await {
+            Ok(()) => return,
+            Err(Failure::Drop(why)) => break why,
+            Err(Failure::Retry(why)) if attempt >= ATTEMPTS => {
+                break format!("{why}; given up after {ATTEMPTS} attempts");
+            }
+            Err(Failure::Retry(why)) => {
+                tracing::warn!(topic = %message.topic, attempt, reason = %why, "message to be delivered again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        }
+    };
+    dead_letter(api, sub, message, &why).await;
+}
+
+async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &str) {
+    if sub.dead_letter_topic.is_empty() {
+        tracing::error!(pubsub = %sub.pubsub, topic = %message.topic, reason = %why, "message dropped");
+        return;
+    }
+    let Some(pubsub) = api.components.pubsub.get(&sub.pubsub) else {
+        return;
+    };
+    tracing::warn!(topic = %message.topic, dead_letter_topic = %sub.dead_letter_topic, reason = %why, "message sent to the dead-letter topic");
+    message.topic = sub.dead_letter_topic.clone();
+    if let Err(e) = pubsub.publish(message).await {
+        tracing::error!(error = %e, "publishing to the dead-letter topic failed; message dropped");
+    }
+}
+
+/// One offer of `message` to the app.
+async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), Failure> {
+    let body = if sub.raw_payload() {
+        let ce = cloudevent::from_raw(
+            &message.data,
+            &sub.pubsub,
+            &message.topic,
+            &message.metadata,
+        );
+        Bytes::from(serde_json::to_vec(&ce).expect("a JSON value serializes"))
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&message.data) {
+            Ok(serde_json::Value::Object(ce)) => {
+                if cloudevent::expired(&ce) {
+                    return Err(Failure::Drop("the message expired".into()));
+                }
+                message.data.clone()
+            }
+            _ => return Err(Failure::Drop("the message is not a CloudEvent".into())),
+        }
+    };
+    // Only unconditional rules are admitted (see `start`): the first is the route.
+    let path = &sub.rules[0].path;
+    let mut headers = HeaderMap::new();
+    for (k, v) in &message.metadata {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) && name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+        {
+            headers.insert(name, value);
+        }
+    }
+    if let Ok(v) = HeaderValue::try_from(sub.pubsub.as_str()) {
+        headers.insert("pubsubname", v);
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(cloudevent::CLOUDEVENTS_JSON),
+    );
+    let call = Call {
+        method: Method::POST,
+        path: if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("/{path}")
+        },
+        query: None,
+        headers,
+        body,
+    };
+    let answer = match tokio::time::timeout(DELIVERY_TIMEOUT, api.invoker.deliver(call)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(Failure::Retry(format!("calling the app failed: {e}"))),
+        Err(_) => {
+            return Err(Failure::Retry(format!(
+                "no answer within {DELIVERY_TIMEOUT:?}"
+            )));
+        }
+    };
+    let status = answer.status();
+    if status.as_u16() == 404 {
+        return Err(Failure::Drop(format!("the app has no route {path} (404)")));
+    }
+    if !status.is_success() {
+        return Err(Failure::Retry(format!("the app answered {status}")));
+    }
+    let body = crate::invoke::read_body(answer.into_body(), api.config.max_body_size)
+        .await
+        .map_err(|e| Failure::Retry(format!("reading the app's answer failed: {e}")))?;
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        status: String,
+    }
+    match serde_json::from_slice::<Answer>(&body) {
+        // An empty or unreadable body is a success, as in daprd.
+        Err(_) => Ok(()),
+        Ok(a) => match a.status.as_str() {
+            "" | "SUCCESS" => Ok(()),
+            "DROP" => Err(Failure::Drop("the app said DROP".into())),
+            "RETRY" => Err(Failure::Retry("the app said RETRY".into())),
+            other => Err(Failure::Retry(format!("the app said {other:?}"))),
+        },
+    }
+}

@@ -1,0 +1,55 @@
+//! Pub/sub: the components that carry messages (`pubsub.in-memory`; Redis Streams to
+//! come), the CloudEvents envelope a publish is wrapped in (`cloudevent`), the
+//! subscriptions an app asks for or the resources declare (`subscriptions`), and the
+//! delivery of each message to the app's route with retries and a dead-letter topic
+//! (`deliver`).
+
+pub mod cloudevent;
+pub mod deliver;
+pub mod memory;
+pub mod subscriptions;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// One message as a component carries it: the bytes published (an envelope, or a raw
+/// payload), and the publisher's metadata, which reaches the subscriber as headers.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub data: Bytes,
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PubSubError(pub String);
+
+/// A loaded pub/sub component.
+pub enum PubSub {
+    Memory(memory::MemoryBus),
+}
+
+impl PubSub {
+    /// Dapr's feature names for the metadata API.
+    pub fn capabilities(&self) -> &'static [&'static str] {
+        match self {
+            PubSub::Memory(_) => &["SUBSCRIBE_WILDCARDS"],
+        }
+    }
+
+    pub async fn publish(&self, message: Message) -> Result<(), PubSubError> {
+        match self {
+            PubSub::Memory(bus) => bus.publish(message).await,
+        }
+    }
+
+    /// The messages published to `topic` from now on (`topic*`: every topic it starts).
+    pub fn subscribe(&self, topic: &str) -> mpsc::Receiver<Message> {
+        match self {
+            PubSub::Memory(bus) => bus.subscribe(topic),
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Pub/sub on `pubsub.in-memory`: an app subscribes programmatically (`GET /dapr/subscribe`)
+//! and declaratively (a `Subscription` resource); messages published over HTTP and gRPC
+//! reach it as daprd's CloudEvents, in order; its answers decide (`RETRY` is delivered
+//! again, `DROP` goes to the dead-letter topic); errors and metadata as daprd gives them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
+use dapr::dapr::proto::runtime::v1::PublishEventRequest;
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use serde_json::{Value, json};
+use testkit::{ComponentsDir, SidecarBuilder, TempDir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidecar");
+
+const PUBSUB: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n";
+
+const DECLARED: &str = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: declared\nspec:\n  pubsubname: pubsub\n  topic: declared\n  routes:\n    default: /declared\n---\napiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: elsewhere\nspec:\n  pubsubname: pubsub\n  topic: elsewhere\n  route: /declared\nscopes:\n- another-app\n";
+
+/// What the app received: (path, the `content-type` and `pubsubname` headers, body).
+type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+
+/// Subscribes to `orders` (dead letters to `dead`) and `dead`; answers `RETRY` to the
+/// first two offers of a message whose data is `"retry twice"`, `DROP` to `"drop me"`.
+async fn subscriber_app(seen: Seen) -> u16 {
+    async fn subscribe() -> impl IntoResponse {
+        axum::Json(json!([
+            {"pubsubname": "pubsub", "topic": "orders", "route": "/orders", "deadLetterTopic": "dead"},
+            {"pubsubname": "pubsub", "topic": "dead", "routes": {"default": "/dead"}},
+        ]))
+    }
+    async fn receive(State(seen): State<Seen>, req: Request) -> axum::Json<Value> {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let ce: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let header = |n: &str| {
+            parts
+                .headers
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        let mut seen = seen.lock().unwrap();
+        seen.push((
+            parts.uri.path().to_string(),
+            header("content-type"),
+            header("pubsubname"),
+            ce.clone(),
+        ));
+        let offers = seen.iter().filter(|s| s.3["id"] == ce["id"]).count();
+        let status = match ce["data"].as_str() {
+            Some("retry twice") if offers <= 2 => "RETRY",
+            Some("drop me") if parts.uri.path() == "/orders" => "DROP",
+            _ => "SUCCESS",
+        };
+        axum::Json(json!({ "status": status }))
+    }
+    let app = Router::new()
+        .route("/dapr/subscribe", axum::routing::get(subscribe))
+        .fallback(receive)
+        .with_state(seen);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_reach_the_subscribers_as_cloudevents() {
+    let seen: Seen = Arc::default();
+    let port = subscriber_app(seen.clone()).await;
+    let components =
+        ComponentsDir::raw(&[("pubsub.yaml", PUBSUB), ("subscriptions.yaml", DECLARED)]);
+    let registry = TempDir::new("registry");
+    let sidecar = SidecarBuilder::new(BIN, "checkout", registry.path())
+        .resources(components.path())
+        .app_port(port)
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", sidecar.http_url());
+
+    // The subscriptions in force: the app's and the declared one for this app only.
+    let subscriptions = testkit::wait_until(
+        "subscriptions in force",
+        Duration::from_secs(10),
+        || async {
+            let m: Value = http
+                .get(url("/v1.0/metadata"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            m.get("subscriptions").cloned()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        subscriptions,
+        json!([
+            {"pubsubname": "pubsub", "topic": "declared", "rules": [{"path": "/declared"}], "deadLetterTopic": "", "type": "DECLARATIVE"},
+            {"pubsubname": "pubsub", "topic": "orders", "rules": [{"path": "/orders"}], "deadLetterTopic": "dead", "type": "PROGRAMMATIC"},
+            {"pubsubname": "pubsub", "topic": "dead", "rules": [{"path": "/dead"}], "deadLetterTopic": "", "type": "PROGRAMMATIC"},
+        ])
+    );
+    let m: Value = http
+        .get(url("/v1.0/metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        m["components"],
+        json!([{"name": "pubsub", "type": "pubsub.in-memory", "version": "v1", "capabilities": ["SUBSCRIBE_WILDCARDS"]}])
+    );
+
+    // Over HTTP: JSON, then text with metadata; in order.
+    let r = http
+        .post(url("/v1.0/publish/pubsub/orders"))
+        .json(&json!({"order": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .post(url("/v1.0/publish/pubsub/orders?metadata.cloudevent.type=order.placed&metadata.ttlInSeconds=60&metadata.shop=north"))
+        .header("content-type", "text/plain")
+        .body("two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Over gRPC, as the SDKs publish.
+    let mut grpc = DaprClient::connect(sidecar.grpc_url()).await.unwrap();
+    grpc.publish_event(PublishEventRequest {
+        pubsub_name: "pubsub".into(),
+        topic: "declared".into(),
+        data: b"three".to_vec(),
+        data_content_type: String::new(),
+        metadata: Default::default(),
+    })
+    .await
+    .unwrap();
+    // RETRY twice, then taken; DROP goes to the dead-letter topic.
+    for data in ["retry twice", "drop me"] {
+        let r = http
+            .post(url("/v1.0/publish/pubsub/orders"))
+            .header("content-type", "text/plain")
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    let all = testkit::wait_until("every delivery", Duration::from_secs(20), || async {
+        let s = seen.lock().unwrap().clone();
+        (s.iter().any(|d| d.0 == "/dead") && s.iter().any(|d| d.0 == "/declared")).then_some(s)
+    })
+    .await
+    .unwrap();
+    let at = |path: &str| -> Vec<Value> {
+        all.iter()
+            .filter(|d| d.0 == path)
+            .map(|d| d.3.clone())
+            .collect()
+    };
+    let orders = at("/orders");
+    let data: Vec<&Value> = orders.iter().map(|ce| &ce["data"]).collect();
+    assert_eq!(
+        data,
+        [
+            &json!({"order": 1}),
+            &json!("two"),
+            &json!("retry twice"),
+            &json!("retry twice"),
+            &json!("retry twice"),
+            &json!("drop me")
+        ]
+    );
+    for (path, content_type, pubsub, _) in &all {
+        assert_eq!(
+            (content_type.as_str(), pubsub.as_str()),
+            ("application/cloudevents+json", "pubsub"),
+            "{path}"
+        );
+    }
+    let first = &orders[0];
+    assert_eq!(first["source"], "checkout");
+    assert_eq!(first["type"], "com.dapr.event.sent");
+    assert_eq!(first["datacontenttype"], "application/json");
+    assert_eq!(
+        (&first["topic"], &first["pubsubname"], &first["specversion"]),
+        (&json!("orders"), &json!("pubsub"), &json!("1.0"))
+    );
+    let second = &orders[1];
+    assert_eq!(second["type"], "order.placed");
+    assert_eq!(second["datacontenttype"], "text/plain");
+    assert!(second["expiration"].is_string(), "{second}");
+    assert_ne!(first["id"], second["id"]);
+    let declared = at("/declared");
+    assert_eq!(declared.len(), 1);
+    assert_eq!(
+        (&declared[0]["data"], &declared[0]["datacontenttype"]),
+        (&json!("three"), &json!("text/plain"))
+    );
+    let dead = at("/dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["data"], "drop me");
+    assert_eq!(
+        dead[0]["topic"], "orders",
+        "a dead letter keeps its envelope"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_errors_are_daprds() {
+    let components = ComponentsDir::raw(&[("pubsub.yaml", PUBSUB)]);
+    let registry = TempDir::new("registry");
+    let sidecar = SidecarBuilder::new(BIN, "checkout", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, content_type: &'static str, body: &'static str| {
+        let req = http
+            .post(format!("{}{path}", sidecar.http_url()))
+            .header("content-type", content_type)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = post("/v1.0/publish/nope/orders", "text/plain", "x").await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (404, &json!("ERR_PUBSUB_NOT_FOUND")),
+        "{body}"
+    );
+    assert_eq!(body["message"], "pubsub nope is not found");
+    assert_eq!(
+        body["details"][0]["reason"], "DAPR_PUBSUB_NOT_FOUND",
+        "{body}"
+    );
+    let (status, body) = post(
+        "/v1.0/publish/pubsub/orders?metadata.rawPayload=maybe",
+        "text/plain",
+        "x",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (400, &json!("ERR_PUBSUB_REQUEST_METADATA")),
+        "{body}"
+    );
+    assert_eq!(body["details"][0]["resource_name"], "pubsub", "{body}");
+    let (status, body) = post(
+        "/v1.0/publish/pubsub/orders",
+        "application/cloudevents+json",
+        "[1]",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (500, &json!("ERR_PUBSUB_CLOUD_EVENTS_SER")),
+        "{body}"
+    );
+    let (status, _) = post(
+        "/v1.0/publish/pubsub/orders?metadata.rawPayload=true",
+        "application/octet-stream",
+        "raw",
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    let mut grpc = DaprClient::connect(sidecar.grpc_url()).await.unwrap();
+    let err = grpc
+        .publish_event(PublishEventRequest {
+            pubsub_name: "pubsub".into(),
+            topic: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "topic is empty in pubsub pubsub");
+}
