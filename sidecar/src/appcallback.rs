@@ -2,19 +2,26 @@
 //! `AppCallback.OnInvoke` as Dapr sends it (method, data, content type, the HTTP verb and
 //! query string, the caller's headers as metadata), and the app's answer comes back as
 //! Dapr gives it to an HTTP caller: 200 with the data and its content type, or for an error
-//! status the HTTP status Dapr maps its code to, with the status as JSON.
+//! status the HTTP status Dapr maps its code to, with the status as JSON. Pub/sub asks the
+//! app's `ListTopicSubscriptions` and hands each message to its `OnTopicEvent`.
 
 use std::time::Duration;
 
 use axum::body::Body;
+use base64::Engine as _;
 use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest, http_extension::Verb};
 use dapr::dapr::proto::runtime::v1::app_callback_client::AppCallbackClient;
+use dapr::dapr::proto::runtime::v1::{
+    TopicEventRequest, topic_event_response::TopicEventResponseStatus,
+};
 use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde_json::{Map, Value};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::errors::ApiError;
 use crate::invoke::Call;
+use crate::pubsub::subscriptions::{Origin, Rule, Subscription};
 
 /// Headers that describe the HTTP message, not the call: never passed on as metadata
 /// (nor `grpc-*`, which gRPC reserves).
@@ -104,6 +111,149 @@ impl GrpcApp {
             Err(status) => Ok(app_error(&status)),
         }
     }
+}
+
+impl GrpcApp {
+    /// The app's subscriptions (`ListTopicSubscriptions`); none when it does not serve it.
+    /// A subscription without routes goes to path `""`, as daprd sends it.
+    pub async fn subscriptions(&self) -> Result<Vec<Subscription>, tonic::Status> {
+        let mut client = self.client.clone();
+        let mut request = tonic::Request::new(());
+        request.set_timeout(Duration::from_secs(60));
+        let list = match client.list_topic_subscriptions(request).await {
+            Ok(r) => r.into_inner().subscriptions,
+            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(Vec::new()),
+            Err(s) => return Err(s),
+        };
+        Ok(list
+            .into_iter()
+            .map(|t| {
+                let routes = t.routes.unwrap_or_default();
+                let mut rules: Vec<Rule> = routes
+                    .rules
+                    .into_iter()
+                    .map(|r| Rule {
+                        condition: r.r#match,
+                        path: r.path,
+                    })
+                    .collect();
+                if !routes.default.is_empty() || rules.is_empty() {
+                    rules.push(Rule {
+                        condition: String::new(),
+                        path: routes.default,
+                    });
+                }
+                Subscription {
+                    pubsub: t.pubsub_name,
+                    topic: t.topic,
+                    rules,
+                    dead_letter_topic: t.dead_letter_topic,
+                    metadata: t.metadata,
+                    origin: Origin::Programmatic,
+                }
+            })
+            .collect())
+    }
+
+    /// Hands one message (its CloudEvent `ce`) to the app's `OnTopicEvent` for `path`,
+    /// with `metadata` as the call's metadata; the app's status, or its error.
+    pub async fn topic_event(
+        &self,
+        ce: &Map<String, Value>,
+        pubsub: &str,
+        topic: &str,
+        path: &str,
+        metadata: &http::HeaderMap,
+        limit: Duration,
+    ) -> Result<TopicEventResponseStatus, tonic::Status> {
+        let text = |k: &str| ce.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let content_type = text("datacontenttype");
+        let data = if let Some(b64) = ce.get("data_base64").and_then(Value::as_str) {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| tonic::Status::invalid_argument(format!("data_base64: {e}")))?
+        } else {
+            match (
+                ce.get("data"),
+                crate::pubsub::cloudevent::media_type(&content_type),
+            ) {
+                (None, _) => Vec::new(),
+                (Some(Value::String(s)), t) if t.starts_with("text/") || t == "application/xml" => {
+                    s.clone().into_bytes()
+                }
+                (Some(d), t)
+                    if t == "application/json"
+                        || t == crate::pubsub::cloudevent::CLOUDEVENTS_JSON
+                        || t.ends_with("+json") =>
+                {
+                    serde_json::to_vec(d).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            }
+        };
+        const OWN: [&str; 7] = [
+            "id",
+            "source",
+            "datacontenttype",
+            "type",
+            "specversion",
+            "data",
+            "data_base64",
+        ];
+        let extensions = prost_types::Struct {
+            fields: ce
+                .iter()
+                .filter(|(k, _)| !OWN.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), proto_value(v)))
+                .collect(),
+        };
+        let mut request = tonic::Request::new(TopicEventRequest {
+            id: text("id"),
+            source: text("source"),
+            r#type: text("type"),
+            spec_version: text("specversion"),
+            data_content_type: content_type,
+            data,
+            topic: topic.to_string(),
+            pubsub_name: pubsub.to_string(),
+            path: path.to_string(),
+            extensions: Some(extensions),
+        });
+        for (name, value) in metadata {
+            if NOT_METADATA.contains(&name.as_str()) || name.as_str().starts_with("grpc-") {
+                continue;
+            }
+            let key = AsciiMetadataKey::from_bytes(name.as_str().as_bytes());
+            let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
+            if let (Ok(key), Some(Ok(value))) = (key, value) {
+                request.metadata_mut().append(key, value);
+            }
+        }
+        request.set_timeout(limit);
+        let mut client = self.client.clone();
+        let answer = client.on_topic_event(request).await?.into_inner();
+        // An unknown status is retried, as in daprd.
+        Ok(TopicEventResponseStatus::try_from(answer.status)
+            .unwrap_or(TopicEventResponseStatus::Retry))
+    }
+}
+
+/// A JSON value as protobuf's `Value`, for a CloudEvent's extensions.
+fn proto_value(v: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(proto_value).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), proto_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 /// The `InvokeRequest` for `call`: its path without the leading `/`, percent-decoded as

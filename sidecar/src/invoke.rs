@@ -45,7 +45,7 @@ enum PeerClient {
 pub(crate) const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-id");
 pub(crate) const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
 pub(crate) const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
-const API_TOKEN: HeaderName = HeaderName::from_static(appkit::token::HEADER);
+pub(crate) const API_TOKEN: HeaderName = HeaderName::from_static(appkit::token::HEADER);
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
 /// The registry's secret, from the calling sidecar to the called one (never to an app).
 pub const PEER_SECRET: HeaderName = HeaderName::from_static("dapr-internal-secret");
@@ -307,6 +307,11 @@ impl Invoker {
     /// How this sidecar reaches its app, if it has one.
     pub fn app(&self) -> Option<&AppChannel> {
         self.app.as_ref()
+    }
+
+    /// The token the app expects from its sidecar (`APP_API_TOKEN`).
+    pub fn app_token(&self) -> Option<&HeaderValue> {
+        self.app_token.as_ref()
     }
 
     pub fn registry(&self) -> &Registry {

@@ -184,7 +184,7 @@ pub fn from_raw(
     pubsub: &str,
     topic: &str,
     metadata: &HashMap<String, String>,
-) -> Value {
+) -> Map<String, Value> {
     let s = |v: &str| Value::String(v.to_string());
     let mut ce = Map::new();
     ce.insert(
@@ -203,7 +203,7 @@ pub fn from_raw(
         }
     }
     ce.insert("type".into(), s(EVENT_TYPE));
-    Value::Object(ce)
+    ce
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use super::subscriptions::{self, Subscription};
 use super::{Message, cloudevent};
 use crate::api::Api;
 use crate::invoke::{AppChannel, Call};
+use dapr::dapr::proto::runtime::v1::topic_event_response::TopicEventResponseStatus;
 
 /// How many times a message is offered to the app before it is given up.
 pub const ATTEMPTS: u32 = 5;
@@ -72,8 +73,18 @@ pub async fn start(api: Arc<Api>, stop: watch::Receiver<bool>) -> Vec<JoinHandle
 /// The app's programmatic subscriptions: none when it has no HTTP channel, answers 404,
 /// or answers something unreadable (logged).
 async fn ask_the_app(api: &Api) -> Vec<Subscription> {
-    if api.components.pubsub.is_empty() || !matches!(api.invoker.app(), Some(AppChannel::Http(_))) {
+    if api.components.pubsub.is_empty() {
         return Vec::new();
+    }
+    match api.invoker.app() {
+        None => return Vec::new(),
+        Some(AppChannel::Grpc(app)) => {
+            return app.subscriptions().await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "asking the app for its subscriptions failed");
+                Vec::new()
+            });
+        }
+        Some(AppChannel::Http(_)) => {}
     }
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -178,21 +189,22 @@ async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &
 
 /// One offer of `message` to the app.
 async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), Failure> {
-    let body = if sub.raw_payload() {
+    let (ce, body) = if sub.raw_payload() {
         let ce = cloudevent::from_raw(
             &message.data,
             &sub.pubsub,
             &message.topic,
             &message.metadata,
         );
-        Bytes::from(serde_json::to_vec(&ce).expect("a JSON value serializes"))
+        let body = serde_json::to_vec(&ce).expect("a JSON map serializes");
+        (ce, Bytes::from(body))
     } else {
         match serde_json::from_slice::<serde_json::Value>(&message.data) {
             Ok(serde_json::Value::Object(ce)) => {
                 if cloudevent::expired(&ce) {
                     return Err(Failure::Drop("the message expired".into()));
                 }
-                message.data.clone()
+                (ce, message.data.clone())
             }
             _ => return Err(Failure::Drop("the message is not a CloudEvent".into())),
         }
@@ -212,6 +224,32 @@ async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), F
     }
     if let Ok(v) = HeaderValue::try_from(sub.pubsub.as_str()) {
         headers.insert("pubsubname", v);
+    }
+    if let Some(AppChannel::Grpc(app)) = api.invoker.app() {
+        if let Some(token) = api.invoker.app_token() {
+            headers.insert(crate::invoke::API_TOKEN, token.clone());
+        }
+        return match app
+            .topic_event(
+                &ce,
+                &sub.pubsub,
+                &message.topic,
+                path,
+                &headers,
+                DELIVERY_TIMEOUT,
+            )
+            .await
+        {
+            Ok(TopicEventResponseStatus::Success) => Ok(()),
+            Ok(TopicEventResponseStatus::Drop) => Err(Failure::Drop("the app said DROP".into())),
+            Ok(TopicEventResponseStatus::Retry) => Err(Failure::Retry("the app said RETRY".into())),
+            // daprd takes Unimplemented as "not for me": dropped, and not dead-lettered.
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                tracing::warn!(topic = %message.topic, "the app does not take this event (Unimplemented); dropped");
+                Ok(())
+            }
+            Err(s) => Err(Failure::Retry(format!("the app answered {s}"))),
+        };
     }
     headers.insert(
         header::CONTENT_TYPE,

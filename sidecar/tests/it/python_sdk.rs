@@ -1,10 +1,14 @@
 //! The official Dapr Python SDK (`pip install "dapr[grpc]"`) against the sidecar: state with
 //! ETags, transactions, locks, invocation and metadata from its client, and a gRPC app made
-//! with its `dapr.ext.grpc` server behind `--app-protocol grpc`. The interpreter is `$DAPR_SDK_PYTHON`, or
-//! the workspace's `.venv/bin/python` that `scripts/test` prepares.
+//! with its `dapr.ext.grpc` server behind `--app-protocol grpc`, invoked and subscribed to
+//! a topic its client publishes to. The interpreter is `$DAPR_SDK_PYTHON`, or the
+//! workspace's `.venv/bin/python` that `scripts/test` prepares.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
 
 use testkit::{ComponentsDir, SidecarBuilder, TempDir};
 
@@ -122,4 +126,108 @@ async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
     assert_eq!(r.status(), 501);
     let status: serde_json::Value = r.json().await.unwrap();
     assert_eq!(status["code"], 12, "{status}");
+}
+
+/// Pub/sub with the Python SDK on both ends: `DaprClient.publish_event` (gRPC) publishes,
+/// a `dapr.ext.grpc` app subscribed through `ListTopicSubscriptions` receives each event by
+/// `OnTopicEvent`; its DROP sends the event to its dead-letter topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_apps_publish_and_subscribe() {
+    let py = python_with("dapr.ext.grpc");
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::raw(&[(
+        "pubsub.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
+    )]);
+    let seen = TempDir::new("seen");
+    let seen_file = seen.path().join("events.jsonl");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpc_app.py");
+    let py = py.display().to_string();
+    let sidecar = SidecarBuilder::new(bin, "pysub", registry.path())
+        .resources(components.path())
+        .app_port(testkit::free_port())
+        .flag("--app-protocol", "grpc")
+        .env("SEEN_FILE", &seen_file.display().to_string())
+        .command(&[py.as_str(), script])
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let metadata = format!("{}/v1.0/metadata", sidecar.http_url());
+    // Subscribed once the interpreter has imported the SDK and listens.
+    testkit::wait_until(
+        "the Python app's subscriptions",
+        Duration::from_secs(30),
+        || {
+            let r = http.get(&metadata).send();
+            async move {
+                let m: serde_json::Value = r.await.ok()?.json().await.ok()?;
+                (m["subscriptions"].as_array()?.len() == 2).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    let grpc_port = sidecar.grpc_url().rsplit(':').next().unwrap().to_string();
+    let publisher = "import json\nfrom dapr.clients import DaprClient\nwith DaprClient() as d:\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data=json.dumps({'order': 7}), data_content_type='application/json')\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data='drop me')\n";
+    let out = std::process::Command::new(&py)
+        .args(["-c", publisher])
+        .env("DAPR_GRPC_PORT", &grpc_port)
+        .env(
+            "DAPR_HTTP_PORT",
+            sidecar.http_url().rsplit(':').next().unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lines = testkit::wait_until(
+        "three events at the app",
+        Duration::from_secs(20),
+        || async {
+            let text = std::fs::read_to_string(&seen_file).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (lines.len() >= 3).then_some(lines)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        (
+            &lines[0]["topic"],
+            &lines[0]["data"],
+            &lines[0]["content_type"]
+        ),
+        (
+            &json!("orders"),
+            &json!("{\"order\":7}"),
+            &json!("application/json")
+        )
+    );
+    assert_eq!(
+        (&lines[0]["type"], &lines[0]["source"]),
+        (&json!("com.dapr.event.sent"), &json!("pysub"))
+    );
+    assert_eq!(
+        (&lines[1]["topic"], &lines[1]["data"]),
+        (&json!("orders"), &json!("drop me"))
+    );
+    assert_eq!(
+        (&lines[2]["topic"], &lines[2]["data"]),
+        (&json!("dead"), &json!("drop me"))
+    );
+    assert_eq!(
+        lines[1]["id"], lines[2]["id"],
+        "the dead letter is the same event"
+    );
 }
