@@ -117,7 +117,8 @@ pub enum DaprFailures {
     /// The store or the backend failed (`store_error`, `backend_unavailable`, ...).
     #[response(status = 502)]
     BadGateway(ErrorBody),
-    /// Busy (`busy`, with `Retry-After`) or the sidecar unreachable (`dapr_unavailable`).
+    /// Busy (`busy`, with `Retry-After`), the store failing (`store_unavailable`, with
+    /// `Retry-After`), or the sidecar unreachable (`dapr_unavailable`).
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// The request's time ran out (`deadline_exceeded`), or a change's outcome could not be

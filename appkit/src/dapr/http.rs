@@ -204,7 +204,8 @@ fn created<'a>(key: &'a str, value: &'a [u8], t: Option<u32>) -> Result<StateIte
 
 fn malformed(what: &str, e: &serde_json::Error) -> DaprError {
     DaprError::Failed {
-        code: tonic::Code::Internal,
+        // Not the store failing: a sidecar that is not Dapr's (a 502 `store_error`).
+        code: tonic::Code::DataLoss,
         message: format!("{what}: the sidecar's answer is not what Dapr sends: {e}"),
     }
 }

@@ -35,12 +35,12 @@ pub enum DaprError {
 
 impl DaprError {
     /// Whether this is daprd's answer when its store fails (HTTP 500, gRPC INTERNAL), as
-    /// against a refusal of the call itself.
+    /// against a refusal of the call itself or an answer no sidecar should give.
     pub fn is_store_failure(&self) -> bool {
         matches!(
             self,
             DaprError::Failed {
-                code: tonic::Code::Internal | tonic::Code::Unknown,
+                code: tonic::Code::Internal,
                 ..
             }
         )

@@ -33,8 +33,8 @@ pub enum BookingError {
     /// The sidecar could not be reached.
     #[error("{0}")]
     DaprUnavailable(String),
-    /// The store failed a call (through the sidecar) that changed nothing: out of reach,
-    /// or erring; a retry later may find it back.
+    /// The store failed a call (through the sidecar), out of reach or erring, and nothing
+    /// the booking relies on was committed; a retry later may find it back.
     #[error("{0}")]
     StoreUnavailable(String),
     /// The store holds data the rules cannot read, or answered against its own rules.
@@ -62,5 +62,37 @@ impl From<Invalid> for BookingError {
             code: i.code,
             message: i.message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failing_store_is_worth_a_retry_later() {
+        let failed = |code| {
+            BookingError::from(DaprError::Failed {
+                code,
+                message: "m".into(),
+            })
+        };
+        assert!(matches!(
+            failed(tonic::Code::Internal),
+            BookingError::StoreUnavailable(_)
+        ));
+        for code in [
+            tonic::Code::Unknown,
+            tonic::Code::InvalidArgument,
+            tonic::Code::Unauthenticated,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::DataLoss,
+        ] {
+            assert!(matches!(failed(code), BookingError::Store(_)), "{code:?}");
+        }
+        assert!(matches!(
+            BookingError::from(DaprError::Unavailable("m".into())),
+            BookingError::DaprUnavailable(_)
+        ));
     }
 }

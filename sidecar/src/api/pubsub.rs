@@ -11,7 +11,10 @@ use super::Api;
 use crate::errors::ApiError;
 use crate::pubsub::cloudevent::{self, Publish};
 use crate::pubsub::subscriptions::parse_bool;
-use crate::pubsub::{Message, PubSub};
+use crate::pubsub::{Message, PubSub, PubSubError};
+
+/// How long a publish may wait for the component to take it.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A publish as a transport decoded it.
 pub struct PublishRequest {
@@ -137,7 +140,14 @@ impl Api {
             data,
             metadata: req.metadata,
         };
-        pubsub.publish(message).await.map_err(|e| {
+        let published = tokio::time::timeout(PUBLISH_TIMEOUT, pubsub.publish(message))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PubSubError(format!(
+                    "the component took no message for {PUBLISH_TIMEOUT:?} (its subscribers' queues are full)"
+                )))
+            });
+        published.map_err(|e| {
             ApiError::pubsub(
                 "ERR_PUBSUB_PUBLISH_MESSAGE",
                 StatusCode::INTERNAL_SERVER_ERROR,

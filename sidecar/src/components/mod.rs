@@ -247,6 +247,21 @@ impl Components {
                 Vec::new()
             }
             "pubsub.in-memory" => {
+                for scoping in [
+                    "allowedTopics",
+                    "protectedTopics",
+                    "publishingScopes",
+                    "subscriptionScopes",
+                ] {
+                    if spec.meta(scoping).is_some() {
+                        return Err(fail(
+                            spec,
+                            format!(
+                                "{scoping} is not enforced by this sidecar yet; remove it rather than rely on it"
+                            ),
+                        ));
+                    }
+                }
                 let bus = PubSub::Memory(pubsub::memory::MemoryBus::new());
                 let caps = bus.capabilities().to_vec();
                 self.pubsub.insert(spec.name.clone(), bus);

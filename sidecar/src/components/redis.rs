@@ -32,9 +32,13 @@ pub struct Redis {
 struct Watch {
     host: String,
     since: Instant,
-    /// When the server last answered a PING, in ms after `since`.
-    answered_ms: AtomicU64,
+    /// When the PING still unanswered was sent, in ms after `since`; [`ANSWERED`] when
+    /// none is waiting. A PING that failed for want of an answer (timeout, refused or
+    /// dropped connection) stays unanswered until one is answered.
+    waiting_since_ms: AtomicU64,
 }
+
+const ANSWERED: u64 = u64::MAX;
 
 /// A call refused at once because the server has not answered for a while.
 #[derive(Debug, thiserror::Error)]
@@ -49,49 +53,58 @@ impl Redis {
         let watch = Arc::new(Watch {
             host,
             since: Instant::now(),
-            answered_ms: AtomicU64::new(0),
+            waiting_since_ms: AtomicU64::new(ANSWERED),
         });
         tokio::spawn(ping(conn.clone(), Arc::downgrade(&watch)));
         Redis { conn, watch }
     }
 
-    /// The connection to send a call on, unless the server has been silent for longer
-    /// than [`SILENT_FOR`]: then the call fails here, at once, and nothing is sent.
+    /// The connection to send a call on, unless a PING has waited for its answer longer
+    /// than [`SILENT_FOR`]: then the call fails here, at once, and nothing is sent. (A slow
+    /// command ahead of the PING delays it, so only a second of silence counts.)
     pub fn conn(&self) -> Result<ConnectionManager, Unreachable> {
         let w = &self.watch;
-        let now = w.since.elapsed();
-        let answered = Duration::from_millis(w.answered_ms.load(Ordering::Relaxed));
-        let silent = now.saturating_sub(answered);
-        if silent > SILENT_FOR {
-            return Err(Unreachable {
-                host: w.host.clone(),
-                silent,
-            });
+        let sent = w.waiting_since_ms.load(Ordering::Acquire);
+        if sent != ANSWERED {
+            let silent = w
+                .since
+                .elapsed()
+                .saturating_sub(Duration::from_millis(sent));
+            if silent > SILENT_FOR {
+                return Err(Unreachable {
+                    host: w.host.clone(),
+                    silent,
+                });
+            }
         }
         Ok(self.conn.clone())
     }
 }
 
-/// PINGs the server until the component is dropped, noting each answer.
+/// PINGs the server until the component is dropped, noting how long each answer takes.
 async fn ping(mut conn: ConnectionManager, watch: Weak<Watch>) {
     let mut every = tokio::time::interval(PING_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if watch.strong_count() == 0 {
-            return;
-        }
-        let answered = redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .is_ok();
-        match watch.upgrade() {
-            Some(w) if answered => {
-                let ms = w.since.elapsed().as_millis() as u64;
-                w.answered_ms.fetch_max(ms, Ordering::Relaxed);
-            }
-            Some(_) => {}
-            None => return,
+        let Some(w) = watch.upgrade() else { return };
+        let now = w.since.elapsed().as_millis() as u64;
+        // Keep the first unanswered PING's time: silence runs from it.
+        let _ =
+            w.waiting_since_ms
+                .compare_exchange(ANSWERED, now, Ordering::AcqRel, Ordering::Acquire);
+        drop(w);
+        let reply = redis::cmd("PING").query_async::<()>(&mut conn).await;
+        let Some(w) = watch.upgrade() else { return };
+        // An error the server sent (LOADING, BUSY, ...) is an answer too.
+        let silent = reply.as_ref().is_err_and(|e| {
+            e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+        });
+        if !silent {
+            w.waiting_since_ms.store(ANSWERED, Ordering::Release);
         }
     }
 }

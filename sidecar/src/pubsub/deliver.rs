@@ -28,6 +28,16 @@ pub const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// How long the app may take over one message.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a dead letter may wait for room on its topic (daprd's bound too).
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Headers only a sidecar sets; a publisher's metadata never passes as them.
+const SIDECAR_HEADERS: [&str; 5] = [
+    "dapr-caller-app-id",
+    "dapr-caller-namespace",
+    "dapr-callee-app-id",
+    "dapr-api-token",
+    "x-request-timeout-ms",
+];
 
 /// Why one offer of a message did not succeed.
 #[derive(Debug)]
@@ -40,8 +50,11 @@ enum Failure {
 
 /// Asks the app for its subscriptions, merges the declared ones, and starts a consumer
 /// for each; the subscriptions in force are kept for the metadata API.
-pub async fn start(api: Arc<Api>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let programmatic = ask_the_app(&api).await;
+pub async fn start(api: Arc<Api>, mut stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let programmatic = tokio::select! {
+        subs = ask_the_app(&api) => subs,
+        _ = stop.changed() => return Vec::new(),
+    };
     let all = subscriptions::merge(api.declared_subscriptions.clone(), programmatic);
     let mut tasks = Vec::new();
     let mut active = Vec::new();
@@ -50,6 +63,12 @@ pub async fn start(api: Arc<Api>, stop: watch::Receiver<bool>) -> Vec<JoinHandle
             tracing::warn!(pubsub = %sub.pubsub, topic = %sub.topic, "subscription to a pub/sub that is not loaded; left out");
             continue;
         };
+        if !sub.dead_letter_topic.is_empty()
+            && super::memory::hears(&sub.topic, &sub.dead_letter_topic)
+        {
+            tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, dead_letter_topic = %sub.dead_letter_topic, "a subscription would hear its own dead letters; left out");
+            continue;
+        }
         if sub.rules.iter().any(|r| !r.condition.is_empty()) {
             tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, "routing rules with a match expression are not supported by this sidecar yet; subscription left out");
             continue;
@@ -101,15 +120,34 @@ async fn ask_the_app(api: &Api) -> Vec<Subscription> {
         headers,
         body: Bytes::new(),
     };
-    let answer = match tokio::time::timeout(DELIVERY_TIMEOUT, api.invoker.deliver(call)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "asking the app for its subscriptions failed");
-            return Vec::new();
-        }
-        Err(_) => {
-            tracing::error!("the app did not answer GET /dapr/subscribe in time");
-            return Vec::new();
+    // The app may take the connection before its routes are ready: a failed call is
+    // tried again for about 10 s, as daprd does.
+    let mut wait = Duration::from_millis(500);
+    let mut tries = 1;
+    let answer = loop {
+        let call = Call {
+            method: call.method.clone(),
+            path: call.path.clone(),
+            query: None,
+            headers: call.headers.clone(),
+            body: Bytes::new(),
+        };
+        match tokio::time::timeout(DELIVERY_TIMEOUT, api.invoker.deliver(call)).await {
+            Ok(Ok(r)) => break r,
+            Ok(Err(e)) if tries < 8 => {
+                tracing::debug!(error = %e, "asking the app for its subscriptions; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+                tries += 1;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "asking the app for its subscriptions failed");
+                return Vec::new();
+            }
+            Err(_) => {
+                tracing::error!("the app did not answer GET /dapr/subscribe in time");
+                return Vec::new();
+            }
         }
     };
     let status = answer.status();
@@ -146,7 +184,11 @@ async fn consume(
             m = rx.recv() => match m { Some(m) => m, None => return },
             _ = stop.changed() => return,
         };
-        handle(&api, &sub, message).await;
+        // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop.
+        tokio::select! {
+            () = handle(&api, &sub, message) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -182,8 +224,12 @@ async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &
     };
     tracing::warn!(topic = %message.topic, dead_letter_topic = %sub.dead_letter_topic, reason = %why, "message sent to the dead-letter topic");
     message.topic = sub.dead_letter_topic.clone();
-    if let Err(e) = pubsub.publish(message).await {
-        tracing::error!(error = %e, "publishing to the dead-letter topic failed; message dropped");
+    match tokio::time::timeout(DEAD_LETTER_TIMEOUT, pubsub.publish(message)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "publishing to the dead-letter topic failed; message dropped");
+        }
+        Err(_) => tracing::error!("no room on the dead-letter topic in time; message dropped"),
     }
 }
 
@@ -210,7 +256,9 @@ async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), F
         }
     };
     // Only unconditional rules are admitted (see `start`): the first is the route.
-    let path = &sub.rules[0].path;
+    let Some(path) = sub.rules.first().map(|r| &r.path) else {
+        return Err(Failure::Drop("the subscription has no route".into()));
+    };
     let mut headers = HeaderMap::new();
     for (k, v) in &message.metadata {
         if let (Ok(name), Ok(value)) = (
@@ -218,6 +266,7 @@ async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), F
             HeaderValue::try_from(v.as_str()),
         ) && name != header::CONTENT_TYPE
             && name != header::CONTENT_LENGTH
+            && !SIDECAR_HEADERS.contains(&name.as_str())
         {
             headers.insert(name, value);
         }
@@ -233,7 +282,7 @@ async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), F
             .topic_event(
                 &ce,
                 &sub.pubsub,
-                &message.topic,
+                &sub.topic,
                 path,
                 &headers,
                 DELIVERY_TIMEOUT,

@@ -1,7 +1,8 @@
 //! `pubsub.in-memory`: a bus inside this sidecar. Each subscription gets the messages of
 //! its topic in publish order, one at a time; a publish waits while a subscriber's queue is
-//! full, so a slow app slows its publishers instead of growing memory without end. Nothing
-//! outlives the process, and nothing is kept for a topic without subscribers (as Dapr's).
+//! full (at most [`QUEUE`] messages, each up to `--max-body-size`), so a slow app slows its
+//! publishers. Nothing outlives the process, and nothing is kept for a topic without
+//! subscribers (as Dapr's).
 
 use std::sync::Mutex;
 
@@ -10,7 +11,7 @@ use tokio::sync::mpsc;
 use super::{Message, PubSubError};
 
 /// Messages a subscription may have waiting before publishers wait for it.
-const QUEUE: usize = 1024;
+const QUEUE: usize = 64;
 
 #[derive(Default)]
 pub struct MemoryBus {
@@ -20,7 +21,7 @@ pub struct MemoryBus {
 
 /// Whether a subscription to `pattern` hears `topic`: the same name, or for `prefix*` a
 /// longer name that starts with the prefix.
-fn hears(pattern: &str, topic: &str) -> bool {
+pub fn hears(pattern: &str, topic: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => topic.len() > prefix.len() && topic.starts_with(prefix),
         None => pattern == topic,

@@ -23,6 +23,7 @@ pub struct Message {
     pub metadata: HashMap<String, String>,
 }
 
+/// A component's failure to take a message.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct PubSubError(pub String);

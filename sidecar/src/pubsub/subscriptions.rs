@@ -63,20 +63,22 @@ struct Routes {
 }
 
 /// A subscription as `/dapr/subscribe` answers it or a `Subscription`'s `spec` holds it.
+/// Field names as the SDKs write them (Go reads them regardless of case; .NET and Java
+/// send `pubsubName`), `null` as absent.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionJson {
-    #[serde(alias = "pubSubName")]
+    #[serde(alias = "pubsubName", alias = "pubSubName")]
     pubsubname: String,
     topic: String,
     #[serde(default)]
-    route: String,
+    route: Option<String>,
     #[serde(default)]
     routes: Option<Routes>,
+    #[serde(default, alias = "deadlettertopic")]
+    dead_letter_topic: Option<String>,
     #[serde(default)]
-    dead_letter_topic: String,
-    #[serde(default)]
-    metadata: HashMap<String, String>,
+    metadata: Option<HashMap<String, String>>,
 }
 
 impl SubscriptionJson {
@@ -86,7 +88,7 @@ impl SubscriptionJson {
         let routes = self.routes.unwrap_or_default();
         let mut rules: Vec<Rule> = routes.rules;
         let default = if routes.default.is_empty() {
-            self.route
+            self.route.unwrap_or_default()
         } else {
             routes.default
         };
@@ -104,8 +106,8 @@ impl SubscriptionJson {
             pubsub: self.pubsubname,
             topic: self.topic,
             rules,
-            dead_letter_topic: self.dead_letter_topic,
-            metadata: self.metadata,
+            dead_letter_topic: self.dead_letter_topic.unwrap_or_default(),
+            metadata: self.metadata.unwrap_or_default(),
             origin,
         })
     }
@@ -157,10 +159,15 @@ mod tests {
             {"pubsubname": "p", "topic": "a", "route": "/a"},
             {"pubsubname": "p", "topic": "b", "routes": {"rules": [{"match": "event.type == \"x\"", "path": "/x"}], "default": "/b"},
              "deadLetterTopic": "dead", "metadata": {"rawPayload": "true"}},
-            {"pubsubname": "p", "topic": "none"}
+            {"pubsubname": "p", "topic": "none"},
+            {"pubsubName": "p", "topic": "dotnet", "route": "/n", "deadLetterTopic": null, "metadata": null}
         ]"#;
         let subs = parse_programmatic(body).unwrap();
-        assert_eq!(subs.len(), 2, "a topic without routes is left out");
+        assert_eq!(subs.len(), 3, "a topic without routes is left out");
+        assert_eq!(
+            (subs[2].pubsub.as_str(), subs[2].rules[0].path.as_str()),
+            ("p", "/n")
+        );
         assert_eq!(
             subs[0].rules,
             [Rule {

@@ -161,8 +161,8 @@ impl RedisStore {
     }
 
     pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
         let version = expected_version(req.etag.as_deref(), req.concurrency)?;
+        let mut conn = self.conn()?;
         let first_write = if req.concurrency == Concurrency::FirstWrite {
             "0"
         } else {

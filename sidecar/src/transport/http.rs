@@ -71,6 +71,10 @@ pub fn router(rt: Arc<Api>) -> Router {
             "/v1.0/publish/{pubsub}/{*topic}",
             post(publish).put(publish),
         )
+        .route(
+            "/v1.0/publish/{pubsub}",
+            post(publish_no_topic).put(publish_no_topic),
+        )
         .route("/v1.0/invoke/{app_id}/method/{*method}", any(invoke_path))
         .merge(store_calls)
         .fallback(invoke_by_header)
@@ -272,11 +276,10 @@ async fn publish(
     headers: HeaderMap,
     Payload(body): Payload,
 ) -> Answer {
+    let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::malformed(format!("the query string is not readable: {e}")))?;
     let mut metadata = HashMap::new();
-    for (k, v) in
-        serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
-            .unwrap_or_default()
-    {
+    for (k, v) in pairs {
         if let Some(name) = k.strip_prefix("metadata.") {
             metadata.entry(name.to_string()).or_insert(v);
         }
@@ -298,6 +301,17 @@ async fn publish(
     })
     .await?;
     Ok(no_content())
+}
+
+/// A publish without a topic: daprd's "topic is empty" error (after the pub/sub's checks).
+async fn publish_no_topic(
+    rt: Rt,
+    Path(pubsub): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Payload,
+) -> Answer {
+    publish(rt, Path((pubsub, String::new())), query, headers, body).await
 }
 
 async fn set_metadata(State(rt): Rt, Path(attr): Path<String>, Payload(body): Payload) -> Response {

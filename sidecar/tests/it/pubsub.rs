@@ -20,8 +20,9 @@ const PUBSUB: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n
 
 const DECLARED: &str = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: declared\nspec:\n  pubsubname: pubsub\n  topic: declared\n  routes:\n    default: /declared\n---\napiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata:\n  name: elsewhere\nspec:\n  pubsubname: pubsub\n  topic: elsewhere\n  route: /declared\nscopes:\n- another-app\n";
 
-/// What the app received: (path, the `content-type` and `pubsubname` headers, body).
-type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+/// What the app received: (path, the `content-type` and `pubsubname` headers, the `shop`
+/// header a publisher's metadata may set, body).
+type Seen = Arc<Mutex<Vec<(String, String, String, String, Value)>>>;
 
 /// Subscribes to `orders` (dead letters to `dead`) and `dead`; answers `RETRY` to the
 /// first two offers of a message whose data is `"retry twice"`, `DROP` to `"drop me"`.
@@ -48,9 +49,10 @@ async fn subscriber_app(seen: Seen) -> u16 {
             parts.uri.path().to_string(),
             header("content-type"),
             header("pubsubname"),
+            header("shop"),
             ce.clone(),
         ));
-        let offers = seen.iter().filter(|s| s.3["id"] == ce["id"]).count();
+        let offers = seen.iter().filter(|s| s.4["id"] == ce["id"]).count();
         let status = match ce["data"].as_str() {
             Some("retry twice") if offers <= 2 => "RETRY",
             Some("drop me") if parts.uri.path() == "/orders" => "DROP",
@@ -171,7 +173,7 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
     let at = |path: &str| -> Vec<Value> {
         all.iter()
             .filter(|d| d.0 == path)
-            .map(|d| d.3.clone())
+            .map(|d| d.4.clone())
             .collect()
     };
     let orders = at("/orders");
@@ -187,13 +189,20 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
             &json!("drop me")
         ]
     );
-    for (path, content_type, pubsub, _) in &all {
+    for (path, content_type, pubsub, _, _) in &all {
         assert_eq!(
             (content_type.as_str(), pubsub.as_str()),
             ("application/cloudevents+json", "pubsub"),
             "{path}"
         );
     }
+    // The publisher's metadata reaches the subscriber as headers.
+    let shops: Vec<&str> = all
+        .iter()
+        .filter(|d| d.0 == "/orders")
+        .map(|d| d.3.as_str())
+        .collect();
+    assert_eq!(shops[..2], ["", "north"]);
     let first = &orders[0];
     assert_eq!(first["source"], "checkout");
     assert_eq!(first["type"], "com.dapr.event.sent");
@@ -245,6 +254,16 @@ async fn publish_errors_are_daprds() {
             )
         }
     };
+    let (status, body) = post("/v1.0/publish/pubsub/", "text/plain", "x").await;
+    assert_eq!(
+        (status, &body["errorCode"], &body["message"]),
+        (
+            404,
+            &json!("ERR_TOPIC_NAME_EMPTY"),
+            &json!("topic is empty in pubsub pubsub")
+        ),
+        "{body}"
+    );
     let (status, body) = post("/v1.0/publish/nope/orders", "text/plain", "x").await;
     assert_eq!(
         (status, &body["errorCode"]),
