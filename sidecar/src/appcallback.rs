@@ -66,16 +66,7 @@ impl GrpcApp {
         app_id: &str,
     ) -> Result<Response<Body>, ApiError> {
         let mut request = tonic::Request::new(invoke_request(call));
-        for (name, value) in &call.headers {
-            if NOT_METADATA.contains(&name.as_str()) || name.as_str().starts_with("grpc-") {
-                continue;
-            }
-            let key = AsciiMetadataKey::from_bytes(name.as_str().as_bytes());
-            let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
-            if let (Ok(key), Some(Ok(value))) = (key, value) {
-                request.metadata_mut().append(key, value);
-            }
-        }
+        add_metadata(&mut request, &call.headers);
         if let Some(d) = limit {
             request.set_timeout(d);
         }
@@ -219,22 +210,27 @@ impl GrpcApp {
             path: path.to_string(),
             extensions: Some(extensions),
         });
-        for (name, value) in metadata {
-            if NOT_METADATA.contains(&name.as_str()) || name.as_str().starts_with("grpc-") {
-                continue;
-            }
-            let key = AsciiMetadataKey::from_bytes(name.as_str().as_bytes());
-            let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
-            if let (Ok(key), Some(Ok(value))) = (key, value) {
-                request.metadata_mut().append(key, value);
-            }
-        }
+        add_metadata(&mut request, metadata);
         request.set_timeout(limit);
         let mut client = self.client.clone();
         let answer = client.on_topic_event(request).await?.into_inner();
         // An unknown status is retried, as in daprd.
         Ok(TopicEventResponseStatus::try_from(answer.status)
             .unwrap_or(TopicEventResponseStatus::Retry))
+    }
+}
+
+/// The call's ASCII headers as gRPC metadata, but for those describing the HTTP message.
+fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap) {
+    for (name, value) in headers {
+        if NOT_METADATA.contains(&name.as_str()) || name.as_str().starts_with("grpc-") {
+            continue;
+        }
+        let key = AsciiMetadataKey::from_bytes(name.as_str().as_bytes());
+        let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
+        if let (Ok(key), Some(Ok(value))) = (key, value) {
+            request.metadata_mut().append(key, value);
+        }
     }
 }
 
