@@ -21,13 +21,13 @@ pub struct ApiError {
     /// `ERR_MALFORMED_REQUEST` with no details.
     pub grpc_reason: Option<&'static str>,
     pub app_id: Option<String>,
-    /// Pub/sub's richer details (boxed: most errors have none).
-    pub rich: Option<Box<Rich>>,
+    /// Pub/sub's own details (boxed: most errors have none).
+    pub pubsub_details: Option<Box<PubSubDetails>>,
 }
 
 /// What pub/sub's errors add to the `ErrorInfo` reason.
 #[derive(Debug, Clone)]
-pub struct Rich {
+pub struct PubSubDetails {
     /// `ErrorInfo.metadata`, where it is not just the app id.
     pub info: std::collections::HashMap<String, String>,
     /// `ResourceInfo{resource_type, resource_name}`, sent before the `ErrorInfo`.
@@ -58,7 +58,7 @@ impl ApiError {
             reason: None,
             grpc_reason: None,
             app_id: None,
-            rich: None,
+            pubsub_details: None,
         }
     }
 
@@ -75,7 +75,7 @@ impl ApiError {
     ) -> Self {
         let mut e = Self::new(code, status, grpc, message);
         e.reason = Some(reason);
-        e.rich = Some(Box::new(Rich {
+        e.pubsub_details = Some(Box::new(PubSubDetails {
             info,
             resource: pubsub.map(|p| ("pubsub", p.to_string())),
         }));
@@ -236,8 +236,8 @@ impl ApiError {
 
     /// `ErrorInfo.metadata`: the pub/sub error's own, else the app id.
     fn info_metadata(&self) -> std::collections::HashMap<String, String> {
-        match (&self.rich, &self.app_id) {
-            (Some(rich), _) => rich.info.clone(),
+        match (&self.pubsub_details, &self.app_id) {
+            (Some(details), _) => details.info.clone(),
             (None, Some(app_id)) => [("appID".to_string(), app_id.clone())].into(),
             (None, None) => Default::default(),
         }
@@ -248,7 +248,11 @@ impl ApiError {
             return Vec::new();
         };
         let mut details = Vec::new();
-        if let Some((kind, name)) = self.rich.as_ref().and_then(|r| r.resource.as_ref()) {
+        if let Some((kind, name)) = self
+            .pubsub_details
+            .as_ref()
+            .and_then(|r| r.resource.as_ref())
+        {
             details.push(serde_json::json!({
                 "@type": "type.googleapis.com/google.rpc.ResourceInfo",
                 "resource_type": kind,
@@ -367,17 +371,17 @@ impl From<ApiError> for tonic::Status {
                 .then_some(err.code)
         });
         match reason {
-            Some(reason) if err.rich.is_some() => {
-                let resource =
-                    err.rich
-                        .as_ref()
-                        .and_then(|r| r.resource.as_ref())
-                        .map(|(kind, name)| ResourceInfo {
-                            resource_type: kind.to_string(),
-                            resource_name: name.clone(),
-                            owner: String::new(),
-                            description: err.message.clone(),
-                        });
+            Some(reason) if err.pubsub_details.is_some() => {
+                let resource = err
+                    .pubsub_details
+                    .as_ref()
+                    .and_then(|r| r.resource.as_ref())
+                    .map(|(kind, name)| ResourceInfo {
+                        resource_type: kind.to_string(),
+                        resource_name: name.clone(),
+                        owner: String::new(),
+                        description: err.message.clone(),
+                    });
                 let metadata = err.info_metadata();
                 status_with_details(err.grpc, err.message, resource, reason, metadata)
             }

@@ -110,6 +110,11 @@ fn scalar_string(v: &Value) -> String {
     }
 }
 
+/// Whether a resource with `scopes` is for `app_id`: no scopes, or scopes naming it.
+fn for_app(scopes: &[String], app_id: &str) -> bool {
+    scopes.is_empty() || scopes.iter().any(|s| s == app_id)
+}
+
 /// The `*.yaml`/`*.yml` files of the given folders, in name order within each.
 fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ResourceError> {
     let mut all = Vec::new();
@@ -151,9 +156,7 @@ pub fn load_subscriptions(
     let mut subs = Vec::new();
     for file in yaml_files(paths)? {
         for doc in parse_docs(&read(&file)?, &file)? {
-            if doc.kind != "Subscription"
-                || !(doc.scopes.is_empty() || doc.scopes.iter().any(|s| s == app_id))
-            {
+            if doc.kind != "Subscription" || !for_app(&doc.scopes, app_id) {
                 continue;
             }
             let json: SubscriptionJson =
@@ -180,7 +183,7 @@ pub fn components_in(
             continue;
         }
         let spec = component_from(doc, file)?;
-        if spec.scopes.is_empty() || spec.scopes.iter().any(|s| s == app_id) {
+        if for_app(&spec.scopes, app_id) {
             specs.push(spec);
         }
     }

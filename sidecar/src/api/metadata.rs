@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{Api, RUNTIME_VERSION};
 use crate::components::Registered;
 use crate::errors::ApiError;
+use crate::pubsub::subscriptions::Subscription;
 
 /// The metadata document.
 pub struct Metadata<'a> {
@@ -38,6 +39,11 @@ impl Api {
             app_protocol: &self.config.app_protocol,
             app_channel_address: &self.config.app_channel_address,
         }
+    }
+
+    /// The subscriptions in force: none until the app was asked for its own.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        self.subscriptions.get().map_or(&[], Vec::as_slice)
     }
 
     pub fn set_metadata(&self, key: String, value: String) {

@@ -13,8 +13,8 @@ pub mod pubsub;
 pub mod state;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::watch;
 
@@ -38,8 +38,8 @@ pub struct Api {
     pub shutdown: watch::Sender<bool>,
     /// The `Subscription` resources for this app.
     pub declared_subscriptions: Vec<Subscription>,
-    /// The subscriptions in force, once the app was asked for its own.
-    pub subscriptions: Mutex<Vec<Subscription>>,
+    /// The subscriptions in force, set once the app was asked for its own.
+    pub subscriptions: OnceLock<Vec<Subscription>>,
 }
 
 pub const RUNTIME_VERSION: &str = concat!("sidecar-", env!("CARGO_PKG_VERSION"));

@@ -11,7 +11,7 @@ use super::Api;
 use crate::errors::ApiError;
 use crate::pubsub::cloudevent::{self, Publish};
 use crate::pubsub::subscriptions::parse_bool;
-use crate::pubsub::{Message, PubSub, PubSubError};
+use crate::pubsub::{Message, PubSub, PubSubError, meta};
 
 /// How long a publish may wait for the component to take it.
 const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -83,13 +83,9 @@ impl Api {
                 req.metadata.clone(),
             ));
         }
-        let raw = match req
-            .metadata
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("rawPayload"))
-        {
+        let raw = match meta(&req.metadata, "rawPayload") {
             None => false,
-            Some((_, v)) => parse_bool(v).ok_or_else(|| {
+            Some(v) => parse_bool(v).ok_or_else(|| {
                 ApiError::pubsub(
                     "ERR_PUBSUB_REQUEST_METADATA",
                     StatusCode::BAD_REQUEST,

@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::meta;
+
 pub const EVENT_TYPE: &str = "com.dapr.event.sent";
 pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 
@@ -45,14 +47,6 @@ pub fn media_type(content_type: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase()
-}
-
-/// A metadata value by name, regardless of case (Dapr decodes these case-insensitively).
-fn meta<'a>(metadata: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    metadata
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 /// Now as RFC 3339 in UTC, to the second (`2026-11-27T10:42:33Z`), as daprd writes `time`.

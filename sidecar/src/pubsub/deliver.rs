@@ -83,9 +83,9 @@ pub async fn start(api: Arc<Api>, mut stop: watch::Receiver<bool>) -> Vec<JoinHa
         )));
         active.push(sub);
     }
-    *api.subscriptions
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = active;
+    if api.subscriptions.set(active).is_err() {
+        tracing::error!("subscriptions were started twice; the first set stays listed");
+    }
     tasks
 }
 
@@ -113,23 +113,16 @@ async fn ask_the_app(api: &Api) -> Vec<Subscription> {
     if let Ok(id) = HeaderValue::from_str(api.app_id()) {
         headers.insert("dapr-app-id", id);
     }
-    let call = Call {
-        method: Method::GET,
-        path: "/dapr/subscribe".into(),
-        query: None,
-        headers,
-        body: Bytes::new(),
-    };
     // The app may take the connection before its routes are ready: a failed call is
     // tried again for about 10 s, as daprd does.
     let mut wait = Duration::from_millis(500);
     let mut tries = 1;
     let answer = loop {
         let call = Call {
-            method: call.method.clone(),
-            path: call.path.clone(),
+            method: Method::GET,
+            path: "/dapr/subscribe".into(),
             query: None,
-            headers: call.headers.clone(),
+            headers: headers.clone(),
             body: Bytes::new(),
         };
         match tokio::time::timeout(DELIVERY_TIMEOUT, api.invoker.deliver(call)).await {
@@ -194,10 +187,15 @@ async fn consume(
 
 /// Offers `message` until it is taken or given up, then dead-letters what was given up.
 async fn handle(api: &Api, sub: &Subscription, message: Message) {
+    // Read once: every offer sends the same event.
+    let (ce, body) = match envelope(sub, &message) {
+        Ok(e) => e,
+        Err(why) => return dead_letter(api, sub, message, &why).await,
+    };
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     let why = loop {
-        match offer(api, sub, &message).await {
+        match offer(api, sub, &message, &ce, body.clone()).await {
             Ok(()) => return,
             Err(Failure::Drop(why)) => break why,
             Err(Failure::Retry(why)) if attempt >= ATTEMPTS => {
@@ -233,9 +231,10 @@ async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &
     }
 }
 
-/// One offer of `message` to the app.
-async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), Failure> {
-    let (ce, body) = if sub.raw_payload() {
+/// The CloudEvent `message` is delivered as, and its bytes for an HTTP app; why it cannot
+/// be delivered at all (not a CloudEvent, expired).
+fn envelope(sub: &Subscription, message: &Message) -> Result<(Envelope, Bytes), String> {
+    if sub.raw_payload() {
         let ce = cloudevent::from_raw(
             &message.data,
             &sub.pubsub,
@@ -243,18 +242,27 @@ async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), F
             &message.metadata,
         );
         let body = serde_json::to_vec(&ce).expect("a JSON map serializes");
-        (ce, Bytes::from(body))
-    } else {
-        match serde_json::from_slice::<serde_json::Value>(&message.data) {
-            Ok(serde_json::Value::Object(ce)) => {
-                if cloudevent::expired(&ce) {
-                    return Err(Failure::Drop("the message expired".into()));
-                }
-                (ce, message.data.clone())
-            }
-            _ => return Err(Failure::Drop("the message is not a CloudEvent".into())),
+        return Ok((ce, Bytes::from(body)));
+    }
+    match serde_json::from_slice::<serde_json::Value>(&message.data) {
+        Ok(serde_json::Value::Object(ce)) if cloudevent::expired(&ce) => {
+            Err("the message expired".into())
         }
-    };
+        Ok(serde_json::Value::Object(ce)) => Ok((ce, message.data.clone())),
+        _ => Err("the message is not a CloudEvent".into()),
+    }
+}
+
+type Envelope = serde_json::Map<String, serde_json::Value>;
+
+/// One offer of `message` (as `ce`, and `body` for an HTTP app) to the app.
+async fn offer(
+    api: &Api,
+    sub: &Subscription,
+    message: &Message,
+    ce: &Envelope,
+    body: Bytes,
+) -> Result<(), Failure> {
     // Only unconditional rules are admitted (see `start`): the first is the route.
     let Some(path) = sub.rules.first().map(|r| &r.path) else {
         return Err(Failure::Drop("the subscription has no route".into()));
@@ -280,7 +288,7 @@ async fn offer(api: &Api, sub: &Subscription, message: &Message) -> Result<(), F
         }
         return match app
             .topic_event(
-                &ce,
+                ce,
                 &sub.pubsub,
                 &sub.topic,
                 path,

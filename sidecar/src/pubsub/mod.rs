@@ -23,6 +23,14 @@ pub struct Message {
     pub metadata: HashMap<String, String>,
 }
 
+/// A metadata value by name, regardless of case (Dapr decodes these case-insensitively).
+pub fn meta<'a>(metadata: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    metadata
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// A component's failure to take a message.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -39,9 +39,7 @@ pub struct Subscription {
 impl Subscription {
     /// Whether the subscription asked for the publisher's bytes as they are.
     pub fn raw_payload(&self) -> bool {
-        self.metadata
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("rawPayload") && parse_bool(v) == Some(true))
+        super::meta(&self.metadata, "rawPayload").and_then(parse_bool) == Some(true)
     }
 }
 

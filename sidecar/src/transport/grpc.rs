@@ -410,9 +410,7 @@ impl Dapr for GrpcApi {
                 .collect(),
             subscriptions: self
                 .rt
-                .subscriptions
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .subscriptions()
                 .iter()
                 .map(|s| PubsubSubscription {
                     pubsub_name: s.pubsub.clone(),

@@ -243,9 +243,7 @@ async fn metadata(State(rt): Rt) -> Response {
     }
     doc["appConnectionProperties"] = conn;
     let subscriptions: Vec<serde_json::Value> = rt
-        .subscriptions
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .subscriptions()
         .iter()
         .map(|s| {
             let mut v = serde_json::json!({
