@@ -61,14 +61,7 @@ impl Bed {
             .expect("a test bed of network namespaces");
         let data = TempDir::new("redis");
         let redis_host = net.host("redis");
-        let mut redis = redis_host.command("redis-server");
-        redis
-            .args(["--bind", &redis_host.ip.to_string(), "--port", "6379"])
-            .args(["--protected-mode", "no", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(data.path())
-            .stdout(std::process::Stdio::null());
-        let redis = ChildGuard::spawn("redis-server", &mut redis).unwrap();
+        let redis = testkit::redis::spawn_on(redis_host, data.path(), true).unwrap();
         let components = ComponentsDir::redis_at(&format!("{}:6379", redis_host.ip), &[]);
         let (catalogue_dir, catalogue) = catalogue();
         let dirs = Mutex::new(vec![data]);

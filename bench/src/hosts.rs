@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use testkit::{ChildGuard, ComponentsDir, Host, Net, Pki, SidecarBuilder, SidecarProcess, TempDir};
+use testkit::{ComponentsDir, Host, Net, Pki, SidecarBuilder, SidecarProcess, TempDir};
 
 use crate::load::{Target, wait_port};
 use crate::matrix::{Generator, Row, RowResult, Timing, app_cmd, measure};
@@ -32,18 +32,10 @@ pub fn run_row(
     let mut running = Running::default();
 
     let redis_host = net.host("redis");
-    let mut redis = redis_host.command("redis-server");
     // As testkit's RedisServer for the loopback rows: nothing kept on disk.
-    redis
-        .args(["--port", "6379", "--save", "", "--appendonly", "no"])
-        .args(["--protected-mode", "no", "--bind", "127.0.0.1"])
-        .arg(redis_host.ip.to_string())
-        .arg("--dir")
-        .arg(scratch.path())
-        .stdout(std::process::Stdio::null());
     running.adopt_app(
         "redis-server",
-        ChildGuard::spawn("redis-server", &mut redis)?,
+        testkit::redis::spawn_on(redis_host, scratch.path(), false)?,
     );
     Generator::On(rt, redis_host).run(|| wait_port(6379, Duration::from_secs(30)))?;
 

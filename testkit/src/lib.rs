@@ -10,7 +10,7 @@ mod ledger;
 mod netns;
 mod pki;
 mod process;
-mod redis;
+pub mod redis;
 mod sidecar;
 mod stack;
 mod stores;

@@ -1,12 +1,14 @@
 //! A real `redis-server` on a free loopback port, stopped on drop: without persistence, or
 //! with its append-only file on, so that it can be restarted and keep what it acknowledged.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::process::{TempDir, free_port, wait_until};
+use crate::netns::Host;
+use crate::process::{ChildGuard, TempDir, free_port, wait_until};
 
 pub struct RedisServer {
     pub port: u16,
@@ -15,28 +17,38 @@ pub struct RedisServer {
     durable: bool,
 }
 
-fn spawn(port: u16, dir: &TempDir, durable: bool) -> anyhow::Result<Child> {
+/// The settings every test Redis runs with: `port`, files in `dir`, no snapshots; with
+/// `durable`, the append-only file synced on every write, else nothing kept on disk.
+fn configure(cmd: &mut Command, port: u16, dir: &Path, durable: bool) {
     let aof: &[&str] = if durable {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
         &["--appendonly", "no"]
     };
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
+    cmd.args(["--port", &port.to_string(), "--save", ""])
         .args(aof)
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .stderr(Stdio::null());
+}
+
+fn spawn(port: u16, dir: &TempDir, durable: bool) -> anyhow::Result<Child> {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1"]);
+    configure(&mut cmd, port, dir.path(), durable);
+    cmd.spawn()
         .map_err(|e| anyhow::anyhow!("starting redis-server (apt-get install redis-server): {e}"))
+}
+
+/// A `redis-server` on `host` of a test bed, on port 6379 of its loopback and its address
+/// (reachable from the other hosts), with files in `dir`; stopped when the guard drops.
+pub fn spawn_on(host: &Host, dir: &Path, durable: bool) -> anyhow::Result<ChildGuard> {
+    let mut cmd = host.command("redis-server");
+    cmd.args(["--protected-mode", "no", "--bind", "127.0.0.1"])
+        .arg(host.ip.to_string());
+    configure(&mut cmd, 6379, dir, durable);
+    ChildGuard::spawn("redis-server", &mut cmd)
 }
 
 impl RedisServer {
