@@ -151,16 +151,24 @@ async fn a_commit_stalled_past_the_budget_is_read_back_not_redone(api: &str) {
         }
     });
     // The booking holds the lock, has created its key's record (its last write before the
-    // commit) and lingers 500 ms before the commit: stop writes now.
+    // commit) and lingers 500 ms before the commit: stop writes now. The record is made in
+    // two writes, as daprd makes it (the value, then its expiry): its create is over only
+    // once it has a time to live; pausing writes between the two would stall the create,
+    // not the commit.
     testkit::wait_until(
-        "the booking's key record",
+        "the booking's key record, with its expiry",
         Duration::from_secs(10),
         || async {
-            redis
-                .exists("backend||idempotency-stalled-1")
+            let ttl = redis
+                .command(&["TTL", "backend||idempotency-stalled-1"])
                 .await
+                .ok()?;
+            // `:N` seconds left; `:-2` no such key, `:-1` no expiry yet.
+            ttl.trim()
+                .strip_prefix(':')?
+                .parse::<i64>()
                 .ok()
-                .filter(|made| *made)
+                .filter(|secs| *secs > 0)
         },
     )
     .await
