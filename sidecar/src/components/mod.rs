@@ -20,7 +20,7 @@ pub struct ComponentError {
     pub message: String,
 }
 
-fn fail(spec: &ComponentSpec, message: impl Into<String>) -> ComponentError {
+pub(crate) fn fail(spec: &ComponentSpec, message: impl Into<String>) -> ComponentError {
     ComponentError {
         name: spec.name.clone(),
         kind: spec.kind.clone(),
@@ -246,7 +246,7 @@ impl Components {
                 );
                 Vec::new()
             }
-            "pubsub.in-memory" => {
+            "pubsub.in-memory" | "pubsub.redis" => {
                 for scoping in [
                     "allowedTopics",
                     "protectedTopics",
@@ -262,7 +262,13 @@ impl Components {
                         ));
                     }
                 }
-                let bus = PubSub::Memory(pubsub::memory::MemoryBus::new());
+                let bus = if spec.kind == "pubsub.redis" {
+                    PubSub::Redis(Box::new(
+                        pubsub::redis::RedisStreams::open(spec, app_id).await?,
+                    ))
+                } else {
+                    PubSub::Memory(pubsub::memory::MemoryBus::new())
+                };
                 let caps = bus.capabilities().to_vec();
                 self.pubsub.insert(spec.name.clone(), bus);
                 caps
@@ -271,7 +277,7 @@ impl Components {
                 return Err(fail(
                     spec,
                     format!(
-                        "unknown component type {other:?}; this sidecar loads state.in-memory, state.sqlite, state.redis, lock.in-memory, lock.redis and pubsub.in-memory"
+                        "unknown component type {other:?}; this sidecar loads state.in-memory, state.sqlite, state.redis, lock.in-memory, lock.redis, pubsub.in-memory and pubsub.redis"
                     ),
                 ));
             }

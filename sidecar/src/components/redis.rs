@@ -109,7 +109,43 @@ async fn ping(mut conn: ConnectionManager, watch: Weak<Watch>) {
     }
 }
 
+/// A client for the server a component names, the settings of its connections, and the
+/// server's address for messages.
+pub struct Server {
+    pub client: redis::Client,
+    pub config: ConnectionManagerConfig,
+    pub host: String,
+}
+
+impl Server {
+    /// The component's shared connection, watched.
+    pub async fn connect(&self) -> Result<Redis, redis::RedisError> {
+        let conn = self.connection(self.config.clone()).await?;
+        Ok(Redis::new(conn, self.host.clone()))
+    }
+
+    /// A connection of its own with other settings (e.g. for blocking reads, which would
+    /// hold up every call behind them on a shared one).
+    pub async fn connection(
+        &self,
+        config: ConnectionManagerConfig,
+    ) -> Result<ConnectionManager, redis::RedisError> {
+        self.client.get_connection_manager_with_config(config).await
+    }
+}
+
+/// The component's shared connection, watched; fails the component when the server cannot
+/// be reached.
 pub async fn connect(spec: &ComponentSpec) -> Result<Redis, ComponentError> {
+    let server = settings(spec)?;
+    server
+        .connect()
+        .await
+        .map_err(|e| fail(spec, format!("connecting to redis at {}: {e}", server.host)))
+}
+
+/// The server and connection settings the component's metadata names.
+pub fn settings(spec: &ComponentSpec) -> Result<Server, ComponentError> {
     let host = spec
         .meta("redisHost")
         .ok_or_else(|| fail(spec, "metadata redisHost is required"))?;
@@ -170,11 +206,11 @@ pub async fn connect(spec: &ComponentSpec) -> Result<Redis, ComponentError> {
             "readTimeout",
             Duration::from_secs(3),
         )?));
-    let conn = client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(|e| fail(spec, format!("connecting to redis at {host}: {e}")))?;
-    Ok(Redis::new(conn, host.to_string()))
+    Ok(Server {
+        client,
+        config,
+        host: host.to_string(),
+    })
 }
 
 /// Every key under `prefix` (glob characters escaped), found with SCAN in batches.

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::subscriptions::{self, Subscription};
-use super::{Message, cloudevent};
+use super::{Delivery, Message, cloudevent};
 use crate::api::Api;
 use crate::invoke::{AppChannel, Call};
 use dapr::dapr::proto::runtime::v1::topic_event_response::TopicEventResponseStatus;
@@ -169,19 +169,21 @@ async fn ask_the_app(api: &Api) -> Vec<Subscription> {
 async fn consume(
     api: Arc<Api>,
     sub: Subscription,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Delivery>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let message = tokio::select! {
-            m = rx.recv() => match m { Some(m) => m, None => return },
+        let delivery = tokio::select! {
+            d = rx.recv() => match d { Some(d) => d, None => return },
             _ = stop.changed() => return,
         };
-        // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop.
+        // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
+        // and a durable component offers the message again later.
         tokio::select! {
-            () = handle(&api, &sub, message) => {}
+            () = handle(&api, &sub, delivery.message.clone()) => {}
             _ = stop.changed() => return,
         }
+        delivery.done().await;
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use super::{Message, PubSubError};
+use super::{Delivery, Message, PubSubError};
 
 /// Messages a subscription may have waiting before publishers wait for it.
 const QUEUE: usize = 64;
@@ -16,7 +16,7 @@ const QUEUE: usize = 64;
 #[derive(Default)]
 pub struct MemoryBus {
     /// (topic or `prefix*`, the subscription's queue)
-    subscribers: Mutex<Vec<(String, mpsc::Sender<Message>)>>,
+    subscribers: Mutex<Vec<(String, mpsc::Sender<Delivery>)>>,
 }
 
 /// Whether a subscription to `pattern` hears `topic`: the same name, or for `prefix*` a
@@ -34,7 +34,7 @@ impl MemoryBus {
     }
 
     pub async fn publish(&self, message: Message) -> Result<(), PubSubError> {
-        let queues: Vec<mpsc::Sender<Message>> = {
+        let queues: Vec<mpsc::Sender<Delivery>> = {
             let mut subs = self.subscribers.lock().expect("bus lock");
             subs.retain(|(_, q)| !q.is_closed());
             subs.iter()
@@ -44,12 +44,12 @@ impl MemoryBus {
         };
         for q in queues {
             // A subscription that ended meanwhile just misses it.
-            let _ = q.send(message.clone()).await;
+            let _ = q.send(Delivery::unacknowledged(message.clone())).await;
         }
         Ok(())
     }
 
-    pub fn subscribe(&self, topic: &str) -> mpsc::Receiver<Message> {
+    pub fn subscribe(&self, topic: &str) -> mpsc::Receiver<Delivery> {
         let (tx, rx) = mpsc::channel(QUEUE);
         self.subscribers
             .lock()
@@ -86,10 +86,10 @@ mod tests {
             };
             bus.publish(m).await.unwrap();
         }
-        let got = |rx: &mut mpsc::Receiver<Message>| {
+        let got = |rx: &mut mpsc::Receiver<Delivery>| {
             let mut v = Vec::new();
             while let Ok(m) = rx.try_recv() {
-                v.push(String::from_utf8(m.data.to_vec()).unwrap());
+                v.push(String::from_utf8(m.message.data.to_vec()).unwrap());
             }
             v
         };

@@ -1,5 +1,5 @@
-//! Pub/sub: the components that carry messages (`pubsub.in-memory`; Redis Streams to
-//! come), the CloudEvents envelope a publish is wrapped in (`cloudevent`), the
+//! Pub/sub: the components that carry messages (`pubsub.in-memory`, `pubsub.redis` on
+//! Redis Streams), the CloudEvents envelope a publish is wrapped in (`cloudevent`), the
 //! subscriptions an app asks for or the resources declare (`subscriptions`), and the
 //! delivery of each message to the app's route with retries and a dead-letter topic
 //! (`deliver`).
@@ -7,6 +7,7 @@
 pub mod cloudevent;
 pub mod deliver;
 pub mod memory;
+pub mod redis;
 pub mod subscriptions;
 
 use std::collections::HashMap;
@@ -21,6 +22,38 @@ pub struct Message {
     pub topic: String,
     pub data: Bytes,
     pub metadata: HashMap<String, String>,
+}
+
+/// A message handed to a subscription, with the way to tell its component it is done.
+pub struct Delivery {
+    pub message: Message,
+    ack: Ack,
+}
+
+enum Ack {
+    /// The component forgets a message once handed on.
+    Nothing,
+    Redis(redis::Ack),
+}
+
+impl Delivery {
+    /// A message its component needs no word about.
+    pub fn unacknowledged(message: Message) -> Self {
+        Delivery {
+            message,
+            ack: Ack::Nothing,
+        }
+    }
+
+    /// The message was taken, or given up (and dead-lettered): the component may forget it.
+    /// Not called when delivery was cut short (the sidecar stopping): a durable component
+    /// then offers it again.
+    pub async fn done(self) {
+        match self.ack {
+            Ack::Nothing => {}
+            Ack::Redis(ack) => ack.done().await,
+        }
+    }
 }
 
 /// A metadata value by name, regardless of case (Dapr decodes these case-insensitively).
@@ -39,6 +72,7 @@ pub struct PubSubError(pub String);
 /// A loaded pub/sub component.
 pub enum PubSub {
     Memory(memory::MemoryBus),
+    Redis(Box<redis::RedisStreams>),
 }
 
 impl PubSub {
@@ -46,19 +80,23 @@ impl PubSub {
     pub fn capabilities(&self) -> &'static [&'static str] {
         match self {
             PubSub::Memory(_) => &["SUBSCRIBE_WILDCARDS"],
+            PubSub::Redis(_) => &[],
         }
     }
 
     pub async fn publish(&self, message: Message) -> Result<(), PubSubError> {
         match self {
             PubSub::Memory(bus) => bus.publish(message).await,
+            PubSub::Redis(streams) => streams.publish(message).await,
         }
     }
 
-    /// The messages published to `topic` from now on (`topic*`: every topic it starts).
-    pub fn subscribe(&self, topic: &str) -> mpsc::Receiver<Message> {
+    /// The messages of `topic` for this app: in memory, those published from now on
+    /// (`topic*`: every topic it starts); on Redis, every one its group has not taken yet.
+    pub fn subscribe(&self, topic: &str) -> mpsc::Receiver<Delivery> {
         match self {
             PubSub::Memory(bus) => bus.subscribe(topic),
+            PubSub::Redis(streams) => streams.subscribe(topic),
         }
     }
 }

@@ -2,6 +2,9 @@
 //! and declaratively (a `Subscription` resource); messages published over HTTP and gRPC
 //! reach it as daprd's CloudEvents, in order; its answers decide (`RETRY` is delivered
 //! again, `DROP` goes to the dead-letter topic); errors and metadata as daprd gives them.
+//! On `pubsub.redis`, messages pass between sidecars through Redis Streams laid out as
+//! Dapr's component lays them out, and one whose delivery was cut short by a crash is
+//! delivered again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +15,7 @@ use axum::response::IntoResponse;
 use dapr::dapr::proto::runtime::v1::PublishEventRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use serde_json::{Value, json};
-use testkit::{ComponentsDir, SidecarBuilder, TempDir};
+use testkit::{ComponentsDir, RedisServer, SidecarBuilder, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sidecar");
 
@@ -25,15 +28,16 @@ const DECLARED: &str = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetada
 type Seen = Arc<Mutex<Vec<(String, String, String, String, Value)>>>;
 
 /// Subscribes to `orders` (dead letters to `dead`) and `dead`; answers `RETRY` to the
-/// first two offers of a message whose data is `"retry twice"`, `DROP` to `"drop me"`.
-async fn subscriber_app(seen: Seen) -> u16 {
+/// first two offers of a message whose data is `"retry twice"`, `DROP` to `"drop me"`,
+/// and with `hang`, never answers `"hang"`.
+async fn subscriber_app(seen: Seen, hang: bool) -> u16 {
     async fn subscribe() -> impl IntoResponse {
         axum::Json(json!([
             {"pubsubname": "pubsub", "topic": "orders", "route": "/orders", "deadLetterTopic": "dead"},
             {"pubsubname": "pubsub", "topic": "dead", "routes": {"default": "/dead"}},
         ]))
     }
-    async fn receive(State(seen): State<Seen>, req: Request) -> axum::Json<Value> {
+    async fn receive(State((seen, hang)): State<(Seen, bool)>, req: Request) -> axum::Json<Value> {
         let (parts, body) = req.into_parts();
         let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
         let ce: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -44,15 +48,21 @@ async fn subscriber_app(seen: Seen) -> u16 {
                 .map(|v| v.to_str().unwrap().to_string())
                 .unwrap_or_default()
         };
-        let mut seen = seen.lock().unwrap();
-        seen.push((
-            parts.uri.path().to_string(),
-            header("content-type"),
-            header("pubsubname"),
-            header("shop"),
-            ce.clone(),
-        ));
-        let offers = seen.iter().filter(|s| s.4["id"] == ce["id"]).count();
+        let hangs = hang && ce["data"] == "hang";
+        let offers = {
+            let mut seen = seen.lock().unwrap();
+            seen.push((
+                parts.uri.path().to_string(),
+                header("content-type"),
+                header("pubsubname"),
+                header("shop"),
+                ce.clone(),
+            ));
+            seen.iter().filter(|s| s.4["id"] == ce["id"]).count()
+        };
+        if hangs {
+            std::future::pending::<()>().await;
+        }
         let status = match ce["data"].as_str() {
             Some("retry twice") if offers <= 2 => "RETRY",
             Some("drop me") if parts.uri.path() == "/orders" => "DROP",
@@ -63,7 +73,7 @@ async fn subscriber_app(seen: Seen) -> u16 {
     let app = Router::new()
         .route("/dapr/subscribe", axum::routing::get(subscribe))
         .fallback(receive)
-        .with_state(seen);
+        .with_state((seen, hang));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -73,7 +83,7 @@ async fn subscriber_app(seen: Seen) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_messages_reach_the_subscribers_as_cloudevents() {
     let seen: Seen = Arc::default();
-    let port = subscriber_app(seen.clone()).await;
+    let port = subscriber_app(seen.clone(), false).await;
     let components =
         ComponentsDir::raw(&[("pubsub.yaml", PUBSUB), ("subscriptions.yaml", DECLARED)]);
     let registry = TempDir::new("registry");
@@ -317,4 +327,119 @@ async fn publish_errors_are_daprds() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(err.message(), "topic is empty in pubsub pubsub");
+}
+
+/// The paths and data an app received, in order.
+fn received(seen: &Seen) -> Vec<(String, Value)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|d| (d.0.clone(), d.4["data"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_streams_carry_messages_between_sidecars_and_survive_a_crash() {
+    let redis = RedisServer::start().await.unwrap();
+    let pubsub = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{}\n  - name: processingTimeout\n    value: \"1500\"\n  - name: redeliverInterval\n    value: 300ms\n",
+        redis.port
+    );
+    let components = ComponentsDir::raw(&[("pubsub.yaml", &pubsub)]);
+    let registry = TempDir::new("registry");
+    let publisher = SidecarBuilder::new(BIN, "checkout", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let publish = |data: &'static str| {
+        let req = http
+            .post(format!(
+                "{}/v1.0/publish/pubsub/orders?metadata.shop=north",
+                publisher.http_url()
+            ))
+            .header("content-type", "text/plain")
+            .body(data);
+        async move { assert_eq!(req.send().await.unwrap().status(), 204) }
+    };
+
+    // Published before any subscriber exists: the stream keeps it, in Dapr's layout.
+    publish("early").await;
+    let entries = redis
+        .command(&["XRANGE", "orders", "-", "+"])
+        .await
+        .unwrap();
+    for part in [
+        "data",
+        "metadata",
+        r#"{"shop":"north"}"#,
+        r#""data":"early""#,
+    ] {
+        assert!(entries.contains(part), "{part} not in {entries:?}");
+    }
+
+    // A subscriber that hangs on "hang"; it reads through its app id's consumer group.
+    let first: Seen = Arc::default();
+    let port = subscriber_app(first.clone(), true).await;
+    let mut shipping = SidecarBuilder::new(BIN, "shipping", registry.path())
+        .resources(components.path())
+        .app_port(port)
+        .spawn()
+        .await
+        .unwrap();
+    testkit::wait_until("the early message", Duration::from_secs(10), || async {
+        received(&first)
+            .contains(&("/orders".into(), json!("early")))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.lock().unwrap()[0].3, "north", "metadata as headers");
+    let groups = redis.command(&["XINFO", "GROUPS", "orders"]).await.unwrap();
+    assert!(groups.contains("shipping"), "{groups:?}");
+
+    // It crashes while the app holds "hang": the message was read but never finished.
+    publish("hang").await;
+    testkit::wait_until("the hanging offer", Duration::from_secs(10), || async {
+        received(&first)
+            .contains(&("/orders".into(), json!("hang")))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    appkit::process::send_signal(shipping.pid(), appkit::process::Signal::Kill).unwrap();
+    assert!(shipping.wait_for_exit(Duration::from_secs(10)).is_some());
+    publish("after").await;
+
+    // A new sidecar for the same app id takes the new message at once and, once the
+    // unfinished one has been idle for processingTimeout, that one too; not the one its
+    // predecessor acknowledged.
+    let second: Seen = Arc::default();
+    let port = subscriber_app(second.clone(), false).await;
+    let _shipping = SidecarBuilder::new(BIN, "shipping", registry.path())
+        .resources(components.path())
+        .app_port(port)
+        .spawn()
+        .await
+        .unwrap();
+    let got = testkit::wait_until("both messages", Duration::from_secs(20), || async {
+        let got = received(&second);
+        (got.contains(&("/orders".into(), json!("hang")))
+            && got.contains(&("/orders".into(), json!("after"))))
+        .then_some(got)
+    })
+    .await
+    .unwrap();
+    assert!(!got.iter().any(|(_, d)| d == "early"), "{got:?}");
+    // Nothing is left pending once the app took them.
+    testkit::wait_until("no pending entries", Duration::from_secs(10), || async {
+        let pending = redis
+            .command(&["XPENDING", "orders", "shipping"])
+            .await
+            .ok()?;
+        pending.starts_with("*4\r\n:0\r\n").then_some(())
+    })
+    .await
+    .unwrap();
 }
