@@ -384,6 +384,16 @@ impl Sidecar {
             }));
         }
         tasks.extend(sweep_memory_stores(&api, rx.clone()));
+        // Outbox relays run whether or not there is an app: the events are the store's.
+        for (name, store) in &api.components.state {
+            if store.outbox.is_some() {
+                tasks.push(tokio::spawn(crate::pubsub::outbox::relay(
+                    api.clone(),
+                    name.clone(),
+                    rx.clone(),
+                )));
+            }
+        }
 
         // The servers run already: a failure from here on stops them before it returns.
         let registration = match register(&config, ports, &registry, &api) {

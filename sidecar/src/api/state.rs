@@ -14,9 +14,13 @@ use bytes::Bytes;
 use super::Api;
 use crate::components::StateComponent;
 use crate::errors::ApiError;
+use crate::pubsub::outbox::{self, Outbox, Upsert};
 use crate::state::{
     Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation, parse_ttl,
 };
+
+/// How long a transaction's outbox events may wait for the pub/sub to take them.
+const OUTBOX_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One item to save, as either transport carries it.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub struct SaveItem {
     pub concurrency: Concurrency,
     /// The item's metadata, with the request's merged in (e.g. `ttlInSeconds`).
     pub metadata: HashMap<String, String>,
+    /// The value is JSON text (HTTP), not raw bytes (gRPC): what an outbox event is made of.
+    pub json: bool,
 }
 
 /// One operation of a transaction, as either transport carries it.
@@ -39,6 +45,15 @@ pub enum TxOp {
 }
 
 impl SaveItem {
+    fn as_upsert(&self) -> Upsert<'_> {
+        Upsert {
+            key: &self.key,
+            value: &self.value,
+            json: self.json,
+            metadata: &self.metadata,
+        }
+    }
+
     /// The store's request: the key as given, `ttlInSeconds` read from the metadata.
     fn into_set(self) -> Result<SetRequest, ApiError> {
         let ttl = match self.metadata.get("ttlInSeconds") {
@@ -200,10 +215,17 @@ impl Api {
         ops: Vec<Result<TxOp, ApiError>>,
     ) -> Result<(), ApiError> {
         let mut decoded = Vec::with_capacity(ops.len());
+        // The upserts as the outbox needs them (position, item), when the store has one.
+        let mut outbox_items = Vec::new();
         let in_grpc = |e: ApiError| e.in_grpc_as("ERR_STATE_TRANSACTION");
         for op in ops {
             decoded.push(match op.map_err(in_grpc)? {
-                TxOp::Upsert(item) => TxOperation::Upsert(item.into_set().map_err(in_grpc)?),
+                TxOp::Upsert(item) => {
+                    if store.outbox.is_some() {
+                        outbox_items.push((decoded.len(), item.clone()));
+                    }
+                    TxOperation::Upsert(item.into_set().map_err(in_grpc)?)
+                }
                 TxOp::Delete(req) => TxOperation::Delete(req),
                 TxOp::Other(kind) => {
                     return Err(ApiError::new(
@@ -225,14 +247,88 @@ impl Api {
             *key = store.key(key);
             checked.push(op);
         }
+        let markers = match &store.outbox {
+            Some(outbox) => {
+                self.publish_outbox(outbox, &outbox_items, &mut checked)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         if checked.is_empty() {
             return Ok(());
         }
-        store.store.multi(&checked).await.map_err(|e| {
+        let result = store.store.multi(&checked).await;
+        if let Some(outbox) = &store.outbox {
+            outbox.settled(
+                &markers,
+                match &result {
+                    Ok(()) => Some(true),
+                    Err(StoreError::EtagMismatch(_) | StoreError::EtagInvalid(_)) => Some(false),
+                    // The store may have committed or not: the marker will tell.
+                    Err(StoreError::Backend(_)) => None,
+                },
+            );
+        }
+        result.map_err(|e| {
             ApiError::internal(
                 "ERR_STATE_TRANSACTION",
                 format!("error while executing state transaction: {e}"),
             )
         })
+    }
+
+    /// Sends a transaction's events to the outbox's internal topic, takes its projections
+    /// out of the transaction and adds the markers; the markers' keys.
+    async fn publish_outbox(
+        &self,
+        outbox: &Outbox,
+        items: &[(usize, SaveItem)],
+        checked: &mut Vec<TxOperation>,
+    ) -> Result<Vec<String>, ApiError> {
+        let (projections, upserts): (Vec<Upsert<'_>>, Vec<Upsert<'_>>) = items
+            .iter()
+            .map(|(_, item)| item.as_upsert())
+            .partition(Upsert::is_projection);
+        let prepared = outbox.prepare(self.app_id(), &upserts, &projections);
+        let fail = |error: String| {
+            ApiError::pubsub(
+                "ERR_PUBLISH_OUTBOX",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                "DAPR_PUBSUB_OUTBOX",
+                format!("error while publishing outbox message: {error}"),
+                Some(&outbox.internal_pubsub),
+                [
+                    ("appID".to_string(), self.app_id().to_string()),
+                    ("error".to_string(), error),
+                ]
+                .into(),
+            )
+        };
+        let internal = self
+            .components
+            .pubsub
+            .get(&outbox.internal_pubsub)
+            .ok_or_else(|| fail(format!("pubsub {} is not found", outbox.internal_pubsub)))?;
+        for event in prepared.events {
+            match tokio::time::timeout(OUTBOX_PUBLISH_TIMEOUT, internal.publish(event)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(fail(e.to_string())),
+                Err(_) => return Err(fail("the pub/sub took no message in time".into())),
+            }
+        }
+        // Projections are payloads only, never written.
+        let dropped: Vec<usize> = items
+            .iter()
+            .filter(|(_, item)| item.as_upsert().is_projection())
+            .map(|(at, _)| *at)
+            .collect();
+        let mut position = 0;
+        checked.retain(|_| {
+            position += 1;
+            !dropped.contains(&(position - 1))
+        });
+        checked.extend(outbox::marker_writes(&prepared.markers));
+        Ok(prepared.markers)
     }
 }

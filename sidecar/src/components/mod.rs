@@ -34,6 +34,8 @@ pub struct StateComponent {
     pub store: StateStore,
     /// `None` means keys are stored as given (`keyPrefix: none`, or no app id).
     pub prefix: Option<String>,
+    /// Transactions publish their upserts (`outboxPublishPubsub`, `outboxPublishTopic`).
+    pub outbox: Option<pubsub::outbox::Outbox>,
 }
 
 impl StateComponent {
@@ -173,11 +175,30 @@ impl Components {
                 Err(e) => return Err(e),
             }
         }
+        for spec in specs {
+            let Some(outbox) = out.state.get(&spec.name).and_then(|s| s.outbox.as_ref()) else {
+                continue;
+            };
+            for pubsub in [&outbox.publish_pubsub, &outbox.internal_pubsub] {
+                if !out.pubsub.contains_key(pubsub) {
+                    return Err(fail(
+                        spec,
+                        format!("the outbox names pub/sub {pubsub:?}, which is not loaded"),
+                    ));
+                }
+            }
+        }
         Ok(out)
     }
 
     async fn load_one(&mut self, spec: &ComponentSpec, app_id: &str) -> Result<(), ComponentError> {
         let (state_prefix, lock_prefix) = prefixes(spec, app_id)?;
+        let outbox = if spec.kind.starts_with("state.") {
+            pubsub::outbox::Outbox::from_metadata(|k| spec.meta(k).map(str::to_string), app_id)
+                .map_err(|e| fail(spec, e))?
+        } else {
+            None
+        };
         if self.state.contains_key(&spec.name)
             || self.lock.contains_key(&spec.name)
             || self.pubsub.contains_key(&spec.name)
@@ -187,7 +208,7 @@ impl Components {
         let capabilities = match spec.kind.as_str() {
             "state.in-memory" => {
                 let store = StateStore::Memory(state::memory::MemoryStore::new());
-                self.add_state(spec, store, state_prefix)
+                self.add_state(spec, store, state_prefix, outbox)
             }
             "state.sqlite" => {
                 let settings = state::sqlite::SqliteSettings {
@@ -210,7 +231,7 @@ impl Components {
                 };
                 let store = state::sqlite::SqliteStore::open(&settings)
                     .map_err(|e| fail(spec, e.to_string()))?;
-                self.add_state(spec, StateStore::Sqlite(store), state_prefix)
+                self.add_state(spec, StateStore::Sqlite(store), state_prefix, outbox)
             }
             "state.redis" => {
                 let ttl = match spec.meta("ttlInSeconds") {
@@ -220,7 +241,7 @@ impl Components {
                 let conn = redis::connect(spec).await?;
                 let host = spec.meta("redisHost").unwrap_or_default().to_string();
                 let store = StateStore::Redis(state::redis::RedisStore::new(conn, host, ttl));
-                self.add_state(spec, store, state_prefix)
+                self.add_state(spec, store, state_prefix, outbox)
             }
             "lock.in-memory" => {
                 self.lock.insert(
@@ -301,10 +322,17 @@ impl Components {
         spec: &ComponentSpec,
         store: StateStore,
         prefix: Option<String>,
+        outbox: Option<pubsub::outbox::Outbox>,
     ) -> Vec<&'static str> {
         let caps = store.capabilities().to_vec();
-        self.state
-            .insert(spec.name.clone(), StateComponent { store, prefix });
+        self.state.insert(
+            spec.name.clone(),
+            StateComponent {
+                store,
+                prefix,
+                outbox,
+            },
+        );
         caps
     }
 

@@ -85,7 +85,7 @@ pub fn envelope(p: &Publish<'_>) -> Result<Vec<u8>, EnvelopeError> {
 }
 
 /// The envelope daprd makes around a payload.
-fn built(p: &Publish<'_>) -> Map<String, Value> {
+pub fn built(p: &Publish<'_>) -> Map<String, Value> {
     let over = |name: &str| meta(p.metadata, &format!("cloudevent.{name}"));
     let mut ce = Map::new();
     let content_type = if p.content_type.is_empty() {

@@ -7,6 +7,7 @@
 pub mod cloudevent;
 pub mod deliver;
 pub mod memory;
+pub mod outbox;
 pub mod redis;
 pub mod subscriptions;
 

@@ -127,6 +127,7 @@ fn save_item(item: common::StateItem) -> Result<SaveItem, ApiError> {
         etag: etag_of(item.etag),
         concurrency: options_of(item.options),
         metadata: item.metadata,
+        json: false,
     })
 }
 

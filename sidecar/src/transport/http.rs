@@ -445,6 +445,7 @@ impl JsonItem {
             etag: self.etag,
             concurrency,
             metadata,
+            json: true,
         })
     }
 }

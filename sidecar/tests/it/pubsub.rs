@@ -443,3 +443,104 @@ async fn redis_streams_carry_messages_between_sidecars_and_survive_a_crash() {
     .await
     .unwrap();
 }
+
+const OUTBOX_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: orders\n  - name: keyPrefix\n    value: none\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_publishes_exactly_what_commits() {
+    let seen: Seen = Arc::default();
+    let port = subscriber_app(seen.clone(), false).await;
+    let components = ComponentsDir::raw(&[("pubsub.yaml", PUBSUB), ("state.yaml", OUTBOX_STORE)]);
+    let registry = TempDir::new("registry");
+    let sidecar = SidecarBuilder::new(BIN, "checkout", registry.path())
+        .resources(components.path())
+        .app_port(port)
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", sidecar.http_url());
+    let transact = |ops: Value| {
+        let req = http
+            .post(url("/v1.0/state/statestore/transaction"))
+            .json(&json!({ "operations": ops }));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+
+    // A plain upsert and a delete: one event, the value as JSON.
+    let status = transact(json!([
+        {"operation": "upsert", "request": {"key": "order-1", "value": {"rooms": 1}, "metadata": {"contentType": "application/json"}}},
+        {"operation": "delete", "request": {"key": "nothing"}},
+    ]))
+    .await;
+    assert_eq!(status, 204);
+    // A failed transaction (wrong ETag) publishes nothing.
+    let status = transact(json!([
+        {"operation": "upsert", "request": {"key": "order-1", "value": {"rooms": 9}, "etag": "999", "metadata": {"contentType": "application/json"}}},
+    ]))
+    .await;
+    assert!(status == 409 || status == 500, "{status}");
+    // A projection: the event carries the summary, the store keeps the whole.
+    let status = transact(json!([
+        {"operation": "upsert", "request": {"key": "order-2", "value": {"rooms": 2, "card": "secret"}}},
+        {"operation": "upsert", "request": {"key": "order-2", "value": {"rooms": 2}, "metadata": {"outbox.projection": "true", "contentType": "application/json"}}},
+    ]))
+    .await;
+    assert_eq!(status, 204);
+
+    let events = testkit::wait_until("both events", Duration::from_secs(20), || async {
+        let got: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.0 == "/orders")
+            .map(|d| d.4.clone())
+            .collect();
+        got.iter()
+            .any(|ce| ce["data"] == json!({"rooms": 2}))
+            .then_some(got)
+    })
+    .await
+    .unwrap();
+    let data: Vec<&Value> = events.iter().map(|ce| &ce["data"]).collect();
+    assert_eq!(
+        data,
+        [&json!({"rooms": 1}), &json!({"rooms": 2})],
+        "{events:?}"
+    );
+    for ce in &events {
+        assert!(ce["id"].as_str().unwrap().starts_with("outbox-"), "{ce}");
+        assert_eq!(
+            (&ce["source"], &ce["topic"], &ce["pubsubname"]),
+            (&json!("checkout"), &json!("orders"), &json!("pubsub")),
+        );
+    }
+    let stored: Value = http
+        .get(url("/v1.0/state/statestore/order-2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored, json!({"rooms": 2, "card": "secret"}));
+    // The markers (keys as given: this store has no key prefix) are gone once their
+    // events were passed on.
+    testkit::wait_until("markers deleted", Duration::from_secs(10), || async {
+        let mut left = 0;
+        for ce in &events {
+            let r = http
+                .get(url(&format!(
+                    "/v1.0/state/statestore/{}",
+                    ce["id"].as_str()?
+                )))
+                .send()
+                .await
+                .ok()?;
+            left += usize::from(r.status() != 204);
+        }
+        (left == 0).then_some(())
+    })
+    .await
+    .unwrap();
+}
