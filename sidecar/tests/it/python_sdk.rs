@@ -135,10 +135,16 @@ async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
 async fn python_sdk_apps_publish_and_subscribe() {
     let py = python_with("dapr.ext.grpc");
     let registry = TempDir::new("registry");
-    let components = ComponentsDir::raw(&[(
-        "pubsub.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
-    )]);
+    let components = ComponentsDir::raw(&[
+        (
+            "pubsub.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
+        ),
+        (
+            "state.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: orders\n",
+        ),
+    ]);
     let seen = TempDir::new("seen");
     let seen_file = seen.path().join("events.jsonl");
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
@@ -171,7 +177,8 @@ async fn python_sdk_apps_publish_and_subscribe() {
     .unwrap();
 
     let grpc_port = sidecar.grpc_url().rsplit(':').next().unwrap().to_string();
-    let publisher = "import json\nfrom dapr.clients import DaprClient\nwith DaprClient() as d:\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data=json.dumps({'order': 7}), data_content_type='application/json')\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data='drop me')\n";
+    // Two publishes, then a transaction whose upsert the store's outbox publishes.
+    let publisher = "import json\nfrom dapr.clients import DaprClient\nfrom dapr.clients.grpc._request import TransactionalStateOperation\nwith DaprClient() as d:\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data=json.dumps({'order': 7}), data_content_type='application/json')\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data='drop me')\n    d.execute_state_transaction(store_name='statestore', operations=[TransactionalStateOperation(key='order-9', data=json.dumps({'order': 9}), metadata={'contentType': 'application/json'})])\n";
     let out = std::process::Command::new(&py)
         .args(["-c", publisher])
         .env("DAPR_GRPC_PORT", &grpc_port)
@@ -187,8 +194,8 @@ async fn python_sdk_apps_publish_and_subscribe() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let lines = testkit::wait_until(
-        "three events at the app",
+    let mut lines = testkit::wait_until(
+        "four events at the app",
         Duration::from_secs(20),
         || async {
             let text = std::fs::read_to_string(&seen_file).unwrap_or_default();
@@ -196,12 +203,33 @@ async fn python_sdk_apps_publish_and_subscribe() {
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            (lines.len() >= 3).then_some(lines)
+            (lines.len() >= 4).then_some(lines)
         },
     )
     .await
     .unwrap();
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    // The outbox's event: relayed on its own path, so its place among the others varies.
+    let at = lines
+        .iter()
+        .position(|l| l["id"].as_str().is_some_and(|id| id.starts_with("outbox-")))
+        .expect("the outbox event");
+    let outboxed = lines.remove(at);
+    assert_eq!(
+        (
+            &outboxed["topic"],
+            &outboxed["data"],
+            &outboxed["content_type"],
+            &outboxed["source"]
+        ),
+        (
+            &json!("orders"),
+            &json!("{\"order\":9}"),
+            &json!("application/json"),
+            &json!("pysub")
+        ),
+        "{outboxed}"
+    );
     assert_eq!(
         (
             &lines[0]["topic"],
