@@ -182,12 +182,48 @@ pub fn components_in(
         if doc.kind != "Component" {
             continue;
         }
-        let spec = component_from(doc, file)?;
+        let mut spec = component_from(doc, file)?;
         if for_app(&spec.scopes, app_id) {
+            expand_templates(&mut spec, app_id).map_err(|message| ResourceError::Invalid {
+                path: file.to_path_buf(),
+                message,
+            })?;
             specs.push(spec);
         }
     }
     Ok(specs)
+}
+
+/// Fills in the placeholders Dapr fills in metadata values: `{uuid}` (a new one each),
+/// `{podName}` (`POD_NAME`; an error without it), `{namespace}` (`<namespace>.<app id>`)
+/// and `{appID}` — e.g. a `consumerID` per replica.
+fn expand_templates(spec: &mut ComponentSpec, app_id: &str) -> Result<(), String> {
+    for (name, value) in &mut spec.metadata {
+        if !value.contains('{') {
+            continue;
+        }
+        while value.contains("{uuid}") {
+            *value = value.replacen("{uuid}", &uuid::Uuid::new_v4().to_string(), 1);
+        }
+        if value.contains("{podName}") {
+            let pod = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty());
+            let Some(pod) = pod else {
+                return Err(format!(
+                    "component {}: metadata {name} refers to {{podName}} but POD_NAME is not set",
+                    spec.name
+                ));
+            };
+            *value = value.replace("{podName}", &pod);
+        }
+        let namespace = std::env::var("NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        *value = value
+            .replace("{namespace}", &format!("{namespace}.{app_id}"))
+            .replace("{appID}", app_id);
+    }
+    Ok(())
 }
 
 fn component_from(doc: RawResource, file: &Path) -> Result<ComponentSpec, ResourceError> {
@@ -403,6 +439,24 @@ mod tests {
         assert!(!mtls("  metrics:\n    enabled: true\n").unwrap());
         let err = mtls("  mtls:\n    enabled: yes please\n").unwrap_err();
         assert!(err.to_string().contains("mtls.enabled"), "{err}");
+    }
+
+    #[test]
+    fn metadata_placeholders_are_filled_in_as_dapr_does() {
+        let specs = components_in(
+            "kind: Component\nmetadata:\n  name: p\nspec:\n  type: pubsub.redis\n  metadata:\n  - name: consumerID\n    value: \"{appID}-{uuid}\"\n  - name: other\n    value: \"{uuid}/{uuid}|{namespace}\"\n",
+            Path::new("p.yaml"),
+            "checkout",
+        )
+        .unwrap();
+        let id = specs[0].meta("consumerID").unwrap();
+        let uuid = id.strip_prefix("checkout-").unwrap();
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{id}");
+        let other = specs[0].meta("other").unwrap();
+        let (uuids, namespace) = other.split_once('|').unwrap();
+        let (a, b) = uuids.split_once('/').unwrap();
+        assert_ne!(a, b, "a new uuid for each placeholder");
+        assert!(namespace.ends_with(".checkout"), "{other}");
     }
 
     #[test]
