@@ -340,6 +340,16 @@ impl Sidecar {
         });
 
         let mut tasks = Vec::new();
+        // Outbox relays run whether or not there is an app (the events are the store's),
+        // and listen before the API serves, so no transaction's event finds nobody.
+        for (name, events) in crate::pubsub::outbox::subscribe(&api) {
+            tasks.push(tokio::spawn(crate::pubsub::outbox::relay(
+                api.clone(),
+                name,
+                events,
+                rx.clone(),
+            )));
+        }
         let tracer = Tracer::new(
             configuration.sampling_rate,
             configuration.zipkin_endpoint.clone(),
@@ -384,16 +394,6 @@ impl Sidecar {
             }));
         }
         tasks.extend(sweep_memory_stores(&api, rx.clone()));
-        // Outbox relays run whether or not there is an app: the events are the store's.
-        for (name, store) in &api.components.state {
-            if store.outbox.is_some() {
-                tasks.push(tokio::spawn(crate::pubsub::outbox::relay(
-                    api.clone(),
-                    name.clone(),
-                    rx.clone(),
-                )));
-            }
-        }
 
         // The servers run already: a failure from here on stops them before it returns.
         let registration = match register(&config, ports, &registry, &api) {

@@ -311,11 +311,15 @@ impl Api {
             .get(&outbox.internal_pubsub)
             .ok_or_else(|| fail(format!("pubsub {} is not found", outbox.internal_pubsub)))?;
         for event in prepared.events {
-            match tokio::time::timeout(OUTBOX_PUBLISH_TIMEOUT, internal.publish(event)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(fail(e.to_string())),
-                Err(_) => return Err(fail("the pub/sub took no message in time".into())),
-            }
+            let error =
+                match tokio::time::timeout(OUTBOX_PUBLISH_TIMEOUT, internal.publish(event)).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "the pub/sub took no message in time".into(),
+                };
+            // The transaction will not run: the events already out are never passed on.
+            outbox.settled(&prepared.markers, Some(false));
+            return Err(fail(error));
         }
         // Projections are payloads only, never written.
         let dropped: Vec<usize> = items

@@ -179,16 +179,21 @@ async fn consume(
         };
         // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
         // and a durable component offers the message again later.
-        tokio::select! {
-            () = handle(&api, &sub, delivery.message.clone()) => {}
+        let finished = tokio::select! {
+            f = handle(&api, &sub, delivery.message.clone()) => f,
             _ = stop.changed() => return,
+        };
+        if finished {
+            delivery.done().await;
+        } else {
+            delivery.release();
         }
-        delivery.done().await;
     }
 }
 
-/// Offers `message` until it is taken or given up, then dead-letters what was given up.
-async fn handle(api: &Api, sub: &Subscription, message: Message) {
+/// Offers `message` until it is taken or given up, then dead-letters what was given up;
+/// false when a dead letter found no taker (the message is not finished).
+async fn handle(api: &Api, sub: &Subscription, message: Message) -> bool {
     // Read once: every offer sends the same event.
     let (ce, body) = match envelope(sub, &message) {
         Ok(e) => e,
@@ -198,7 +203,7 @@ async fn handle(api: &Api, sub: &Subscription, message: Message) {
     let mut attempt = 1;
     let why = loop {
         match offer(api, sub, &message, &ce, body.clone()).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(Failure::Drop(why)) => break why,
             Err(Failure::Retry(why)) if attempt >= ATTEMPTS => {
                 break format!("{why}; given up after {ATTEMPTS} attempts");
@@ -211,25 +216,31 @@ async fn handle(api: &Api, sub: &Subscription, message: Message) {
             }
         }
     };
-    dead_letter(api, sub, message, &why).await;
+    dead_letter(api, sub, message, &why).await
 }
 
-async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &str) {
+/// Sends a message given up to the subscription's dead-letter topic, or drops it when it
+/// has none; false when the dead-letter topic did not take it.
+async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &str) -> bool {
     if sub.dead_letter_topic.is_empty() {
         tracing::error!(pubsub = %sub.pubsub, topic = %message.topic, reason = %why, "message dropped");
-        return;
+        return true;
     }
     let Some(pubsub) = api.components.pubsub.get(&sub.pubsub) else {
-        return;
+        return false;
     };
     tracing::warn!(topic = %message.topic, dead_letter_topic = %sub.dead_letter_topic, reason = %why, "message sent to the dead-letter topic");
     message.topic = sub.dead_letter_topic.clone();
     match tokio::time::timeout(DEAD_LETTER_TIMEOUT, pubsub.publish(message)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "publishing to the dead-letter topic failed; message dropped");
+            tracing::error!(error = %e, "publishing to the dead-letter topic failed");
+            false
         }
-        Err(_) => tracing::error!("no room on the dead-letter topic in time; message dropped"),
+        Err(_) => {
+            tracing::error!("no room on the dead-letter topic in time");
+            false
+        }
     }
 }
 

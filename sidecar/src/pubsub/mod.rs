@@ -55,6 +55,17 @@ impl Delivery {
             Ack::Redis(ack) => ack.done().await,
         }
     }
+
+    /// The message could not be finished now (e.g. its dead letter found no taker): a
+    /// durable component offers it again later; an in-memory one has forgotten it.
+    pub fn release(self) {
+        match self.ack {
+            Ack::Nothing => {
+                tracing::error!(topic = %self.message.topic, "message lost: its pub/sub keeps nothing to offer again");
+            }
+            Ack::Redis(ack) => ack.release(),
+        }
+    }
 }
 
 /// A metadata value by name, regardless of case (Dapr decodes these case-insensitively).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::cloudevent::{self, Publish};
 use super::{Delivery, Message, meta};
@@ -30,8 +30,6 @@ use crate::state::{SetRequest, TxOperation};
 const MARKER_WAIT: Duration = Duration::from_secs(10);
 /// How long a transaction's outcome is remembered.
 const REMEMBER: Duration = Duration::from_secs(60);
-/// Events the relay works on at once (an event waiting for its marker holds up no other).
-const IN_FLIGHT: usize = 64;
 /// How long passing an event on may take before it is left for redelivery.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,9 +66,7 @@ pub struct Upsert<'a> {
 impl Upsert<'_> {
     /// Whether this upsert is only the payload of another's event.
     pub fn is_projection(&self) -> bool {
-        meta(self.metadata, "outbox.projection")
-            .and_then(super::subscriptions::parse_bool)
-            .unwrap_or(false)
+        meta(self.metadata, "outbox.projection").is_some_and(is_truthy)
     }
 }
 
@@ -99,8 +95,7 @@ impl Outbox {
                 .unwrap_or_else(|| pubsub.clone()),
             internal_topic: format!("{namespace}{app_id}{topic}outbox"),
             discard_when_missing: get("outboxDiscardWhenMissingState")
-                .and_then(|v| super::subscriptions::parse_bool(&v))
-                .unwrap_or(false),
+                .is_some_and(|v| is_truthy(&v)),
             publish_pubsub: pubsub,
             publish_topic: topic,
             outcomes: Mutex::default(),
@@ -121,7 +116,7 @@ impl Outbox {
         for op in upserts {
             let payload = projections.iter().find(|p| p.key == op.key).unwrap_or(op);
             let marker = format!("outbox-{}", uuid::Uuid::new_v4());
-            let ce = self.event(app_id, &marker, payload);
+            let ce = self.event(app_id, &marker, op, payload);
             prepared.events.push(Message {
                 topic: self.internal_topic.clone(),
                 data: Bytes::from(
@@ -135,14 +130,21 @@ impl Outbox {
     }
 
     /// The CloudEvent daprd makes for an upsert: its id is the marker; the data is the
-    /// value (a JSON string as its text; other JSON as JSON when `contentType` says
-    /// `application/json`, else as its text); the op's metadata joins the event's fields.
-    fn event(&self, app_id: &str, marker: &str, op: &Upsert<'_>) -> Map<String, Value> {
-        let declared = meta(op.metadata, "contentType").unwrap_or("");
+    /// payload's value (the upsert's own, or its projection's: a JSON string as its text;
+    /// other JSON as JSON when the payload's `contentType` says `application/json`, else as
+    /// its text); the upsert's metadata joins the event's fields.
+    fn event(
+        &self,
+        app_id: &str,
+        marker: &str,
+        op: &Upsert<'_>,
+        payload: &Upsert<'_>,
+    ) -> Map<String, Value> {
+        let declared = meta(payload.metadata, "contentType").unwrap_or("");
         let is_json = cloudevent::media_type(declared) == "application/json";
-        let data: Vec<u8> = match serde_json::from_slice::<Value>(op.value) {
-            Ok(Value::String(s)) if op.json && !is_json => s.into_bytes(),
-            _ => op.value.to_vec(),
+        let data: Vec<u8> = match serde_json::from_slice::<Value>(payload.value) {
+            Ok(Value::String(s)) if payload.json && !is_json => s.into_bytes(),
+            _ => payload.value.to_vec(),
         };
         let overrides = HashMap::from([("cloudevent.id".to_string(), marker.to_string())]);
         let mut ce = cloudevent::built(&Publish {
@@ -174,9 +176,10 @@ impl Outbox {
         }
     }
 
+    /// The outcome of the marker's transaction, if this sidecar knows it (read once).
     fn outcome(&self, marker: &str) -> Option<bool> {
-        let outcomes = self.outcomes.lock().expect("outbox outcomes");
-        outcomes.get(marker).map(|(committed, _)| *committed)
+        let mut outcomes = self.outcomes.lock().expect("outbox outcomes");
+        outcomes.remove(marker).map(|(committed, _)| committed)
     }
 }
 
@@ -201,35 +204,41 @@ enum Relayed {
     Later,
 }
 
-/// Passes the internal topic's events on as their transactions commit, until `stop`.
-pub async fn relay(api: Arc<crate::api::Api>, store_name: String, mut stop: watch::Receiver<bool>) {
-    let Some(outbox) = api
-        .components
-        .state
-        .get(&store_name)
-        .and_then(|s| s.outbox.as_ref())
-    else {
-        return;
-    };
-    let Some(internal) = api.components.pubsub.get(&outbox.internal_pubsub) else {
-        return;
-    };
-    let mut rx = internal.subscribe(&outbox.internal_topic);
-    tracing::info!(store = %store_name, pubsub = %outbox.internal_pubsub, topic = %outbox.internal_topic, "outbox relay started");
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+/// Each outbox's store and the events of its internal topic.
+pub fn subscribe(api: &crate::api::Api) -> Vec<(String, mpsc::Receiver<Delivery>)> {
+    let mut relays = Vec::new();
+    for (name, store) in &api.components.state {
+        let Some(outbox) = &store.outbox else {
+            continue;
+        };
+        // Checked at load: the outbox's pub/subs are loaded.
+        let Some(internal) = api.components.pubsub.get(&outbox.internal_pubsub) else {
+            continue;
+        };
+        tracing::info!(store = %name, pubsub = %outbox.internal_pubsub, topic = %outbox.internal_topic, "outbox relay listening");
+        relays.push((name.clone(), internal.subscribe(&outbox.internal_topic)));
+    }
+    relays
+}
+
+/// Passes the internal topic's events on as their transactions commit, until `stop`. Each
+/// event is worked on by itself, so one waiting for its transaction holds up no other (and
+/// the relay keeps taking events while a transaction still publishes its own).
+pub async fn relay(
+    api: Arc<crate::api::Api>,
+    store_name: String,
+    mut events: mpsc::Receiver<Delivery>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let delivery = tokio::select! {
-            d = rx.recv() => match d { Some(d) => d, None => return },
+            d = events.recv() => match d { Some(d) => d, None => return },
             _ = stop.changed() => return,
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
         };
         let api = api.clone();
         let store_name = store_name.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             tokio::select! {
                 () = relay_one(&api, &store_name, delivery) => {}
                 _ = stop.changed() => {}
@@ -247,7 +256,7 @@ async fn relay_one(api: &crate::api::Api, store_name: &str, delivery: Delivery) 
     };
     match pass_on(api, store, outbox, &delivery.message).await {
         Relayed::Done => delivery.done().await,
-        Relayed::Later => {}
+        Relayed::Later => delivery.release(),
     }
 }
 
@@ -266,16 +275,20 @@ async fn pass_on(
         return Relayed::Done;
     };
     match wait_for_marker(store, outbox, &marker).await {
-        Some(true) => {}
-        Some(false) if outbox.discard_when_missing => {
-            tracing::warn!(%marker, "outbox event without a committed transaction; discarded");
+        Marker::Committed => {}
+        Marker::Failed => {
+            tracing::debug!(%marker, "outbox event of a transaction that failed; not published");
             return Relayed::Done;
         }
-        Some(false) => {
-            tracing::warn!(%marker, "outbox event whose transaction did not commit; not published");
+        Marker::Missing if outbox.discard_when_missing => {
+            tracing::warn!(%marker, "outbox event whose marker never came; discarded");
             return Relayed::Done;
         }
-        None => return Relayed::Later,
+        Marker::Missing => {
+            tracing::warn!(%marker, "outbox event whose marker has not come; left for redelivery");
+            return Relayed::Later;
+        }
+        Marker::Unknown => return Relayed::Later,
     }
     let Some(publish) = api.components.pubsub.get(&outbox.publish_pubsub) else {
         return Relayed::Later;
@@ -313,31 +326,56 @@ async fn pass_on(
     Relayed::Done
 }
 
+/// What became of an event's transaction.
+enum Marker {
+    Committed,
+    /// This sidecar saw it fail.
+    Failed,
+    /// No marker within [`MARKER_WAIT`].
+    Missing,
+    /// The store could not say.
+    Unknown,
+}
+
 /// Whether the marker's transaction committed: at once when this sidecar ran it, else by
-/// looking for the marker until [`MARKER_WAIT`] has passed (`Some(false)`: never found);
-/// `None` when the store could not say.
-async fn wait_for_marker(store: &StateComponent, outbox: &Outbox, marker: &str) -> Option<bool> {
+/// looking for the marker until [`MARKER_WAIT`] has passed.
+async fn wait_for_marker(store: &StateComponent, outbox: &Outbox, marker: &str) -> Marker {
+    let known = |committed: bool| {
+        if committed {
+            Marker::Committed
+        } else {
+            Marker::Failed
+        }
+    };
     if let Some(committed) = outbox.outcome(marker) {
-        return Some(committed);
+        return known(committed);
     }
     let deadline = Instant::now() + MARKER_WAIT;
     let mut pause = Duration::from_millis(5);
     loop {
         match store.store.get(marker).await {
-            Ok(Some(_)) => return Some(true),
+            Ok(Some(_)) => return Marker::Committed,
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(%marker, error = %e, "reading an outbox marker failed");
-                return None;
+                return Marker::Unknown;
             }
         }
         if let Some(committed) = outbox.outcome(marker) {
-            return Some(committed);
+            return known(committed);
         }
         if Instant::now() + pause > deadline {
-            return Some(false);
+            return Marker::Missing;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
     }
+}
+
+/// Dapr's truthy words (`utils.IsTruthy`): y, yes, true, t, on, 1, in any case.
+fn is_truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes" | "true" | "t" | "on" | "1"
+    )
 }

@@ -8,13 +8,15 @@
 //! (`XPENDING`/`XCLAIM`) once it has been idle for `processingTimeout`. At least once:
 //! subscribers recognise repeats by the event's id.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::streams::{
+    StreamClaimReply, StreamId, StreamPendingCountReply, StreamRangeReply, StreamReadReply,
+};
 use tokio::sync::mpsc;
 
 use super::{Delivery, Message, PubSubError};
@@ -27,6 +29,8 @@ use crate::resources::ComponentSpec;
 const BLOCK: Duration = Duration::from_secs(1);
 /// The wait before a failed read or group creation is tried again.
 const PAUSE: Duration = Duration::from_secs(1);
+/// The most entries a subscription reads at once and holds (each up to a message's size).
+const MAX_QUEUE_DEPTH: u64 = 10_000;
 
 /// The component's settings, with Dapr's names and defaults (the defaults are the ones in
 /// Dapr's code: its metadata documentation swaps the two timeouts).
@@ -84,8 +88,10 @@ impl Settings {
             _ => app_id.to_string(),
         };
         let queue_depth = number(spec, "queueDepth")?.unwrap_or(100);
-        if queue_depth == 0 {
-            return Err("queueDepth must be at least 1".into());
+        if !(1..=MAX_QUEUE_DEPTH).contains(&queue_depth) {
+            return Err(format!(
+                "queueDepth must be between 1 and {MAX_QUEUE_DEPTH}"
+            ));
         }
         Ok(Settings {
             consumer_id,
@@ -154,14 +160,15 @@ impl RedisStreams {
             topic: topic.to_string(),
             settings: self.settings.clone(),
             redis: self.redis.clone(),
+            held: Mutex::default(),
         });
         let reader = stream.clone();
-        let server = self.server.config.clone();
+        let config = self.server.config.clone();
         let client = self.server.client.clone();
         let reads = tx.clone();
         tokio::spawn(async move {
             // Its own connection: a blocking read would hold up every call behind it.
-            let config = server.set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
+            let config = config.set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
             let conn = loop {
                 tokio::select! {
                     c = client.get_connection_manager_with_config(config.clone()) => match c {
@@ -190,6 +197,9 @@ pub struct Stream {
     settings: Arc<Settings>,
     /// The component's shared connection: group creation, claims, acknowledgements.
     redis: Redis,
+    /// Entries handed on and not yet done: claiming them again would deliver them twice
+    /// while this sidecar still works on them (they wait their turn, or the app is slow).
+    held: Mutex<HashSet<String>>,
 }
 
 impl Stream {
@@ -240,7 +250,8 @@ impl Stream {
                 .arg(self.group())
                 .arg(self.group())
                 .arg("COUNT")
-                .arg(self.settings.queue_depth)
+                // Read no more than there is room for: what waits here is not claimable.
+                .arg(tx.capacity().max(1))
                 .arg("BLOCK")
                 .arg(BLOCK.as_millis() as u64)
                 .arg("STREAMS")
@@ -304,12 +315,15 @@ impl Stream {
             .query_async(&mut conn)
             .await?;
         let timeout = self.settings.processing_timeout.as_millis();
-        let idle: Vec<String> = pending
-            .ids
-            .into_iter()
-            .filter(|p| p.last_delivered_ms as u128 >= timeout)
-            .map(|p| p.id)
-            .collect();
+        let idle: Vec<String> = {
+            let held = self.held.lock().expect("held entries");
+            pending
+                .ids
+                .into_iter()
+                .filter(|p| p.last_delivered_ms as u128 >= timeout && !held.contains(&p.id))
+                .map(|p| p.id)
+                .collect()
+        };
         if idle.is_empty() {
             return Ok(());
         }
@@ -321,18 +335,21 @@ impl Stream {
             .arg(&idle)
             .query_async(&mut conn)
             .await?;
-        // Entries deleted from the stream meanwhile come back as nothing: acknowledge them.
-        let gone: Vec<&String> = idle
+        // An entry XCLAIM did not return was deleted from the stream, or was claimed by
+        // another sidecar of the app first: only a deleted one is acknowledged here.
+        for id in idle
             .iter()
             .filter(|id| !claimed.ids.iter().any(|c| &c.id == *id))
-            .collect();
-        if !gone.is_empty() {
-            redis::cmd("XACK")
+        {
+            let entry: StreamRangeReply = redis::cmd("XRANGE")
                 .arg(&self.topic)
-                .arg(self.group())
-                .arg(gone)
-                .query_async::<()>(&mut conn)
+                .arg(id)
+                .arg(id)
+                .query_async(&mut conn)
                 .await?;
+            if entry.ids.is_empty() {
+                self.ack(id).await;
+            }
         }
         for entry in claimed.ids {
             tracing::info!(topic = %self.topic, id = %entry.id, "delivering a message again that waited unacknowledged");
@@ -352,6 +369,7 @@ impl Stream {
             self.ack(&id).await;
             return true;
         };
+        self.held.lock().expect("held entries").insert(id.clone());
         let delivery = Delivery {
             message,
             ack: super::Ack::Redis(Ack {
@@ -378,6 +396,7 @@ impl Stream {
     }
 
     async fn ack(&self, id: &str) {
+        self.held.lock().expect("held entries").remove(id);
         let acked = match self.shared() {
             Ok(mut conn) => {
                 redis::cmd("XACK")
@@ -405,6 +424,15 @@ pub struct Ack {
 impl Ack {
     pub async fn done(self) {
         self.stream.ack(&self.id).await;
+    }
+
+    /// Not done: left pending, to be claimed again after `processingTimeout`.
+    pub fn release(self) {
+        self.stream
+            .held
+            .lock()
+            .expect("held entries")
+            .remove(&self.id);
     }
 }
 

@@ -479,7 +479,7 @@ async fn the_outbox_publishes_exactly_what_commits() {
         {"operation": "upsert", "request": {"key": "order-1", "value": {"rooms": 9}, "etag": "999", "metadata": {"contentType": "application/json"}}},
     ]))
     .await;
-    assert!(status == 409 || status == 500, "{status}");
+    assert_eq!(status, 500, "daprd's ERR_STATE_TRANSACTION");
     // A projection: the event carries the summary, the store keeps the whole.
     let status = transact(json!([
         {"operation": "upsert", "request": {"key": "order-2", "value": {"rooms": 2, "card": "secret"}}},
@@ -502,12 +502,10 @@ async fn the_outbox_publishes_exactly_what_commits() {
     })
     .await
     .unwrap();
-    let data: Vec<&Value> = events.iter().map(|ce| &ce["data"]).collect();
-    assert_eq!(
-        data,
-        [&json!({"rooms": 1}), &json!({"rooms": 2})],
-        "{events:?}"
-    );
+    // Events are relayed each by itself: their order may vary.
+    let mut data: Vec<String> = events.iter().map(|ce| ce["data"].to_string()).collect();
+    data.sort();
+    assert_eq!(data, [r#"{"rooms":1}"#, r#"{"rooms":2}"#], "{events:?}");
     for ce in &events {
         assert!(ce["id"].as_str().unwrap().starts_with("outbox-"), "{ce}");
         assert_eq!(
