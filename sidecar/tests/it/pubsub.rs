@@ -80,12 +80,14 @@ async fn subscriber_app(seen: Seen, hang: bool) -> u16 {
     port
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn published_messages_reach_the_subscribers_as_cloudevents() {
+/// A sidecar for app `checkout` with these resource files, beside a [`subscriber_app`];
+/// what the app receives, the sidecar, and the folders to keep while it runs.
+async fn subscribed_sidecar(
+    files: &[(&str, &str)],
+) -> (Seen, testkit::SidecarProcess, (ComponentsDir, TempDir)) {
     let seen: Seen = Arc::default();
     let port = subscriber_app(seen.clone(), false).await;
-    let components =
-        ComponentsDir::raw(&[("pubsub.yaml", PUBSUB), ("subscriptions.yaml", DECLARED)]);
+    let components = ComponentsDir::raw(files);
     let registry = TempDir::new("registry");
     let sidecar = SidecarBuilder::new(BIN, "checkout", registry.path())
         .resources(components.path())
@@ -93,6 +95,13 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
         .spawn()
         .await
         .unwrap();
+    (seen, sidecar, (components, registry))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_reach_the_subscribers_as_cloudevents() {
+    let (seen, sidecar, _dirs) =
+        subscribed_sidecar(&[("pubsub.yaml", PUBSUB), ("subscriptions.yaml", DECLARED)]).await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", sidecar.http_url());
 
@@ -448,16 +457,8 @@ const OUTBOX_STORE: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetad
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_publishes_exactly_what_commits() {
-    let seen: Seen = Arc::default();
-    let port = subscriber_app(seen.clone(), false).await;
-    let components = ComponentsDir::raw(&[("pubsub.yaml", PUBSUB), ("state.yaml", OUTBOX_STORE)]);
-    let registry = TempDir::new("registry");
-    let sidecar = SidecarBuilder::new(BIN, "checkout", registry.path())
-        .resources(components.path())
-        .app_port(port)
-        .spawn()
-        .await
-        .unwrap();
+    let (seen, sidecar, _dirs) =
+        subscribed_sidecar(&[("pubsub.yaml", PUBSUB), ("state.yaml", OUTBOX_STORE)]).await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", sidecar.http_url());
     let transact = |ops: Value| {
