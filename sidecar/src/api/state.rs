@@ -285,10 +285,17 @@ impl Api {
         items: &[(usize, SaveItem)],
         checked: &mut Vec<TxOperation>,
     ) -> Result<Vec<String>, ApiError> {
-        let (projections, upserts): (Vec<Upsert<'_>>, Vec<Upsert<'_>>) = items
-            .iter()
-            .map(|(_, item)| item.as_upsert())
-            .partition(Upsert::is_projection);
+        // Projections are payloads only, never written: set apart, with their positions.
+        let (mut projections, mut upserts, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+        for (at, item) in items {
+            let op = item.as_upsert();
+            if op.is_projection() {
+                projections.push(op);
+                dropped.push(*at);
+            } else {
+                upserts.push(op);
+            }
+        }
         let prepared = outbox.prepare(self.app_id(), &upserts, &projections);
         let fail = |error: String| {
             ApiError::pubsub(
@@ -321,12 +328,6 @@ impl Api {
             outbox.settled(&prepared.markers, Some(false));
             return Err(fail(error));
         }
-        // Projections are payloads only, never written.
-        let dropped: Vec<usize> = items
-            .iter()
-            .filter(|(_, item)| item.as_upsert().is_projection())
-            .map(|(at, _)| *at)
-            .collect();
         let mut position = 0;
         checked.retain(|_| {
             position += 1;

@@ -111,6 +111,7 @@ async fn ping(mut conn: ConnectionManager, watch: Weak<Watch>) {
 
 /// A client for the server a component names, the settings of its connections, and the
 /// server's address for messages.
+#[derive(Clone)]
 pub struct Server {
     pub client: redis::Client,
     pub config: ConnectionManagerConfig,

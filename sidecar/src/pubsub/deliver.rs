@@ -180,7 +180,7 @@ async fn consume(
         // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
         // and a durable component offers the message again later.
         let finished = tokio::select! {
-            f = handle(&api, &sub, delivery.message.clone()) => f,
+            f = handle(&api, &sub, &delivery.message) => f,
             _ = stop.changed() => return,
         };
         if finished {
@@ -193,16 +193,16 @@ async fn consume(
 
 /// Offers `message` until it is taken or given up, then dead-letters what was given up;
 /// false when a dead letter found no taker (the message is not finished).
-async fn handle(api: &Api, sub: &Subscription, message: Message) -> bool {
+async fn handle(api: &Api, sub: &Subscription, message: &Message) -> bool {
     // Read once: every offer sends the same event.
-    let (ce, body) = match envelope(sub, &message) {
+    let (ce, body) = match envelope(sub, message) {
         Ok(e) => e,
         Err(why) => return dead_letter(api, sub, message, &why).await,
     };
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     let why = loop {
-        match offer(api, sub, &message, &ce, body.clone()).await {
+        match offer(api, sub, message, &ce, body.clone()).await {
             Ok(()) => return true,
             Err(Failure::Drop(why)) => break why,
             Err(Failure::Retry(why)) if attempt >= ATTEMPTS => {
@@ -221,7 +221,7 @@ async fn handle(api: &Api, sub: &Subscription, message: Message) -> bool {
 
 /// Sends a message given up to the subscription's dead-letter topic, or drops it when it
 /// has none; false when the dead-letter topic did not take it.
-async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &str) -> bool {
+async fn dead_letter(api: &Api, sub: &Subscription, message: &Message, why: &str) -> bool {
     if sub.dead_letter_topic.is_empty() {
         tracing::error!(pubsub = %sub.pubsub, topic = %message.topic, reason = %why, "message dropped");
         return true;
@@ -230,8 +230,11 @@ async fn dead_letter(api: &Api, sub: &Subscription, mut message: Message, why: &
         return false;
     };
     tracing::warn!(topic = %message.topic, dead_letter_topic = %sub.dead_letter_topic, reason = %why, "message sent to the dead-letter topic");
-    message.topic = sub.dead_letter_topic.clone();
-    match tokio::time::timeout(DEAD_LETTER_TIMEOUT, pubsub.publish(message)).await {
+    let letter = Message {
+        topic: sub.dead_letter_topic.clone(),
+        ..message.clone()
+    };
+    match tokio::time::timeout(DEAD_LETTER_TIMEOUT, pubsub.publish(letter)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "publishing to the dead-letter topic failed");

@@ -163,15 +163,17 @@ impl RedisStreams {
             held: Mutex::default(),
         });
         let reader = stream.clone();
-        let config = self.server.config.clone();
-        let client = self.server.client.clone();
+        let server = self.server.clone();
         let reads = tx.clone();
         tokio::spawn(async move {
             // Its own connection: a blocking read would hold up every call behind it.
-            let config = config.set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
+            let config = server
+                .config
+                .clone()
+                .set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
             let conn = loop {
                 tokio::select! {
-                    c = client.get_connection_manager_with_config(config.clone()) => match c {
+                    c = server.connection(config.clone()) => match c {
                         Ok(c) => break c,
                         Err(e) => {
                             tracing::warn!(topic = %reader.topic, error = %e, "connecting to redis to read a stream; trying again");

@@ -131,14 +131,7 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
             {"pubsubname": "pubsub", "topic": "dead", "rules": [{"path": "/dead"}], "deadLetterTopic": "", "type": "PROGRAMMATIC"},
         ])
     );
-    let m: Value = http
-        .get(url("/v1.0/metadata"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value = testkit::get_json(&http, url("/v1.0/metadata")).await;
     assert_eq!(
         m["components"],
         json!([{"name": "pubsub", "type": "pubsub.in-memory", "version": "v1", "capabilities": ["SUBSCRIBE_WILDCARDS"]}])
@@ -514,14 +507,7 @@ async fn the_outbox_publishes_exactly_what_commits() {
             (&json!("checkout"), &json!("orders"), &json!("pubsub")),
         );
     }
-    let stored: Value = http
-        .get(url("/v1.0/state/statestore/order-2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = testkit::get_json(&http, url("/v1.0/state/statestore/order-2")).await;
     assert_eq!(stored, json!({"rooms": 2, "card": "secret"}));
     // The markers (keys as given: this store has no key prefix) are gone once their
     // events were passed on.

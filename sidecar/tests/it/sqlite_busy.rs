@@ -111,14 +111,7 @@ async fn a_busy_database_stalls_nothing_else() {
         204,
         "the write went through once the lock was let go"
     );
-    let k: serde_json::Value = http
-        .get(url("/v1.0/state/statestore/k"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let k: serde_json::Value = testkit::get_json(&http, url("/v1.0/state/statestore/k")).await;
     assert_eq!(k, 2, "the write whose caller had given up never ran");
     assert_eq!(
         save_k(3).await.unwrap().status(),
