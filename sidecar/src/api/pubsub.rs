@@ -11,7 +11,7 @@ use super::Api;
 use crate::errors::ApiError;
 use crate::pubsub::cloudevent::{self, Publish};
 use crate::pubsub::subscriptions::parse_bool;
-use crate::pubsub::{Message, PubSub, PubSubError, meta};
+use crate::pubsub::{Message, PubSub, meta};
 
 /// How long a publish may wait for the component to take it.
 const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -136,13 +136,7 @@ impl Api {
             data,
             metadata: req.metadata,
         };
-        let published = tokio::time::timeout(PUBLISH_TIMEOUT, pubsub.publish(message))
-            .await
-            .unwrap_or_else(|_| {
-                Err(PubSubError(format!(
-                    "the component took no message for {PUBLISH_TIMEOUT:?} (its subscribers' queues are full)"
-                )))
-            });
+        let published = pubsub.publish_within(message, PUBLISH_TIMEOUT).await;
         published.map_err(|e| {
             ApiError::pubsub(
                 "ERR_PUBSUB_PUBLISH_MESSAGE",

@@ -318,15 +318,11 @@ impl Api {
             .get(&outbox.internal_pubsub)
             .ok_or_else(|| fail(format!("pubsub {} is not found", outbox.internal_pubsub)))?;
         for event in prepared.events {
-            let error =
-                match tokio::time::timeout(OUTBOX_PUBLISH_TIMEOUT, internal.publish(event)).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "the pub/sub took no message in time".into(),
-                };
-            // The transaction will not run: the events already out are never passed on.
-            outbox.settled(&prepared.markers, Some(false));
-            return Err(fail(error));
+            if let Err(e) = internal.publish_within(event, OUTBOX_PUBLISH_TIMEOUT).await {
+                // The transaction will not run: the events already out are never passed on.
+                outbox.settled(&prepared.markers, Some(false));
+                return Err(fail(e.to_string()));
+            }
         }
         let mut position = 0;
         checked.retain(|_| {

@@ -234,14 +234,10 @@ async fn dead_letter(api: &Api, sub: &Subscription, message: &Message, why: &str
         topic: sub.dead_letter_topic.clone(),
         ..message.clone()
     };
-    match tokio::time::timeout(DEAD_LETTER_TIMEOUT, pubsub.publish(letter)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
+    match pubsub.publish_within(letter, DEAD_LETTER_TIMEOUT).await {
+        Ok(()) => true,
+        Err(e) => {
             tracing::error!(error = %e, "publishing to the dead-letter topic failed");
-            false
-        }
-        Err(_) => {
-            tracing::error!("no room on the dead-letter topic in time");
             false
         }
     }

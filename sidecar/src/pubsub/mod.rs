@@ -96,6 +96,22 @@ impl PubSub {
         }
     }
 
+    /// Publishes, waiting at most `limit` for the component to take the message (an
+    /// in-memory bus waits while a subscriber's queue is full).
+    pub async fn publish_within(
+        &self,
+        message: Message,
+        limit: std::time::Duration,
+    ) -> Result<(), PubSubError> {
+        tokio::time::timeout(limit, self.publish(message))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PubSubError(format!(
+                    "the component took no message for {limit:?} (its subscribers' queues are full)"
+                )))
+            })
+    }
+
     pub async fn publish(&self, message: Message) -> Result<(), PubSubError> {
         match self {
             PubSub::Memory(bus) => bus.publish(message).await,

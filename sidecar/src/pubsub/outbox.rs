@@ -303,16 +303,9 @@ async fn pass_on(
         data: Bytes::from(serde_json::to_vec(&Value::Object(ce)).expect("a JSON map serializes")),
         metadata: HashMap::new(),
     };
-    match tokio::time::timeout(PUBLISH_TIMEOUT, publish.publish(event)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(%marker, error = %e, "passing an outbox event on failed; it will be offered again");
-            return Relayed::Later;
-        }
-        Err(_) => {
-            tracing::warn!(%marker, "passing an outbox event on timed out; it will be offered again");
-            return Relayed::Later;
-        }
+    if let Err(e) = publish.publish_within(event, PUBLISH_TIMEOUT).await {
+        tracing::warn!(%marker, error = %e, "passing an outbox event on failed; it will be offered again");
+        return Relayed::Later;
     }
     let delete = [TxOperation::Delete(crate::state::DeleteRequest {
         key: marker.clone(),
