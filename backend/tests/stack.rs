@@ -210,8 +210,9 @@ async fn bad_input_gets_the_right_4xx() {
     }
 }
 
-/// 500 concurrent one-night bookings of a hotel with 50 rooms.
-async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
+/// 500 concurrent one-night bookings of a hotel with 50 rooms: the ids booked, the clear
+/// refusals, and any other answer (status and body, to say what went wrong).
+async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<(u16, Value)>) {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(600)
         .build()
@@ -240,7 +241,7 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<u16>) {
                 );
                 refused += 1;
             }
-            other => odd.push(other),
+            other => odd.push((other, v)),
         }
     }
     (ids, refused, odd)
