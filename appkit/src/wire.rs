@@ -239,6 +239,34 @@ pub struct Reservation {
     pub created_at: String,
 }
 
+/// What happened to a booking, as the backend announces it through its state store's
+/// outbox (the `data` of the CloudEvent) and the notifier keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BookingEvent {
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub reservation: Reservation,
+    /// When it happened (RFC 3339, UTC): the booking's `created_at`, or the cancellation.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    #[serde(rename = "booking.confirmed")]
+    Confirmed,
+    #[serde(rename = "booking.cancelled")]
+    Cancelled,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Confirmed => "booking.confirmed",
+            EventKind::Cancelled => "booking.cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Hotel {
     pub id: u32,

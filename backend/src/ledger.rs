@@ -1,17 +1,18 @@
 //! The ledger check: after a load, with or without faults, do the stored nights agree with
-//! the stored reservations, does no night sell more rooms than the hotel has, and is every
-//! acknowledged booking stored as it was answered?
+//! the stored reservations, does no night sell more rooms than the hotel has, is every
+//! acknowledged booking stored as it was answered, and (given the notifier's events) was
+//! exactly what committed announced?
 //!
 //! It reads what the store holds (the lines of `sidecar dump-state`), not what the
 //! services say, and knows the backend's key layout from `booking`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use appkit::wire::{Day, Reservation};
+use appkit::wire::{BookingEvent, Day, EventKind, Reservation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::booking::{KeyRecord, Night, parse_night_key};
+use crate::booking::{KeyRecord, Night, cancellation_key, parse_night_key};
 
 /// One line of `sidecar dump-state`.
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,8 @@ pub struct Ledger {
     /// Reservation id → the stored reservation.
     reservations: HashMap<String, Reservation>,
     keys: KeyCounts,
+    /// Reservation id → the event kept of its cancellation (while its TTL lasts).
+    cancellations: HashMap<String, BookingEvent>,
     /// Entries that belong to the layout but cannot be read: each is a violation.
     unreadable: Vec<String>,
 }
@@ -65,6 +68,25 @@ pub struct Verdict {
     pub unheard: Option<usize>,
     /// Requests booked more than once, when every request had its own `user_id`.
     pub doubled: Option<usize>,
+    /// Cancellations on record (kept when the backend announces events).
+    pub cancellations: usize,
+    /// What the events heard say, when they are given.
+    pub events: Option<EventCounts>,
+}
+
+/// The events heard against the store.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Distinct bookings announced confirmed, and cancelled.
+    pub confirmed: usize,
+    pub cancelled: usize,
+    /// Events heard again (delivery is at least once).
+    pub duplicates: usize,
+    /// Stored bookings never announced (or announced otherwise than stored).
+    pub unannounced: usize,
+    /// Changes announced that did not commit: a booking neither stored nor cancelled, a
+    /// cancellation of a booking still stored or never announced.
+    pub phantom: usize,
 }
 
 impl Ledger {
@@ -88,6 +110,18 @@ impl Ledger {
                     Ok(r) => ledger
                         .unreadable
                         .push(format!("{key} holds reservation {}", r.id)),
+                    Err(e) => ledger.unreadable.push(format!("{key}: {e}")),
+                }
+            } else if let Some(id) = key.strip_prefix("cancelled-") {
+                match serde_json::from_value::<BookingEvent>(value) {
+                    Ok(e) if e.reservation.id == id && e.kind == EventKind::Cancelled => {
+                        ledger.cancellations.insert(id.to_string(), e);
+                    }
+                    Ok(e) => ledger.unreadable.push(format!(
+                        "{key} holds a {} of reservation {}",
+                        e.kind.as_str(),
+                        e.reservation.id
+                    )),
                     Err(e) => ledger.unreadable.push(format!("{key}: {e}")),
                 }
             } else if key.starts_with("idempotency-") {
@@ -124,6 +158,15 @@ impl Ledger {
             keys: self.keys,
             ..Verdict::default()
         };
+        v.cancellations = self.cancellations.len();
+        for id in self.cancellations.keys() {
+            if self.reservations.contains_key(id) {
+                v.violations.push(format!(
+                    "reservation {id} is stored and recorded cancelled ({})",
+                    cancellation_key(id)
+                ));
+            }
+        }
         let mut covered: BTreeMap<(u32, Day), u64> = BTreeMap::new();
         for r in self.reservations.values() {
             for night in r.check_in.nights_until(r.check_out) {
@@ -189,6 +232,69 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Checks the events the notifier heard against the store: every stored booking
+    /// announced confirmed as stored and not cancelled; every booking announced and not
+    /// stored announced cancelled; every cancellation of an announced booking.
+    pub fn check_events(&self, heard: &[BookingEvent], v: &mut Verdict) {
+        let mut counts = EventCounts::default();
+        let mut confirmed: HashMap<&str, &Reservation> = HashMap::new();
+        let mut cancelled: HashSet<&str> = HashSet::new();
+        for e in heard {
+            let id = e.reservation.id.as_str();
+            let new = match e.kind {
+                EventKind::Confirmed => confirmed.insert(id, &e.reservation).is_none(),
+                EventKind::Cancelled => cancelled.insert(id),
+            };
+            if !new {
+                counts.duplicates += 1;
+            }
+        }
+        counts.confirmed = confirmed.len();
+        counts.cancelled = cancelled.len();
+        for (id, stored) in &self.reservations {
+            match confirmed.get(id.as_str()) {
+                Some(announced) if *announced == stored => {}
+                Some(_) => {
+                    counts.unannounced += 1;
+                    v.violations.push(format!(
+                        "reservation {id} was announced otherwise than it is stored"
+                    ));
+                }
+                None => {
+                    counts.unannounced += 1;
+                    v.violations.push(format!(
+                        "reservation {id} is stored but was never announced"
+                    ));
+                }
+            }
+            if cancelled.contains(id.as_str()) {
+                counts.phantom += 1;
+                v.violations.push(format!(
+                    "reservation {id} was announced cancelled but is stored"
+                ));
+            }
+        }
+        for id in confirmed.keys() {
+            if !self.reservations.contains_key(*id) && !cancelled.contains(id) {
+                counts.phantom += 1;
+                v.violations.push(format!(
+                    "reservation {id} was announced confirmed but is neither stored nor cancelled"
+                ));
+            }
+        }
+        for id in &cancelled {
+            if !confirmed.contains_key(id) {
+                counts.phantom += 1;
+                v.violations.push(format!(
+                    "reservation {id} was announced cancelled but never confirmed"
+                ));
+            }
+        }
+        v.events = Some(counts);
+    }
+}
+
 impl Verdict {
     /// A few readable lines for a terminal.
     pub fn summary(&self) -> String {
@@ -213,6 +319,13 @@ impl Verdict {
         }
         if let Some(doubled) = self.doubled {
             s += &format!("requests booked twice: {doubled}\n");
+        }
+        if let Some(e) = self.events {
+            s += &format!(
+                "events heard: {} bookings confirmed, {} cancelled, {} heard again; \
+                 stored bookings not announced: {}; announced changes that did not commit: {}\n",
+                e.confirmed, e.cancelled, e.duplicates, e.unannounced, e.phantom
+            );
         }
         for line in self.violations.iter().take(20) {
             s += &format!("  violation: {line}\n");
@@ -318,6 +431,83 @@ mod tests {
             assert!(!v.violations.is_empty(), "{what}: no violation");
             assert!(found(&v), "{what}: {v:?}");
         }
+    }
+
+    fn heard(kind: &str, id: &str, user: &str) -> BookingEvent {
+        serde_json::from_value(
+            json!({"type": kind, "reservation": reservation(id, user, 1), "at": "t"}),
+        )
+        .unwrap()
+    }
+
+    /// The store of `two_rooms_booked` (a and b stored) after c was booked and cancelled.
+    fn events_of_two_rooms_booked() -> Vec<BookingEvent> {
+        vec![
+            heard("booking.confirmed", "a", "u1"),
+            heard("booking.confirmed", "b", "u2"),
+            heard("booking.confirmed", "a", "u1"),
+            heard("booking.confirmed", "c", "u3"),
+            heard("booking.cancelled", "c", "u3"),
+        ]
+    }
+
+    #[test]
+    fn events_that_match_what_committed_pass() {
+        let mut entries = two_rooms_booked();
+        entries.push(entry(
+            "cancelled-c",
+            serde_json::to_value(heard("booking.cancelled", "c", "u3")).unwrap(),
+        ));
+        let ledger = Ledger::from_entries(entries);
+        let mut v = ledger.check(|_| Some(2), None, true);
+        ledger.check_events(&events_of_two_rooms_booked(), &mut v);
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+        assert_eq!(v.cancellations, 1);
+        assert_eq!(
+            v.events,
+            Some(EventCounts {
+                confirmed: 3,
+                cancelled: 1,
+                duplicates: 1,
+                unannounced: 0,
+                phantom: 0
+            })
+        );
+    }
+
+    #[test]
+    fn each_kind_of_wrong_event_is_found() {
+        type Change = fn(&mut Vec<BookingEvent>);
+        #[rustfmt::skip]
+        let cases: [(&str, Change, fn(&EventCounts) -> bool); 5] = [
+            ("a stored booking never announced", |e| { e.remove(1); }, |c| c.unannounced == 1),
+            ("a booking announced otherwise", |e| e[1].reservation.rooms = 2, |c| c.unannounced == 1),
+            ("a booking announced that never committed", |e| { e.remove(4); }, |c| c.phantom == 1),
+            ("a cancellation of a stored booking", |e| e.push(heard("booking.cancelled", "a", "u1")),
+                |c| c.phantom == 1),
+            ("a cancellation never confirmed", |e| { e.remove(3); }, |c| c.phantom == 1),
+        ];
+        for (what, change, found) in cases {
+            let ledger = Ledger::from_entries(two_rooms_booked());
+            let mut v = ledger.check(|_| Some(2), None, true);
+            let mut events = events_of_two_rooms_booked();
+            change(&mut events);
+            ledger.check_events(&events, &mut v);
+            assert!(!v.violations.is_empty(), "{what}: no violation");
+            let counts = v.events.unwrap();
+            assert!(found(&counts), "{what}: {counts:?}");
+        }
+        // A cancellation on record of a booking still stored.
+        let mut entries = two_rooms_booked();
+        entries.push(entry(
+            "cancelled-a",
+            serde_json::to_value(heard("booking.cancelled", "a", "u1")).unwrap(),
+        ));
+        let v = Ledger::from_entries(entries).check(|_| Some(2), None, true);
+        assert!(
+            v.violations.iter().any(|l| l.contains("cancelled-a")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -63,6 +63,10 @@ struct Args {
     /// gRPC, see docs/benchmarks.md), or gRPC.
     #[arg(long, env = "DAPR_API_PROTOCOL", value_enum, default_value = "http")]
     dapr_api_protocol: ApiProtocol,
+    /// Announce booking.confirmed and booking.cancelled through the state store's outbox
+    /// (the store needs outboxPublishPubsub and outboxPublishTopic).
+    #[arg(long, env = "BOOKING_EVENTS", default_value_t = false)]
+    booking_events: bool,
     /// Hotel catalogue CSV (id,name,city,rooms); default: the one built in.
     #[arg(long, env = "HOTEL_CATALOGUE")]
     catalogue: Option<PathBuf>,
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             hold_lock: Duration::from_millis(args.hold_lock_ms),
             fencing: !args.unsafe_no_fencing,
             key_ttl_secs: args.idempotency_ttl.max(1),
+            events: args.booking_events,
         };
         if args.unsafe_no_fencing {
             tracing::warn!(
@@ -125,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             statestore = %settings.statestore,
             lockstore = %settings.lockstore,
             api = ?settings.api_protocol,
+            events = args.booking_events,
             "backend listening"
         );
         let listener = listener.tap_io(|tcp| {

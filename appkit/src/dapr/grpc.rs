@@ -72,6 +72,12 @@ fn ttl_metadata(ttl: Option<u32>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The metadata that makes an upsert an outbox projection, published as JSON.
+const PROJECTION: [(&str, &str); 2] = [
+    ("outbox.projection", "true"),
+    ("contentType", "application/json"),
+];
+
 fn first_write() -> Option<StateOptions> {
     Some(StateOptions {
         concurrency: 1,
@@ -338,6 +344,21 @@ impl Grpc {
                         };
                     }
                     Op::Delete { key, etag } => ("delete", key, Vec::new(), etag, None),
+                    Op::Projection { key, value } => {
+                        return TransactionalStateOperation {
+                            operation_type: "upsert".to_string(),
+                            request: Some(StateItem {
+                                key,
+                                value,
+                                etag: None,
+                                metadata: PROJECTION
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .collect(),
+                                options: None,
+                            }),
+                        };
+                    }
                 };
                 let options = etag.as_ref().and(first_write());
                 TransactionalStateOperation {

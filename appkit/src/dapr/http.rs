@@ -64,11 +64,23 @@ const FIRST_WRITE: FirstWrite = FirstWrite {
     consistency: "strong",
 };
 
+/// The metadata of one item: its TTL, or that it is an outbox projection.
 #[derive(Serialize)]
-struct Ttl {
-    #[serde(rename = "ttlInSeconds")]
-    seconds: String,
+struct Metadata {
+    #[serde(rename = "ttlInSeconds", skip_serializing_if = "Option::is_none")]
+    seconds: Option<String>,
+    #[serde(rename = "outbox.projection", skip_serializing_if = "Option::is_none")]
+    projection: Option<&'static str>,
+    #[serde(rename = "contentType", skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'static str>,
 }
+
+/// An upsert's projection for the state store's outbox, published as JSON.
+const PROJECTION: Metadata = Metadata {
+    seconds: None,
+    projection: Some("true"),
+    content_type: Some("application/json"),
+};
 
 /// One item of a save, or the request of a transaction's operation.
 #[derive(Serialize)]
@@ -79,7 +91,7 @@ struct StateItem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     etag: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<Ttl>,
+    metadata: Option<Metadata>,
     #[serde(skip_serializing_if = "Option::is_none")]
     options: Option<FirstWrite>,
 }
@@ -153,9 +165,11 @@ fn json_value<'a>(key: &str, value: &'a [u8]) -> Result<&'a RawValue, DaprError>
     })
 }
 
-fn ttl(ttl: Option<u32>) -> Option<Ttl> {
-    ttl.map(|t| Ttl {
-        seconds: t.to_string(),
+fn ttl(ttl: Option<u32>) -> Option<Metadata> {
+    ttl.map(|t| Metadata {
+        seconds: Some(t.to_string()),
+        projection: None,
+        content_type: None,
     })
 }
 
@@ -472,6 +486,16 @@ impl Http {
                     Op::Create { key, value, ttl } => Operation {
                         operation: "upsert",
                         request: created(key, value, *ttl)?,
+                    },
+                    Op::Projection { key, value } => Operation {
+                        operation: "upsert",
+                        request: StateItem {
+                            key,
+                            value: Some(json_value(key, value)?),
+                            etag: None,
+                            metadata: Some(PROJECTION),
+                            options: None,
+                        },
                     },
                     Op::Delete { key, etag } => Operation {
                         operation: "delete",

@@ -110,13 +110,24 @@ pub enum Op {
         key: String,
         etag: Option<String>,
     },
+    /// What the state store's outbox publishes for the upsert of `key` in the same
+    /// transaction, in place of the value it stores (Dapr's `outbox.projection`, sent as
+    /// `application/json`). Put it just before that upsert: a store without an outbox
+    /// writes it as a plain value, which the upsert then overwrites.
+    Projection {
+        key: String,
+        value: Vec<u8>,
+    },
 }
 
 impl Op {
     /// The key the operation writes.
     pub fn key(&self) -> &str {
         match self {
-            Op::Upsert { key, .. } | Op::Create { key, .. } | Op::Delete { key, .. } => key,
+            Op::Upsert { key, .. }
+            | Op::Create { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Projection { key, .. } => key,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `ledger`: checks a store after a load. Reads the lines of `sidecar dump-state` (a file
 //! or standard input) and, optionally, the 201 answers clients were given; prints what it
 //! found and exits 1 when a night is oversold or miscounted, an acknowledged booking is
-//! missing, or a request was booked twice. `scripts/ledger` runs both steps.
+//! missing, a request was booked twice, or (with the notifier's events) what was announced
+//! is not what committed. `scripts/ledger` runs both steps.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::PathBuf;
@@ -25,6 +26,11 @@ struct Args {
     /// stored as answered, and stored bookings none of them names are counted.
     #[arg(long)]
     acknowledged: Option<PathBuf>,
+    /// The events the notifier kept (its inbox file, JSON lines): every stored booking must
+    /// have been announced confirmed as stored, and every other announced change must have
+    /// committed.
+    #[arg(long)]
+    events: Option<PathBuf>,
     /// Every request had its own user_id, so two reservations with one are a double booking.
     #[arg(long)]
     unique_users: bool,
@@ -87,11 +93,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         args.store
     );
     let acknowledged = args.acknowledged.as_deref().map(read_answers).transpose()?;
-    let verdict = Ledger::from_entries(entries).check(
+    let ledger = Ledger::from_entries(entries);
+    let mut verdict = ledger.check(
         |id| catalogue.get(id).map(|h| h.rooms),
         acknowledged.as_deref(),
         args.unique_users,
     );
+    if let Some(path) = &args.events {
+        ledger.check_events(&read_lines(path, "event")?, &mut verdict);
+    }
     if args.json {
         println!("{}", serde_json::to_string(&verdict)?);
     } else {
@@ -109,12 +119,30 @@ fn read_answers(path: &std::path::Path) -> anyhow::Result<Vec<Reservation>> {
         return serde_json::from_str(&text)
             .with_context(|| format!("{}: not an array of reservations", path.display()));
     }
+    parse_lines(&text, path, "reservation")
+}
+
+/// A file of JSON lines, each a `what`.
+fn read_lines<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_lines(&text, path, what)
+}
+
+fn parse_lines<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<Vec<T>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(n, l)| {
             serde_json::from_str(l)
-                .with_context(|| format!("{} line {}: not a reservation", path.display(), n + 1))
+                .with_context(|| format!("{} line {}: not a {what}", path.display(), n + 1))
         })
         .collect()
 }

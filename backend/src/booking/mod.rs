@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use appkit::dapr::{DaprError, Item, NewItem, Op, SidecarClient, Unlocked};
 use appkit::request::first_bookable_day;
 use appkit::wire::{
-    Availability, BookingRequest, Day, Hotel, NightAvailability, Reservation, ReservationId,
+    Availability, BookingEvent, BookingRequest, Day, EventKind, Hotel, NightAvailability,
+    Reservation, ReservationId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,8 +70,14 @@ pub struct Policy {
     /// In `lock` mode, write with the ETags read under the lock and stop before a commit
     /// once the lease is nearly over. Off only to show the hole it closes.
     pub fencing: bool,
-    /// How long an idempotency key's record is kept, in seconds.
+    /// How long an idempotency key's record is kept, in seconds (and a cancellation's
+    /// record, when events are announced).
     pub key_ttl_secs: u32,
+    /// Announce `booking.confirmed` and `booking.cancelled` through the state store's
+    /// outbox: each commit carries its event as an `outbox.projection`, so the event is
+    /// published exactly when the change commits. The store must have an outbox
+    /// (`outboxPublishPubsub`, `outboxPublishTopic`).
+    pub events: bool,
 }
 
 /// What one request brings to the booking rules besides its body.
@@ -101,6 +108,13 @@ pub fn parse_night_key(key: &str) -> Option<(u32, Day)> {
 
 pub fn reservation_key(id: &str) -> String {
     format!("reservation-{id}")
+}
+
+/// What is kept of a cancellation when events are announced: its event, under a TTL. Its
+/// write is the one the outbox publishes `booking.cancelled` for, as a delete publishes
+/// nothing.
+pub fn cancellation_key(id: &str) -> String {
+    format!("cancelled-{id}")
 }
 
 pub fn idempotency_record_key(key: &str) -> String {
@@ -396,8 +410,20 @@ impl<S: Store> Booker<S> {
             });
             ops.push(write_op(item, night, guard.etags, None));
         }
+        let mine = reservation_key(&reservation.id);
+        if self.policy.events {
+            // The event rides on the reservation's write (see `Op::Projection`).
+            ops.push(Op::Projection {
+                key: mine.clone(),
+                value: event(
+                    EventKind::Confirmed,
+                    reservation,
+                    reservation.created_at.clone(),
+                ),
+            });
+        }
         ops.push(Op::Upsert {
-            key: reservation_key(&reservation.id),
+            key: mine.clone(),
             value: json_bytes(reservation),
             etag: None,
             ttl: None,
@@ -415,7 +441,6 @@ impl<S: Store> Booker<S> {
             );
             return Ok(Attempt::Conflict);
         }
-        let mine = reservation_key(&reservation.id);
         let expect = match key {
             Some(k) => Expect::Answer {
                 record_key: &k.record_key,
@@ -800,6 +825,20 @@ impl<S: Store> Booker<S> {
             key: mine.clone(),
             etag: guard.etags.then(|| r_etag.clone()),
         });
+        if self.policy.events {
+            let record = cancellation_key(id);
+            let value = event(EventKind::Cancelled, &r, now_rfc3339());
+            ops.push(Op::Projection {
+                key: record.clone(),
+                value: value.clone(),
+            });
+            ops.push(Op::Upsert {
+                key: record,
+                value,
+                etag: None,
+                ttl: Some(self.policy.key_ttl_secs),
+            });
+        }
         if let (Some(k), Some(record)) = (key, record) {
             ops.push(self.record_op(record, k.record(Some(&r), None)));
         }
@@ -934,6 +973,14 @@ fn write_op(item: &Item, value: Vec<u8>, guarded: bool, ttl: Option<u32>) -> Op 
             ttl,
         },
     }
+}
+
+fn event(kind: EventKind, reservation: &Reservation, at: String) -> Vec<u8> {
+    json_bytes(&BookingEvent {
+        kind,
+        reservation: reservation.clone(),
+        at,
+    })
 }
 
 /// Our own wire types always serialize; an empty value would read back as zero rooms.

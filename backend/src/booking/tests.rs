@@ -11,7 +11,10 @@ use appkit::wire::{BookingRequest, Day, ReservationId};
 
 use test_case::test_case;
 
-use super::{Booker, BookingError, Call, Consistency, Policy, Work, night_key};
+use super::{
+    Booker, BookingError, Call, Consistency, Policy, Work, cancellation_key, night_key,
+    reservation_key,
+};
 use crate::catalogue::Catalogue;
 use crate::store::memory::MemoryStore;
 
@@ -45,6 +48,7 @@ fn policy(consistency: Consistency) -> Policy {
         hold_lock: Duration::ZERO,
         fencing: true,
         key_ttl_secs: 60,
+        events: false,
     }
 }
 
@@ -254,6 +258,79 @@ async fn a_keyed_cancel_frees_the_nights_once(creating: bool) {
     assert_eq!(
         booker.cancel(&id_of(&r.id), &call(None)).await,
         Err(BookingError::ReservationNotFound(r.id.clone()))
+    );
+}
+
+/// With events on, each change that commits carries exactly one event, and nothing else
+/// does: not a refusal, not a retry answered from its key, not a commit read back after
+/// its answer was lost. The stored records stay what they were (the event rides beside
+/// them as an outbox projection).
+#[test_case(Consistency::Lock, false ; "lock_create_then_read")]
+#[test_case(Consistency::Lock, true ; "lock_create_in_commit")]
+#[test_case(Consistency::Etag, true ; "etag_create_in_commit")]
+#[tokio::test]
+async fn events_announce_exactly_what_commits(consistency: Consistency, creating: bool) {
+    let store = store_of(creating);
+    let booker = booker(
+        &store,
+        Policy {
+            events: true,
+            ..policy(consistency)
+        },
+    );
+    let ann = booker.book(2, stay("ann", 1), &call(None)).await.unwrap();
+    let refused = booker.book(2, stay("bob", 1), &call(Some("b"))).await;
+    assert!(
+        matches!(refused, Err(BookingError::SoldOut(_))),
+        "{refused:?}"
+    );
+    let cy = booker
+        .book(1, stay("cy", 1), &call(Some("c")))
+        .await
+        .unwrap();
+    let again = booker
+        .book(1, stay("cy", 1), &call(Some("c")))
+        .await
+        .unwrap();
+    assert_eq!(cy, again);
+    store.lose_answers(1);
+    let di = booker.book(1, stay("di", 1), &call(None)).await.unwrap();
+    let cancelled = booker.cancel(&id_of(&ann.id), &call(None)).await.unwrap();
+    assert_eq!(cancelled, ann);
+
+    let published = store.published();
+    let seen: Vec<(&str, &str)> = published
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["reservation"]["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("booking.confirmed", ann.id.as_str()),
+            ("booking.confirmed", cy.id.as_str()),
+            ("booking.confirmed", di.id.as_str()),
+            ("booking.cancelled", ann.id.as_str()),
+        ]
+    );
+    assert_eq!(
+        published[1]["reservation"],
+        serde_json::to_value(&cy).unwrap()
+    );
+    assert_eq!(published[1]["at"], cy.created_at.as_str());
+    // The stored reservation is the reservation, not its event.
+    assert_eq!(
+        store.value(&reservation_key(&cy.id)),
+        Some(serde_json::to_value(&cy).unwrap())
+    );
+    assert_eq!(store.value(&reservation_key(&ann.id)), None);
+    assert_eq!(
+        store.value(&cancellation_key(&ann.id)).as_ref(),
+        published.get(3)
     );
 }
 

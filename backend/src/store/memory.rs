@@ -1,7 +1,8 @@
 //! An in-memory `Store` with the rules of this project's sidecar that the booking relies
 //! on, for its unit tests: an ETag per key that changes on every write, first-write
 //! creates, transactions that check every ETag before writing anything (and fail as the
-//! sidecar does, INTERNAL), and locks whose leases run out. TTLs are not kept. Every
+//! sidecar does, INTERNAL), an outbox that publishes the projections of the transactions
+//! that commit, and locks whose leases run out. TTLs are not kept. Every
 //! call yields to the scheduler first, so concurrent bookings interleave as they would
 //! over the network. Faults a test can turn on: commits applied whose answer is lost.
 
@@ -38,6 +39,8 @@ struct Shared {
     creating_transactions: bool,
     /// Entries another writer makes just before the next transaction lands.
     written_first: Vec<(String, Vec<u8>)>,
+    /// What the outbox published: the projections of committed transactions, in order.
+    published: Vec<Vec<u8>>,
 }
 
 impl Shared {
@@ -109,6 +112,16 @@ impl MemoryStore {
     /// How many transactions were applied.
     pub fn transactions(&self) -> usize {
         self.shared().transactions
+    }
+
+    /// What the outbox published, as JSON, in order.
+    pub fn published(&self) -> Vec<serde_json::Value> {
+        let shared = self.shared();
+        shared
+            .published
+            .iter()
+            .map(|p| serde_json::from_slice(p).expect("projections are JSON"))
+            .collect()
     }
 
     /// The value stored under `key`, as JSON.
@@ -205,6 +218,18 @@ impl Store for MemoryStore {
             let etag = shared.etag();
             shared.items.insert(key, (value, etag));
         }
+        // The outbox takes the projections out; they are published when the rest commits.
+        let mut events = Vec::new();
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::Projection { value, .. } => {
+                    events.push(value);
+                    None
+                }
+                other => Some(other),
+            })
+            .collect();
         for op in &ops {
             let refused = match op {
                 Op::Upsert { key, etag, .. } | Op::Delete { key, etag } => {
@@ -215,6 +240,7 @@ impl Store for MemoryStore {
                 Op::Create { key, .. } => {
                     shared.creating_transactions && shared.items.contains_key(key)
                 }
+                Op::Projection { .. } => false,
             };
             if refused {
                 let key = op.key();
@@ -235,8 +261,10 @@ impl Store for MemoryStore {
                 Op::Delete { key, .. } => {
                     shared.items.remove(&key);
                 }
+                Op::Projection { .. } => {}
             }
         }
+        shared.published.extend(events);
         shared.transactions += 1;
         if shared.answers_to_lose > 0 {
             shared.answers_to_lose -= 1;
