@@ -478,8 +478,9 @@ mod tests {
     #[test]
     fn each_kind_of_wrong_event_is_found() {
         type Change = fn(&mut Vec<BookingEvent>);
+        type Found = fn(&EventCounts) -> bool;
         #[rustfmt::skip]
-        let cases: [(&str, Change, fn(&EventCounts) -> bool); 5] = [
+        let cases: [(&str, Change, Found); 5] = [
             ("a stored booking never announced", |e| { e.remove(1); }, |c| c.unannounced == 1),
             ("a booking announced otherwise", |e| e[1].reservation.rooms = 2, |c| c.unannounced == 1),
             ("a booking announced that never committed", |e| { e.remove(4); }, |c| c.phantom == 1),
