@@ -4,6 +4,10 @@
 //! ends with the ledger check on what Redis holds: no oversold night, no acknowledged
 //! booking lost, no request booked twice.
 //!
+//! The backend announces its bookings (`BOOKING_EVENTS`) through its state store's outbox
+//! on `pubsub.redis`, and the notifier keeps what it hears: after each case, the events
+//! heard must be exactly what committed (`ledger --events`).
+//!
 //! The cases: a store that stalls past the lease, a replica paused (SIGSTOP) past its lease
 //! while it holds the lock, `kill -9` of a replica and of a replica's sidecar (each then
 //! restarted), Redis killed and restarted (append-only file on), and clients that time out
@@ -16,22 +20,31 @@ mod common;
 
 use appkit::process::{Signal, send_signal};
 use common::{
-    assert_all_decided_and_the_ledger_right, backend_replica, catalogue, day, keyed_load,
+    assert_all_decided_and_the_ledger_right, backend_replica, booking, catalogue, day, keyed_load,
 };
+use serde_json::Value;
 use test_case::test_case;
-use testkit::{ComponentsDir, RedisServer, SidecarBuilder, SidecarProcess, TempDir, check_ledger};
+use testkit::{
+    ComponentsDir, NotifierProcess, RedisServer, SidecarBuilder, SidecarProcess, TempDir,
+    check_ledger, check_ledger_and_events,
+};
 
 /// Two backend replicas and a frontend, each beside its own sidecar, on one Redis.
+/// Fields drop in order: the processes first, Redis last.
 struct FaultStack {
-    redis: RedisServer,
     components: ComponentsDir,
     registry: TempDir,
     catalogue: String,
     replicas: Vec<Replica>,
     _frontend: SidecarProcess,
     frontend_url: String,
+    notifier: NotifierProcess,
     _catalogue_dir: TempDir,
+    redis: RedisServer,
 }
+
+/// How long a pub/sub message a crashed sidecar held waits before another reads it.
+const PROCESSING_TIMEOUT_MS: u64 = 5000;
 
 struct Replica {
     sidecar: SidecarProcess,
@@ -54,8 +67,11 @@ impl FaultStack {
     async fn start(env: &[(&str, &str)]) -> FaultStack {
         let (catalogue_dir, catalogue) = catalogue();
         let redis = RedisServer::start_durable().await.unwrap();
-        let components = ComponentsDir::redis(redis.port, &[]);
+        let components = ComponentsDir::redis_with_events(redis.port, PROCESSING_TIMEOUT_MS);
         let registry = TempDir::new("registry");
+        let notifier = NotifierProcess::spawn(registry.path(), components.path())
+            .await
+            .unwrap();
         let frontend_port = testkit::free_port();
         let frontend_bin = testkit::workspace_bin("frontend").display().to_string();
         let frontend = SidecarBuilder::new(
@@ -71,14 +87,15 @@ impl FaultStack {
         .await
         .unwrap();
         let mut stack = FaultStack {
-            redis,
             components,
             registry,
             catalogue,
             replicas: Vec::new(),
             _frontend: frontend,
             frontend_url: format!("http://127.0.0.1:{frontend_port}"),
+            notifier,
             _catalogue_dir: catalogue_dir,
+            redis,
         };
         for _ in 0..2 {
             let env = env
@@ -96,6 +113,7 @@ impl FaultStack {
             ("HOTEL_CATALOGUE", self.catalogue.as_str()),
             ("LOCK_LEASE_SECONDS", "1"),
             ("REQUEST_TIMEOUT_MS", "3000"),
+            ("BOOKING_EVENTS", "true"),
         ];
         all.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let sidecar =
@@ -170,16 +188,22 @@ fn kill(signal: Signal, pid: u32) {
     send_signal(pid, signal).unwrap();
 }
 
-/// Runs the load while `fault` acts on the stack, then the ledger check.
-async fn case<F, Fut>(name: &str, env: &[(&str, &str)], client_timeout: Duration, fault: F)
-where
+/// Runs the load (`clients` clients, 20 bookings each) while `fault` acts on the stack,
+/// then the ledger check.
+async fn case<F, Fut>(
+    name: &str,
+    env: &[(&str, &str)],
+    clients: usize,
+    client_timeout: Duration,
+    fault: F,
+) where
     F: FnOnce(Arc<tokio::sync::Mutex<FaultStack>>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let stack = Arc::new(tokio::sync::Mutex::new(FaultStack::start(env).await));
     let url = stack.lock().await.frontend_url.clone();
     let fault = tokio::spawn(fault(stack.clone()));
-    let outcome = keyed_load(&url, 6, 20, client_timeout, Duration::from_secs(30)).await;
+    let outcome = keyed_load(&url, clients, 20, client_timeout, Duration::from_secs(30)).await;
     assert!(
         fault.is_finished(),
         "{name}: the load ended before the fault did, so it did not run through it"
@@ -194,6 +218,44 @@ where
     .await
     .unwrap();
     assert_all_decided_and_the_ledger_right(name, &outcome, &verdict, Duration::from_secs(30));
+    the_events_heard_are_what_committed(name, &stack, &outcome.acknowledged, 0).await;
+}
+
+/// Waits until the notifier has heard as many bookings as the store holds (plus those
+/// `cancelled`), then checks with `ledger --events` that it heard exactly those. Events of
+/// a transaction in doubt wait for its marker, and those a crashed sidecar held for the
+/// processing timeout: the wait allows for both.
+async fn the_events_heard_are_what_committed(
+    name: &str,
+    stack: &FaultStack,
+    acknowledged: &[Value],
+    cancelled: usize,
+) {
+    let stored = check_ledger(stack.components.path(), &stack.catalogue, acknowledged)
+        .await
+        .unwrap()
+        .json["reservations"]
+        .as_u64()
+        .unwrap() as usize;
+    let heard = stack
+        .notifier
+        .heard(stored + cancelled, cancelled, Duration::from_secs(40))
+        .await;
+    let verdict = check_ledger_and_events(
+        stack.components.path(),
+        &stack.catalogue,
+        acknowledged,
+        Some(&stack.notifier.inbox()),
+    )
+    .await
+    .unwrap();
+    eprintln!("{name}: events {}", verdict.json["events"]);
+    assert!(
+        verdict.violations.is_empty(),
+        "{name}: {:?} (waiting: {heard:?})",
+        verdict.violations
+    );
+    heard.unwrap();
 }
 
 /// Waits until some booking holds a hotel's lock in Redis.
@@ -223,6 +285,7 @@ async fn a_store_that_stalls_past_the_lease() {
     case(
         "store stall",
         &[],
+        6,
         Duration::from_secs(5),
         |stack| async move {
             let s = stack.lock().await;
@@ -252,6 +315,7 @@ async fn a_replica_paused_past_its_lease_while_holding_the_lock() {
     case(
         "SIGSTOP",
         &[("BACKEND_HOLD_LOCK_MS", "100")],
+        6,
         Duration::from_secs(5),
         |stack| async move {
             let s = stack.lock().await;
@@ -283,15 +347,21 @@ enum Crash {
 #[test_case("Redis restart", Crash::Redis ; "redis_killed_and_restarted")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_mid_load(name: &str, crash: Crash) {
-    case(name, &[], Duration::from_secs(5), move |stack| async move {
-        let mut s = stack.lock().await;
-        a_lock_is_held(&s.redis).await;
-        match crash {
-            Crash::Backend => s.crash_and_restart_backend(0).await,
-            Crash::Sidecar => s.crash_and_restart_sidecar(0).await,
-            Crash::Redis => s.redis.restart().await.unwrap(),
-        }
-    })
+    case(
+        name,
+        &[],
+        6,
+        Duration::from_secs(5),
+        move |stack| async move {
+            let mut s = stack.lock().await;
+            a_lock_is_held(&s.redis).await;
+            match crash {
+                Crash::Backend => s.crash_and_restart_backend(0).await,
+                Crash::Sidecar => s.crash_and_restart_sidecar(0).await,
+                Crash::Redis => s.redis.restart().await.unwrap(),
+            }
+        },
+    )
     .await;
 }
 
@@ -302,8 +372,65 @@ async fn clients_time_out_and_retry_under_their_keys() {
     case(
         "client timeouts",
         &[("BACKEND_HOLD_LOCK_MS", "150")],
+        6,
         Duration::from_millis(100),
         |_| async {},
     )
     .await;
+}
+
+/// Optimistic bookings (no lock) of the same rooms: many transactions fail on an ETag
+/// after their events went to the outbox, and none of those may be announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_fail_on_their_etags() {
+    case(
+        "ETag conflicts",
+        &[("CONSISTENCY", "etag")],
+        24,
+        Duration::from_secs(5),
+        |_| async {},
+    )
+    .await;
+}
+
+/// Without a fault, each kind of answer once: two bookings, a sold-out refusal, a keyed
+/// booking sent twice, a keyed cancel sent twice, a cancel of what is gone. The notifier
+/// hears each booking and the cancel once, and nothing of the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_committed_change_is_announced_once() {
+    let stack = FaultStack::start(&[]).await;
+    let http = reqwest::Client::new();
+    let url = &stack.frontend_url;
+    let send = async |req: reqwest::RequestBuilder| {
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let book = |user: &str, hotel: u32, key: &str| {
+        http.post(format!("{url}/book"))
+            .header("Idempotency-Key", key)
+            .json(&booking(hotel, user, &day(5), &day(6), 1))
+    };
+    let (status, last_room) = send(book("ann", 3, "k-ann")).await;
+    assert_eq!(status, 201, "{last_room}");
+    let (status, refused) = send(book("bob", 3, "k-bob")).await;
+    assert_eq!(status, 409, "{refused}");
+    let (status, first) = send(book("cy", 1, "k-cy")).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = send(book("cy", 1, "k-cy")).await;
+    assert_eq!((status, &again), (201, &first));
+    let cancel = format!("{url}/reservations/{}", last_room["id"].as_str().unwrap());
+    for _ in 0..2 {
+        let (status, body) = send(http.delete(&cancel).header("Idempotency-Key", "k-cancel")).await;
+        assert_eq!((status, &body), (200, &last_room));
+    }
+    let (status, body) = send(http.delete(&cancel)).await;
+    assert_eq!(status, 404, "{body}");
+
+    the_events_heard_are_what_committed("no fault", &stack, &[first], 1).await;
+    let counts = stack.notifier.counts().await.unwrap();
+    assert_eq!(
+        (&counts["confirmed"], &counts["cancelled"]),
+        (&Value::from(2), &Value::from(1)),
+        "{counts}"
+    );
 }

@@ -70,6 +70,30 @@ impl ComponentsDir {
         Self::redis_at(&format!("127.0.0.1:{port}"), extra)
     }
 
+    /// Redis state (with its outbox publishing to topic `bookings` of `pubsub`), lock, and
+    /// `pubsub.redis` on `127.0.0.1:port`: the backend's booking events end to end. A
+    /// message a crashed sidecar held is claimed again after `processing_timeout_ms`.
+    pub fn redis_with_events(port: u16, processing_timeout_ms: u64) -> Self {
+        let dir = Self::redis(
+            port,
+            &[
+                ("outboxPublishPubsub", "pubsub".into()),
+                ("outboxPublishTopic", "bookings".into()),
+            ],
+        );
+        let pubsub = component(
+            "pubsub",
+            "pubsub.redis",
+            &[
+                ("redisHost", format!("127.0.0.1:{port}")),
+                ("processingTimeout", processing_timeout_ms.to_string()),
+                ("redeliverInterval", "500".into()),
+            ],
+        );
+        std::fs::write(dir.path().join("pubsub.yaml"), pubsub).expect("writing pubsub.yaml");
+        dir
+    }
+
     /// State and lock on the Redis at `addr` (`host:port`), e.g. on another test bed host.
     pub fn redis_at(addr: &str, extra: &[(&str, String)]) -> Self {
         let host = ("redisHost", addr.to_string());

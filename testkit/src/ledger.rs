@@ -32,6 +32,17 @@ pub async fn check_ledger(
     catalogue: &str,
     acknowledged: &[Value],
 ) -> anyhow::Result<Verdict> {
+    check_ledger_and_events(components, catalogue, acknowledged, None).await
+}
+
+/// `check_ledger`, and with `events` (the notifier's inbox file) `ledger --events` too:
+/// what was announced must be what committed.
+pub async fn check_ledger_and_events(
+    components: &Path,
+    catalogue: &str,
+    acknowledged: &[Value],
+    events: Option<&Path>,
+) -> anyhow::Result<Verdict> {
     let dir = TempDir::new("ledger");
     let dump = dir.path().join("state.jsonl");
     let out = tokio::process::Command::new(workspace_bin("sidecar"))
@@ -50,14 +61,17 @@ pub async fn check_ledger(
     let answers = dir.path().join("acknowledged.jsonl");
     let lines: Vec<String> = acknowledged.iter().map(Value::to_string).collect();
     std::fs::write(&answers, lines.join("\n"))?;
-    let out = tokio::process::Command::new(workspace_bin("ledger"))
+    let mut ledger = tokio::process::Command::new(workspace_bin("ledger"));
+    ledger
         .arg("--state")
         .arg(&dump)
         .arg("--acknowledged")
         .arg(&answers)
-        .args(["--catalogue", catalogue, "--unique-users", "--json"])
-        .output()
-        .await?;
+        .args(["--catalogue", catalogue, "--unique-users", "--json"]);
+    if let Some(events) = events {
+        ledger.arg("--events").arg(events);
+    }
+    let out = ledger.output().await?;
     // 0: right, 1: violated; anything else is the command failing.
     anyhow::ensure!(
         matches!(out.status.code(), Some(0 | 1)),

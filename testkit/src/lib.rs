@@ -8,6 +8,7 @@ mod components;
 mod http;
 mod ledger;
 mod netns;
+mod notifier;
 mod pki;
 mod process;
 pub mod redis;
@@ -20,8 +21,9 @@ pub use apps::{
 };
 pub use components::ComponentsDir;
 pub use http::{get_json, post_reading_early};
-pub use ledger::{Verdict, check_ledger};
+pub use ledger::{Verdict, check_ledger, check_ledger_and_events};
 pub use netns::{Host, Net};
+pub use notifier::NotifierProcess;
 pub use pki::Pki;
 pub use process::{ChildGuard, TempDir, free_port, wait_until};
 pub use redis::{RedisServer, Silenced};

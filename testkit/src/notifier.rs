@@ -1,0 +1,90 @@
+//! The notifier beside its own `sidecar run`, keeping what it hears in a file of its own,
+//! and a wait on what it has heard.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::process::{TempDir, free_port, wait_until};
+use crate::sidecar::{SidecarBuilder, SidecarProcess};
+use crate::stack::workspace_bin;
+
+pub struct NotifierProcess {
+    pub sidecar: SidecarProcess,
+    pub url: String,
+    dir: TempDir,
+}
+
+impl NotifierProcess {
+    /// Starts the notifier (app id `notifier`) with the components in `resources`; ready
+    /// once it has told its sidecar what it subscribes to.
+    pub async fn spawn(registry: &Path, resources: &Path) -> anyhow::Result<NotifierProcess> {
+        let dir = TempDir::new("notifier");
+        let port = free_port();
+        let inbox = dir.path().join("notifications.jsonl");
+        let bin = workspace_bin("notifier").display().to_string();
+        let sidecar = SidecarBuilder::new(workspace_bin("sidecar"), "notifier", registry)
+            .resources(resources)
+            .app_port(port)
+            .env("NOTIFIER_INBOX", &inbox.display().to_string())
+            .command(&[&bin, "--log-level", "warning"])
+            .spawn()
+            .await?;
+        let notifier = NotifierProcess {
+            sidecar,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        // The sidecar lists its subscriptions once the app told it of them.
+        let http = reqwest::Client::new();
+        let metadata = format!("{}/v1.0/metadata", notifier.sidecar.http_url());
+        wait_until(
+            "the notifier's subscription",
+            Duration::from_secs(20),
+            || {
+                let r = http.get(&metadata).send();
+                async move {
+                    let m: Value = r.await.ok()?.json().await.ok()?;
+                    m["subscriptions"]
+                        .as_array()
+                        .filter(|s| !s.is_empty())
+                        .map(|_| ())
+                }
+            },
+        )
+        .await?;
+        Ok(notifier)
+    }
+
+    /// The notifier's file of events (what `ledger --events` reads).
+    pub fn inbox(&self) -> PathBuf {
+        self.dir.path().join("notifications.jsonl")
+    }
+
+    /// `GET /notifications`.
+    pub async fn counts(&self) -> anyhow::Result<Value> {
+        Ok(reqwest::get(format!("{}/notifications", self.url))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Waits until the notifier has heard at least `confirmed` bookings and `cancelled`
+    /// cancellations (distinct), for at most `timeout`.
+    pub async fn heard(
+        &self,
+        confirmed: usize,
+        cancelled: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let what = format!("the notifier to hear {confirmed} bookings, {cancelled} cancellations");
+        wait_until(&what, timeout, || async {
+            let c = self.counts().await.ok()?;
+            let n = |k: &str| c[k].as_u64().unwrap_or(0) as usize;
+            (n("confirmed") >= confirmed && n("cancelled") >= cancelled).then_some(c)
+        })
+        .await
+    }
+}
