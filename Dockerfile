@@ -1,6 +1,7 @@
-# Small static images of the three binaries, each running as a non-root user:
+# Small static images of the four binaries, each running as a non-root user:
 #   docker build --target backend  -t hotel-booking/backend .
 #   docker build --target frontend -t hotel-booking/frontend .
+#   docker build --target notifier -t hotel-booking/notifier .
 #   docker build --target sidecar  -t hotel-booking/sidecar .
 # The build stage links against musl, so each image holds one static binary and nothing
 # else (no shell, no libc). The toolchain is the one rust-toolchain.toml pins.
@@ -12,10 +13,11 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
-        -p backend -p frontend -p sidecar \
+        -p backend -p frontend -p notifier -p sidecar \
     && mkdir /out \
     && cp target/x86_64-unknown-linux-musl/release/backend \
           target/x86_64-unknown-linux-musl/release/frontend \
+          target/x86_64-unknown-linux-musl/release/notifier \
           target/x86_64-unknown-linux-musl/release/sidecar /out/
 
 FROM scratch AS backend
@@ -29,6 +31,14 @@ COPY --from=build /out/frontend /frontend
 USER 65532:65532
 EXPOSE 5002
 ENTRYPOINT ["/frontend"]
+
+# The notifier keeps its events in /data/notifications.jsonl: mount a volume there.
+FROM scratch AS notifier
+COPY --from=build /out/notifier /notifier
+USER 65532:65532
+EXPOSE 5003
+ENV NOTIFIER_INBOX=/data/notifications.jsonl
+ENTRYPOINT ["/notifier"]
 
 FROM scratch AS sidecar
 COPY --from=build /out/sidecar /sidecar
