@@ -6,6 +6,7 @@ mod hosts;
 mod load;
 mod matrix;
 mod procstat;
+mod pubsub;
 mod report;
 mod stack;
 
@@ -43,6 +44,10 @@ struct Args {
     /// Seed of the generated bookings.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Instead of the rows: publish-to-delivery latency of pub/sub (in memory, and on
+    /// Redis between two sidecars) at this many messages/s.
+    #[arg(long, value_name = "RATE")]
+    pubsub: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,6 +107,22 @@ fn main() -> anyhow::Result<()> {
         .out
         .unwrap_or_else(|| PathBuf::from(format!("bench-results/{started_unix}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if let Some(rate) = args.pubsub {
+        let seconds = timing.latency;
+        println!(
+            "bench: pub/sub at {rate} messages/s, {seconds} s per row; results in {}",
+            out.display()
+        );
+        let mut say = |msg: &str| println!("    {msg}");
+        let results = pubsub::run(rate, seconds, &mut say)?;
+        let md = pubsub::markdown(&results, &out)?;
+        println!(
+            "\n{md}\nmachine: {} ({} CPUs)",
+            procstat::cpu_model(),
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        );
+        return Ok(());
+    }
     let wrk2 = load::wrk2_path().is_some();
     let machine = Machine {
         nproc: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
