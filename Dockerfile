@@ -18,7 +18,8 @@ RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
     && cp target/x86_64-unknown-linux-musl/release/backend \
           target/x86_64-unknown-linux-musl/release/frontend \
           target/x86_64-unknown-linux-musl/release/notifier \
-          target/x86_64-unknown-linux-musl/release/sidecar /out/
+          target/x86_64-unknown-linux-musl/release/sidecar /out/ \
+    && mkdir -p /out/data && chown 65532:65532 /out/data
 
 FROM scratch AS backend
 COPY --from=build /out/backend /backend
@@ -32,9 +33,12 @@ USER 65532:65532
 EXPOSE 5002
 ENTRYPOINT ["/frontend"]
 
-# The notifier keeps its events in /data/notifications.jsonl: mount a volume there.
+# The notifier keeps its events in /data/notifications.jsonl: mount a volume there (the
+# folder belongs to the image's user, so a fresh volume takes its owner).
 FROM scratch AS notifier
 COPY --from=build /out/notifier /notifier
+COPY --from=build --chown=65532:65532 /out/data /data
+COPY --from=build --chown=65532:65532 /out/data /data
 USER 65532:65532
 EXPOSE 5003
 ENV NOTIFIER_INBOX=/data/notifications.jsonl

@@ -80,9 +80,11 @@ pub struct EventCounts {
     /// Distinct bookings announced confirmed, and cancelled.
     pub confirmed: usize,
     pub cancelled: usize,
-    /// Events heard again (delivery is at least once).
+    /// Lines that repeat a change (delivery is at least once; the notifier keeps each
+    /// change once, so from its file this stays 0).
     pub duplicates: usize,
-    /// Stored bookings never announced (or announced otherwise than stored).
+    /// Stored bookings never announced (or announced otherwise than stored), and
+    /// cancellations on record never announced.
     pub unannounced: usize,
     /// Changes announced that did not commit: a booking neither stored nor cancelled, a
     /// cancellation of a booking still stored or never announced.
@@ -235,7 +237,8 @@ impl Ledger {
 impl Ledger {
     /// Checks the events the notifier heard against the store: every stored booking
     /// announced confirmed as stored and not cancelled; every booking announced and not
-    /// stored announced cancelled; every cancellation of an announced booking.
+    /// stored announced cancelled; every cancellation on record announced, and of an
+    /// announced booking.
     pub fn check_events(&self, heard: &[BookingEvent], v: &mut Verdict) {
         let mut counts = EventCounts::default();
         let mut confirmed: HashMap<&str, &Reservation> = HashMap::new();
@@ -280,6 +283,14 @@ impl Ledger {
                 counts.phantom += 1;
                 v.violations.push(format!(
                     "reservation {id} was announced confirmed but is neither stored nor cancelled"
+                ));
+            }
+        }
+        for id in self.cancellations.keys() {
+            if !cancelled.contains(id.as_str()) {
+                counts.unannounced += 1;
+                v.violations.push(format!(
+                    "reservation {id} is recorded cancelled but was never announced cancelled"
                 ));
             }
         }
@@ -498,6 +509,18 @@ mod tests {
             let counts = v.events.unwrap();
             assert!(found(&counts), "{what}: {counts:?}");
         }
+        // A cancellation on record that was never announced.
+        let mut entries = two_rooms_booked();
+        entries.push(entry(
+            "cancelled-c",
+            serde_json::to_value(heard("booking.cancelled", "c", "u3")).unwrap(),
+        ));
+        let ledger = Ledger::from_entries(entries);
+        let mut v = ledger.check(|_| Some(2), None, true);
+        let mut events = events_of_two_rooms_booked();
+        events.retain(|e| e.reservation.id != "c");
+        ledger.check_events(&events, &mut v);
+        assert_eq!(v.events.map(|c| c.unannounced), Some(1), "{v:?}");
         // A cancellation on record of a booking still stored.
         let mut entries = two_rooms_booked();
         entries.push(entry(

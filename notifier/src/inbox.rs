@@ -5,7 +5,7 @@
 //! recognised by the change it announces (kind and reservation id), counted, and not
 //! written again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -42,7 +42,8 @@ pub struct Heard {
     pub received_at: String,
 }
 
-/// What the inbox has heard since its file began.
+/// What the inbox has heard: kept changes since its file began; repeats and other
+/// messages since this process started.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Counts {
     pub confirmed: usize,
@@ -63,6 +64,7 @@ pub enum Kept {
 
 type Batch = (Vec<u8>, oneshot::Sender<Result<(), String>>);
 
+/// The notifier's file of events and what it holds, shared by every delivery.
 #[derive(Clone)]
 pub struct Inbox {
     path: Arc<PathBuf>,
@@ -70,9 +72,15 @@ pub struct Inbox {
     lines: mpsc::Sender<Batch>,
 }
 
+/// A change an event announces: what happened to which reservation.
+type Change = (EventKind, String);
+
 #[derive(Default)]
 struct Index {
-    heard: HashSet<(EventKind, String)>,
+    /// Changes kept on disk.
+    heard: HashSet<Change>,
+    /// Changes being written, with the repeats that wait for how that ends.
+    writing: HashMap<Change, Vec<oneshot::Sender<bool>>>,
     counts: Counts,
 }
 
@@ -106,20 +114,20 @@ impl Inbox {
         let mut index = Index::default();
         let mut whole = 0u64;
         let mut reader = BufReader::new(&file);
-        let mut line = String::new();
+        // Bytes, not text: a line cut short may end inside a character.
+        let mut line = Vec::new();
         for n in 1.. {
             line.clear();
-            let read = reader.read_line(&mut line).map_err(open_err)?;
-            if read == 0 || !line.ends_with('\n') {
+            let read = reader.read_until(b'\n', &mut line).map_err(open_err)?;
+            if read == 0 || !line.ends_with(b"\n") {
                 break;
             }
             whole += read as u64;
-            let heard: Heard =
-                serde_json::from_str(line.trim_end()).map_err(|e| InboxError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: n,
-                    reason: e.to_string(),
-                })?;
+            let heard: Heard = serde_json::from_slice(&line).map_err(|e| InboxError::Corrupt {
+                path: path.to_path_buf(),
+                line: n,
+                reason: e.to_string(),
+            })?;
             let event = heard.event;
             index.heard.insert((event.kind, event.reservation.id));
             index.count(event.kind);
@@ -127,12 +135,19 @@ impl Inbox {
         if file.seek(SeekFrom::End(0)).map_err(open_err)? > whole {
             tracing::warn!(path = %path.display(), "cutting off a last line left unfinished");
             file.set_len(whole).map_err(open_err)?;
-            file.sync_data().map_err(open_err)?;
+        }
+        // What an earlier process wrote but never synced is trusted from here on: sync it,
+        // and the folder's entry of a file just made.
+        file.sync_data().map_err(open_err)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(open_err)?;
         }
         let (lines, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("inbox-writer".into())
-            .spawn(move || write_batches(file, &queue))
+            .spawn(move || write_batches(file, whole, &queue))
             .map_err(open_err)?;
         Ok(Inbox {
             path: Arc::new(path.to_path_buf()),
@@ -145,15 +160,39 @@ impl Inbox {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `event`, carried by the CloudEvent `id`; returns once it is on disk.
+    /// Keeps `event`, carried by the CloudEvent `id`; returns once it is on disk. A repeat
+    /// of a change being written waits for that write: it is acknowledged only once the
+    /// change is on disk, and refused if the write failed.
     pub async fn keep(&self, id: &str, event: BookingEvent) -> Result<Kept, InboxError> {
         let change = (event.kind, event.reservation.id.clone());
-        {
+        let wait = {
             let mut index = self.index();
-            if !index.heard.insert(change.clone()) {
+            if index.heard.contains(&change) {
                 index.counts.duplicates += 1;
                 return Ok(Kept::Duplicate);
             }
+            match index.writing.get_mut(&change) {
+                Some(waiting) => {
+                    let (tell, told) = oneshot::channel();
+                    waiting.push(tell);
+                    Some(told)
+                }
+                None => {
+                    index.writing.insert(change.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(told) = wait {
+            return match told.await {
+                Ok(true) => {
+                    self.index().counts.duplicates += 1;
+                    Ok(Kept::Duplicate)
+                }
+                _ => Err(InboxError::Write(
+                    "the first delivery of this event was not kept".into(),
+                )),
+            };
         }
         let kind = event.kind;
         let heard = Heard {
@@ -163,17 +202,16 @@ impl Inbox {
         };
         let written = self.write(&heard).await;
         let mut index = self.index();
-        match written {
-            Ok(()) => {
-                index.count(kind);
-                Ok(Kept::New)
-            }
-            Err(e) => {
-                // Not kept: the delivery is refused, and the event heard again later.
-                index.heard.remove(&change);
-                Err(e)
-            }
+        let waiting = index.writing.remove(&change).unwrap_or_default();
+        if written.is_ok() {
+            index.heard.insert(change);
+            index.count(kind);
         }
+        for tell in waiting {
+            let _ = tell.send(written.is_ok());
+        }
+        // Not kept: the delivery is refused, and the event comes again.
+        written.map(|()| Kept::New)
     }
 
     async fn write(&self, heard: &Heard) -> Result<(), InboxError> {
@@ -196,19 +234,37 @@ impl Inbox {
 }
 
 /// The writer thread: takes every line waiting, writes them, syncs once, answers each.
-/// A failed write or sync fails the whole batch (none of it is acknowledged; a line that
-/// did reach the disk is recognised as a duplicate when it comes again).
-fn write_batches(mut file: File, queue: &mpsc::Receiver<Batch>) {
+/// A failed write or sync fails the whole batch (none of it is acknowledged) and cuts the
+/// file back to its last synced length, so no half line is left for the next batch to
+/// follow. If even that fails, the file can no longer be trusted: every later batch fails
+/// too (each delivery is refused, and Dapr offers it again) until a restart reads the file
+/// anew. A sync is never retried: after a failed fsync the kernel may already have
+/// dropped the pages it could not write.
+fn write_batches(mut file: File, mut synced: u64, queue: &mpsc::Receiver<Batch>) {
+    let mut broken: Option<String> = None;
     while let Ok(first) = queue.recv() {
         let batch: Vec<Batch> = std::iter::once(first).chain(queue.try_iter()).collect();
         let mut bytes = Vec::new();
         for (line, _) in &batch {
             bytes.extend_from_slice(line);
         }
-        let result = file
-            .write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| e.to_string());
+        let result = match &broken {
+            Some(why) => Err(why.clone()),
+            None => match file.write_all(&bytes).and_then(|()| file.sync_data()) {
+                Ok(()) => {
+                    synced += bytes.len() as u64;
+                    Ok(())
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if let Err(cut) = file.set_len(synced).and_then(|()| file.sync_data()) {
+                        tracing::error!(error = %why, %cut, "the inbox could not be cut back; refusing every event until a restart");
+                        broken = Some(format!("{why}; then cutting back: {cut}"));
+                    }
+                    Err(why)
+                }
+            },
+        };
         for (_, done) in batch {
             let _ = done.send(result.clone());
         }
@@ -277,9 +333,10 @@ mod tests {
             }
         );
         drop(inbox);
-        // A crash in the middle of a line: the line is cut off, the rest known.
+        // A crash in the middle of a line, inside a character: the line is cut off, the
+        // rest known.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"id":"e4","type":"booking.conf"#).unwrap();
+        f.write_all(b"{\"id\":\"e4\",\"name\":\"Jos\xc3").unwrap();
         drop(f);
         let again = Inbox::open(&path).unwrap();
         assert_eq!((again.counts().confirmed, again.counts().cancelled), (1, 1));
@@ -290,10 +347,12 @@ mod tests {
                 .unwrap(),
             Kept::Duplicate
         );
-        again
-            .keep("e6", event(EventKind::Confirmed, "b"))
-            .await
-            .unwrap();
+        // Twins at once: one is written, the other waits for it and is a repeat.
+        let (one, two) = tokio::join!(
+            again.keep("e6", event(EventKind::Confirmed, "b")),
+            again.keep("e7", event(EventKind::Confirmed, "b"))
+        );
+        assert_eq!((one.unwrap(), two.unwrap()), (Kept::New, Kept::Duplicate));
         let text = std::fs::read_to_string(&path).unwrap();
         let ids: Vec<String> = text
             .lines()

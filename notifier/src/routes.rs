@@ -118,7 +118,9 @@ async fn event(State(n): State<Notifier>, body: Bytes) -> Result<Response, AppEr
             Ok(status("SUCCESS"))
         }
         Message::Unreadable(reason) => {
-            tracing::warn!(id = %envelope.id, %reason, "dropping an unreadable booking event");
+            // Retrying cannot make it readable, and Dapr without a resiliency policy
+            // drops a retried message too; say so loudly.
+            tracing::error!(id = %envelope.id, %reason, "dropping an unreadable booking event");
             Ok(status("DROP"))
         }
     }

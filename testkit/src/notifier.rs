@@ -72,19 +72,30 @@ impl NotifierProcess {
     }
 
     /// Waits until the notifier has heard at least `confirmed` bookings and `cancelled`
-    /// cancellations (distinct), for at most `timeout`.
+    /// cancellations (distinct), for at most `timeout`, and then until its counts stay
+    /// the same for `settle`: an event that should not come (of a change that did not
+    /// commit, or a repeat) has that long to show.
     pub async fn heard(
         &self,
         confirmed: usize,
         cancelled: usize,
         timeout: Duration,
+        settle: Duration,
     ) -> anyhow::Result<Value> {
         let what = format!("the notifier to hear {confirmed} bookings, {cancelled} cancellations");
-        wait_until(&what, timeout, || async {
+        let mut last = wait_until(&what, timeout, || async {
             let c = self.counts().await.ok()?;
             let n = |k: &str| c[k].as_u64().unwrap_or(0) as usize;
             (n("confirmed") >= confirmed && n("cancelled") >= cancelled).then_some(c)
         })
-        .await
+        .await?;
+        loop {
+            tokio::time::sleep(settle).await;
+            let now = self.counts().await?;
+            if now == last {
+                return Ok(now);
+            }
+            last = now;
+        }
     }
 }

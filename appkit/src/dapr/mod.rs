@@ -113,7 +113,10 @@ pub enum Op {
     /// What the state store's outbox publishes for the upsert of `key` in the same
     /// transaction, in place of the value it stores (Dapr's `outbox.projection`, sent as
     /// `application/json`). Put it just before that upsert: a store without an outbox
-    /// writes it as a plain value, which the upsert then overwrites.
+    /// writes it as a plain value, which the upsert then overwrites. At most one per
+    /// transaction: daprd takes projections out while it walks the operations and steps
+    /// over the one after each, so a second projection right behind a first would be
+    /// written instead of published.
     Projection {
         key: String,
         value: Vec<u8>,

@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use appkit::wire::Reservation;
+use appkit::wire::{BookingEvent, Reservation};
 use backend::catalogue::Catalogue;
 use backend::ledger::{Entry, Ledger};
 use clap::Parser;
@@ -100,7 +100,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         args.unique_users,
     );
     if let Some(path) = &args.events {
-        ledger.check_events(&read_lines(path, "event")?, &mut verdict);
+        ledger.check_events(&read_events(path)?, &mut verdict);
     }
     if args.json {
         println!("{}", serde_json::to_string(&verdict)?);
@@ -119,17 +119,17 @@ fn read_answers(path: &std::path::Path) -> anyhow::Result<Vec<Reservation>> {
         return serde_json::from_str(&text)
             .with_context(|| format!("{}: not an array of reservations", path.display()));
     }
-    parse_lines(&text, path, "reservation")
+    parse_lines(&text, path, "a reservation")
 }
 
-/// A file of JSON lines, each a `what`.
-fn read_lines<T: serde::de::DeserializeOwned>(
-    path: &std::path::Path,
-    what: &str,
-) -> anyhow::Result<Vec<T>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_lines(&text, path, what)
+/// The notifier's file: one event a line. A last line without its newline is one the
+/// notifier is still writing (or a crash cut short, never acknowledged): left out.
+fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<BookingEvent>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let text = std::str::from_utf8(&bytes[..whole])
+        .with_context(|| format!("{}: not UTF-8", path.display()))?;
+    parse_lines(text, path, "an event")
 }
 
 fn parse_lines<T: serde::de::DeserializeOwned>(
@@ -142,7 +142,7 @@ fn parse_lines<T: serde::de::DeserializeOwned>(
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(n, l)| {
             serde_json::from_str(l)
-                .with_context(|| format!("{} line {}: not a {what}", path.display(), n + 1))
+                .with_context(|| format!("{} line {}: not {what}", path.display(), n + 1))
         })
         .collect()
 }

@@ -1,8 +1,8 @@
 //! An in-memory `Store` with the rules of this project's sidecar that the booking relies
 //! on, for its unit tests: an ETag per key that changes on every write, first-write
 //! creates, transactions that check every ETag before writing anything (and fail as the
-//! sidecar does, INTERNAL), an outbox that publishes the projections of the transactions
-//! that commit, and locks whose leases run out. TTLs are not kept. Every
+//! sidecar does, INTERNAL), an outbox that publishes every upsert of a transaction that
+//! commits (its projection in place of its value), and locks whose leases run out. TTLs are not kept. Every
 //! call yields to the scheduler first, so concurrent bookings interleave as they would
 //! over the network. Faults a test can turn on: commits applied whose answer is lost.
 
@@ -39,8 +39,11 @@ struct Shared {
     creating_transactions: bool,
     /// Entries another writer makes just before the next transaction lands.
     written_first: Vec<(String, Vec<u8>)>,
-    /// What the outbox published: the projections of committed transactions, in order.
+    /// What the outbox published, in order: for each upsert of a committed transaction,
+    /// its projection when it has one, else its value.
     published: Vec<Vec<u8>>,
+    /// No outbox: projections are written as plain values, in their place.
+    no_outbox: bool,
 }
 
 impl Shared {
@@ -112,6 +115,13 @@ impl MemoryStore {
     /// How many transactions were applied.
     pub fn transactions(&self) -> usize {
         self.shared().transactions
+    }
+
+    /// Transactions write projections as plain values and publish nothing, as on a
+    /// store without an outbox.
+    pub fn without_outbox(self) -> Self {
+        self.shared().no_outbox = true;
+        self
     }
 
     /// What the outbox published, as JSON, in order.
@@ -218,18 +228,38 @@ impl Store for MemoryStore {
             let etag = shared.etag();
             shared.items.insert(key, (value, etag));
         }
-        // The outbox takes the projections out; they are published when the rest commits.
-        let mut events = Vec::new();
+        // The outbox takes the projections out, and publishes each upsert (its projection
+        // in place of its value) when the transaction commits. Without an outbox, a
+        // projection is an upsert like any other.
+        let mut projections = HashMap::new();
         let ops: Vec<Op> = ops
             .into_iter()
             .filter_map(|op| match op {
-                Op::Projection { value, .. } => {
-                    events.push(value);
+                Op::Projection { key, value } if !shared.no_outbox => {
+                    projections.insert(key, value);
                     None
                 }
+                Op::Projection { key, value } => Some(Op::Upsert {
+                    key,
+                    value,
+                    etag: None,
+                    ttl: None,
+                }),
                 other => Some(other),
             })
             .collect();
+        let events: Vec<Vec<u8>> = if shared.no_outbox {
+            Vec::new()
+        } else {
+            ops.iter()
+                .filter_map(|op| match op {
+                    Op::Upsert { key, value, .. } | Op::Create { key, value, .. } => {
+                        Some(projections.get(key).unwrap_or(value).clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
         for op in &ops {
             let refused = match op {
                 Op::Upsert { key, etag, .. } | Op::Delete { key, etag } => {
