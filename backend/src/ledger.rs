@@ -462,14 +462,19 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn events_that_match_what_committed_pass() {
+    /// `two_rooms_booked` with the record of c's cancellation.
+    fn c_cancelled() -> Ledger {
         let mut entries = two_rooms_booked();
         entries.push(entry(
             "cancelled-c",
             serde_json::to_value(heard("booking.cancelled", "c", "u3")).unwrap(),
         ));
-        let ledger = Ledger::from_entries(entries);
+        Ledger::from_entries(entries)
+    }
+
+    #[test]
+    fn events_that_match_what_committed_pass() {
+        let ledger = c_cancelled();
         let mut v = ledger.check(|_| Some(2), None, true);
         ledger.check_events(&events_of_two_rooms_booked(), &mut v);
         assert!(v.violations.is_empty(), "{:?}", v.violations);
@@ -510,12 +515,7 @@ mod tests {
             assert!(found(&counts), "{what}: {counts:?}");
         }
         // A cancellation on record that was never announced.
-        let mut entries = two_rooms_booked();
-        entries.push(entry(
-            "cancelled-c",
-            serde_json::to_value(heard("booking.cancelled", "c", "u3")).unwrap(),
-        ));
-        let ledger = Ledger::from_entries(entries);
+        let ledger = c_cancelled();
         let mut v = ledger.check(|_| Some(2), None, true);
         let mut events = events_of_two_rooms_booked();
         events.retain(|e| e.reservation.id != "c");

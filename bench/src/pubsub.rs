@@ -144,6 +144,7 @@ fn run_row(
         sidecar("subscriber", registry.path(), components.path())?.app_port(app_port),
         None,
     )?;
+    rt.block_on(subscriber.subscribed(Duration::from_secs(20)))?;
     let (sub_url, http) = (subscriber.http_url(), subscriber.http_client());
     let publisher_url = if redis.is_some() {
         running
@@ -156,22 +157,6 @@ fn run_row(
     } else {
         sub_url.clone()
     };
-    // Ready once the subscriber's sidecar lists the app's subscription.
-    rt.block_on(testkit::wait_until(
-        "the subscription",
-        Duration::from_secs(20),
-        || {
-            let r = http.get(format!("{sub_url}/v1.0/metadata")).send();
-            async move {
-                let m: Value = r.await.ok()?.json().await.ok()?;
-                m["subscriptions"]
-                    .as_array()
-                    .filter(|s| !s.is_empty())
-                    .map(|_| ())
-            }
-        },
-    ))?;
-
     let url = format!("{publisher_url}/v1.0/publish/pubsub/bench");
     let total = rate * (1 + seconds);
     let before = procstat::snapshot(&running.measured);

@@ -36,24 +36,7 @@ impl NotifierProcess {
             url: format!("http://127.0.0.1:{port}"),
             dir,
         };
-        // The sidecar lists its subscriptions once the app told it of them.
-        let http = reqwest::Client::new();
-        let metadata = format!("{}/v1.0/metadata", notifier.sidecar.http_url());
-        wait_until(
-            "the notifier's subscription",
-            Duration::from_secs(20),
-            || {
-                let r = http.get(&metadata).send();
-                async move {
-                    let m: Value = r.await.ok()?.json().await.ok()?;
-                    m["subscriptions"]
-                        .as_array()
-                        .filter(|s| !s.is_empty())
-                        .map(|_| ())
-                }
-            },
-        )
-        .await?;
+        notifier.sidecar.subscribed(Duration::from_secs(20)).await?;
         Ok(notifier)
     }
 

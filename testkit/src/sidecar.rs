@@ -200,6 +200,26 @@ impl SidecarProcess {
         }
     }
 
+    /// Waits until the sidecar lists a subscription in its metadata: its app has told it
+    /// what it subscribes to, and deliveries can begin.
+    pub async fn subscribed(&self, timeout: Duration) -> anyhow::Result<()> {
+        let (http, url) = (
+            self.http_client(),
+            format!("{}/v1.0/metadata", self.http_url()),
+        );
+        wait_until("the app's subscriptions", timeout, || {
+            let r = http.get(&url).send();
+            async move {
+                let m: serde_json::Value = r.await.ok()?.json().await.ok()?;
+                m["subscriptions"]
+                    .as_array()
+                    .filter(|s| !s.is_empty())
+                    .map(|_| ())
+            }
+        })
+        .await
+    }
+
     /// A client that reaches the HTTP API, on its port or its socket.
     pub fn http_client(&self) -> reqwest::Client {
         let builder = reqwest::Client::builder();
