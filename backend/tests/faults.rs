@@ -10,8 +10,9 @@
 //!
 //! The cases: a store that stalls past the lease, a replica paused (SIGSTOP) past its lease
 //! while it holds the lock, `kill -9` of a replica and of a replica's sidecar (each then
-//! restarted), Redis killed and restarted (append-only file on), and clients that time out
-//! and retry. Bounded: a few seconds of load per case, loopback only.
+//! restarted), Redis killed and restarted (append-only file on), the notifier and its
+//! sidecar killed and restarted, and clients that time out and retry. Bounded: a few
+//! seconds of load per case, loopback only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -347,11 +348,14 @@ enum Crash {
     Backend,
     Sidecar,
     Redis,
+    /// The notifier and its sidecar, once it has heard a few bookings.
+    Notifier,
 }
 
 #[test_case("kill -9 backend", Crash::Backend ; "a_backend_killed_then_restarted")]
 #[test_case("kill -9 sidecar", Crash::Sidecar ; "its_sidecar_killed_then_restarted")]
 #[test_case("Redis restart", Crash::Redis ; "redis_killed_and_restarted")]
+#[test_case("kill -9 notifier", Crash::Notifier ; "the_notifier_killed_then_restarted")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_mid_load(name: &str, crash: Crash) {
     case(
@@ -366,6 +370,11 @@ async fn crashed_mid_load(name: &str, crash: Crash) {
                 Crash::Backend => s.crash_and_restart_backend(0).await,
                 Crash::Sidecar => s.crash_and_restart_sidecar(0).await,
                 Crash::Redis => s.redis.restart().await.unwrap(),
+            Crash::Notifier => {
+                let few = Duration::from_secs(10);
+                s.notifier.heard(5, 0, few, Duration::ZERO).await.unwrap();
+                s.notifier.crash_and_restart().await.unwrap();
+            }
             }
         },
     )

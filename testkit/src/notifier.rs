@@ -13,6 +13,9 @@ use crate::stack::workspace_bin;
 pub struct NotifierProcess {
     pub sidecar: SidecarProcess,
     pub url: String,
+    port: u16,
+    registry: PathBuf,
+    resources: PathBuf,
     dir: TempDir,
 }
 
@@ -22,6 +25,23 @@ impl NotifierProcess {
     pub async fn spawn(registry: &Path, resources: &Path) -> anyhow::Result<NotifierProcess> {
         let dir = TempDir::new("notifier");
         let port = free_port();
+        let sidecar = Self::launch(registry, resources, port, &dir).await?;
+        Ok(NotifierProcess {
+            sidecar,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            registry: registry.to_path_buf(),
+            resources: resources.to_path_buf(),
+            dir,
+        })
+    }
+
+    async fn launch(
+        registry: &Path,
+        resources: &Path,
+        port: u16,
+        dir: &TempDir,
+    ) -> anyhow::Result<SidecarProcess> {
         let inbox = dir.path().join("notifications.jsonl");
         let bin = workspace_bin("notifier").display().to_string();
         let sidecar = SidecarBuilder::new(workspace_bin("sidecar"), "notifier", registry)
@@ -31,13 +51,20 @@ impl NotifierProcess {
             .command(&[&bin, "--log-level", "warning"])
             .spawn()
             .await?;
-        let notifier = NotifierProcess {
-            sidecar,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        notifier.sidecar.subscribed(Duration::from_secs(20)).await?;
-        Ok(notifier)
+        sidecar.subscribed(Duration::from_secs(20)).await?;
+        Ok(sidecar)
+    }
+
+    /// `kill -9` of the notifier and of its sidecar, and both started again on the same
+    /// port and file: what they had not finished must come again.
+    pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        for pid in self.sidecar.app_pids() {
+            appkit::process::send_signal(pid, appkit::process::Signal::Kill)?;
+        }
+        appkit::process::send_signal(self.sidecar.pid(), appkit::process::Signal::Kill)?;
+        self.sidecar.stop();
+        self.sidecar = Self::launch(&self.registry, &self.resources, self.port, &self.dir).await?;
+        Ok(())
     }
 
     /// The notifier's file of events (what `ledger --events` reads).
@@ -55,9 +82,9 @@ impl NotifierProcess {
     }
 
     /// Waits until the notifier has heard at least `confirmed` bookings and `cancelled`
-    /// cancellations (distinct), for at most `timeout`, and then until its counts stay
-    /// the same for `settle`: an event that should not come (of a change that did not
-    /// commit, or a repeat) has that long to show.
+    /// cancellations (distinct), for at most `timeout`, and then (unless `settle` is zero)
+    /// until its counts stay the same for `settle`: an event that should not come (of a
+    /// change that did not commit, or a repeat) has that long to show.
     pub async fn heard(
         &self,
         confirmed: usize,
@@ -72,7 +99,7 @@ impl NotifierProcess {
             (n("confirmed") >= confirmed && n("cancelled") >= cancelled).then_some(c)
         })
         .await?;
-        loop {
+        while !settle.is_zero() {
             tokio::time::sleep(settle).await;
             let now = self.counts().await?;
             if now == last {
@@ -80,5 +107,6 @@ impl NotifierProcess {
             }
             last = now;
         }
+        Ok(last)
     }
 }
