@@ -370,11 +370,11 @@ async fn crashed_mid_load(name: &str, crash: Crash) {
                 Crash::Backend => s.crash_and_restart_backend(0).await,
                 Crash::Sidecar => s.crash_and_restart_sidecar(0).await,
                 Crash::Redis => s.redis.restart().await.unwrap(),
-            Crash::Notifier => {
-                let few = Duration::from_secs(10);
-                s.notifier.heard(5, 0, few, Duration::ZERO).await.unwrap();
-                s.notifier.crash_and_restart().await.unwrap();
-            }
+                Crash::Notifier => {
+                    let few = Duration::from_secs(10);
+                    s.notifier.heard(5, 0, few, Duration::ZERO).await.unwrap();
+                    s.notifier.crash_and_restart().await.unwrap();
+                }
             }
         },
     )
