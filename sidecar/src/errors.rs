@@ -21,17 +21,20 @@ pub struct ApiError {
     /// `ERR_MALFORMED_REQUEST` with no details.
     pub grpc_reason: Option<&'static str>,
     pub app_id: Option<String>,
-    /// Pub/sub's own details (boxed: most errors have none).
-    pub pubsub_details: Option<Box<PubSubDetails>>,
+    /// What daprd's newer errors (pub/sub's, a state key's) add to the `ErrorInfo`
+    /// reason (boxed: most errors have none).
+    pub rich: Option<Box<Details>>,
 }
 
-/// What pub/sub's errors add to the `ErrorInfo` reason.
-#[derive(Debug, Clone)]
-pub struct PubSubDetails {
+/// The details of a rich error, sent in this order before its `ErrorInfo`.
+#[derive(Debug, Clone, Default)]
+pub struct Details {
     /// `ErrorInfo.metadata`, where it is not just the app id.
     pub info: std::collections::HashMap<String, String>,
-    /// `ResourceInfo{resource_type, resource_name}`, sent before the `ErrorInfo`.
-    pub resource: Option<(&'static str, String)>,
+    /// `BadRequest` with one field violation: (field, description).
+    pub violation: Option<(String, String)>,
+    /// `ResourceInfo{resource_type, resource_name, description}`.
+    pub resource: Option<(&'static str, String, String)>,
 }
 
 #[derive(Serialize)]
@@ -58,7 +61,7 @@ impl ApiError {
             reason: None,
             grpc_reason: None,
             app_id: None,
-            pubsub_details: None,
+            rich: None,
         }
     }
 
@@ -75,9 +78,10 @@ impl ApiError {
     ) -> Self {
         let mut e = Self::new(code, status, grpc, message);
         e.reason = Some(reason);
-        e.pubsub_details = Some(Box::new(PubSubDetails {
+        e.rich = Some(Box::new(Details {
             info,
-            resource: pubsub.map(|p| ("pubsub", p.to_string())),
+            violation: None,
+            resource: pubsub.map(|p| ("pubsub", p.to_string(), e.message.clone())),
         }));
         e
     }
@@ -138,9 +142,17 @@ impl ApiError {
         )
     }
 
-    pub fn illegal_key(key: &str, app_id: &str) -> Self {
-        Self::malformed(format!("input key/keyPrefix '{key}' can't contain '||'"))
-            .rich("DAPR_STATE_ILLEGAL_KEY", app_id)
+    /// As daprd's `InvalidKeyName`: the key as a `BadRequest` field violation, the store
+    /// as a `ResourceInfo`, and an `ErrorInfo` without metadata.
+    pub fn illegal_key(key: &str, store: &str) -> Self {
+        let mut e = Self::malformed(format!("input key/keyPrefix '{key}' can't contain '||'"));
+        e.reason = Some("DAPR_STATE_ILLEGAL_KEY");
+        e.rich = Some(Box::new(Details {
+            info: Default::default(),
+            violation: Some((key.to_string(), e.message.clone())),
+            resource: Some(("state", store.to_string(), String::new())),
+        }));
+        e
     }
 
     pub fn state_store_not_found(name: &str, app_id: &str) -> Self {
@@ -236,7 +248,7 @@ impl ApiError {
 
     /// `ErrorInfo.metadata`: the pub/sub error's own, else the app id.
     fn info_metadata(&self) -> std::collections::HashMap<String, String> {
-        match (&self.pubsub_details, &self.app_id) {
+        match (&self.rich, &self.app_id) {
             (Some(details), _) => details.info.clone(),
             (None, Some(app_id)) => [("appID".to_string(), app_id.clone())].into(),
             (None, None) => Default::default(),
@@ -248,17 +260,20 @@ impl ApiError {
             return Vec::new();
         };
         let mut details = Vec::new();
-        if let Some((kind, name)) = self
-            .pubsub_details
-            .as_ref()
-            .and_then(|r| r.resource.as_ref())
-        {
+        let rich = self.rich.as_deref();
+        if let Some((field, description)) = rich.and_then(|r| r.violation.as_ref()) {
+            details.push(serde_json::json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "field_violations": [{"field": field, "description": description}],
+            }));
+        }
+        if let Some((kind, name, description)) = rich.and_then(|r| r.resource.as_ref()) {
             details.push(serde_json::json!({
                 "@type": "type.googleapis.com/google.rpc.ResourceInfo",
                 "resource_type": kind,
                 "resource_name": name,
                 "owner": "",
-                "description": self.message,
+                "description": description,
             }));
         }
         let mut info = serde_json::json!({
@@ -266,10 +281,13 @@ impl ApiError {
             "reason": reason,
             "domain": "dapr.io",
         });
+        // daprd always writes the map, `null` when the error has none.
         let metadata = self.info_metadata();
-        if !metadata.is_empty() {
-            info["metadata"] = serde_json::json!(metadata);
-        }
+        info["metadata"] = if metadata.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!(metadata)
+        };
         details.push(info);
         details
     }
@@ -318,6 +336,22 @@ pub struct ResourceInfo {
     pub description: String,
 }
 
+/// `google.rpc.BadRequest`, likewise.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BadRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub field_violations: Vec<FieldViolation>,
+}
+
+/// `google.rpc.BadRequest.FieldViolation`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FieldViolation {
+    #[prost(string, tag = "1")]
+    pub field: String,
+    #[prost(string, tag = "2")]
+    pub description: String,
+}
+
 /// A gRPC status carrying `ErrorInfo{reason, domain: "dapr.io"}` in
 /// `grpc-status-details-bin`, as daprd sends it.
 pub fn status_with_reason(
@@ -326,13 +360,14 @@ pub fn status_with_reason(
     reason: &str,
     metadata: std::collections::HashMap<String, String>,
 ) -> tonic::Status {
-    status_with_details(code, message, None, reason, metadata)
+    status_with_details(code, message, None, None, reason, metadata)
 }
 
-/// The same, after a `ResourceInfo` when one is given.
+/// The same, after a `BadRequest` and a `ResourceInfo` when they are given.
 fn status_with_details(
     code: tonic::Code,
     message: String,
+    violation: Option<BadRequest>,
     resource: Option<ResourceInfo>,
     reason: &str,
     metadata: std::collections::HashMap<String, String>,
@@ -344,6 +379,12 @@ fn status_with_details(
         metadata,
     };
     let mut details = Vec::new();
+    if let Some(v) = violation {
+        details.push(prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
+            value: v.encode_to_vec(),
+        });
+    }
     if let Some(r) = resource {
         details.push(prost_types::Any {
             type_url: "type.googleapis.com/google.rpc.ResourceInfo".into(),
@@ -371,19 +412,26 @@ impl From<ApiError> for tonic::Status {
                 .then_some(err.code)
         });
         match reason {
-            Some(reason) if err.pubsub_details.is_some() => {
-                let resource = err
-                    .pubsub_details
-                    .as_ref()
+            Some(reason) if err.rich.is_some() => {
+                let rich = err.rich.as_deref();
+                let violation =
+                    rich.and_then(|r| r.violation.as_ref())
+                        .map(|(field, d)| BadRequest {
+                            field_violations: vec![FieldViolation {
+                                field: field.clone(),
+                                description: d.clone(),
+                            }],
+                        });
+                let resource = rich
                     .and_then(|r| r.resource.as_ref())
-                    .map(|(kind, name)| ResourceInfo {
+                    .map(|(kind, name, d)| ResourceInfo {
                         resource_type: kind.to_string(),
                         resource_name: name.clone(),
                         owner: String::new(),
-                        description: err.message.clone(),
+                        description: d.clone(),
                     });
                 let metadata = err.info_metadata();
-                status_with_details(err.grpc, err.message, resource, reason, metadata)
+                status_with_details(err.grpc, err.message, violation, resource, reason, metadata)
             }
             Some(reason) => status_with_reason(err.grpc, err.message, reason, Default::default()),
             None => tonic::Status::new(err.grpc, err.message),

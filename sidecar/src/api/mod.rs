@@ -59,9 +59,13 @@ impl Api {
 
     /// State keys may not hold `||`, the separator of the prefixes (lock resources are
     /// checked in `lock`, with the lock API's own error).
-    fn check_key(&self, key: &str) -> Result<(), ApiError> {
+    fn check_key(
+        &self,
+        store: &crate::components::StateComponent,
+        key: &str,
+    ) -> Result<(), ApiError> {
         if key.contains("||") {
-            return Err(ApiError::illegal_key(key, self.app_id()));
+            return Err(ApiError::illegal_key(key, &store.name));
         }
         Ok(())
     }

@@ -31,6 +31,8 @@ pub(crate) fn fail(spec: &ComponentSpec, message: impl Into<String>) -> Componen
 
 /// A loaded state store with its precomputed key prefix.
 pub struct StateComponent {
+    /// The component's name, as errors name it.
+    pub name: String,
     pub store: StateStore,
     /// `None` means keys are stored as given (`keyPrefix: none`, or no app id).
     pub prefix: Option<String>,
@@ -328,6 +330,7 @@ impl Components {
         self.state.insert(
             spec.name.clone(),
             StateComponent {
+                name: spec.name.clone(),
                 store,
                 prefix,
                 outbox,

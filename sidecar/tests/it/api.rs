@@ -8,7 +8,7 @@ use dapr::dapr::proto::runtime::v1::{GetMetadataRequest, GetSecretRequest, Publi
 use serde_json::Value;
 use testkit::{ComponentsDir, SidecarBuilder, StoreKind, TempDir};
 
-use crate::common::{error_reason, one_sidecar_with};
+use crate::common::{detail_types, error_reason, one_sidecar_with};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sidecar")
@@ -223,6 +223,73 @@ async fn grpc_errors_carry_dapr_error_info() {
     let err = c.save_state(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(error_reason(&err).as_deref(), Some("ERR_STATE_SAVE"));
+
+    // An illegal key, as daprd's InvalidKeyName: the key as a field violation, the store as
+    // the resource, then the reason.
+    let mut req = tonic::Request::new(GetStateRequest {
+        store_name: "statestore".into(),
+        key: "a||b".into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("dapr-api-token", "t".parse().unwrap());
+    let err = c.get_state(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        error_reason(&err).as_deref(),
+        Some("DAPR_STATE_ILLEGAL_KEY")
+    );
+    assert_eq!(
+        detail_types(&err),
+        [
+            "type.googleapis.com/google.rpc.BadRequest",
+            "type.googleapis.com/google.rpc.ResourceInfo",
+            "type.googleapis.com/google.rpc.ErrorInfo"
+        ]
+    );
+    let st = <dapr::google::rpc::Status as prost::Message>::decode(err.details()).unwrap();
+    let violation: sidecar::errors::BadRequest =
+        prost::Message::decode(st.details[0].value.as_slice()).unwrap();
+    let resource: sidecar::errors::ResourceInfo =
+        prost::Message::decode(st.details[1].value.as_slice()).unwrap();
+    assert_eq!(
+        (
+            violation.field_violations[0].field.as_str(),
+            violation.field_violations[0].description.as_str()
+        ),
+        ("a||b", err.message())
+    );
+    assert_eq!(
+        (
+            resource.resource_type.as_str(),
+            resource.resource_name.as_str()
+        ),
+        ("state", "statestore")
+    );
+
+    // The same over HTTP, in daprd's JSON.
+    let r = s
+        .http_client()
+        .get(format!("{}/v1.0/state/statestore/a%7C%7Cb", s.http_url()))
+        .header("dapr-api-token", "t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errorCode"], "ERR_MALFORMED_REQUEST");
+    let message = body["message"].as_str().unwrap();
+    assert_eq!(
+        body["details"],
+        serde_json::json!([
+            {"@type": "type.googleapis.com/google.rpc.BadRequest",
+             "field_violations": [{"field": "a||b", "description": message}]},
+            {"@type": "type.googleapis.com/google.rpc.ResourceInfo", "resource_type": "state",
+             "resource_name": "statestore", "owner": "", "description": ""},
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+             "reason": "DAPR_STATE_ILLEGAL_KEY", "domain": "dapr.io", "metadata": null},
+        ])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,13 +90,22 @@ pub async fn error_code(r: reqwest::Response) -> (u16, String) {
     )
 }
 
-/// The `ErrorInfo.reason` a gRPC status carries in `grpc-status-details-bin`, if any.
+/// The `ErrorInfo.reason` a gRPC status carries in `grpc-status-details-bin`, if any. The
+/// `ErrorInfo` comes last, after any other detail (as daprd sends them).
 pub fn error_reason(status: &tonic::Status) -> Option<String> {
     use prost::Message as _;
     let st = dapr::google::rpc::Status::decode(status.details()).ok()?;
-    let any = st.details.first()?;
+    let any = st.details.last()?;
     assert_eq!(any.type_url, "type.googleapis.com/google.rpc.ErrorInfo");
     let info = sidecar::errors::ErrorInfo::decode(any.value.as_slice()).ok()?;
     assert_eq!(info.domain, "dapr.io");
     Some(info.reason)
+}
+
+/// The type URLs of the details a gRPC status carries, in order.
+pub fn detail_types(status: &tonic::Status) -> Vec<String> {
+    use prost::Message as _;
+    dapr::google::rpc::Status::decode(status.details())
+        .map(|st| st.details.into_iter().map(|d| d.type_url).collect())
+        .unwrap_or_default()
 }

@@ -10,6 +10,7 @@ import sys
 
 import grpc
 from dapr.clients import DaprClient
+from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.clients.grpc._response import UnlockResponseStatus
 from dapr.clients.grpc._state import Concurrency, StateOptions
@@ -87,6 +88,19 @@ with DaprClient() as d:
     # Service invocation (HTTP, the SDK's default) through two sidecars.
     resp = d.invoke_method(os.environ["TARGET_APP"], "hello.txt", http_verb="GET")
     assert resp.text().strip() == "hello from the app", resp.text()
+
+    # An illegal key: the SDK reads daprd's error details (ErrorInfo, BadRequest, ResourceInfo).
+    try:
+        d.get_state(STORE, "a||b")
+        raise AssertionError("a key with || was accepted")
+    except DaprGrpcError as err:
+        details = err.status_details()
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.code()
+        assert err.error_code() == "DAPR_STATE_ILLEGAL_KEY", err.json()
+        violation = details.bad_request["field_violations"][0]
+        assert violation["field"] == "a||b" and violation["description"] == err.details(), err.json()
+        resource = details.resource_info
+        assert (resource["resource_type"], resource["resource_name"]) == ("state", STORE), err.json()
 
     meta = d.get_metadata()
     names = {c.name for c in meta.registered_components}
