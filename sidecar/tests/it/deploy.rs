@@ -24,10 +24,15 @@ fn kubernetes_objects_match_the_kubernetes_schemas() {
         "{} is missing: scripts/test installs it",
         tool.display()
     );
-    let files: Vec<PathBuf> = ["redis.yaml", "backend.yaml", "frontend.yaml"]
-        .iter()
-        .map(|f| deploy(&format!("kubernetes/{f}")))
-        .collect();
+    let files: Vec<PathBuf> = [
+        "redis.yaml",
+        "backend.yaml",
+        "frontend.yaml",
+        "notifier.yaml",
+    ]
+    .iter()
+    .map(|f| deploy(&format!("kubernetes/{f}")))
+    .collect();
     let out = std::process::Command::new(&tool)
         .args(["--strict", "--kubernetes-version", "1.33"])
         .args(&files)
@@ -36,10 +41,10 @@ fn kubernetes_objects_match_the_kubernetes_schemas() {
     let report =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}");
-    // Five objects, each checked (an object of a kind without a schema is only a warning).
+    // Seven objects, each checked (an object of a kind without a schema is only a warning).
     assert_eq!(
         report.matches(" passed for resource ").count(),
-        5,
+        7,
         "{report}"
     );
 }
@@ -83,7 +88,47 @@ fn the_compose_file_matches_the_compose_specification() {
 
 #[test]
 fn the_dapr_objects_read_as_a_sidecar_reads_them() {
-    for dir in ["kubernetes", "compose/dapr/components"] {
+    // On Kubernetes the state store announces bookings through its outbox on a pub/sub
+    // that the backend and the notifier share.
+    let kinds = |app: &str| {
+        let specs = resources::load_components(&[deploy("kubernetes")], app).unwrap();
+        let mut kinds: Vec<(String, String)> = specs
+            .iter()
+            .map(|s| (s.name.clone(), s.kind.clone()))
+            .collect();
+        kinds.sort_unstable();
+        (specs, kinds)
+    };
+    let (backend, backend_kinds) = kinds("backend");
+    assert_eq!(
+        backend_kinds,
+        [
+            ("lockstore".to_string(), "lock.redis".to_string()),
+            ("pubsub".into(), "pubsub.redis".into()),
+            ("statestore".into(), "state.redis".into())
+        ]
+    );
+    let state = backend.iter().find(|s| s.name == "statestore").unwrap();
+    assert_eq!(
+        (
+            state.metadata["outboxpublishpubsub"].as_str(),
+            state.metadata["outboxpublishtopic"].as_str()
+        ),
+        ("pubsub", "bookings")
+    );
+    assert_eq!(
+        kinds("notifier").1,
+        [("pubsub".to_string(), "pubsub.redis".to_string())]
+    );
+    assert!(kinds("frontend").0.is_empty(), "the frontend uses none");
+    assert!(
+        backend
+            .iter()
+            .all(|s| s.metadata["redishost"] == "redis:6379")
+    );
+    // Compose: state and locks, the backend's alone.
+    {
+        let dir = "compose/dapr/components";
         let specs = resources::load_components(&[deploy(dir)], "backend").unwrap();
         let mut kinds: Vec<_> = specs
             .iter()
