@@ -373,6 +373,20 @@ async fn crashed_mid_load(name: &str, crash: Crash) {
                 Crash::Notifier => {
                     let few = Duration::from_secs(10);
                     s.notifier.heard(5, 0, few, Duration::ZERO).await.unwrap();
+                    // Paused, so the crash surely leaves deliveries pending in its group.
+                    s.notifier.pause().unwrap();
+                    testkit::wait_until("a delivery to be pending", few, || async {
+                        let r = s
+                            .redis
+                            .command(&["XPENDING", "bookings", "notifier"])
+                            .await
+                            .ok()?;
+                        let pending: u64 =
+                            r.lines().nth(1)?.strip_prefix(':')?.trim().parse().ok()?;
+                        (pending > 0).then_some(())
+                    })
+                    .await
+                    .unwrap();
                     s.notifier.crash_and_restart().await.unwrap();
                 }
             }

@@ -29,12 +29,16 @@ pub struct ApiError {
 /// The details of a rich error, sent in this order before its `ErrorInfo`.
 #[derive(Debug, Clone, Default)]
 pub struct Details {
-    /// `ErrorInfo.metadata`, where it is not just the app id.
-    pub info: std::collections::HashMap<String, String>,
+    /// `ErrorInfo.metadata`, where it is not just the app id: `Some` (maybe empty, `{}` in
+    /// HTTP's JSON) where daprd builds a map, `None` (`null`) where it passes none.
+    pub info: Option<std::collections::HashMap<String, String>>,
     /// `BadRequest` with one field violation: (field, description).
     pub violation: Option<(String, String)>,
     /// `ResourceInfo{resource_type, resource_name, description}`.
     pub resource: Option<(&'static str, String, String)>,
+    /// What HTTP says instead, where daprd's HTTP handler wraps the error once more: (the
+    /// field, "" where daprd has cleared it; the message, also the violation's description).
+    pub http: Option<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -79,9 +83,9 @@ impl ApiError {
         let mut e = Self::new(code, status, grpc, message);
         e.reason = Some(reason);
         e.rich = Some(Box::new(Details {
-            info,
-            violation: None,
+            info: Some(info),
             resource: pubsub.map(|p| ("pubsub", p.to_string(), e.message.clone())),
+            ..Details::default()
         }));
         e
     }
@@ -143,14 +147,21 @@ impl ApiError {
     }
 
     /// As daprd's `InvalidKeyName`: the key as a `BadRequest` field violation, the store
-    /// as a `ResourceInfo`, and an `ErrorInfo` without metadata.
-    pub fn illegal_key(key: &str, store: &str) -> Self {
+    /// as a `ResourceInfo`, and an `ErrorInfo` without metadata. Over HTTP daprd builds it
+    /// again around its own text (`api error: code = InvalidArgument desc = ...`), and in a
+    /// transaction after clearing the key, so the field is left out there.
+    pub fn illegal_key(key: &str, store: &str, in_transaction: bool) -> Self {
         let mut e = Self::malformed(format!("input key/keyPrefix '{key}' can't contain '||'"));
         e.reason = Some("DAPR_STATE_ILLEGAL_KEY");
+        let http_field = if in_transaction { "" } else { key };
         e.rich = Some(Box::new(Details {
-            info: Default::default(),
+            info: None,
             violation: Some((key.to_string(), e.message.clone())),
             resource: Some(("state", store.to_string(), String::new())),
+            http: Some((
+                http_field.to_string(),
+                format!("api error: code = InvalidArgument desc = {}", e.message),
+            )),
         }));
         e
     }
@@ -246,12 +257,24 @@ impl ApiError {
         )
     }
 
-    /// `ErrorInfo.metadata`: the pub/sub error's own, else the app id.
-    fn info_metadata(&self) -> std::collections::HashMap<String, String> {
-        match (&self.rich, &self.app_id) {
-            (Some(details), _) => details.info.clone(),
-            (None, Some(app_id)) => [("appID".to_string(), app_id.clone())].into(),
-            (None, None) => Default::default(),
+    /// `ErrorInfo.metadata`: the rich error's own, else the app id; `None` where daprd
+    /// passes no map.
+    fn info_metadata(&self) -> Option<std::collections::HashMap<String, String>> {
+        match (
+            self.rich.as_deref().and_then(|d| d.info.as_ref()),
+            &self.app_id,
+        ) {
+            (Some(info), _) => Some(info.clone()),
+            (None, Some(app_id)) => Some([("appID".to_string(), app_id.clone())].into()),
+            (None, None) => None,
+        }
+    }
+
+    /// The message HTTP answers with.
+    fn http_message(&self) -> &str {
+        match self.rich.as_deref().and_then(|d| d.http.as_ref()) {
+            Some((_, message)) => message,
+            None => &self.message,
         }
     }
 
@@ -261,10 +284,16 @@ impl ApiError {
         };
         let mut details = Vec::new();
         let rich = self.rich.as_deref();
-        if let Some((field, description)) = rich.and_then(|r| r.violation.as_ref()) {
+        let violation = rich.and_then(|r| r.http.as_ref().or(r.violation.as_ref()));
+        if let Some((field, description)) = violation {
+            // Go's JSON of the proto leaves an empty field out.
+            let mut v = serde_json::json!({ "description": description });
+            if !field.is_empty() {
+                v["field"] = serde_json::json!(field);
+            }
             details.push(serde_json::json!({
                 "@type": "type.googleapis.com/google.rpc.BadRequest",
-                "field_violations": [{"field": field, "description": description}],
+                "field_violations": [v],
             }));
         }
         if let Some((kind, name, description)) = rich.and_then(|r| r.resource.as_ref()) {
@@ -281,13 +310,8 @@ impl ApiError {
             "reason": reason,
             "domain": "dapr.io",
         });
-        // daprd always writes the map, `null` when the error has none.
-        let metadata = self.info_metadata();
-        info["metadata"] = if metadata.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::json!(metadata)
-        };
+        // daprd always writes the map: `null` where it passed none, `{}` where it is empty.
+        info["metadata"] = serde_json::json!(self.info_metadata());
         details.push(info);
         details
     }
@@ -305,7 +329,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
             error_code: self.code,
-            message: &self.message,
+            message: self.http_message(),
             details: self.details(),
         };
         (self.status, Json(body)).into_response()
@@ -430,7 +454,7 @@ impl From<ApiError> for tonic::Status {
                         owner: String::new(),
                         description: d.clone(),
                     });
-                let metadata = err.info_metadata();
+                let metadata = err.info_metadata().unwrap_or_default();
                 status_with_details(err.grpc, err.message, violation, resource, reason, metadata)
             }
             Some(reason) => status_with_reason(err.grpc, err.message, reason, Default::default()),

@@ -55,13 +55,30 @@ impl NotifierProcess {
         Ok(sidecar)
     }
 
-    /// `kill -9` of the notifier and of its sidecar, and both started again on the same
-    /// port and file: what they had not finished must come again.
+    /// Stops (SIGSTOP) the notifier, not its sidecar: deliveries to it hang, pending.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal_app(appkit::process::Signal::Stop)
+    }
+
+    fn signal_app(&self, signal: appkit::process::Signal) -> anyhow::Result<()> {
+        let pids = self.sidecar.app_pids();
+        anyhow::ensure!(!pids.is_empty(), "the notifier's process is not found");
+        for pid in pids {
+            appkit::process::send_signal(pid, signal)?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9` of the notifier's sidecar and then of the notifier (the sidecar first, so
+    /// it cannot wind down when its app goes), and both started again on the same port and
+    /// file: what they had not finished must come again.
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
-        for pid in self.sidecar.app_pids() {
+        let apps = self.sidecar.app_pids();
+        anyhow::ensure!(!apps.is_empty(), "the notifier's process is not found");
+        appkit::process::send_signal(self.sidecar.pid(), appkit::process::Signal::Kill)?;
+        for pid in apps {
             appkit::process::send_signal(pid, appkit::process::Signal::Kill)?;
         }
-        appkit::process::send_signal(self.sidecar.pid(), appkit::process::Signal::Kill)?;
         self.sidecar.stop();
         self.sidecar = Self::launch(&self.registry, &self.resources, self.port, &self.dir).await?;
         Ok(())

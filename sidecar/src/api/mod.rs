@@ -63,9 +63,10 @@ impl Api {
         &self,
         store: &crate::components::StateComponent,
         key: &str,
+        in_transaction: bool,
     ) -> Result<(), ApiError> {
         if key.contains("||") {
-            return Err(ApiError::illegal_key(key, &store.name));
+            return Err(ApiError::illegal_key(key, &store.name, in_transaction));
         }
         Ok(())
     }

@@ -86,7 +86,7 @@ impl Api {
         store: &StateComponent,
         key: &str,
     ) -> Result<Option<Stored>, ApiError> {
-        self.check_key(store, key)?;
+        self.check_key(store, key, false)?;
         store.store.get(&store.key(key)).await.map_err(|e| {
             ApiError::internal(
                 "ERR_STATE_GET",
@@ -101,7 +101,7 @@ impl Api {
         keys: &[String],
     ) -> Result<Vec<Result<Option<Stored>, StoreError>>, ApiError> {
         for k in keys {
-            self.check_key(store, k)?;
+            self.check_key(store, k, false)?;
         }
         let full: Vec<String> = keys.iter().map(|k| store.key(k)).collect();
         store.store.bulk_get(&full).await.map_err(|e| {
@@ -131,7 +131,7 @@ impl Api {
                     ApiError::malformed("\"key\" is a required field").in_grpc_as("ERR_STATE_SAVE")
                 );
             }
-            self.check_key(store, &item.key)?;
+            self.check_key(store, &item.key, false)?;
         }
         // All at once, as daprd's bulk save runs them: on SQLite they queue for one group
         // commit instead of one disk sync each.
@@ -183,7 +183,7 @@ impl Api {
         items: Vec<DeleteRequest>,
     ) -> Result<(), ApiError> {
         for mut req in items {
-            self.check_key(store, &req.key)?;
+            self.check_key(store, &req.key, false)?;
             let user_key = std::mem::take(&mut req.key);
             req.key = store.key(&user_key);
             store.store.delete(&req).await.map_err(|e| {
@@ -243,7 +243,7 @@ impl Api {
                 TxOperation::Upsert(r) => &mut r.key,
                 TxOperation::Delete(r) => &mut r.key,
             };
-            self.check_key(store, key)?;
+            self.check_key(store, key, true)?;
             *key = store.key(key);
             checked.push(op);
         }
@@ -304,7 +304,8 @@ impl Api {
                 tonic::Code::Internal,
                 "DAPR_PUBSUB_OUTBOX",
                 format!("error while publishing outbox message: {error}"),
-                Some(&outbox.internal_pubsub),
+                // daprd's PubSubOutbox names no resource.
+                None,
                 [
                     ("appID".to_string(), self.app_id().to_string()),
                     ("error".to_string(), error),

@@ -267,29 +267,45 @@ async fn grpc_errors_carry_dapr_error_info() {
         ("state", "statestore")
     );
 
-    // The same over HTTP, in daprd's JSON.
-    let r = s
-        .http_client()
-        .get(format!("{}/v1.0/state/statestore/a%7C%7Cb", s.http_url()))
-        .header("dapr-api-token", "t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["errorCode"], "ERR_MALFORMED_REQUEST");
-    let message = body["message"].as_str().unwrap();
-    assert_eq!(
-        body["details"],
-        serde_json::json!([
-            {"@type": "type.googleapis.com/google.rpc.BadRequest",
-             "field_violations": [{"field": "a||b", "description": message}]},
-            {"@type": "type.googleapis.com/google.rpc.ResourceInfo", "resource_type": "state",
-             "resource_name": "statestore", "owner": "", "description": ""},
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-             "reason": "DAPR_STATE_ILLEGAL_KEY", "domain": "dapr.io", "metadata": null},
-        ])
-    );
+    // The same over HTTP, in daprd's JSON: its HTTP handlers build the error again around
+    // the first one's text, and a transaction's after clearing the key (no field then).
+    let http = s.http_client();
+    let get = http.get(format!("{}/v1.0/state/statestore/a%7C%7Cb", s.http_url()));
+    let tx = http
+        .post(format!(
+            "{}/v1.0/state/statestore/transaction",
+            s.http_url()
+        ))
+        .json(&serde_json::json!({"operations": [
+            {"operation": "upsert", "request": {"key": "a||b", "value": 1}}]}));
+    for (req, field) in [(get, Some("a||b")), (tx, None)] {
+        let r = req.header("dapr-api-token", "t").send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let body: serde_json::Value = r.json().await.unwrap();
+        let message = "api error: code = InvalidArgument desc = input key/keyPrefix 'a||b' can't contain '||'";
+        assert_eq!(
+            (&body["errorCode"], &body["message"]),
+            (
+                &serde_json::json!("ERR_MALFORMED_REQUEST"),
+                &serde_json::json!(message)
+            )
+        );
+        let mut violation = serde_json::json!({"description": message});
+        if let Some(field) = field {
+            violation["field"] = field.into();
+        }
+        assert_eq!(
+            body["details"],
+            serde_json::json!([
+                {"@type": "type.googleapis.com/google.rpc.BadRequest",
+                 "field_violations": [violation]},
+                {"@type": "type.googleapis.com/google.rpc.ResourceInfo", "resource_type": "state",
+                 "resource_name": "statestore", "owner": "", "description": ""},
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                 "reason": "DAPR_STATE_ILLEGAL_KEY", "domain": "dapr.io", "metadata": null},
+            ])
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

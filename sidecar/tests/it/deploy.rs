@@ -88,69 +88,8 @@ fn the_compose_file_matches_the_compose_specification() {
 
 #[test]
 fn the_dapr_objects_read_as_a_sidecar_reads_them() {
-    // On Kubernetes the state store announces bookings through its outbox on a pub/sub
-    // that the backend and the notifier share.
-    let kinds = |app: &str| {
-        let specs = resources::load_components(&[deploy("kubernetes")], app).unwrap();
-        let mut kinds: Vec<(String, String)> = specs
-            .iter()
-            .map(|s| (s.name.clone(), s.kind.clone()))
-            .collect();
-        kinds.sort_unstable();
-        (specs, kinds)
-    };
-    let (backend, backend_kinds) = kinds("backend");
-    assert_eq!(
-        backend_kinds,
-        [
-            ("lockstore".to_string(), "lock.redis".to_string()),
-            ("pubsub".into(), "pubsub.redis".into()),
-            ("statestore".into(), "state.redis".into())
-        ]
-    );
-    let state = backend.iter().find(|s| s.name == "statestore").unwrap();
-    assert_eq!(
-        (
-            state.metadata["outboxpublishpubsub"].as_str(),
-            state.metadata["outboxpublishtopic"].as_str()
-        ),
-        ("pubsub", "bookings")
-    );
-    assert_eq!(
-        kinds("notifier").1,
-        [("pubsub".to_string(), "pubsub.redis".to_string())]
-    );
-    assert!(kinds("frontend").0.is_empty(), "the frontend uses none");
-    assert!(
-        backend
-            .iter()
-            .all(|s| s.metadata["redishost"] == "redis:6379")
-    );
-    // Compose: state and locks, the backend's alone.
-    {
-        let dir = "compose/dapr/components";
-        let specs = resources::load_components(&[deploy(dir)], "backend").unwrap();
-        let mut kinds: Vec<_> = specs
-            .iter()
-            .map(|s| (s.name.as_str(), s.kind.as_str()))
-            .collect();
-        kinds.sort_unstable();
-        assert_eq!(
-            kinds,
-            [("lockstore", "lock.redis"), ("statestore", "state.redis")],
-            "{dir}"
-        );
-        // Metadata names are case-insensitive, as in Dapr: the loader keeps them lowercased.
-        assert!(
-            specs
-                .iter()
-                .all(|s| s.metadata["redishost"] == "redis:6379")
-        );
-        let frontend = resources::load_components(&[deploy(dir)], "frontend").unwrap();
-        assert!(
-            frontend.is_empty(),
-            "{dir}: the stores are the backend's alone"
-        );
+    for dir in ["kubernetes", "compose/dapr/components"] {
+        each_app_loads_its_components(dir);
     }
     let k8s = resources::load_configuration(&deploy("kubernetes/configuration.yaml")).unwrap();
     assert_eq!(k8s.sampling_rate, 0.0);
@@ -166,12 +105,56 @@ fn the_dapr_objects_read_as_a_sidecar_reads_them() {
     );
 }
 
+/// In `dir`, what each app's sidecar loads: the backend its state store (with the outbox
+/// that announces bookings on a pub/sub), lock and pub/sub; the notifier the pub/sub
+/// alone; the frontend nothing. Everything on the one Redis.
+fn each_app_loads_its_components(dir: &str) {
+    let kinds = |app: &str| {
+        let specs = resources::load_components(&[deploy(dir)], app).unwrap();
+        let mut kinds: Vec<(String, String)> = specs
+            .iter()
+            .map(|s| (s.name.clone(), s.kind.clone()))
+            .collect();
+        kinds.sort_unstable();
+        (specs, kinds)
+    };
+    let (backend, backend_kinds) = kinds("backend");
+    assert_eq!(
+        backend_kinds,
+        [
+            ("lockstore".to_string(), "lock.redis".to_string()),
+            ("pubsub".into(), "pubsub.redis".into()),
+            ("statestore".into(), "state.redis".into())
+        ],
+        "{dir}"
+    );
+    let state = backend.iter().find(|s| s.name == "statestore").unwrap();
+    assert_eq!(
+        (
+            state.metadata["outboxpublishpubsub"].as_str(),
+            state.metadata["outboxpublishtopic"].as_str()
+        ),
+        ("pubsub", "bookings"),
+        "{dir}"
+    );
+    assert_eq!(
+        kinds("notifier").1,
+        [("pubsub".to_string(), "pubsub.redis".to_string())]
+    );
+    assert!(kinds("frontend").0.is_empty(), "the frontend uses none");
+    assert!(
+        backend
+            .iter()
+            .all(|s| s.metadata["redishost"] == "redis:6379")
+    );
+}
+
 #[test]
 fn each_compose_sidecar_serves_its_service_from_inside_its_namespace() {
     let text = std::fs::read_to_string(deploy("compose/compose.yaml")).unwrap();
     let compose: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
     let services = compose["services"].as_object().unwrap();
-    for app in ["backend", "frontend"] {
+    for app in ["backend", "frontend", "notifier"] {
         let sidecar = &services[&format!("{app}-dapr")];
         assert_eq!(sidecar["network_mode"], format!("service:{app}"));
         let flags: Vec<&str> = sidecar["command"]

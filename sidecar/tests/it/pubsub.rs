@@ -287,6 +287,8 @@ async fn publish_errors_are_daprds() {
         body["details"][0]["reason"], "DAPR_PUBSUB_NOT_FOUND",
         "{body}"
     );
+    // daprd builds the map from the request's metadata: `{}` when there is none.
+    assert_eq!(body["details"][0]["metadata"], json!({}), "{body}");
     let (status, body) = post(
         "/v1.0/publish/pubsub/orders?metadata.rawPayload=maybe",
         "text/plain",
