@@ -531,3 +531,151 @@ async fn the_outbox_publishes_exactly_what_commits() {
     .await
     .unwrap();
 }
+
+/// The outbox on `pubsub.redis` with a SQLite store: a sidecar killed after its
+/// transaction's event went to the internal topic, while the transaction waits for the
+/// database, leaves an event whose marker never comes. The next sidecar of the app reads
+/// it again after the processing timeout and drops it (`outboxDiscardWhenMissingState`):
+/// never published. A transaction after that commits, and its event is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
+    let redis = RedisServer::start().await.unwrap();
+    let data = TempDir::new("data");
+    let db = data.path().join("state.db");
+    let pubsub = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{}\n  - name: processingTimeout\n    value: \"1500\"\n  - name: redeliverInterval\n    value: 300ms\n",
+        redis.port
+    );
+    let store = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: busyTimeout\n    value: 60s\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: orders\n  - name: outboxDiscardWhenMissingState\n    value: \"true\"\n",
+        db.display()
+    );
+    let seen: Seen = Arc::default();
+    let port = subscriber_app(seen.clone(), false).await;
+    let components = ComponentsDir::raw(&[("pubsub.yaml", &pubsub), ("state.yaml", &store)]);
+    let registry = TempDir::new("registry");
+    let start = || {
+        SidecarBuilder::new(BIN, "checkout", registry.path())
+            .resources(components.path())
+            .app_port(port)
+            .spawn()
+    };
+    let mut first = start().await.unwrap();
+    let http = reqwest::Client::new();
+    let order = |key: &str| {
+        json!({"operations": [{"operation": "upsert", "request": {
+            "key": key, "value": {"order": key}, "metadata": {"contentType": "application/json"}}}]})
+    };
+    // A first transaction makes the database (and its table) before the lock is taken.
+    let tx_url = format!("{}/v1.0/state/statestore/transaction", first.http_url());
+    let r = http
+        .post(&tx_url)
+        .json(&order("warm-up"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let internal = "defaultcheckoutordersoutbox";
+    let none_pending = |stream: &'static str| {
+        let redis = &redis;
+        async move {
+            let r = redis
+                .command(&["XPENDING", stream, "checkout"])
+                .await
+                .ok()?;
+            r.starts_with("*4\r\n:0\r\n").then_some(())
+        }
+    };
+    // The warm-up's event is delivered and every step of it acknowledged before the crash
+    // (else its redelivery, which is right, would be counted below).
+    testkit::wait_until("the warm-up delivered", Duration::from_secs(20), || async {
+        let heard = seen.lock().unwrap().iter().any(|d| d.0 == "/orders");
+        if !heard {
+            return None;
+        }
+        none_pending(internal).await?;
+        none_pending("orders").await
+    })
+    .await
+    .unwrap();
+    let length = |stream: &'static str| {
+        let redis = &redis;
+        async move {
+            let r = redis.command(&["XLEN", stream]).await.ok()?;
+            r.trim().strip_prefix(':')?.parse::<u64>().ok()
+        }
+    };
+
+    // Another writer holds the database: the next transaction waits in it.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked) = std::sync::mpsc::channel::<()>();
+    let db_path = db.clone();
+    let writer = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = held.recv_timeout(Duration::from_secs(60));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked.recv().unwrap();
+    let cut_short = tokio::spawn(http.post(&tx_url).json(&order("lost")).send());
+    // Its event is on the internal topic (the warm-up's was the first).
+    testkit::wait_until(
+        "the event on the internal topic",
+        Duration::from_secs(10),
+        || {
+            let n = length(internal);
+            async move { (n.await? >= 2).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    appkit::process::send_signal(first.pid(), appkit::process::Signal::Kill).unwrap();
+    first.stop();
+    assert!(
+        cut_short.await.unwrap().is_err(),
+        "the sidecar died before answering"
+    );
+    release.send(()).unwrap();
+    writer.join().unwrap();
+
+    // The next sidecar of the app reads the event again, finds no marker, and drops it.
+    let second = start().await.unwrap();
+    testkit::wait_until(
+        "the event to be read again and dropped",
+        Duration::from_secs(40),
+        || none_pending(internal),
+    )
+    .await
+    .unwrap();
+    // A transaction now commits, and its event is the only one besides the warm-up's.
+    let tx_url = format!("{}/v1.0/state/statestore/transaction", second.http_url());
+    let r = http
+        .post(&tx_url)
+        .json(&order("kept"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let orders = testkit::wait_until("the committed event", Duration::from_secs(20), || async {
+        let got: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.0 == "/orders")
+            .map(|d| d.4["data"]["order"].clone())
+            .collect();
+        got.contains(&json!("kept")).then_some(got)
+    })
+    .await
+    .unwrap();
+    let mut orders: Vec<String> = orders.iter().map(Value::to_string).collect();
+    orders.sort();
+    assert_eq!(orders, [r#""kept""#, r#""warm-up""#]);
+    let lost = http
+        .get(format!("{}/v1.0/state/statestore/lost", second.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lost.status(), 204, "the cut-short transaction never ran");
+}
