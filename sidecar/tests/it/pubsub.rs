@@ -532,6 +532,74 @@ async fn the_outbox_publishes_exactly_what_commits() {
     .unwrap();
 }
 
+/// `pubsub.redis` named `name` on the Redis at `port`; what a crashed sidecar held is read
+/// again after 1.5 s.
+fn redis_pubsub(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{port}\n  - name: processingTimeout\n    value: \"1500\"\n  - name: redeliverInterval\n    value: 300ms\n"
+    )
+}
+
+/// `state.sqlite` in `db` (waiting up to a minute for a busy database) whose transactions
+/// publish to topic `orders` of `pubsub` through its outbox, with `extra` metadata.
+fn sqlite_outbox(db: &std::path::Path, extra: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: busyTimeout\n    value: 60s\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: orders\n",
+        db.display()
+    );
+    for (k, v) in extra {
+        s += &format!("  - name: {k}\n    value: \"{v}\"\n");
+    }
+    s
+}
+
+/// No entry of `stream` is pending in the `checkout` group.
+async fn none_pending(redis: &RedisServer, stream: &str) -> Option<()> {
+    let r = redis
+        .command(&["XPENDING", stream, "checkout"])
+        .await
+        .ok()?;
+    r.starts_with("*4\r\n:0\r\n").then_some(())
+}
+
+/// The `order` of every event the subscriber heard on `orders`, sorted.
+fn orders_heard(seen: &Seen) -> Vec<String> {
+    let mut got: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|d| d.0 == "/orders")
+        .map(|d| d.4["data"]["order"].to_string())
+        .collect();
+    got.sort();
+    got
+}
+
+/// A transaction of one order, published as JSON.
+fn order(key: &str) -> Value {
+    json!({"operations": [{"operation": "upsert", "request": {
+        "key": key, "value": {"order": key}, "metadata": {"contentType": "application/json"}}}]})
+}
+
+/// Holds the SQLite write lock of `db` from another connection until the sender is used
+/// (or dropped); returns once it is held.
+fn hold_database(
+    db: &std::path::Path,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked) = std::sync::mpsc::channel::<()>();
+    let db = db.to_path_buf();
+    let writer = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = held.recv_timeout(Duration::from_secs(60));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked.recv().unwrap();
+    (release, writer)
+}
+
 /// The outbox on `pubsub.redis` with a SQLite store: a sidecar killed after its
 /// transaction's event went to the internal topic, while the transaction waits for the
 /// database, leaves an event whose marker never comes. The next sidecar of the app reads
@@ -542,14 +610,8 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
     let redis = RedisServer::start().await.unwrap();
     let data = TempDir::new("data");
     let db = data.path().join("state.db");
-    let pubsub = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{}\n  - name: processingTimeout\n    value: \"1500\"\n  - name: redeliverInterval\n    value: 300ms\n",
-        redis.port
-    );
-    let store = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{}\"\n  - name: busyTimeout\n    value: 60s\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: orders\n  - name: outboxDiscardWhenMissingState\n    value: \"true\"\n",
-        db.display()
-    );
+    let pubsub = redis_pubsub("pubsub", redis.port);
+    let store = sqlite_outbox(&db, &[("outboxDiscardWhenMissingState", "true")]);
     let seen: Seen = Arc::default();
     let port = subscriber_app(seen.clone(), false).await;
     let components = ComponentsDir::raw(&[("pubsub.yaml", &pubsub), ("state.yaml", &store)]);
@@ -562,10 +624,6 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
     };
     let mut first = start().await.unwrap();
     let http = reqwest::Client::new();
-    let order = |key: &str| {
-        json!({"operations": [{"operation": "upsert", "request": {
-            "key": key, "value": {"order": key}, "metadata": {"contentType": "application/json"}}}]})
-    };
     // A first transaction makes the database (and its table) before the lock is taken.
     let tx_url = format!("{}/v1.0/state/statestore/transaction", first.http_url());
     let r = http
@@ -576,56 +634,29 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let internal = "defaultcheckoutordersoutbox";
-    let none_pending = |stream: &'static str| {
-        let redis = &redis;
-        async move {
-            let r = redis
-                .command(&["XPENDING", stream, "checkout"])
-                .await
-                .ok()?;
-            r.starts_with("*4\r\n:0\r\n").then_some(())
-        }
-    };
     // The warm-up's event is delivered and every step of it acknowledged before the crash
     // (else its redelivery, which is right, would be counted below).
     testkit::wait_until("the warm-up delivered", Duration::from_secs(20), || async {
-        let heard = seen.lock().unwrap().iter().any(|d| d.0 == "/orders");
-        if !heard {
+        if orders_heard(&seen).is_empty() {
             return None;
         }
-        none_pending(internal).await?;
-        none_pending("orders").await
+        none_pending(&redis, internal).await?;
+        none_pending(&redis, "orders").await
     })
     .await
     .unwrap();
-    let length = |stream: &'static str| {
-        let redis = &redis;
-        async move {
-            let r = redis.command(&["XLEN", stream]).await.ok()?;
-            r.trim().strip_prefix(':')?.parse::<u64>().ok()
-        }
-    };
 
     // Another writer holds the database: the next transaction waits in it.
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (locked_tx, locked) = std::sync::mpsc::channel::<()>();
-    let db_path = db.clone();
-    let writer = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(&db_path).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = held.recv_timeout(Duration::from_secs(60));
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    locked.recv().unwrap();
+    let (release, writer) = hold_database(&db);
     let cut_short = tokio::spawn(http.post(&tx_url).json(&order("lost")).send());
     // Its event is on the internal topic (the warm-up's was the first).
     testkit::wait_until(
         "the event on the internal topic",
         Duration::from_secs(10),
-        || {
-            let n = length(internal);
-            async move { (n.await? >= 2).then_some(()) }
+        || async {
+            let r = redis.command(&["XLEN", internal]).await.ok()?;
+            let n: u64 = r.trim().strip_prefix(':')?.parse().ok()?;
+            (n >= 2).then_some(())
         },
     )
     .await
@@ -644,7 +675,7 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
     testkit::wait_until(
         "the event to be read again and dropped",
         Duration::from_secs(40),
-        || none_pending(internal),
+        || none_pending(&redis, internal),
     )
     .await
     .unwrap();
@@ -658,19 +689,11 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let orders = testkit::wait_until("the committed event", Duration::from_secs(20), || async {
-        let got: Vec<Value> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| d.0 == "/orders")
-            .map(|d| d.4["data"]["order"].clone())
-            .collect();
-        got.contains(&json!("kept")).then_some(got)
+        let got = orders_heard(&seen);
+        got.contains(&r#""kept""#.to_string()).then_some(got)
     })
     .await
     .unwrap();
-    let mut orders: Vec<String> = orders.iter().map(Value::to_string).collect();
-    orders.sort();
     assert_eq!(orders, [r#""kept""#, r#""warm-up""#]);
     let lost = http
         .get(format!("{}/v1.0/state/statestore/lost", second.http_url()))
@@ -678,4 +701,81 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
         .await
         .unwrap();
     assert_eq!(lost.status(), 204, "the cut-short transaction never ran");
+}
+
+/// The other half: a transaction that committed, whose sidecar died before it could pass
+/// the event on (the topic's Redis paused its writes), is published by the next sidecar of
+/// the app, which finds its marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_a_commit_whose_sidecar_died_before_relaying_is_published() {
+    // The outbox's own topic on one Redis, the topic subscribers hear on another.
+    let (inner, outer) = (
+        RedisServer::start().await.unwrap(),
+        RedisServer::start().await.unwrap(),
+    );
+    let data = TempDir::new("data");
+    let db = data.path().join("state.db");
+    let store = sqlite_outbox(&db, &[("outboxPubsub", "internal")]);
+    let seen: Seen = Arc::default();
+    let port = subscriber_app(seen.clone(), false).await;
+    let components = ComponentsDir::raw(&[
+        ("internal.yaml", &redis_pubsub("internal", inner.port)),
+        ("pubsub.yaml", &redis_pubsub("pubsub", outer.port)),
+        ("state.yaml", &store),
+    ]);
+    let registry = TempDir::new("registry");
+    let start = || {
+        SidecarBuilder::new(BIN, "checkout", registry.path())
+            .resources(components.path())
+            .app_port(port)
+            .spawn()
+    };
+    let mut first = start().await.unwrap();
+    let http = reqwest::Client::new();
+    let tx_url = format!("{}/v1.0/state/statestore/transaction", first.http_url());
+    // The subscribers' Redis takes no writes: the relay cannot pass the event on.
+    let r = outer
+        .command(&["CLIENT", "PAUSE", "60000", "WRITE"])
+        .await
+        .unwrap();
+    assert!(r.starts_with("+OK"), "{r}");
+    let r = http
+        .post(&tx_url)
+        .json(&order("paid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "committed");
+    let internal = "defaultcheckoutordersoutbox";
+    // The relay has read the event (it is pending) and cannot publish it.
+    testkit::wait_until(
+        "the relay to hold the event",
+        Duration::from_secs(10),
+        || async { none_pending(&inner, internal).await.is_none().then_some(()) },
+    )
+    .await
+    .unwrap();
+    appkit::process::send_signal(first.pid(), appkit::process::Signal::Kill).unwrap();
+    first.stop();
+    let r = outer.command(&["CLIENT", "UNPAUSE"]).await.unwrap();
+    assert!(r.starts_with("+OK"), "{r}");
+    assert!(
+        orders_heard(&seen).is_empty(),
+        "nothing passed on before the crash"
+    );
+
+    // The next sidecar of the app reads it again, finds its marker, and passes it on.
+    let _second = start().await.unwrap();
+    let orders = testkit::wait_until("the committed event", Duration::from_secs(30), || async {
+        let got = orders_heard(&seen);
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+    .unwrap();
+    assert!(orders.iter().all(|o| o == r#""paid""#), "{orders:?}");
+    testkit::wait_until("the event settled", Duration::from_secs(20), || {
+        none_pending(&inner, internal)
+    })
+    .await
+    .unwrap();
 }
