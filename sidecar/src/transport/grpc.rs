@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::grpc_unimplemented::{dapr_unimplemented, unimplemented_methods};
 use crate::api::Api;
 use crate::api::lock::LockRequest;
-use crate::api::pubsub::PublishRequest;
+use crate::api::pubsub::{self as api_pubsub, BulkEntry, PublishRequest};
 use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
 use crate::invoke::{Call, grpc_code_for_http, read_body};
@@ -29,6 +29,45 @@ pub struct GrpcApi {
 }
 
 impl GrpcApi {
+    /// `BulkPublishEvent` (and its alpha name): the events' bytes as they are; every entry
+    /// taken answers an empty list, and a component failure is the call's error (daprd
+    /// returns no failed entries then).
+    async fn bulk_publish(
+        &self,
+        request: Request<BulkPublishRequest>,
+    ) -> Result<Response<BulkPublishResponse>, Status> {
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let r = request.into_inner();
+        let failed = self
+            .rt
+            .bulk_publish(api_pubsub::BulkPublishRequest {
+                entries: r
+                    .entries
+                    .into_iter()
+                    .map(|e| BulkEntry {
+                        entry_id: e.entry_id,
+                        data: Ok(Bytes::from(e.event)),
+                        content_type: e.content_type,
+                        metadata: (!e.metadata.is_empty()).then_some(e.metadata),
+                    })
+                    .collect(),
+                pubsub: r.pubsub_name.clone(),
+                topic: r.topic.clone(),
+                metadata: r.metadata,
+                traceparent,
+            })
+            .await?;
+        if let Some(first) = failed.first() {
+            return Err(api_pubsub::publish_failed(&r.pubsub_name, &r.topic, &first.error).into());
+        }
+        Ok(Response::new(BulkPublishResponse::default()))
+    }
+
     /// The service without the token check in front (what `service` wraps); called
     /// directly by the fuzz targets.
     pub fn new(rt: Arc<Api>) -> Self {
@@ -466,6 +505,20 @@ impl Dapr for GrpcApi {
             })
             .await?;
         Ok(Response::new(()))
+    }
+
+    async fn bulk_publish_event(
+        &self,
+        request: Request<BulkPublishRequest>,
+    ) -> Result<Response<BulkPublishResponse>, Status> {
+        self.bulk_publish(request).await
+    }
+
+    async fn bulk_publish_event_alpha1(
+        &self,
+        request: Request<BulkPublishRequest>,
+    ) -> Result<Response<BulkPublishResponse>, Status> {
+        self.bulk_publish(request).await
     }
 
     async fn set_metadata(

@@ -45,8 +45,6 @@ macro_rules! dapr_unimplemented {
 
         unimplemented_methods! {
             query_state_alpha1(QueryStateRequest) -> QueryStateResponse;
-            bulk_publish_event_alpha1(BulkPublishRequest) -> BulkPublishResponse;
-            bulk_publish_event(BulkPublishRequest) -> BulkPublishResponse;
             subscribe_topic_events_alpha1(tonic::Streaming<SubscribeTopicEventsRequestAlpha1>) -> Self::SubscribeTopicEventsAlpha1Stream;
             invoke_binding(InvokeBindingRequest) -> InvokeBindingResponse;
             get_secret(GetSecretRequest) -> GetSecretResponse;

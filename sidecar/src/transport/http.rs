@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::api::Api;
 use crate::api::lock::LockRequest;
-use crate::api::pubsub::PublishRequest;
+use crate::api::pubsub::{BulkEntry, BulkPublishRequest, PublishRequest};
 use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
 use crate::invoke::{Call, read_body};
@@ -74,6 +74,14 @@ pub fn router(rt: Arc<Api>) -> Router {
         .route(
             "/v1.0/publish/{pubsub}",
             post(publish_no_topic).put(publish_no_topic),
+        )
+        .route(
+            "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+            post(bulk_publish).put(bulk_publish),
+        )
+        .route(
+            "/v1.0/publish/bulk/{pubsub}/{*topic}",
+            post(bulk_publish).put(bulk_publish),
         )
         .route("/v1.0/invoke/{app_id}/method/{*method}", any(invoke_path))
         .merge(store_calls)
@@ -274,7 +282,22 @@ async fn publish(
     headers: HeaderMap,
     Payload(body): Payload,
 ) -> Answer {
-    let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+    let metadata = publish_metadata(query.as_deref())?;
+    rt.publish(PublishRequest {
+        pubsub,
+        topic,
+        data: body,
+        content_type: header_text(&headers, "content-type"),
+        metadata,
+        traceparent: header_text(&headers, "traceparent"),
+    })
+    .await?;
+    Ok(no_content())
+}
+
+/// The `metadata.*` query parameters of a publish.
+fn publish_metadata(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
+    let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
         .map_err(|e| ApiError::malformed(format!("the query string is not readable: {e}")))?;
     let mut metadata = HashMap::new();
     for (k, v) in pairs {
@@ -282,23 +305,110 @@ async fn publish(
             metadata.entry(name.to_string()).or_insert(v);
         }
     }
-    let text = |name: header::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
+    Ok(metadata)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// One entry of a bulk publish's body.
+#[derive(Deserialize)]
+struct BulkPublishEntry {
+    #[serde(rename = "entryId", default)]
+    entry_id: String,
+    #[serde(default)]
+    event: serde_json::Value,
+    #[serde(rename = "contentType", default)]
+    content_type: String,
+    #[serde(default)]
+    metadata: Option<HashMap<String, String>>,
+}
+
+/// An entry's event as bytes, as daprd's `ConvertEventToBytes` reads it by its content
+/// type: base64 text for binary, text for text and XML, JSON for JSON and CloudEvents.
+fn event_bytes(event: &serde_json::Value, content_type: &str) -> Result<Bytes, String> {
+    const MISMATCH: &str = "error: mismatch between contentType and event";
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/octet-stream" => {
+            use base64::Engine as _;
+            let text = event.as_str().ok_or(MISMATCH)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map(Bytes::from)
+                .map_err(|e| {
+                    format!("error: unable to decode base64 application/octect-stream data: {e}")
+                })
+        }
+        m if m.starts_with("text/") || m == "application/xml" => event
+            .as_str()
+            .map(|t| Bytes::copy_from_slice(t.as_bytes()))
+            .ok_or_else(|| MISMATCH.to_string()),
+        "application/json" | "application/cloudevents+json" => serde_json::to_vec(event)
+            .map(Bytes::from)
+            .map_err(|e| format!("{MISMATCH}: {e}")),
+        m if m.ends_with("+json") => serde_json::to_vec(event)
+            .map(Bytes::from)
+            .map_err(|e| format!("{MISMATCH}: {e}")),
+        _ => Err(MISMATCH.to_string()),
+    }
+}
+
+/// `POST|PUT /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`: 204 when every entry was
+/// taken, else 500 with the entries that failed.
+async fn bulk_publish(
+    State(rt): Rt,
+    Path((pubsub, topic)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    Payload(body): Payload,
+) -> Answer {
+    let metadata = publish_metadata(query.as_deref())?;
+    let entries = match serde_json::from_slice::<Vec<BulkPublishEntry>>(&body) {
+        Ok(entries) => entries,
+        // Past the target's own checks, daprd's "cannot read the events".
+        Err(e) => {
+            rt.check_publish_target(&pubsub, &topic, &metadata)?;
+            return Err(rt.unreadable_events(&pubsub, &topic, &e.to_string()));
+        }
     };
-    rt.publish(PublishRequest {
-        pubsub,
-        topic,
-        data: body,
-        content_type: text(header::CONTENT_TYPE),
-        metadata,
-        traceparent: text(header::HeaderName::from_static("traceparent")),
-    })
-    .await?;
-    Ok(no_content())
+    let failed = rt
+        .bulk_publish(BulkPublishRequest {
+            entries: entries
+                .into_iter()
+                .map(|e| BulkEntry {
+                    data: event_bytes(&e.event, &e.content_type),
+                    entry_id: e.entry_id,
+                    content_type: e.content_type,
+                    metadata: e.metadata,
+                })
+                .collect(),
+            pubsub,
+            topic,
+            metadata,
+            traceparent: header_text(&headers, "traceparent"),
+        })
+        .await?;
+    if failed.is_empty() {
+        return Ok(no_content());
+    }
+    let body = serde_json::json!({
+        "failedEntries": failed,
+        "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE",
+    });
+    let mut r = json_response(serde_json::to_vec(&body).unwrap_or_default());
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    Ok(r)
 }
 
 /// A publish without a topic: daprd's "topic is empty" error (after the pub/sub's checks).

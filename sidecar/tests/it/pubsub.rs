@@ -779,3 +779,143 @@ async fn an_event_of_a_commit_whose_sidecar_died_before_relaying_is_published() 
     .await
     .unwrap();
 }
+
+/// Bulk publish over HTTP, as daprd reads its body: each entry's event by its content type
+/// (JSON as JSON, text as a string, binary as base64 text), each published as its own
+/// CloudEvent (an entry's own metadata over the request's); a body or entry it cannot read
+/// is refused before anything is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_publish_sends_each_entry_as_its_own_event() {
+    let (seen, sidecar, _dirs) = subscribed_sidecar(&[("pubsub.yaml", PUBSUB)]).await;
+    let http = reqwest::Client::new();
+    let bulk = |pubsub: &str, body: Value| {
+        let url = format!(
+            "{}/v1.0-alpha1/publish/bulk/{pubsub}/orders?metadata.shop=all",
+            sidecar.http_url()
+        );
+        let req = http.post(url).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = bulk(
+        "pubsub",
+        json!([
+            {"entryId": "1", "event": {"order": 1}, "contentType": "application/json"},
+            {"entryId": "2", "event": "two", "contentType": "text/plain", "metadata": {"shop": "own"}},
+            {"entryId": "3", "event": "AAEC", "contentType": "application/octet-stream"},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let events = testkit::wait_until("three events", Duration::from_secs(10), || async {
+        let got: Vec<(String, Value)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.0 == "/orders")
+            .map(|d| (d.3.clone(), d.4.clone()))
+            .collect();
+        (got.len() >= 3).then_some(got)
+    })
+    .await
+    .unwrap();
+    let find = |data: &str, value: Value| {
+        events
+            .iter()
+            .find(|(_, ce)| ce[data] == value)
+            .unwrap_or_else(|| panic!("no event with {data} {value}: {events:?}"))
+            .clone()
+    };
+    let (shop, one) = find("data", json!({"order": 1}));
+    assert_eq!(
+        (shop.as_str(), &one["datacontenttype"]),
+        ("", &json!("application/json"))
+    );
+    // Only an entry with metadata of its own gets the request's too (daprd's rule).
+    let (shop, two) = find("data", json!("two"));
+    assert_eq!(
+        (shop.as_str(), &two["datacontenttype"]),
+        ("own", &json!("text/plain"))
+    );
+    let (_, three) = find("data_base64", json!("AAEC"));
+    assert_eq!(three["datacontenttype"], "application/octet-stream");
+    let ids: std::collections::HashSet<&str> = [&one, &two, &three]
+        .iter()
+        .map(|ce| ce["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "each entry its own CloudEvent");
+
+    // Refused before anything is published: daprd's code, reason and status for each.
+    let cases = [
+        (
+            "pubsub",
+            json!({"not": "a list"}),
+            400,
+            "DAPR_PUBSUB_UNMARSHAL_EVENTS",
+        ),
+        (
+            "pubsub",
+            json!([{"entryId": "1", "event": {"a": 1}, "contentType": "text/plain"}]),
+            400,
+            "DAPR_PUBSUB_MARSHAL_ENVELOPE",
+        ),
+        (
+            "pubsub",
+            json!([{"event": "x", "contentType": "text/plain"}]),
+            400,
+            "DAPR_PUBSUB_MARSHAL_EVENTS",
+        ),
+        (
+            "pubsub",
+            json!([{"entryId": "1", "event": "x", "contentType": "text/plain"},
+            {"entryId": "1", "event": "y", "contentType": "text/plain"}]),
+            400,
+            "DAPR_PUBSUB_MARSHAL_EVENTS",
+        ),
+        ("nope", json!([]), 404, "DAPR_PUBSUB_NOT_FOUND"),
+    ];
+    for (pubsub, body, want, reason) in cases {
+        let (status, answer) = bulk(pubsub, body.clone()).await;
+        assert_eq!(status, want, "{body}: {answer}");
+        let code = if reason == "DAPR_PUBSUB_NOT_FOUND" {
+            "ERR_PUBSUB_NOT_FOUND"
+        } else {
+            "ERR_PUBSUB_EVENTS_SER"
+        };
+        assert_eq!(answer["errorCode"], code, "{body}: {answer}");
+        let info = answer["details"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["reason"].is_string()))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(info["reason"], reason, "{body}: {answer}");
+    }
+    // A last bulk: the in-memory bus delivers in order, so once its event is in, anything
+    // a refused bulk had published would be in too.
+    let (status, _) = bulk(
+        "pubsub",
+        json!([{"entryId": "last", "event": "last", "contentType": "text/plain"}]),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let orders = testkit::wait_until("the last event", Duration::from_secs(10), || async {
+        let got: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.0 == "/orders")
+            .map(|d| d.4["data"].clone())
+            .collect();
+        got.contains(&json!("last")).then_some(got)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        orders.len(),
+        4,
+        "nothing of a refused bulk was published: {orders:?}"
+    );
+}

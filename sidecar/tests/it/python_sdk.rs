@@ -128,7 +128,8 @@ async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
     assert_eq!(status["code"], 12, "{status}");
 }
 
-/// Pub/sub with the Python SDK on both ends: `DaprClient.publish_event` (gRPC) publishes,
+/// Pub/sub with the Python SDK on both ends: `DaprClient.publish_event` (gRPC) publishes
+/// (and `publish_events`, gRPC `BulkPublishEvent`, to a topic nobody hears),
 /// a `dapr.ext.grpc` app subscribed through `ListTopicSubscriptions` receives each event by
 /// `OnTopicEvent`; its DROP sends the event to its dead-letter topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +179,7 @@ async fn python_sdk_apps_publish_and_subscribe() {
 
     let grpc_port = sidecar.grpc_url().rsplit(':').next().unwrap().to_string();
     // Two publishes, then a transaction whose upsert the store's outbox publishes.
-    let publisher = "import json\nfrom dapr.clients import DaprClient\nfrom dapr.clients.grpc._request import TransactionalStateOperation\nwith DaprClient() as d:\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data=json.dumps({'order': 7}), data_content_type='application/json')\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data='drop me')\n    d.execute_state_transaction(store_name='statestore', operations=[TransactionalStateOperation(key='order-9', data=json.dumps({'order': 9}), metadata={'contentType': 'application/json'})])\n";
+    let publisher = "import json\nfrom dapr.clients import DaprClient\nfrom dapr.clients.grpc._request import TransactionalStateOperation\nwith DaprClient() as d:\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data=json.dumps({'order': 7}), data_content_type='application/json')\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data='drop me')\n    d.execute_state_transaction(store_name='statestore', operations=[TransactionalStateOperation(key='order-9', data=json.dumps({'order': 9}), metadata={'contentType': 'application/json'})])\n    r = d.publish_events(pubsub_name='pubsub', topic_name='audit', data=['a', 'b'], data_content_type='text/plain')\n    assert not r.failed_entries, r.failed_entries\n";
     let out = std::process::Command::new(&py)
         .args(["-c", publisher])
         .env("DAPR_GRPC_PORT", &grpc_port)
