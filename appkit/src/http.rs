@@ -2,9 +2,15 @@
 //! answer like every other route, the ids a path carries, and reading a JSON body, each
 //! with the API's error codes.
 
+use std::sync::Arc;
+
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
@@ -28,6 +34,38 @@ pub async fn method_not_allowed() -> AppError {
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 204, description = "Serving")))]
 pub async fn healthz() -> StatusCode {
     StatusCode::NO_CONTENT
+}
+
+/// With `APP_API_TOKEN` set (`token`), only the sidecar, which sends it in
+/// `dapr-api-token`, may call the app: every route but health and the API's own
+/// description answers 401 without it.
+pub fn with_app_token<S>(router: Router<S>, token: Option<Arc<str>>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    match token {
+        Some(token) => router.layer(middleware::from_fn_with_state(token, require_app_token)),
+        None => router,
+    }
+}
+
+/// Open without the app token: health, and the API's own description.
+fn is_open(req: &Request) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD)
+        && matches!(req.uri().path(), "/healthz" | "/openapi.json" | "/docs")
+}
+
+async fn require_app_token(State(expected): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let given = req.headers().get(crate::token::HEADER);
+    if is_open(&req) || crate::token::matches(given.map(HeaderValue::as_bytes), &expected) {
+        return next.run(req).await;
+    }
+    AppError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong dapr-api-token",
+    )
+    .into_response()
 }
 
 /// A hotel id from a path: not a number is a 400 `invalid_hotel_id`.

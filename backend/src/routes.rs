@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appkit::error::AppError;
-use appkit::http::{hotel_id, method_not_allowed, not_found, parse_json, reservation_id};
+use appkit::http::{
+    hotel_id, method_not_allowed, not_found, parse_json, reservation_id, with_app_token,
+};
 use appkit::openapi::{
     self, Booked, Catalogue, DaprFailures, Found, HotelPath, KeyHeader, KeyReused, Nights,
     NightsQuery, NoHotel, NoReservation, OneHotel, Refused, ReservationPath, SoldOut, TooLarge,
@@ -13,11 +15,10 @@ use appkit::request::{deadline, idempotency_key};
 use appkit::wire::{BookingRequest, Day, Hotel};
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -68,42 +69,11 @@ pub fn app(state: AppState) -> Router {
         .routes(routes!(availability))
         .routes(routes!(reservation, cancel))
         .routes(routes!(appkit::http::healthz));
-    let mut r = openapi::with_docs(routes, "backend", ABOUT)
+    let r = openapi::with_docs(routes, "backend", ABOUT)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    if state.app_token.is_some() {
-        r = r.layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_app_token,
-        ));
-    }
-    r.with_state(state)
-}
-
-/// Open without the app token: health, and the API's own description.
-fn is_open(req: &Request<Body>) -> bool {
-    matches!(*req.method(), Method::GET | Method::HEAD)
-        && matches!(req.uri().path(), "/healthz" | "/openapi.json" | "/docs")
-}
-
-/// With `APP_API_TOKEN` set, only the sidecar (which sends it) may call the app.
-async fn require_app_token(State(s): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    if is_open(&req) {
-        return next.run(req).await;
-    }
-    let expected = s.app_token.as_deref().unwrap_or_default();
-    let given = req.headers().get(appkit::token::HEADER);
-    let ok = appkit::token::matches(given.map(HeaderValue::as_bytes), expected);
-    if !ok {
-        return AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong dapr-api-token",
-        )
-        .into_response();
-    }
-    next.run(req).await
+    with_app_token(r, state.app_token.clone()).with_state(state)
 }
 
 /// Books `rooms` rooms of a hotel for every night of the stay, or none.

@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use appkit::error::AppError;
-use appkit::http::{healthz, method_not_allowed, not_found};
+use appkit::http::{healthz, method_not_allowed, not_found, with_app_token};
 use appkit::wire::BookingEvent;
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,20 +34,14 @@ pub struct Notifier {
 }
 
 pub fn app(notifier: Notifier) -> Router {
-    let mut r = Router::new()
+    let r = Router::new()
         .route("/dapr/subscribe", get(subscriptions))
         .route(ROUTE, post(event))
         .route("/notifications", get(counts))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    if notifier.app_token.is_some() {
-        r = r.layer(middleware::from_fn_with_state(
-            notifier.clone(),
-            require_app_token,
-        ));
-    }
-    r.with_state(notifier)
+    with_app_token(r, notifier.app_token.clone()).with_state(notifier)
 }
 
 async fn subscriptions(State(n): State<Notifier>) -> Json<Value> {
@@ -123,24 +116,6 @@ async fn event(State(n): State<Notifier>, body: Bytes) -> Result<Response, AppEr
             tracing::error!(id = %envelope.id, %reason, "dropping an unreadable booking event");
             Ok(status("DROP"))
         }
-    }
-}
-
-async fn require_app_token(State(n): State<Notifier>, req: Request<Body>, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
-        return next.run(req).await;
-    }
-    let expected = n.app_token.as_deref().unwrap_or_default();
-    let given = req.headers().get(appkit::token::HEADER);
-    if appkit::token::matches(given.map(HeaderValue::as_bytes), expected) {
-        next.run(req).await
-    } else {
-        AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong dapr-api-token",
-        )
-        .into_response()
     }
 }
 
