@@ -222,6 +222,14 @@ pub struct ReservationRequest {
     pub user: BookingRequest,
 }
 
+/// Now, as the booking API writes its times (`created_at`, an event's `at`): RFC 3339 in
+/// UTC, to the nanosecond.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// A booking as stored and answered.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Reservation {

@@ -11,7 +11,7 @@ use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
-use appkit::wire::{BookingEvent, EventKind};
+use appkit::wire::{BookingEvent, EventKind, now_rfc3339};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -269,12 +269,6 @@ fn write_batches(mut file: File, mut synced: u64, queue: &mpsc::Receiver<Batch>)
             let _ = done.send(result.clone());
         }
     }
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use appkit::dapr::{DaprError, Item, NewItem, Op, SidecarClient, Unlocked};
 use appkit::request::first_bookable_day;
 use appkit::wire::{
     Availability, BookingEvent, BookingRequest, Day, EventKind, Hotel, NightAvailability,
-    Reservation, ReservationId,
+    Reservation, ReservationId, now_rfc3339,
 };
 use serde::{Deserialize, Serialize};
 
@@ -175,12 +175,6 @@ fn booked_of(item: &Item) -> Result<u32, BookingError> {
     serde_json::from_slice::<Night>(&item.data)
         .map(|n| n.booked)
         .map_err(|e| BookingError::Store(format!("night {} holds unreadable data: {e}", item.key)))
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// The outcome of one optimistic attempt.
