@@ -173,9 +173,8 @@ async fn consume(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let delivery = tokio::select! {
-            d = rx.recv() => match d { Some(d) => d, None => return },
-            _ = stop.changed() => return,
+        let Some(delivery) = Delivery::next(&mut rx, &mut stop).await else {
+            return;
         };
         // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
         // and a durable component offers the message again later.

@@ -38,6 +38,18 @@ enum Ack {
 }
 
 impl Delivery {
+    /// The next delivery from `rx`, or `None` once its component is gone or the sidecar
+    /// stops.
+    pub async fn next(
+        rx: &mut mpsc::Receiver<Delivery>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Delivery> {
+        tokio::select! {
+            d = rx.recv() => d,
+            _ = stop.changed() => None,
+        }
+    }
+
     /// A message its component needs no word about.
     pub fn unacknowledged(message: Message) -> Self {
         Delivery {

@@ -231,9 +231,8 @@ pub async fn relay(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let delivery = tokio::select! {
-            d = events.recv() => match d { Some(d) => d, None => return },
-            _ = stop.changed() => return,
+        let Some(delivery) = Delivery::next(&mut events, &mut stop).await else {
+            return;
         };
         let api = api.clone();
         let store_name = store_name.clone();

@@ -36,12 +36,7 @@ impl GrpcApi {
         &self,
         request: Request<BulkPublishRequest>,
     ) -> Result<Response<BulkPublishResponse>, Status> {
-        let traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let traceparent = traceparent(&request);
         let r = request.into_inner();
         let failed = self
             .rt
@@ -73,6 +68,16 @@ impl GrpcApi {
     pub fn new(rt: Arc<Api>) -> Self {
         GrpcApi { rt }
     }
+}
+
+/// A publish's `traceparent` metadata, for its CloudEvent ("" without one).
+fn traceparent<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Checks `dapr-api-token` metadata when `DAPR_API_TOKEN` is set.
@@ -487,12 +492,7 @@ impl Dapr for GrpcApi {
         &self,
         request: Request<PublishEventRequest>,
     ) -> Result<Response<()>, Status> {
-        let traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let traceparent = traceparent(&request);
         let r = request.into_inner();
         self.rt
             .publish(PublishRequest {
