@@ -152,8 +152,7 @@ impl FaultStack {
             replica.port,
         );
         replica.orphans.extend(replica.sidecar.app_pids());
-        kill(Signal::Kill, replica.sidecar.pid());
-        replica.sidecar.stop();
+        replica.sidecar.kill().unwrap();
         replica.sidecar = SidecarBuilder::new(
             testkit::workspace_bin("sidecar"),
             "backend",
@@ -219,11 +218,11 @@ async fn case<F, Fut>(
     .await
     .unwrap();
     assert_all_decided_and_the_ledger_right(name, &outcome, &verdict, Duration::from_secs(30));
-    the_events_heard_are_what_committed(name, &stack, &outcome.acknowledged, 0).await;
+    the_events_heard_are_what_committed(name, &stack, &verdict, &outcome.acknowledged, 0).await;
 }
 
-/// Waits until the notifier has heard as many bookings as the store holds (plus those
-/// `cancelled`) and then a second without news, then checks with `ledger --events` that
+/// Waits until the notifier has heard as many bookings as the store holds (`stored`: the
+/// ledger's verdict on it, plus those `cancelled`) and then a second without news, then checks with `ledger --events` that
 /// it heard exactly those. Events of a transaction in doubt wait for its marker, and those
 /// a crashed sidecar held for the processing timeout: the wait allows for both. (An event
 /// of a failed change later than that second would be missed here; the relay drops those
@@ -231,15 +230,11 @@ async fn case<F, Fut>(
 async fn the_events_heard_are_what_committed(
     name: &str,
     stack: &FaultStack,
+    stored: &testkit::Verdict,
     acknowledged: &[Value],
     cancelled: usize,
 ) {
-    let stored = check_ledger(stack.components.path(), &stack.catalogue, acknowledged)
-        .await
-        .unwrap()
-        .json["reservations"]
-        .as_u64()
-        .unwrap() as usize;
+    let stored = stored.json["reservations"].as_u64().unwrap() as usize;
     let heard = stack
         .notifier
         .heard(
@@ -456,7 +451,11 @@ async fn each_committed_change_is_announced_once() {
     let (status, body) = send(http.delete(&cancel)).await;
     assert_eq!(status, 404, "{body}");
 
-    the_events_heard_are_what_committed("no fault", &stack, &[first], 1).await;
+    let acknowledged = [first];
+    let stored = check_ledger(stack.components.path(), &stack.catalogue, &acknowledged)
+        .await
+        .unwrap();
+    the_events_heard_are_what_committed("no fault", &stack, &stored, &acknowledged, 1).await;
     let counts = stack.notifier.counts().await.unwrap();
     assert_eq!(
         (

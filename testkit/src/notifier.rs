@@ -75,11 +75,10 @@ impl NotifierProcess {
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
         let apps = self.sidecar.app_pids();
         anyhow::ensure!(!apps.is_empty(), "the notifier's process is not found");
-        appkit::process::send_signal(self.sidecar.pid(), appkit::process::Signal::Kill)?;
+        self.sidecar.kill()?;
         for pid in apps {
             appkit::process::send_signal(pid, appkit::process::Signal::Kill)?;
         }
-        self.sidecar.stop();
         self.sidecar = Self::launch(&self.registry, &self.resources, self.port, &self.dir).await?;
         Ok(())
     }

@@ -262,6 +262,14 @@ impl SidecarProcess {
         None
     }
 
+    /// `kill -9`: no goodbye, nothing finished; returns once the process is gone. Its app
+    /// (if any) is left running.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        appkit::process::send_signal(self.pid(), appkit::process::Signal::Kill)?;
+        self.stop();
+        Ok(())
+    }
+
     /// SIGTERM, then wait for exit (SIGKILL after 10 s).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         stop_child(&mut self.child.take()?, Duration::from_secs(10))

@@ -80,22 +80,43 @@ async fn subscriber_app(seen: Seen, hang: bool) -> u16 {
     port
 }
 
+/// App `checkout`: a [`subscriber_app`] and the resource files its sidecars load; a
+/// sidecar for it can be started, killed and started again.
+struct Checkout {
+    seen: Seen,
+    port: u16,
+    components: ComponentsDir,
+    registry: TempDir,
+}
+
+impl Checkout {
+    async fn new(files: &[(&str, &str)]) -> Checkout {
+        let seen: Seen = Arc::default();
+        let port = subscriber_app(seen.clone(), false).await;
+        Checkout {
+            seen,
+            port,
+            components: ComponentsDir::raw(files),
+            registry: TempDir::new("registry"),
+        }
+    }
+
+    async fn sidecar(&self) -> testkit::SidecarProcess {
+        SidecarBuilder::new(BIN, "checkout", self.registry.path())
+            .resources(self.components.path())
+            .app_port(self.port)
+            .spawn()
+            .await
+            .unwrap()
+    }
+}
+
 /// A sidecar for app `checkout` with these resource files, beside a [`subscriber_app`];
-/// what the app receives, the sidecar, and the folders to keep while it runs.
-async fn subscribed_sidecar(
-    files: &[(&str, &str)],
-) -> (Seen, testkit::SidecarProcess, (ComponentsDir, TempDir)) {
-    let seen: Seen = Arc::default();
-    let port = subscriber_app(seen.clone(), false).await;
-    let components = ComponentsDir::raw(files);
-    let registry = TempDir::new("registry");
-    let sidecar = SidecarBuilder::new(BIN, "checkout", registry.path())
-        .resources(components.path())
-        .app_port(port)
-        .spawn()
-        .await
-        .unwrap();
-    (seen, sidecar, (components, registry))
+/// what the app receives, the sidecar, and the app (to keep while it runs).
+async fn subscribed_sidecar(files: &[(&str, &str)]) -> (Seen, testkit::SidecarProcess, Checkout) {
+    let app = Checkout::new(files).await;
+    let sidecar = app.sidecar().await;
+    (app.seen.clone(), sidecar, app)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,17 +633,9 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
     let db = data.path().join("state.db");
     let pubsub = redis_pubsub("pubsub", redis.port);
     let store = sqlite_outbox(&db, &[("outboxDiscardWhenMissingState", "true")]);
-    let seen: Seen = Arc::default();
-    let port = subscriber_app(seen.clone(), false).await;
-    let components = ComponentsDir::raw(&[("pubsub.yaml", &pubsub), ("state.yaml", &store)]);
-    let registry = TempDir::new("registry");
-    let start = || {
-        SidecarBuilder::new(BIN, "checkout", registry.path())
-            .resources(components.path())
-            .app_port(port)
-            .spawn()
-    };
-    let mut first = start().await.unwrap();
+    let app = Checkout::new(&[("pubsub.yaml", &pubsub), ("state.yaml", &store)]).await;
+    let seen = &app.seen;
+    let mut first = app.sidecar().await;
     let http = reqwest::Client::new();
     // A first transaction makes the database (and its table) before the lock is taken.
     let tx_url = format!("{}/v1.0/state/statestore/transaction", first.http_url());
@@ -637,7 +650,7 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
     // The warm-up's event is delivered and every step of it acknowledged before the crash
     // (else its redelivery, which is right, would be counted below).
     testkit::wait_until("the warm-up delivered", Duration::from_secs(20), || async {
-        if orders_heard(&seen).is_empty() {
+        if orders_heard(seen).is_empty() {
             return None;
         }
         none_pending(&redis, internal).await?;
@@ -661,8 +674,7 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
     )
     .await
     .unwrap();
-    appkit::process::send_signal(first.pid(), appkit::process::Signal::Kill).unwrap();
-    first.stop();
+    first.kill().unwrap();
     assert!(
         cut_short.await.unwrap().is_err(),
         "the sidecar died before answering"
@@ -671,7 +683,7 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
     writer.join().unwrap();
 
     // The next sidecar of the app reads the event again, finds no marker, and drops it.
-    let second = start().await.unwrap();
+    let second = app.sidecar().await;
     testkit::wait_until(
         "the event to be read again and dropped",
         Duration::from_secs(40),
@@ -689,7 +701,7 @@ async fn an_event_of_a_transaction_cut_short_by_a_crash_is_never_published() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let orders = testkit::wait_until("the committed event", Duration::from_secs(20), || async {
-        let got = orders_heard(&seen);
+        let got = orders_heard(seen);
         got.contains(&r#""kept""#.to_string()).then_some(got)
     })
     .await
@@ -716,21 +728,14 @@ async fn an_event_of_a_commit_whose_sidecar_died_before_relaying_is_published() 
     let data = TempDir::new("data");
     let db = data.path().join("state.db");
     let store = sqlite_outbox(&db, &[("outboxPubsub", "internal")]);
-    let seen: Seen = Arc::default();
-    let port = subscriber_app(seen.clone(), false).await;
-    let components = ComponentsDir::raw(&[
+    let app = Checkout::new(&[
         ("internal.yaml", &redis_pubsub("internal", inner.port)),
         ("pubsub.yaml", &redis_pubsub("pubsub", outer.port)),
         ("state.yaml", &store),
-    ]);
-    let registry = TempDir::new("registry");
-    let start = || {
-        SidecarBuilder::new(BIN, "checkout", registry.path())
-            .resources(components.path())
-            .app_port(port)
-            .spawn()
-    };
-    let mut first = start().await.unwrap();
+    ])
+    .await;
+    let seen = &app.seen;
+    let mut first = app.sidecar().await;
     let http = reqwest::Client::new();
     let tx_url = format!("{}/v1.0/state/statestore/transaction", first.http_url());
     // The subscribers' Redis takes no writes: the relay cannot pass the event on.
@@ -755,19 +760,18 @@ async fn an_event_of_a_commit_whose_sidecar_died_before_relaying_is_published() 
     )
     .await
     .unwrap();
-    appkit::process::send_signal(first.pid(), appkit::process::Signal::Kill).unwrap();
-    first.stop();
+    first.kill().unwrap();
     let r = outer.command(&["CLIENT", "UNPAUSE"]).await.unwrap();
     assert!(r.starts_with("+OK"), "{r}");
     assert!(
-        orders_heard(&seen).is_empty(),
+        orders_heard(seen).is_empty(),
         "nothing passed on before the crash"
     );
 
     // The next sidecar of the app reads it again, finds its marker, and passes it on.
-    let _second = start().await.unwrap();
+    let _second = app.sidecar().await;
     let orders = testkit::wait_until("the committed event", Duration::from_secs(30), || async {
-        let got = orders_heard(&seen);
+        let got = orders_heard(seen);
         (!got.is_empty()).then_some(got)
     })
     .await
