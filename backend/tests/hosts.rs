@@ -348,7 +348,20 @@ async fn bookings_across_hosts_survive_a_replica_cut_off_mid_load() {
     // Cut off for 4 s: longer than any call waits (3 s), so calls to it fail and it is
     // passed over.
     let cut = AtomicBool::new(false);
-    let outcome = during_load(&bed, 50, &cut, cut_off_for(CUT, bed.backend(0), &cut)).await;
+    // The cut comes once backend-1 has served a booking of the load: the frontend's
+    // sidecar learns of each replica by mDNS, and on a busy machine the first second of
+    // the load may go to backend-2 alone.
+    let fault = async {
+        testkit::wait_until(
+            "backend-1 to serve a booking",
+            Duration::from_secs(20),
+            || async { (bed.calls_to_replicas().await[0] > before[0]).then_some(()) },
+        )
+        .await
+        .unwrap();
+        cut_off_for(CUT, bed.backend(0), &cut).await;
+    };
+    let outcome = during_load(&bed, 50, &cut, fault).await;
     let after = bed.calls_to_replicas().await;
     assert!(
         after[0] > before[0] && after[1] > before[1],
