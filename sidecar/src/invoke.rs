@@ -339,14 +339,16 @@ impl Invoker {
             call.headers.remove(h);
         }
         strip_hop_by_hop(&mut call.headers);
-        if target == self.app_id {
-            return self.deliver(call).await;
-        }
         if let Ok(v) = HeaderValue::from_str(&self.app_id) {
             call.headers.insert(CALLER, v);
         }
         if let Ok(v) = HeaderValue::from_str(target) {
             call.headers.insert(CALLEE, v);
+        }
+        // An app calling itself: straight to it, stamped as its own caller (as daprd's
+        // invokeLocal does), never through a peer.
+        if target == self.app_id {
+            return self.deliver(call).await;
         }
         if matches!(self.peer_client, PeerClient::Plain(_))
             && let Some(v) = self

@@ -6,6 +6,7 @@
 mod api;
 mod bounds;
 mod common;
+mod dapr_crate;
 mod deploy;
 mod grpc_app;
 mod hosts;
