@@ -11,6 +11,7 @@ use axum::body::Body;
 use base64::Engine as _;
 use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest, http_extension::Verb};
 use dapr::dapr::proto::runtime::v1::app_callback_client::AppCallbackClient;
+use dapr::dapr::proto::runtime::v1::app_callback_health_check_client::AppCallbackHealthCheckClient;
 use dapr::dapr::proto::runtime::v1::{
     TopicEventRequest, topic_event_response::TopicEventResponseStatus,
 };
@@ -34,6 +35,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct GrpcApp {
     client: AppCallbackClient<Channel>,
+    channel: Channel,
 }
 
 impl GrpcApp {
@@ -52,6 +54,7 @@ impl GrpcApp {
         // Room for the message's own fields around a body of the largest size.
         let limit = max_body.saturating_add(64 << 10);
         Ok(GrpcApp {
+            channel: channel.clone(),
             client: AppCallbackClient::new(channel)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
@@ -105,6 +108,19 @@ impl GrpcApp {
 }
 
 impl GrpcApp {
+    /// One health probe: `AppCallbackHealthCheck.HealthCheck`, within `limit`; an app that
+    /// does not serve it is unhealthy, as with daprd.
+    pub async fn health_check(&self, limit: Duration) -> Result<(), String> {
+        let mut request = tonic::Request::new(());
+        request.set_timeout(limit);
+        let mut client = AppCallbackHealthCheckClient::new(self.channel.clone());
+        match tokio::time::timeout(limit, client.health_check(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(format!("health check failed: {status}")),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
     /// The app's subscriptions (`ListTopicSubscriptions`); none when it does not serve it.
     /// A subscription without routes goes to path `""`, as daprd sends it.
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>, tonic::Status> {

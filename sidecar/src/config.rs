@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -47,6 +48,29 @@ pub struct Config {
     /// Address of the app.
     #[arg(long, default_value = "127.0.0.1")]
     pub app_channel_address: String,
+    /// Probe the app's health: while it is unhealthy its subscriptions pause and calls to
+    /// it are refused, as daprd does. `--enable-app-health-check` or `=true|false`.
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
+    pub enable_app_health_check: bool,
+    /// The HTTP app's health path (GET; any 2xx is healthy).
+    #[arg(long, default_value = "/healthz")]
+    pub app_health_check_path: String,
+    /// Seconds between two health probes.
+    #[arg(long, default_value_t = 5)]
+    pub app_health_probe_interval: u64,
+    /// Milliseconds a health probe may take.
+    #[arg(long, default_value_t = 500)]
+    pub app_health_probe_timeout: u64,
+    /// Failed health probes in a row after which the app is unhealthy.
+    #[arg(long, default_value_t = 3)]
+    pub app_health_threshold: u32,
     /// Largest request body accepted, e.g. 4Mi.
     #[arg(long, default_value = "4Mi", value_parser = size)]
     pub max_body_size: usize,
@@ -148,12 +172,37 @@ impl Config {
             "--app-id {:?} must not contain dots",
             self.app_id
         );
+        if let Some(h) = self.app_health() {
+            // daprd's own checks of these settings.
+            anyhow::ensure!(
+                !h.interval.is_zero(),
+                "--app-health-probe-interval must be larger than 0"
+            );
+            anyhow::ensure!(
+                h.timeout <= h.interval,
+                "--app-health-probe-timeout ({} ms) must be smaller than the probe interval",
+                self.app_health_probe_timeout
+            );
+            anyhow::ensure!(h.threshold > 0, "--app-health-threshold must be at least 1");
+        }
         Ok(())
     }
 
     /// The app's port; 0 means none, as with `dapr run`.
     pub fn app_port(&self) -> Option<u16> {
         self.app_port.filter(|p| *p > 0)
+    }
+
+    /// The health probe's settings, when asked for and there is an app to probe.
+    pub fn app_health(&self) -> Option<crate::apphealth::HealthCheck> {
+        (self.enable_app_health_check && self.app_port().is_some()).then(|| {
+            crate::apphealth::HealthCheck {
+                path: format!("/{}", self.app_health_check_path.trim_start_matches('/')),
+                interval: Duration::from_secs(self.app_health_probe_interval),
+                timeout: Duration::from_millis(self.app_health_probe_timeout),
+                threshold: self.app_health_threshold,
+            }
+        })
     }
 
     pub fn resources_paths(&self) -> Vec<PathBuf> {

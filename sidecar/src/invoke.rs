@@ -27,6 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
+use crate::apphealth::{AppHealth, HealthCheck};
 use crate::errors::ApiError;
 use crate::names::Names;
 use crate::registry::Registry;
@@ -150,6 +151,8 @@ pub struct Invoker {
     registry: Arc<Registry>,
     names: Arc<Names>,
     max_body: usize,
+    /// The app's health, when probed (`--enable-app-health-check`).
+    health: AppHealth,
 }
 
 /// How long a connection to a peer sidecar may take: on a LAN an answer comes in
@@ -260,16 +263,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The sidecar's own app, as the invoker reaches it.
+pub struct AppLink {
+    /// How; none without `--app-port`.
+    pub channel: Option<AppChannel>,
+    /// The token the app expects (`APP_API_TOKEN`).
+    pub token: Option<String>,
+    pub health: AppHealth,
+}
+
 impl Invoker {
     pub fn new(
         app_id: String,
-        app: Option<AppChannel>,
-        app_token: Option<String>,
+        app: AppLink,
         registry: Arc<Registry>,
         names: Arc<Names>,
         max_body: usize,
         mtls: Option<rustls::ClientConfig>,
     ) -> Self {
+        let AppLink {
+            channel: app,
+            token: app_token,
+            health,
+        } = app;
         let mut to_app = HttpConnector::new();
         to_app.set_nodelay(true);
         let mut to_peers = to_app.clone();
@@ -301,7 +317,45 @@ impl Invoker {
             registry,
             names,
             max_body,
+            health,
         }
+    }
+
+    pub fn health(&self) -> &AppHealth {
+        &self.health
+    }
+
+    /// One health probe of the app (see `crate::apphealth`): why it failed, if it did.
+    pub async fn probe_app(&self, check: &HealthCheck) -> Result<(), String> {
+        let base = match &self.app {
+            None => return Err("no app channel".into()),
+            Some(AppChannel::Grpc(app)) => return app.health_check(check.timeout).await,
+            Some(AppChannel::Http(base)) => base,
+        };
+        let uri = target_uri(base, &check.path, None).map_err(|e| e.to_string())?;
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = uri;
+        match tokio::time::timeout(check.timeout, self.app_client.request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+            Ok(Ok(resp)) => Err(format!(
+                "health check failed with status code: {}",
+                resp.status().as_u16()
+            )),
+            Ok(Err(e)) => Err(format!("network error: {e}")),
+            Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+        }
+    }
+
+    /// An invocation of this sidecar's own app: refused while the app is unhealthy (as
+    /// daprd's app channel refuses it), else delivered.
+    pub async fn serve(&self, call: Call) -> Result<Response<Body>, ApiError> {
+        if !self.health.is_healthy() {
+            return Err(ApiError::direct_invoke(format!(
+                "failed to invoke, id: {}, err: app is not in a healthy state",
+                self.app_id
+            )));
+        }
+        self.deliver(call).await
     }
 
     /// How this sidecar reaches its app, if it has one.
@@ -348,7 +402,7 @@ impl Invoker {
         // An app calling itself: straight to it, stamped as its own caller (as daprd's
         // invokeLocal does), never through a peer.
         if target == self.app_id {
-            return self.deliver(call).await;
+            return self.serve(call).await;
         }
         if matches!(self.peer_client, PeerClient::Plain(_))
             && let Some(v) = self

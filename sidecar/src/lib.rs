@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod appcallback;
+pub mod apphealth;
 pub mod cache;
 pub mod cli;
 pub mod components;

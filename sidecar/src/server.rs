@@ -311,9 +311,8 @@ impl Sidecar {
             own,
         )
         .context("starting name resolution")?;
-        let invoker = Invoker::new(
-            config.app_id.clone(),
-            config
+        let app = crate::invoke::AppLink {
+            channel: config
                 .app_port()
                 .map(|p| {
                     let address = &config.app_channel_address;
@@ -321,7 +320,12 @@ impl Sidecar {
                 })
                 .transpose()
                 .context("the app channel")?,
-            config.app_token().map(str::to_string),
+            token: config.app_token().map(str::to_string),
+            health: crate::apphealth::AppHealth::new(config.app_health()),
+        };
+        let invoker = Invoker::new(
+            config.app_id.clone(),
+            app,
             registry.clone(),
             Arc::new(names),
             config.max_body_size,
@@ -388,8 +392,18 @@ impl Sidecar {
             let (api, host, stop) = (api.clone(), config.app_channel_address.clone(), rx.clone());
             tasks.push(tokio::spawn(async move {
                 if wait_for_app(api.clone(), host, app_port, stop.clone()).await {
-                    // Subscriptions start once the app listens, as daprd's do.
-                    futures_join(crate::pubsub::deliver::start(api, stop).await).await;
+                    let probes = crate::apphealth::probe(&api.invoker, stop.clone());
+                    // Subscriptions start once the app listens (and, with health checks,
+                    // once it is healthy), as daprd's do.
+                    let mut stopped = stop.clone();
+                    let subscriptions = async {
+                        tokio::select! {
+                            () = api.invoker.health().until_healthy() => {}
+                            _ = stopped.changed() => return,
+                        }
+                        futures_join(crate::pubsub::deliver::start(api.clone(), stop).await).await;
+                    };
+                    tokio::join!(probes, subscriptions);
                 }
             }));
         }

@@ -18,6 +18,8 @@ pub struct Metadata<'a> {
     pub app_port: Option<u16>,
     pub app_protocol: &'a str,
     pub app_channel_address: &'a str,
+    /// The app's health probe, when there is one.
+    pub app_health: Option<&'a crate::apphealth::HealthCheck>,
 }
 
 impl Api {
@@ -38,6 +40,7 @@ impl Api {
             app_port: self.config.app_port(),
             app_protocol: &self.config.app_protocol,
             app_channel_address: &self.config.app_channel_address,
+            app_health: self.invoker.health().check(),
         }
     }
 

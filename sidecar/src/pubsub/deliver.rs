@@ -177,10 +177,20 @@ async fn consume(
             return;
         };
         // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
-        // and a durable component offers the message again later.
-        let finished = tokio::select! {
-            f = handle(&api, &sub, &delivery.message) => f,
-            _ = stop.changed() => return,
+        // and a durable component offers the message again later. An app that turns
+        // unhealthy is offered nothing until it is healthy again (as daprd stops its
+        // subscriptions); one offered a message meanwhile is offered it again after.
+        let health = api.invoker.health();
+        let finished = loop {
+            tokio::select! {
+                () = health.until_healthy() => {}
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                f = handle(&api, &sub, &delivery.message) => break f,
+                () = health.until_unhealthy() => {}
+                _ = stop.changed() => return,
+            }
         };
         if finished {
             delivery.done().await;

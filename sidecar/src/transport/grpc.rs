@@ -482,6 +482,16 @@ impl Dapr for GrpcApi {
                 port: m.app_port.map_or(0, i32::from),
                 protocol: m.app_protocol.to_string(),
                 channel_address: m.app_channel_address.to_string(),
+                health: m.app_health.map(|h| AppConnectionHealthProperties {
+                    health_check_path: if m.app_protocol.eq_ignore_ascii_case("grpc") {
+                        String::new()
+                    } else {
+                        h.path.clone()
+                    },
+                    health_probe_interval: crate::apphealth::go_duration(h.interval),
+                    health_probe_timeout: crate::apphealth::go_duration(h.timeout),
+                    health_threshold: h.threshold as i32,
+                }),
                 ..Default::default()
             }),
             ..Default::default()

@@ -249,6 +249,18 @@ async fn metadata(State(rt): Rt) -> Response {
     if let Some(port) = m.app_port {
         conn["port"] = port.into();
     }
+    if let Some(h) = m.app_health {
+        let mut health = serde_json::json!({
+            "healthProbeInterval": crate::apphealth::go_duration(h.interval),
+            "healthProbeTimeout": crate::apphealth::go_duration(h.timeout),
+            "healthThreshold": h.threshold,
+        });
+        // daprd: the path means nothing to a gRPC app.
+        if !m.app_protocol.eq_ignore_ascii_case("grpc") {
+            health["healthCheckPath"] = h.path.clone().into();
+        }
+        conn["health"] = health;
+    }
     doc["appConnectionProperties"] = conn;
     let subscriptions: Vec<serde_json::Value> = rt
         .subscriptions()

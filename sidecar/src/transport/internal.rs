@@ -67,5 +67,5 @@ async fn deliver(
 async fn pass_on(api: &Api, req: Request<Body>) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
     let call = Call::read(&api.invoker, path, req).await?;
-    api.invoker.deliver(call).await
+    api.invoker.serve(call).await
 }

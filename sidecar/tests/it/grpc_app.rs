@@ -7,9 +7,15 @@ use dapr::dapr::proto::common::v1::{
     HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb,
 };
 use dapr::dapr::proto::runtime::v1 as rt;
+use dapr::dapr::proto::runtime::v1::app_callback_health_check_server::{
+    AppCallbackHealthCheck, AppCallbackHealthCheckServer,
+};
 use dapr::dapr::proto::runtime::v1::app_callback_server::{AppCallback, AppCallbackServer};
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use testkit::{ComponentsDir, SidecarBuilder, TempDir};
 use tonic::{Request, Response, Status};
 
@@ -97,16 +103,104 @@ impl AppCallback for EchoApp {
 
 /// Serves the echo app on a free port (in this process); returns the port.
 async fn start_grpc_app() -> u16 {
+    start_grpc_app_with(None).await
+}
+
+/// The echo app, with `AppCallbackHealthCheck` answering as `healthy` says when given.
+async fn start_grpc_app_with(healthy: Option<Arc<AtomicBool>>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(AppCallbackServer::new(EchoApp))
-            .serve_with_incoming(incoming)
-            .await;
+        let app = tonic::transport::Server::builder().add_service(AppCallbackServer::new(EchoApp));
+        let _ = match healthy {
+            Some(h) => {
+                app.add_service(AppCallbackHealthCheckServer::new(Health(h)))
+                    .serve_with_incoming(incoming)
+                    .await
+            }
+            None => app.serve_with_incoming(incoming).await,
+        };
     });
     port
+}
+
+/// `AppCallbackHealthCheck`: OK while the flag is up, else Unavailable.
+struct Health(Arc<AtomicBool>);
+
+#[tonic::async_trait]
+impl AppCallbackHealthCheck for Health {
+    async fn health_check(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::HealthCheckResponse>, Status> {
+        if self.0.load(Ordering::SeqCst) {
+            Ok(Response::new(rt::HealthCheckResponse {}))
+        } else {
+            Err(Status::unavailable("not now"))
+        }
+    }
+}
+
+/// With health checks, a gRPC app is probed through `AppCallbackHealthCheck`: called while
+/// it answers OK, refused once it does not, and one that does not serve the health service
+/// at all is never healthy (as with daprd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_app_is_probed_through_its_health_check_service() {
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let probed = |id: &str, port: u16| {
+        SidecarBuilder::new(BIN, id, registry.path())
+            .resources(components.path())
+            .app_port(port)
+            .flag("--app-protocol", "grpc")
+            .arg("--enable-app-health-check")
+            .flag("--app-health-probe-interval", 1)
+            .flag("--app-health-threshold", 1)
+            .spawn()
+    };
+    let with_health = probed(
+        "withhealth",
+        start_grpc_app_with(Some(healthy.clone())).await,
+    )
+    .await
+    .unwrap();
+    let without = probed("without", start_grpc_app().await).await.unwrap();
+    let http = reqwest::Client::new();
+    let call = |s: &testkit::SidecarProcess, id: &str| {
+        http.post(format!("{}/v1.0/invoke/{id}/method/echo", s.http_url()))
+            .send()
+    };
+    let answers = |status: u16| {
+        move |r: Result<reqwest::Response, reqwest::Error>| {
+            r.ok().filter(|r| r.status() == status).map(|_| ())
+        }
+    };
+    testkit::wait_until("the app found healthy", Duration::from_secs(10), || {
+        let r = call(&with_health, "withhealth");
+        async move { answers(200)(r.await) }
+    })
+    .await
+    .unwrap();
+    healthy.store(false, Ordering::SeqCst);
+    testkit::wait_until("the app found unhealthy", Duration::from_secs(10), || {
+        let r = call(&with_health, "withhealth");
+        async move { answers(500)(r.await) }
+    })
+    .await
+    .unwrap();
+    // Probed several times by now, never healthy: Unimplemented is a failed probe.
+    let r = call(&without, "without").await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("app is not in a healthy state"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

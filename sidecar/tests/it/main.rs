@@ -4,6 +4,7 @@
 //! Python SDK and the Rust `dapr` crate as clients.
 
 mod api;
+mod apphealth;
 mod bounds;
 mod common;
 mod dapr_crate;
