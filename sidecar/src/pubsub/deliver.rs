@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::routing::Routes;
 use super::subscriptions::{self, Subscription};
 use super::{Delivery, Message, cloudevent};
 use crate::api::Api;
@@ -69,15 +70,18 @@ pub async fn start(api: Arc<Api>, mut stop: watch::Receiver<bool>) -> Vec<JoinHa
             tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, dead_letter_topic = %sub.dead_letter_topic, "a subscription would hear its own dead letters; left out");
             continue;
         }
-        if sub.rules.iter().any(|r| !r.condition.is_empty()) {
-            tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, "routing rules with a match expression are not supported by this sidecar yet; subscription left out");
-            continue;
-        }
+        let routes = match Routes::compile(&sub.rules) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::error!(pubsub = %sub.pubsub, topic = %sub.topic, reason = %why, "a routing rule cannot be used; subscription left out");
+                continue;
+            }
+        };
         let rx = pubsub.subscribe(&sub.topic);
         tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = ?sub.origin, "subscribed");
         tasks.push(tokio::spawn(consume(
             api.clone(),
-            sub.clone(),
+            (sub.clone(), routes),
             rx,
             stop.clone(),
         )));
@@ -168,7 +172,7 @@ async fn ask_the_app(api: &Api) -> Vec<Subscription> {
 /// Takes `sub`'s messages one at a time until the sidecar stops.
 async fn consume(
     api: Arc<Api>,
-    sub: Subscription,
+    (sub, routes): (Subscription, Routes),
     mut rx: mpsc::Receiver<Delivery>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -187,7 +191,7 @@ async fn consume(
                 _ = stop.changed() => return,
             }
             tokio::select! {
-                f = handle(&api, &sub, &delivery.message) => break f,
+                f = handle(&api, &sub, &routes, &delivery.message) => break f,
                 () = health.until_unhealthy() => {}
                 _ = stop.changed() => return,
             }
@@ -202,16 +206,27 @@ async fn consume(
 
 /// Offers `message` until it is taken or given up, then dead-letters what was given up;
 /// false when a dead letter found no taker (the message is not finished).
-async fn handle(api: &Api, sub: &Subscription, message: &Message) -> bool {
+async fn handle(api: &Api, sub: &Subscription, routes: &Routes, message: &Message) -> bool {
     // Read once: every offer sends the same event.
     let (ce, body) = match envelope(sub, message) {
         Ok(e) => e,
         Err(why) => return dead_letter(api, sub, message, &why).await,
     };
+    let path = match routes.route(&ce) {
+        Ok(Some(path)) => path,
+        // Not for the app (daprd: skipped, or to the dead-letter topic when there is one).
+        Ok(None) if sub.dead_letter_topic.is_empty() => {
+            tracing::debug!(pubsub = %sub.pubsub, topic = %message.topic, "no routing rule holds for the event; skipped");
+            return true;
+        }
+        Ok(None) => return dead_letter(api, sub, message, "no routing rule holds").await,
+        // The same event would fail the same way on every offer.
+        Err(why) => return dead_letter(api, sub, message, &why).await,
+    };
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     let why = loop {
-        match offer(api, sub, message, &ce, body.clone()).await {
+        match offer(api, sub, path, message, &ce, body.clone()).await {
             Ok(()) => return true,
             Err(Failure::Drop(why)) => break why,
             Err(Failure::Retry(why)) if attempt >= ATTEMPTS => {
@@ -280,14 +295,11 @@ type Envelope = serde_json::Map<String, serde_json::Value>;
 async fn offer(
     api: &Api,
     sub: &Subscription,
+    path: &str,
     message: &Message,
     ce: &Envelope,
     body: Bytes,
 ) -> Result<(), Failure> {
-    // Only unconditional rules are admitted (see `start`): the first is the route.
-    let Some(path) = sub.rules.first().map(|r| &r.path) else {
-        return Err(Failure::Drop("the subscription has no route".into()));
-    };
     let mut headers = HeaderMap::new();
     for (k, v) in &message.metadata {
         if let (Ok(name), Ok(value)) = (
@@ -336,7 +348,7 @@ async fn offer(
     let call = Call {
         method: Method::POST,
         path: if path.starts_with('/') {
-            path.clone()
+            path.to_string()
         } else {
             format!("/{path}")
         },

@@ -9,6 +9,7 @@ pub mod deliver;
 pub mod memory;
 pub mod outbox;
 pub mod redis;
+pub mod routing;
 pub mod subscriptions;
 
 use std::collections::HashMap;

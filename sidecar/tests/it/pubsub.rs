@@ -923,3 +923,108 @@ async fn bulk_publish_sends_each_entry_as_its_own_event() {
         "nothing of a refused bulk was published: {orders:?}"
     );
 }
+
+/// Routing rules, as daprd applies them: each event goes to the path of the first rule
+/// whose CEL `match` holds for it (`event.type`, `event.data.*`), else to the default route;
+/// with no rule holding and no default it is not for the app (to the dead-letter topic when
+/// there is one); a subscription whose match is not valid CEL is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_rules_choose_the_path_by_the_event() {
+    type Routed = Arc<Mutex<Vec<(String, Value)>>>;
+    async fn subscribe() -> axum::Json<Value> {
+        axum::Json(json!([
+            {"pubsubname": "pubsub", "topic": "widgets", "routes": {
+                "rules": [
+                    {"match": "event.type == \"widget\" && event.data.price > 100", "path": "/big"},
+                    {"match": "event.data.price > 10", "path": "/medium"}],
+                "default": "/rest"}},
+            {"pubsubname": "pubsub", "topic": "gadgets", "deadLetterTopic": "unrouted",
+             "routes": {"rules": [{"match": "event.data.kind == \"red\"", "path": "/red"}]}},
+            {"pubsubname": "pubsub", "topic": "unrouted", "route": "/unrouted"},
+            {"pubsubname": "pubsub", "topic": "broken",
+             "routes": {"rules": [{"match": "event.type ==", "path": "/never"}]}},
+        ]))
+    }
+    async fn receive(State(routed): State<Routed>, req: Request) -> axum::Json<Value> {
+        let path = req.uri().path().to_string();
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let ce: Value = serde_json::from_slice(&body).unwrap();
+        routed.lock().unwrap().push((path, ce["data"].clone()));
+        axum::Json(json!({"status": "SUCCESS"}))
+    }
+    let routed = Routed::default();
+    let app = Router::new()
+        .route("/dapr/subscribe", axum::routing::get(subscribe))
+        .fallback(receive)
+        .with_state(routed.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::raw(&[("pubsub.yaml", PUBSUB)]);
+    let sidecar = SidecarBuilder::new(BIN, "router", registry.path())
+        .resources(components.path())
+        .app_port(port)
+        .spawn()
+        .await
+        .unwrap();
+    sidecar.subscribed(Duration::from_secs(10)).await.unwrap();
+    let http = reqwest::Client::new();
+    let metadata: Value = http
+        .get(format!("{}/v1.0/metadata", sidecar.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let topics: Vec<&str> = metadata["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["widgets", "gadgets", "unrouted"], "{metadata}");
+
+    for (query, data) in [
+        (
+            "widgets?metadata.cloudevent.type=widget",
+            json!({"price": 150}),
+        ),
+        ("widgets", json!({"price": 150})),
+        ("widgets", json!({"price": 5})),
+        ("gadgets", json!({"kind": "red"})),
+        ("gadgets", json!({"kind": "blue"})),
+    ] {
+        let r = http
+            .post(format!(
+                "{}/v1.0/publish/pubsub/{query}",
+                sidecar.http_url()
+            ))
+            .json(&data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let mut got = testkit::wait_until("five deliveries", Duration::from_secs(10), || async {
+        let got = routed.lock().unwrap().clone();
+        (got.len() >= 5).then_some(got)
+    })
+    .await
+    .unwrap();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("/big".to_string(), json!({"price": 150})),
+            ("/medium".to_string(), json!({"price": 150})),
+            ("/red".to_string(), json!({"kind": "red"})),
+            ("/rest".to_string(), json!({"price": 5})),
+            ("/unrouted".to_string(), json!({"kind": "blue"})),
+        ]
+    );
+}
