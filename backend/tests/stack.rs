@@ -40,6 +40,7 @@ async fn stack_on(kind: StoreKind, consistency: &str, unix: bool, api: &str) -> 
 }
 
 #[test_case(StoreKind::Sqlite, false, "http" ; "sqlite")]
+#[test_case(StoreKind::SqliteNormal, false, "http" ; "sqlite_normal")]
 #[test_case(StoreKind::Redis, false, "http" ; "redis")]
 #[test_case(StoreKind::Sqlite, true, "http" ; "sqlite_unix_sockets")]
 #[test_case(StoreKind::Sqlite, false, "grpc" ; "sqlite_grpc_api")]
@@ -251,6 +252,8 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<(u16, Value)>) {
 #[test_case(StoreKind::Redis, "lock" ; "lock_redis")]
 #[test_case(StoreKind::Sqlite, "etag" ; "etag_sqlite")]
 #[test_case(StoreKind::Redis, "etag" ; "etag_redis")]
+#[test_case(StoreKind::SqliteNormal, "lock" ; "lock_sqlite_normal")]
+#[test_case(StoreKind::SqliteNormal, "etag" ; "etag_sqlite_normal")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell(kind: StoreKind, consistency: &str) {
     no_oversell_on(kind, consistency, "http").await;

@@ -9,6 +9,9 @@ use crate::redis::RedisServer;
 pub enum StoreKind {
     Memory,
     Sqlite,
+    /// SQLite with `synchronous=NORMAL`, whose writes commit on the sidecar's runtime
+    /// thread when its store thread is idle (the default, FULL, keeps them on that thread).
+    SqliteNormal,
     Redis,
 }
 
@@ -26,6 +29,11 @@ impl StoreFixture {
         let (components, redis) = match kind {
             StoreKind::Memory => (ComponentsDir::memory(), None),
             StoreKind::Sqlite => (ComponentsDir::sqlite(&data.path().join("state.db")), None),
+            StoreKind::SqliteNormal => {
+                let db = data.path().join("state.db");
+                let normal = [("synchronous", "NORMAL".to_string())];
+                (ComponentsDir::sqlite_with(&db, &normal), None)
+            }
             StoreKind::Redis => {
                 let redis = RedisServer::start().await?;
                 (ComponentsDir::redis(redis.port, &[]), Some(redis))
