@@ -86,7 +86,9 @@ impl HandlerMethod for Keep {
             .append(true)
             .open(path)
             .map_err(|e| Status::internal(e.to_string()))?;
-        writeln!(file, "{line}").map_err(|e| Status::internal(e.to_string()))?;
+        // One write for the whole line: a reader never sees half of it.
+        file.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| Status::internal(e.to_string()))?;
         let status = if event.data == b"drop me" {
             TopicEventResponseStatus::Drop
         } else {

@@ -2,9 +2,11 @@
 //! once and then every interval (HTTP: `GET <path>`, healthy on any 2xx; gRPC:
 //! `AppCallbackHealthCheck.HealthCheck`), each probe within its timeout. The app starts
 //! unhealthy, becomes healthy with one good probe, and unhealthy again after `threshold`
-//! failed probes in a row. While it is unhealthy its subscriptions deliver nothing (what is
-//! published for it waits) and calls to it are refused with "app is not in a healthy
-//! state"; subscriptions start once it is first healthy.
+//! failed probes in a row (daprd's flag says "consecutive"; its code counts failures since
+//! the app was last found healthy, a difference only when probes alternate). While it is
+//! unhealthy its subscriptions offer nothing (what is published for it waits) and calls to
+//! it are refused with "app is not in a healthy state"; subscriptions start once it is
+//! first healthy.
 
 use std::time::Duration;
 
@@ -47,14 +49,6 @@ impl AppHealth {
         let mut rx = self.healthy.subscribe();
         let _ = rx.wait_for(|healthy| *healthy).await;
     }
-
-    /// Resolves once the app is unhealthy; never without health checks.
-    pub async fn until_unhealthy(&self) {
-        let mut rx = self.healthy.subscribe();
-        if rx.wait_for(|healthy| !*healthy).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// Probes the app until `stop`, and says when its health changes.
@@ -72,7 +66,11 @@ pub async fn probe(invoker: &Invoker, mut stop: watch::Receiver<bool>) {
             _ = ticks.tick() => {}
             _ = stop.changed() => return,
         }
-        match invoker.probe_app(check).await {
+        let probed = tokio::select! {
+            p = invoker.probe_app(check) => p,
+            _ = stop.changed() => return,
+        };
+        match probed {
             Ok(()) => {
                 if failures >= check.threshold {
                     tracing::info!("app entered healthy status");

@@ -69,7 +69,7 @@ pub struct Config {
     #[arg(long, default_value_t = 500)]
     pub app_health_probe_timeout: u64,
     /// Failed health probes in a row after which the app is unhealthy.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
     pub app_health_threshold: u32,
     /// Largest request body accepted, e.g. 4Mi.
     #[arg(long, default_value = "4Mi", value_parser = size)]
@@ -173,17 +173,12 @@ impl Config {
             self.app_id
         );
         if let Some(h) = self.app_health() {
-            // daprd's own checks of these settings.
-            anyhow::ensure!(
-                !h.interval.is_zero(),
-                "--app-health-probe-interval must be larger than 0"
-            );
+            // daprd's own check of these settings.
             anyhow::ensure!(
                 h.timeout <= h.interval,
                 "--app-health-probe-timeout ({} ms) must be smaller than the probe interval",
-                self.app_health_probe_timeout
+                h.timeout.as_millis()
             );
-            anyhow::ensure!(h.threshold > 0, "--app-health-threshold must be at least 1");
         }
         Ok(())
     }
@@ -193,14 +188,19 @@ impl Config {
         self.app_port.filter(|p| *p > 0)
     }
 
-    /// The health probe's settings, when asked for and there is an app to probe.
+    /// The health probe's settings, when asked for and there is an app to probe. Zero
+    /// stands for the default, as daprd reads these flags (5 s, 500 ms, 3).
     pub fn app_health(&self) -> Option<crate::apphealth::HealthCheck> {
+        let or = |v: u64, default: u64| if v == 0 { default } else { v };
         (self.enable_app_health_check && self.app_port().is_some()).then(|| {
             crate::apphealth::HealthCheck {
                 path: format!("/{}", self.app_health_check_path.trim_start_matches('/')),
-                interval: Duration::from_secs(self.app_health_probe_interval),
-                timeout: Duration::from_millis(self.app_health_probe_timeout),
-                threshold: self.app_health_threshold,
+                interval: Duration::from_secs(or(self.app_health_probe_interval, 5)),
+                timeout: Duration::from_millis(or(self.app_health_probe_timeout, 500)),
+                threshold: match self.app_health_threshold {
+                    0 => 3,
+                    n => n,
+                },
             }
         })
     }

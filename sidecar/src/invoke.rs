@@ -335,11 +335,18 @@ impl Invoker {
         let uri = target_uri(base, &check.path, None).map_err(|e| e.to_string())?;
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = uri;
-        match tokio::time::timeout(check.timeout, self.app_client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-            Ok(Ok(resp)) => Err(format!(
+        // The answer read to its end, so the connection is kept for the next probe.
+        let probe = async {
+            let resp = self.app_client.request(req).await?;
+            let status = resp.status();
+            http_body_util::BodyExt::collect(resp.into_body()).await?;
+            Ok::<_, BoxError>(status)
+        };
+        match tokio::time::timeout(check.timeout, probe).await {
+            Ok(Ok(status)) if status.is_success() => Ok(()),
+            Ok(Ok(status)) => Err(format!(
                 "health check failed with status code: {}",
-                resp.status().as_u16()
+                status.as_u16()
             )),
             Ok(Err(e)) => Err(format!("network error: {e}")),
             Err(_) => Err(format!("no answer within {:?}", check.timeout)),

@@ -133,8 +133,9 @@ impl Api {
             }
             self.check_key(store, &item.key, false)?;
         }
-        // All at once, as daprd's bulk save runs them: on SQLite they queue for one group
-        // commit instead of one disk sync each.
+        // All at once, as daprd's bulk save runs them: on SQLite with FULL they queue for
+        // one group commit instead of one disk sync each (with NORMAL, where there is no
+        // sync to share, each commits in turn where it is asked).
         let items: Vec<SetRequest> = items
             .into_iter()
             .map(|mut item| {

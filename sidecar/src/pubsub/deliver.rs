@@ -181,20 +181,10 @@ async fn consume(
             return;
         };
         // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
-        // and a durable component offers the message again later. An app that turns
-        // unhealthy is offered nothing until it is healthy again (as daprd stops its
-        // subscriptions); one offered a message meanwhile is offered it again after.
-        let health = api.invoker.health();
-        let finished = loop {
-            tokio::select! {
-                () = health.until_healthy() => {}
-                _ = stop.changed() => return,
-            }
-            tokio::select! {
-                f = handle(&api, &sub, &routes, &delivery.message) => break f,
-                () = health.until_unhealthy() => {}
-                _ = stop.changed() => return,
-            }
+        // and a durable component offers the message again later.
+        let finished = tokio::select! {
+            f = handle(&api, &sub, &routes, &delivery.message) => f,
+            _ = stop.changed() => return,
         };
         if finished {
             delivery.done().await;
@@ -205,28 +195,37 @@ async fn consume(
 }
 
 /// Offers `message` until it is taken or given up, then dead-letters what was given up;
-/// false when a dead letter found no taker (the message is not finished).
+/// false when a dead letter found no taker (the message is not finished). Each offer waits
+/// until the app is healthy (with health checks): an unhealthy app is offered nothing, as
+/// daprd stops its subscriptions, and waiting uses up none of the message's attempts; an
+/// offer under way when the app turns unhealthy runs to its end.
 async fn handle(api: &Api, sub: &Subscription, routes: &Routes, message: &Message) -> bool {
     // Read once: every offer sends the same event.
     let (ce, body) = match envelope(sub, message) {
         Ok(e) => e,
         Err(why) => return dead_letter(api, sub, message, &why).await,
     };
-    let path = match routes.route(&ce) {
-        Ok(Some(path)) => path,
-        // Not for the app (daprd: skipped, or to the dead-letter topic when there is one).
-        Ok(None) if sub.dead_letter_topic.is_empty() => {
-            tracing::debug!(pubsub = %sub.pubsub, topic = %message.topic, "no routing rule holds for the event; skipped");
-            return true;
-        }
-        Ok(None) => return dead_letter(api, sub, message, "no routing rule holds").await,
-        // The same event would fail the same way on every offer.
-        Err(why) => return dead_letter(api, sub, message, &why).await,
-    };
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     let why = loop {
-        match offer(api, sub, path, message, &ce, body.clone()).await {
+        api.invoker.health().until_healthy().await;
+        let offered = match routes.route(&ce) {
+            Ok(Some(path)) => offer(api, sub, path, message, &ce, body.clone()).await,
+            // Not for the app: skipped, or sent to the dead-letter topic when there is one,
+            // and taken either way (daprd's findMatchingRoute).
+            Ok(None) => {
+                if sub.dead_letter_topic.is_empty() {
+                    tracing::debug!(pubsub = %sub.pubsub, topic = %message.topic, "no routing rule holds for the event; skipped");
+                } else {
+                    dead_letter(api, sub, message, "no routing rule holds").await;
+                }
+                return true;
+            }
+            // daprd hands the error back to the component, which offers the event again:
+            // here, like a failed offer.
+            Err(why) => Err(Failure::Retry(why)),
+        };
+        match offered {
             Ok(()) => return true,
             Err(Failure::Drop(why)) => break why,
             Err(Failure::Retry(why)) if attempt >= ATTEMPTS => {

@@ -3,16 +3,18 @@
 //! The table has the layout of Dapr's own SQLite component (`key`, `value`, `is_binary`,
 //! `etag`, `expiration_time`, `update_time`), with UUID ETags and values that are not JSON
 //! kept base64-encoded, so a file written here reads the same under real `daprd`.
-//! Writes run on a thread of the store's own, never on the async runtime: a database
-//! that is busy (a second writer, `reset-state`, a slow disk) makes only this store's
-//! writes wait, while locks, health checks and invocation go on. Reads queue there too,
-//! except in WAL mode while that thread is idle with nothing queued: then a read runs
+//! Writes run on a thread of the store's own, off the async runtime (but see NORMAL
+//! below): a database that is busy (a second writer, `reset-state`, a slow disk) makes
+//! only this store's writes wait, while locks, health checks and invocation go on. Reads
+//! queue there too, except in WAL mode while that thread is idle with nothing pending: then a read runs
 //! where it is asked, on the store's connection (a WAL reader takes no lock a writer
 //! holds, and sees only committed data), saving two thread hand-offs per read at moderate
 //! load; such a read holds the runtime's thread for its few page reads (a slow disk
 //! slows it there), and one the database turns away as busy queues instead of waiting.
 //! With `synchronous=NORMAL` (a WAL commit waits for no disk sync) a write does the same:
-//! alone in its own transaction, where it is asked, while that thread is idle.
+//! alone in its own transaction, where it is asked, while that thread is idle; except the
+//! commit that may start the WAL over after a checkpoint, which syncs the WAL's header even
+//! with NORMAL and so stays on that thread.
 //! Under heavy load reads queue, and those queued together run in one go beside the
 //! runtime. A request whose caller has given up
 //! (its deadline passed) before its turn is not run at all. Commits are `synchronous=FULL`
@@ -24,7 +26,7 @@
 //! by a background thread, not inside commits, so that no request pays for a checkpoint.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -105,8 +107,7 @@ const MAX_GROUP: usize = 64;
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
-    /// Jobs sent to the store's thread and not yet taken up by it.
-    queued: Arc<AtomicUsize>,
+    work: Arc<Work>,
     /// In WAL mode: what a read needs to run on the caller's thread.
     inline: Option<Inline>,
     /// Group commits made so far.
@@ -115,10 +116,30 @@ pub struct SqliteStore {
     _checkpointer: Option<Checkpointer>,
 }
 
-/// The store's connection lent to a read on the caller's thread, without waiting on a
-/// busy database; given back (even when the read panics) out of any transaction the read
-/// began (one left open would make the store's next `BEGIN` fail) and with its own busy
-/// timeout again.
+/// What the store's thread, its checkpointer and the callers share about the store's work.
+#[derive(Default)]
+struct Work {
+    /// Jobs handed to the store's thread and not yet done: while any is, nothing runs on a
+    /// caller's thread (it would overtake them).
+    pending: AtomicUsize,
+    /// Whether the next commit may start the WAL over: such a commit syncs the WAL's header
+    /// even with NORMAL, so while it may, writes are left to the store's thread, off the
+    /// runtime (`WAL_GROWS`, `WAL_CHECKPOINTING`, `WAL_MAY_RESTART`).
+    wal: AtomicU8,
+}
+
+/// The next commit appends to the WAL: a write may run on the caller's thread.
+const WAL_GROWS: u8 = 0;
+/// A checkpoint is under way; if it catches up, the next commit starts the WAL over.
+const WAL_CHECKPOINTING: u8 = 1;
+/// A checkpoint caught up, or RESTART ran: the next commit (on the store's thread) starts
+/// the WAL over, and sets `WAL_GROWS` again.
+const WAL_MAY_RESTART: u8 = 2;
+
+/// The store's connection lent to a read (or, with NORMAL, a write) on the caller's thread,
+/// without waiting on a busy database; given back (even when the work panics) out of any
+/// transaction it began (one left open would make the store's next `BEGIN` fail) and with
+/// its own busy timeout again.
 struct Borrowed<'a> {
     conn: std::sync::MutexGuard<'a, Connection>,
     busy_timeout: Duration,
@@ -154,8 +175,8 @@ fn lock(writer: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// What lets a read run on the caller's thread (WAL only): the store's connection, taken
-/// while the store's thread is idle.
+/// What lets a read (and with NORMAL a write) run on the caller's thread (WAL only): the
+/// store's connection, taken while the store's thread is idle.
 struct Inline {
     table: String,
     busy_timeout: Duration,
@@ -268,15 +289,13 @@ impl SqliteStore {
         .map_err(StoreError::backend)?;
         let groups = Arc::new(AtomicUsize::new(0));
         let writer = Arc::new(Mutex::new(conn));
-        let queued = Arc::new(AtomicUsize::new(0));
-        let jobs = spawn_worker(
-            writer.clone(),
-            table.clone(),
-            groups.clone(),
-            queued.clone(),
-        )?;
+        let work = Arc::new(Work::default());
+        let jobs = spawn_worker(writer.clone(), table.clone(), groups.clone(), work.clone())?;
         let checkpointer = if wal {
-            let store = (jobs.clone(), queued.clone());
+            let store = Queue {
+                jobs: jobs.clone(),
+                work: work.clone(),
+            };
             Some(spawn_checkpointer(settings, store, checkpoints)?)
         } else {
             None
@@ -289,7 +308,7 @@ impl SqliteStore {
         });
         Ok(SqliteStore {
             jobs,
-            queued,
+            work,
             inline,
             groups,
             path: settings.connection_string.clone(),
@@ -348,7 +367,7 @@ impl SqliteStore {
     }
 
     fn send(&self, job: Job) -> Result<(), StoreError> {
-        enqueue(&self.jobs, &self.queued, job)
+        enqueue(&self.jobs, &self.work, job)
     }
 
     async fn reply<T>(
@@ -400,8 +419,20 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Connection, &str) -> Result<T, StoreError>,
     ) -> Option<Result<T, StoreError>> {
+        let (borrowed, table) = self.borrow()?;
+        let out = work(&borrowed.conn, table);
+        drop(borrowed);
+        match &out {
+            Err(e) if is_busy(e) => None,
+            _ => Some(out),
+        }
+    }
+
+    /// The store's connection, for work on the caller's thread: only in WAL mode, with
+    /// nothing pending on the store's thread and the connection free.
+    fn borrow(&self) -> Option<(Borrowed<'_>, &str)> {
         let inline = self.inline.as_ref()?;
-        if self.queued.load(Ordering::Acquire) != 0 {
+        if self.work.pending.load(Ordering::Acquire) != 0 {
             return None;
         }
         let conn = match inline.writer.try_lock() {
@@ -409,13 +440,7 @@ impl SqliteStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        let borrowed = Borrowed::new(conn, inline.busy_timeout);
-        let out = work(&borrowed.conn, &inline.table);
-        drop(borrowed);
-        match &out {
-            Err(e) if is_busy(e) => None,
-            _ => Some(out),
-        }
+        Some((Borrowed::new(conn, inline.busy_timeout), &inline.table))
     }
 
     pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
@@ -470,8 +495,8 @@ impl SqliteStore {
         .await
     }
 
-    /// Group commits made so far: each one transaction and one disk sync, for however many
-    /// writes it held.
+    /// Commits made so far: each one transaction (and, with FULL, one disk sync) for however
+    /// many writes it held.
     pub fn group_commits(&self) -> usize {
         self.groups.load(Ordering::Relaxed)
     }
@@ -506,19 +531,14 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Connection, &str) -> Result<(), StoreError>,
     ) -> Option<Result<(), StoreError>> {
-        let inline = self.inline.as_ref().filter(|i| i.writes)?;
-        if self.queued.load(Ordering::Acquire) != 0 {
+        self.inline.as_ref().filter(|i| i.writes)?;
+        if self.work.wal.load(Ordering::Acquire) != WAL_GROWS {
             return None;
         }
-        let conn = match inline.writer.try_lock() {
-            Ok(conn) => conn,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
-        let borrowed = Borrowed::new(conn, inline.busy_timeout);
+        let (borrowed, table) = self.borrow()?;
         let conn = &*borrowed.conn;
         control(conn, "BEGIN IMMEDIATE").ok()?;
-        let outcome = match caught(|| work(conn, &inline.table)) {
+        let outcome = match caught(|| work(conn, table)) {
             Some(Ok(())) => control(conn, "COMMIT").map_err(StoreError::backend),
             Some(Err(e)) => Err(e),
             None => Err(StoreError::Backend(
@@ -543,13 +563,19 @@ fn apply(conn: &Connection, table: &str, ops: &[TxOperation]) -> Result<(), Stor
     Ok(())
 }
 
-/// Hands `job` to the store's thread, counted as queued until that thread takes it up.
-fn enqueue(jobs: &mpsc::Sender<Job>, queued: &AtomicUsize, job: Job) -> Result<(), StoreError> {
-    queued.fetch_add(1, Ordering::AcqRel);
+/// Hands `job` to the store's thread, counted as pending until that thread has done it.
+fn enqueue(jobs: &mpsc::Sender<Job>, work: &Work, job: Job) -> Result<(), StoreError> {
+    work.pending.fetch_add(1, Ordering::AcqRel);
     jobs.send(job).map_err(|_| {
-        queued.fetch_sub(1, Ordering::AcqRel);
+        work.pending.fetch_sub(1, Ordering::AcqRel);
         StoreError::Backend("the SQLite store's thread has stopped".into())
     })
+}
+
+/// The way to the store's thread, for the checkpointer.
+struct Queue {
+    jobs: mpsc::Sender<Job>,
+    work: Arc<Work>,
 }
 
 /// The store's thread: owns the connection and runs jobs in order until the store is
@@ -559,26 +585,26 @@ fn spawn_worker(
     writer: Arc<Mutex<Connection>>,
     table: String,
     groups: Arc<AtomicUsize>,
-    queued: Arc<AtomicUsize>,
+    work: Arc<Work>,
 ) -> Result<mpsc::Sender<Job>, StoreError> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("sqlite-store".into())
         .spawn(move || {
             let mut next = None;
-            let taken = |job: Job| {
-                queued.fetch_sub(1, Ordering::AcqRel);
-                job
-            };
-            while let Some(job) = next.take().or_else(|| rx.recv().ok().map(taken)) {
+            // Counted done only once run, so that nothing on a caller's thread overtakes
+            // a job this thread has taken but not yet run.
+            let done = |n: usize| work.pending.fetch_sub(n, Ordering::AcqRel);
+            while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
                 match job {
                     Job::Read(read) => {
                         caught(|| read(&lock(&writer), &table));
+                        done(1);
                     }
                     Job::Write(first) => {
                         let mut group = vec![first];
                         while group.len() < MAX_GROUP {
-                            match rx.try_recv().map(taken) {
+                            match rx.try_recv() {
                                 Ok(Job::Write(w)) => group.push(w),
                                 Ok(read) => {
                                     next = Some(read);
@@ -587,9 +613,22 @@ fn spawn_worker(
                                 Err(_) => break,
                             }
                         }
+                        let n = group.len();
+                        let wal = work.wal.load(Ordering::Acquire);
                         // The writers hear the outcome once the connection is free again,
                         // so a read each of them makes next can run where it is asked.
                         let replies = commit_group(&lock(&writer), &table, group, &groups);
+                        // This commit started the WAL over if it was to: later ones may
+                        // run where they are asked again (unless a checkpoint began since).
+                        if wal == WAL_MAY_RESTART {
+                            let _ = work.wal.compare_exchange(
+                                WAL_MAY_RESTART,
+                                WAL_GROWS,
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                            );
+                        }
+                        done(n);
                         replies.send();
                     }
                 }
@@ -805,7 +844,8 @@ fn delete_one(conn: &Connection, table: &str, req: &DeleteRequest) -> Result<(),
 /// On the store's connection, between groups: copies what the WAL holds beyond the last
 /// checkpoint and makes the next commit start the WAL over, without waiting on another
 /// process that holds the database (then the WAL is left as it is).
-fn restart_wal(conn: &Connection, busy_timeout: Duration) {
+fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
+    work.wal.store(WAL_MAY_RESTART, Ordering::Release);
     let _ = conn.busy_timeout(Duration::ZERO);
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
         tracing::warn!(error = %e, "sqlite checkpoint failed");
@@ -845,7 +885,7 @@ const CHECKPOINTS: Cadence = Cadence {
 /// store is dropped, TRUNCATE empties the file.
 fn spawn_checkpointer(
     settings: &SqliteSettings,
-    (jobs, queued): (mpsc::Sender<Job>, Arc<AtomicUsize>),
+    store: Queue,
     cadence: Cadence,
 ) -> Result<Checkpointer, StoreError> {
     let conn = open(settings)?;
@@ -856,21 +896,43 @@ fn spawn_checkpointer(
     let thread = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
+            // (frames in the WAL, frames copied into the database)
             let checkpoint = |mode: &str| {
                 conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                    r.get::<_, i64>(1)
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                 })
             };
+            let wal = &store.work.wal;
+            let grows = || {
+                let _ = wal.compare_exchange(
+                    WAL_CHECKPOINTING,
+                    WAL_GROWS,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            };
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(cadence.every) {
+                wal.store(WAL_CHECKPOINTING, Ordering::Release);
                 match checkpoint("PASSIVE") {
-                    Ok(frames) if frames >= cadence.restart_frames => {
+                    Ok((frames, _)) if frames >= cadence.restart_frames => {
+                        let work = store.work.clone();
                         let restart: ReadJob =
-                            Box::new(move |conn, _| restart_wal(conn, busy_timeout));
+                            Box::new(move |conn, _| restart_wal(conn, busy_timeout, &work));
+                        // Pending until done (no write runs on a caller's thread before it),
+                        // after which the next commit, on the store's thread, starts over.
                         // Fails only once the store is closing: its last checkpoint follows.
-                        let _ = enqueue(&jobs, &queued, Job::Read(restart));
+                        let _ = enqueue(&store.jobs, &store.work, Job::Read(restart));
+                        grows();
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+                    // Caught up: the next commit may start the WAL over.
+                    Ok((frames, copied)) if frames == copied => {
+                        wal.store(WAL_MAY_RESTART, Ordering::Release);
+                    }
+                    Ok(_) => grows(),
+                    Err(e) => {
+                        grows();
+                        tracing::warn!(error = %e, "sqlite checkpoint failed");
+                    }
                 }
             }
             let _ = conn.busy_timeout(busy_timeout);
@@ -969,11 +1031,13 @@ mod tests {
         };
         write(1_000).await;
         let first = len();
-        write(5_000).await;
-        // Grown with every commit, it would be about six times as long now.
+        write(20_000).await;
+        // Grown with every commit, it would be well over ten times as long now; started
+        // over every few dozen milliseconds, it stays near its first length (the bound
+        // leaves room for a checkpointer the machine keeps waiting a while).
         assert!(
-            len() < 3 * first,
-            "the WAL grew from {first} bytes after 1,000 commits to {} after 6,000",
+            len() < 5 * first,
+            "the WAL grew from {first} bytes after 1,000 commits to {} after 21,000",
             len()
         );
     }
@@ -1058,9 +1122,9 @@ mod tests {
         let held = lock(writer);
         assert!(here(&s).is_none());
         drop(held);
-        s.queued.fetch_add(1, Ordering::AcqRel);
+        s.work.pending.fetch_add(1, Ordering::AcqRel);
         assert!(here(&s).is_none());
-        s.queued.fetch_sub(1, Ordering::AcqRel);
+        s.work.pending.fetch_sub(1, Ordering::AcqRel);
         s.set(&set("k", b"2", None)).await.unwrap();
         assert_eq!(&s.get("k").await.unwrap().unwrap().data[..], b"2");
         assert!(here(&s).is_some(), "idle again once its work is done");
@@ -1107,9 +1171,28 @@ mod tests {
         let held = lock(writer);
         assert!(here(&s, &one).is_none(), "the store's thread at work");
         drop(held);
-        s.queued.fetch_add(1, Ordering::AcqRel);
+        s.work.pending.fetch_add(1, Ordering::AcqRel);
         assert!(here(&s, &one).is_none(), "work queued before it");
-        s.queued.fetch_sub(1, Ordering::AcqRel);
+        s.work.pending.fetch_sub(1, Ordering::AcqRel);
+        // A commit that may start the WAL over syncs its header: left to the store's thread.
+        for wal in [WAL_MAY_RESTART, WAL_CHECKPOINTING] {
+            s.work.wal.store(wal, Ordering::Release);
+            assert!(here(&s, &one).is_none(), "the WAL may start over");
+        }
+        s.set(&set("d", b"1", None)).await.unwrap();
+        assert_eq!(
+            s.work.wal.load(Ordering::Acquire),
+            WAL_CHECKPOINTING,
+            "only a checkpoint's own end clears this"
+        );
+        s.work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+        s.set(&set("d", b"2", None)).await.unwrap();
+        assert_eq!(
+            s.work.wal.load(Ordering::Acquire),
+            WAL_GROWS,
+            "the store's commit ended it"
+        );
+        assert!(matches!(here(&s, &one), Some(Ok(()))), "here again");
 
         // Another writer holds the database: not here, and not failed either.
         let other = Connection::open(&db).unwrap();

@@ -490,7 +490,7 @@ impl Dapr for GrpcApi {
                     },
                     health_probe_interval: crate::apphealth::go_duration(h.interval),
                     health_probe_timeout: crate::apphealth::go_duration(h.timeout),
-                    health_threshold: h.threshold as i32,
+                    health_threshold: i32::try_from(h.threshold).unwrap_or(i32::MAX),
                 }),
                 ..Default::default()
             }),

@@ -104,7 +104,9 @@ async fn an_app_written_with_the_dapr_crate_runs_on_the_sidecar() {
         Duration::from_secs(20),
         || async {
             let text = std::fs::read_to_string(&seen_file).unwrap_or_default();
-            let lines: Vec<Value> = text
+            // Whole lines only: the app may be writing the next one.
+            let done = text.rfind('\n').map_or("", |end| &text[..end]);
+            let lines: Vec<Value> = done
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();

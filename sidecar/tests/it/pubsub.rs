@@ -941,6 +941,8 @@ async fn routing_rules_choose_the_path_by_the_event() {
             {"pubsubname": "pubsub", "topic": "gadgets", "deadLetterTopic": "unrouted",
              "routes": {"rules": [{"match": "event.data.kind == \"red\"", "path": "/red"}]}},
             {"pubsubname": "pubsub", "topic": "unrouted", "route": "/unrouted"},
+            {"pubsubname": "pubsub", "topic": "picky",
+             "routes": {"rules": [{"match": "event.data.kind == \"red\"", "path": "/picked"}]}},
             {"pubsubname": "pubsub", "topic": "broken",
              "routes": {"rules": [{"match": "event.type ==", "path": "/never"}]}},
         ]))
@@ -987,7 +989,11 @@ async fn routing_rules_choose_the_path_by_the_event() {
         .iter()
         .map(|s| s["topic"].as_str().unwrap())
         .collect();
-    assert_eq!(topics, ["widgets", "gadgets", "unrouted"], "{metadata}");
+    assert_eq!(
+        topics,
+        ["widgets", "gadgets", "unrouted", "picky"],
+        "{metadata}"
+    );
 
     for (query, data) in [
         (
@@ -998,6 +1004,9 @@ async fn routing_rules_choose_the_path_by_the_event() {
         ("widgets", json!({"price": 5})),
         ("gadgets", json!({"kind": "red"})),
         ("gadgets", json!({"kind": "blue"})),
+        // No rule holds and no dead-letter topic: skipped, and the next one comes through.
+        ("picky", json!({"kind": "blue"})),
+        ("picky", json!({"kind": "red"})),
     ] {
         let r = http
             .post(format!(
@@ -1010,9 +1019,9 @@ async fn routing_rules_choose_the_path_by_the_event() {
             .unwrap();
         assert_eq!(r.status(), 204);
     }
-    let mut got = testkit::wait_until("five deliveries", Duration::from_secs(10), || async {
+    let mut got = testkit::wait_until("six deliveries", Duration::from_secs(10), || async {
         let got = routed.lock().unwrap().clone();
-        (got.len() >= 5).then_some(got)
+        (got.len() >= 6).then_some(got)
     })
     .await
     .unwrap();
@@ -1022,6 +1031,7 @@ async fn routing_rules_choose_the_path_by_the_event() {
         [
             ("/big".to_string(), json!({"price": 150})),
             ("/medium".to_string(), json!({"price": 150})),
+            ("/picked".to_string(), json!({"kind": "red"})),
             ("/red".to_string(), json!({"kind": "red"})),
             ("/rest".to_string(), json!({"price": 5})),
             ("/unrouted".to_string(), json!({"kind": "blue"})),
