@@ -847,8 +847,12 @@ fn delete_one(conn: &Connection, table: &str, req: &DeleteRequest) -> Result<(),
 fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
     work.wal.store(WAL_MAY_RESTART, Ordering::Release);
     let _ = conn.busy_timeout(Duration::ZERO);
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-        tracing::warn!(error = %e, "sqlite checkpoint failed");
+    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+        // Another process reads the WAL or holds the database: tried again next round; a
+        // WAL that never starts over grows with every commit, so this is said.
+        Ok(1) => tracing::info!("the WAL could not start over (the database is busy); next round"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
     }
     let _ = conn.busy_timeout(busy_timeout);
 }
