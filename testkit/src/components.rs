@@ -48,6 +48,26 @@ impl ComponentsDir {
         Self::sqlite_with(db, &[])
     }
 
+    /// In-memory pub/sub `pubsub`, in-memory state `statestore` whose outbox publishes to
+    /// `topic` on it, and the in-process lock `lockstore`: what an SDK app's checks need.
+    pub fn memory_with_outbox(topic: &str) -> Self {
+        let outbox = [
+            ("outboxPublishPubsub", "pubsub".to_string()),
+            ("outboxPublishTopic", topic.to_string()),
+        ];
+        Self::with(&[
+            ("pubsub.yaml", component("pubsub", "pubsub.in-memory", &[])),
+            (
+                "statestore.yaml",
+                component("statestore", "state.in-memory", &outbox),
+            ),
+            (
+                "lockstore.yaml",
+                component("lockstore", "lock.in-memory", &[]),
+            ),
+        ])
+    }
+
     /// SQLite state in `db`, with extra state metadata (e.g. synchronous), and the
     /// in-process lock.
     pub fn sqlite_with(db: &Path, extra: &[(&str, String)]) -> Self {

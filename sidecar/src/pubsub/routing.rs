@@ -51,7 +51,7 @@ impl Routes {
                 }
             };
             let run = std::panic::AssertUnwindSafe(|| program.execute(context));
-            match std::panic::catch_unwind(run) {
+            match quietly(run) {
                 Ok(Ok(Value::Bool(true))) => return Ok(Some(path)),
                 Ok(Ok(Value::Bool(false))) => {}
                 Ok(Ok(other)) => return Err(format!("a match gave {other:?}, not a boolean")),
@@ -66,10 +66,33 @@ impl Routes {
 /// Compiles one expression. The parser panics on some malformed input instead of saying
 /// so (cel-interpreter 0.10), so a panic is taken as the expression's error.
 fn parse(expression: &str) -> Result<Program, String> {
-    match std::panic::catch_unwind(|| Program::compile(expression)) {
+    match quietly(|| Program::compile(expression)) {
         Ok(compiled) => compiled.map_err(|e| e.to_string()),
         Err(_) => Err("the CEL parser gave up on it".into()),
     }
+}
+
+thread_local! {
+    /// Set while CEL code runs on this thread: a panic there is an answer, not a crash.
+    static IN_CEL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic, without the panic hook's report for it (the report would
+/// read like a crash, once per event); any other panic is reported as before.
+fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_CEL.with(std::cell::Cell::get) {
+                report(info);
+            }
+        }));
+    });
+    IN_CEL.with(|c| c.set(true));
+    let out = std::panic::catch_unwind(f);
+    IN_CEL.with(|c| c.set(false));
+    out
 }
 
 #[cfg(test)]

@@ -30,20 +30,7 @@ fn app_binary() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_written_with_the_dapr_crate_runs_on_the_sidecar() {
     let registry = TempDir::new("registry");
-    let components = ComponentsDir::raw(&[
-        (
-            "pubsub.yaml",
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
-        ),
-        (
-            "state.yaml",
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: orders\n",
-        ),
-        (
-            "lock.yaml",
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: lockstore\nspec:\n  type: lock.in-memory\n  version: v1\n",
-        ),
-    ]);
+    let components = ComponentsDir::memory_with_outbox("orders");
     let seen = TempDir::new("seen");
     let seen_file = seen.path().join("events.jsonl");
     let app = app_binary();

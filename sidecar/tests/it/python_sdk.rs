@@ -136,16 +136,7 @@ async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
 async fn python_sdk_apps_publish_and_subscribe() {
     let py = python_with("dapr.ext.grpc");
     let registry = TempDir::new("registry");
-    let components = ComponentsDir::raw(&[
-        (
-            "pubsub.yaml",
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
-        ),
-        (
-            "state.yaml",
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: outboxPublishPubsub\n    value: pubsub\n  - name: outboxPublishTopic\n    value: orders\n",
-        ),
-    ]);
+    let components = ComponentsDir::memory_with_outbox("orders");
     let seen = TempDir::new("seen");
     let seen_file = seen.path().join("events.jsonl");
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
