@@ -42,7 +42,9 @@ async fn echo(req: Request) -> Response {
     .into_response()
 }
 
-async fn serve(router: Router) -> u16 {
+/// Serves `router` on a free loopback port (in this process, on the test's runtime);
+/// returns the port.
+pub async fn serve(router: Router) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding an app port");

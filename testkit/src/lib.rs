@@ -17,7 +17,7 @@ mod stack;
 mod stores;
 
 pub use apps::{
-    Collected, HELLO, fetch_hello_through, spawn_static_app, start_collector, start_echo_app,
+    Collected, HELLO, fetch_hello_through, serve, spawn_static_app, start_collector, start_echo_app,
 };
 pub use components::ComponentsDir;
 pub use http::{get_json, post_reading_early};

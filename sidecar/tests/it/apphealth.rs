@@ -48,10 +48,7 @@ async fn start(app: Arc<App>) -> u16 {
         .route("/orders", post(orders))
         .route("/echo", post(|| async { "echo" }))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    port
+    testkit::serve(router).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,10 +74,7 @@ async fn subscriber_app(seen: Seen, hang: bool) -> u16 {
         .route("/dapr/subscribe", axum::routing::get(subscribe))
         .fallback(receive)
         .with_state((seen, hang));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+    testkit::serve(app).await
 }
 
 /// App `checkout`: a [`subscriber_app`] and the resource files its sidecars load; a
@@ -961,9 +958,7 @@ async fn routing_rules_choose_the_path_by_the_event() {
         .route("/dapr/subscribe", axum::routing::get(subscribe))
         .fallback(receive)
         .with_state(routed.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = testkit::serve(app).await;
 
     let registry = TempDir::new("registry");
     let components = ComponentsDir::raw(&[("pubsub.yaml", PUBSUB)]);
