@@ -19,7 +19,15 @@ pub struct Metadata<'a> {
     pub app_protocol: &'a str,
     pub app_channel_address: &'a str,
     /// The app's health probe, when there is one.
-    pub app_health: Option<&'a crate::apphealth::HealthCheck>,
+    pub app_health: Option<HealthProperties>,
+}
+
+/// The health probe as daprd reports it: durations in Go's format, no path for a gRPC app.
+pub struct HealthProperties {
+    pub check_path: Option<String>,
+    pub probe_interval: String,
+    pub probe_timeout: String,
+    pub threshold: i32,
 }
 
 impl Api {
@@ -40,7 +48,14 @@ impl Api {
             app_port: self.config.app_port(),
             app_protocol: &self.config.app_protocol,
             app_channel_address: &self.config.app_channel_address,
-            app_health: self.invoker.health().check(),
+            app_health: self.invoker.health().check().map(|h| HealthProperties {
+                // daprd: the path means nothing to a gRPC app.
+                check_path: (!self.config.app_protocol.eq_ignore_ascii_case("grpc"))
+                    .then(|| h.path.clone()),
+                probe_interval: crate::apphealth::go_duration(h.interval),
+                probe_timeout: crate::apphealth::go_duration(h.timeout),
+                threshold: i32::try_from(h.threshold).unwrap_or(i32::MAX),
+            }),
         }
     }
 

@@ -483,14 +483,10 @@ impl Dapr for GrpcApi {
                 protocol: m.app_protocol.to_string(),
                 channel_address: m.app_channel_address.to_string(),
                 health: m.app_health.map(|h| AppConnectionHealthProperties {
-                    health_check_path: if m.app_protocol.eq_ignore_ascii_case("grpc") {
-                        String::new()
-                    } else {
-                        h.path.clone()
-                    },
-                    health_probe_interval: crate::apphealth::go_duration(h.interval),
-                    health_probe_timeout: crate::apphealth::go_duration(h.timeout),
-                    health_threshold: i32::try_from(h.threshold).unwrap_or(i32::MAX),
+                    health_check_path: h.check_path.unwrap_or_default(),
+                    health_probe_interval: h.probe_interval,
+                    health_probe_timeout: h.probe_timeout,
+                    health_threshold: h.threshold,
                 }),
                 ..Default::default()
             }),

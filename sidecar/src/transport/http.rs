@@ -251,13 +251,12 @@ async fn metadata(State(rt): Rt) -> Response {
     }
     if let Some(h) = m.app_health {
         let mut health = serde_json::json!({
-            "healthProbeInterval": crate::apphealth::go_duration(h.interval),
-            "healthProbeTimeout": crate::apphealth::go_duration(h.timeout),
+            "healthProbeInterval": h.probe_interval,
+            "healthProbeTimeout": h.probe_timeout,
             "healthThreshold": h.threshold,
         });
-        // daprd: the path means nothing to a gRPC app.
-        if !m.app_protocol.eq_ignore_ascii_case("grpc") {
-            health["healthCheckPath"] = h.path.clone().into();
+        if let Some(path) = h.check_path {
+            health["healthCheckPath"] = path.into();
         }
         conn["health"] = health;
     }
