@@ -106,8 +106,7 @@ type WriteJob = Box<dyn FnOnce(Result<&Connection, &str>, &str) -> Option<(bool,
 const MAX_GROUP: usize = 64;
 
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
-    work: Arc<Work>,
+    queue: Queue,
     /// In WAL mode: what a read needs to run on the caller's thread.
     inline: Option<Inline>,
     /// Group commits made so far.
@@ -291,12 +290,9 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(conn));
         let work = Arc::new(Work::default());
         let jobs = spawn_worker(writer.clone(), table.clone(), groups.clone(), work.clone())?;
+        let queue = Queue { jobs, work };
         let checkpointer = if wal {
-            let store = Queue {
-                jobs: jobs.clone(),
-                work: work.clone(),
-            };
-            Some(spawn_checkpointer(settings, store, checkpoints)?)
+            Some(spawn_checkpointer(settings, queue.clone(), checkpoints)?)
         } else {
             None
         };
@@ -307,8 +303,7 @@ impl SqliteStore {
             writes: settings.synchronous == Synchronous::Normal,
         });
         Ok(SqliteStore {
-            jobs,
-            work,
+            queue,
             inline,
             groups,
             path: settings.connection_string.clone(),
@@ -327,7 +322,7 @@ impl SqliteStore {
         W: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.send(Job::Read(Box::new(move |conn, table| {
+        let queued = self.queue.send(Job::Read(Box::new(move |conn, table| {
             if !tx.is_closed() {
                 let _ = tx.send(work(conn, table));
             }
@@ -346,7 +341,7 @@ impl SqliteStore {
         W: FnOnce(&Connection, &str) -> Result<(), StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.send(Job::Write(Box::new(move |conn, table| {
+        let queued = self.queue.send(Job::Write(Box::new(move |conn, table| {
             if tx.is_closed() {
                 return None;
             }
@@ -364,10 +359,6 @@ impl SqliteStore {
             queued?;
             Self::reply(rx).await
         }
-    }
-
-    fn send(&self, job: Job) -> Result<(), StoreError> {
-        enqueue(&self.jobs, &self.work, job)
     }
 
     async fn reply<T>(
@@ -432,7 +423,7 @@ impl SqliteStore {
     /// nothing pending on the store's thread and the connection free.
     fn borrow(&self) -> Option<(Borrowed<'_>, &str)> {
         let inline = self.inline.as_ref()?;
-        if self.work.pending.load(Ordering::Acquire) != 0 {
+        if self.queue.work.pending.load(Ordering::Acquire) != 0 {
             return None;
         }
         let conn = match inline.writer.try_lock() {
@@ -532,7 +523,7 @@ impl SqliteStore {
         work: impl FnOnce(&Connection, &str) -> Result<(), StoreError>,
     ) -> Option<Result<(), StoreError>> {
         self.inline.as_ref().filter(|i| i.writes)?;
-        if self.work.wal.load(Ordering::Acquire) != WAL_GROWS {
+        if self.queue.work.wal.load(Ordering::Acquire) != WAL_GROWS {
             return None;
         }
         let (borrowed, table) = self.borrow()?;
@@ -563,19 +554,22 @@ fn apply(conn: &Connection, table: &str, ops: &[TxOperation]) -> Result<(), Stor
     Ok(())
 }
 
-/// Hands `job` to the store's thread, counted as pending until that thread has done it.
-fn enqueue(jobs: &mpsc::Sender<Job>, work: &Work, job: Job) -> Result<(), StoreError> {
-    work.pending.fetch_add(1, Ordering::AcqRel);
-    jobs.send(job).map_err(|_| {
-        work.pending.fetch_sub(1, Ordering::AcqRel);
-        StoreError::Backend("the SQLite store's thread has stopped".into())
-    })
-}
-
-/// The way to the store's thread, for the checkpointer.
+/// The way to the store's thread, for the store and its checkpointer.
+#[derive(Clone)]
 struct Queue {
     jobs: mpsc::Sender<Job>,
     work: Arc<Work>,
+}
+
+impl Queue {
+    /// Hands `job` to the store's thread, counted as pending until that thread has done it.
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.work.pending.fetch_add(1, Ordering::AcqRel);
+        self.jobs.send(job).map_err(|_| {
+            self.work.pending.fetch_sub(1, Ordering::AcqRel);
+            StoreError::Backend("the SQLite store's thread has stopped".into())
+        })
+    }
 }
 
 /// The store's thread: owns the connection and runs jobs in order until the store is
@@ -925,7 +919,7 @@ fn spawn_checkpointer(
                         // Pending until done (no write runs on a caller's thread before it),
                         // after which the next commit, on the store's thread, starts over.
                         // Fails only once the store is closing: its last checkpoint follows.
-                        let _ = enqueue(&store.jobs, &store.work, Job::Read(restart));
+                        let _ = store.send(Job::Read(restart));
                         grows();
                     }
                     // Caught up: the next commit may start the WAL over.
@@ -1126,9 +1120,9 @@ mod tests {
         let held = lock(writer);
         assert!(here(&s).is_none());
         drop(held);
-        s.work.pending.fetch_add(1, Ordering::AcqRel);
+        s.queue.work.pending.fetch_add(1, Ordering::AcqRel);
         assert!(here(&s).is_none());
-        s.work.pending.fetch_sub(1, Ordering::AcqRel);
+        s.queue.work.pending.fetch_sub(1, Ordering::AcqRel);
         s.set(&set("k", b"2", None)).await.unwrap();
         assert_eq!(&s.get("k").await.unwrap().unwrap().data[..], b"2");
         assert!(here(&s).is_some(), "idle again once its work is done");
@@ -1175,24 +1169,24 @@ mod tests {
         let held = lock(writer);
         assert!(here(&s, &one).is_none(), "the store's thread at work");
         drop(held);
-        s.work.pending.fetch_add(1, Ordering::AcqRel);
+        s.queue.work.pending.fetch_add(1, Ordering::AcqRel);
         assert!(here(&s, &one).is_none(), "work queued before it");
-        s.work.pending.fetch_sub(1, Ordering::AcqRel);
+        s.queue.work.pending.fetch_sub(1, Ordering::AcqRel);
         // A commit that may start the WAL over syncs its header: left to the store's thread.
         for wal in [WAL_MAY_RESTART, WAL_CHECKPOINTING] {
-            s.work.wal.store(wal, Ordering::Release);
+            s.queue.work.wal.store(wal, Ordering::Release);
             assert!(here(&s, &one).is_none(), "the WAL may start over");
         }
         s.set(&set("d", b"1", None)).await.unwrap();
         assert_eq!(
-            s.work.wal.load(Ordering::Acquire),
+            s.queue.work.wal.load(Ordering::Acquire),
             WAL_CHECKPOINTING,
             "only a checkpoint's own end clears this"
         );
-        s.work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+        s.queue.work.wal.store(WAL_MAY_RESTART, Ordering::Release);
         s.set(&set("d", b"2", None)).await.unwrap();
         assert_eq!(
-            s.work.wal.load(Ordering::Acquire),
+            s.queue.work.wal.load(Ordering::Acquire),
             WAL_GROWS,
             "the store's commit ended it"
         );
