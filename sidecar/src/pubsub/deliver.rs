@@ -81,7 +81,8 @@ pub async fn start(api: Arc<Api>, mut stop: watch::Receiver<bool>) -> Vec<JoinHa
         tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, origin = ?sub.origin, "subscribed");
         tasks.push(tokio::spawn(consume(
             api.clone(),
-            (sub.clone(), routes),
+            sub.clone(),
+            routes,
             rx,
             stop.clone(),
         )));
@@ -172,7 +173,8 @@ async fn ask_the_app(api: &Api) -> Vec<Subscription> {
 /// Takes `sub`'s messages one at a time until the sidecar stops.
 async fn consume(
     api: Arc<Api>,
-    (sub, routes): (Subscription, Routes),
+    sub: Subscription,
+    routes: Routes,
     mut rx: mpsc::Receiver<Delivery>,
     mut stop: watch::Receiver<bool>,
 ) {
