@@ -47,8 +47,9 @@ async fn an_app_written_with_the_dapr_crate_runs_on_the_sidecar() {
     sidecar.subscribed(Duration::from_secs(20)).await.unwrap();
 
     // Invoked by an HTTP caller through its own sidecar.
+    let caller_components = ComponentsDir::memory();
     let caller = SidecarBuilder::new(BIN, "caller", registry.path())
-        .resources(ComponentsDir::memory().path())
+        .resources(caller_components.path())
         .spawn()
         .await
         .unwrap();
