@@ -173,67 +173,82 @@ impl GrpcApp {
         metadata: &http::HeaderMap,
         limit: Duration,
     ) -> Result<TopicEventResponseStatus, tonic::Status> {
-        let text = |k: &str| ce.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let content_type = text("datacontenttype");
-        let data = if let Some(b64) = ce.get("data_base64").and_then(Value::as_str) {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| tonic::Status::invalid_argument(format!("data_base64: {e}")))?
-        } else {
-            match (
-                ce.get("data"),
-                crate::pubsub::cloudevent::media_type(&content_type),
-            ) {
-                (None, _) => Vec::new(),
-                (Some(Value::String(s)), t) if t.starts_with("text/") || t == "application/xml" => {
-                    s.clone().into_bytes()
-                }
-                (Some(d), t)
-                    if t == "application/json"
-                        || t == crate::pubsub::cloudevent::CLOUDEVENTS_JSON
-                        || t.ends_with("+json") =>
-                {
-                    serde_json::to_vec(d).unwrap_or_default()
-                }
-                _ => Vec::new(),
-            }
-        };
-        const OWN: [&str; 7] = [
-            "id",
-            "source",
-            "datacontenttype",
-            "type",
-            "specversion",
-            "data",
-            "data_base64",
-        ];
-        let extensions = prost_types::Struct {
-            fields: ce
-                .iter()
-                .filter(|(k, _)| !OWN.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), proto_value(v)))
-                .collect(),
-        };
-        let mut request = tonic::Request::new(TopicEventRequest {
-            id: text("id"),
-            source: text("source"),
-            r#type: text("type"),
-            spec_version: text("specversion"),
-            data_content_type: content_type,
-            data,
-            topic: topic.to_string(),
-            pubsub_name: pubsub.to_string(),
-            path: path.to_string(),
-            extensions: Some(extensions),
-        });
+        let mut request = tonic::Request::new(topic_event_request(ce, pubsub, topic, path)?);
         add_metadata(&mut request, metadata);
         request.set_timeout(limit);
         let mut client = self.client.clone();
         let answer = client.on_topic_event(request).await?.into_inner();
-        // An unknown status is retried, as in daprd.
-        Ok(TopicEventResponseStatus::try_from(answer.status)
-            .unwrap_or(TopicEventResponseStatus::Retry))
+        Ok(event_status(answer.status))
     }
+}
+
+/// An app's answer to an event: an unknown status is retried, as in daprd.
+pub fn event_status(status: i32) -> TopicEventResponseStatus {
+    TopicEventResponseStatus::try_from(status).unwrap_or(TopicEventResponseStatus::Retry)
+}
+
+/// A CloudEvent `ce` as gRPC hands it to an app (`OnTopicEvent`, or a streaming
+/// subscription): data decoded by its content type, the attributes it has no field for
+/// as extensions.
+pub fn topic_event_request(
+    ce: &Map<String, Value>,
+    pubsub: &str,
+    topic: &str,
+    path: &str,
+) -> Result<TopicEventRequest, tonic::Status> {
+    let text = |k: &str| ce.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let content_type = text("datacontenttype");
+    let data = if let Some(b64) = ce.get("data_base64").and_then(Value::as_str) {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| tonic::Status::invalid_argument(format!("data_base64: {e}")))?
+    } else {
+        match (
+            ce.get("data"),
+            crate::pubsub::cloudevent::media_type(&content_type),
+        ) {
+            (None, _) => Vec::new(),
+            (Some(Value::String(s)), t) if t.starts_with("text/") || t == "application/xml" => {
+                s.clone().into_bytes()
+            }
+            (Some(d), t)
+                if t == "application/json"
+                    || t == crate::pubsub::cloudevent::CLOUDEVENTS_JSON
+                    || t.ends_with("+json") =>
+            {
+                serde_json::to_vec(d).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    };
+    const OWN: [&str; 7] = [
+        "id",
+        "source",
+        "datacontenttype",
+        "type",
+        "specversion",
+        "data",
+        "data_base64",
+    ];
+    let extensions = prost_types::Struct {
+        fields: ce
+            .iter()
+            .filter(|(k, _)| !OWN.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), proto_value(v)))
+            .collect(),
+    };
+    Ok(TopicEventRequest {
+        id: text("id"),
+        source: text("source"),
+        r#type: text("type"),
+        spec_version: text("specversion"),
+        data_content_type: content_type,
+        data,
+        topic: topic.to_string(),
+        pubsub_name: pubsub.to_string(),
+        path: path.to_string(),
+        extensions: Some(extensions),
+    })
 }
 
 /// The call's ASCII headers as gRPC metadata, but for those describing the HTTP message.

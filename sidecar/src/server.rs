@@ -341,6 +341,7 @@ impl Sidecar {
             shutdown,
             declared_subscriptions,
             subscriptions: Default::default(),
+            streams: Default::default(),
         });
 
         let mut tasks = Vec::new();

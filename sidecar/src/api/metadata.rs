@@ -59,9 +59,12 @@ impl Api {
         }
     }
 
-    /// The subscriptions in force: none until the app was asked for its own.
-    pub fn subscriptions(&self) -> &[Subscription] {
-        self.subscriptions.get().map_or(&[], Vec::as_slice)
+    /// The subscriptions in force: the app's and the declared ones once the app was asked
+    /// for its own, then the streams open now.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let mut all = self.subscriptions.get().cloned().unwrap_or_default();
+        all.extend(self.streams.list());
+        all
     }
 
     pub fn set_metadata(&self, key: String, value: String) {

@@ -40,6 +40,8 @@ pub struct Api {
     pub declared_subscriptions: Vec<Subscription>,
     /// The subscriptions in force, set once the app was asked for its own.
     pub subscriptions: OnceLock<Vec<Subscription>>,
+    /// The streaming subscriptions open now.
+    pub streams: crate::pubsub::stream::Streams,
 }
 
 pub const RUNTIME_VERSION: &str = concat!("sidecar-", env!("CARGO_PKG_VERSION"));

@@ -76,7 +76,7 @@ fn invalid(
 
 impl Api {
     /// The pub/sub component `name`, checked as daprd checks a publish's target.
-    fn pubsub_for(
+    pub(crate) fn pubsub_for(
         &self,
         name: &str,
         metadata: &HashMap<String, String>,

@@ -40,6 +40,14 @@ const SIDECAR_HEADERS: [&str; 5] = [
     "x-request-timeout-ms",
 ];
 
+/// Who a subscription's messages go to.
+pub enum Taker<'a> {
+    /// The app's route, over its channel.
+    App,
+    /// A stream the app opened.
+    Stream(&'a super::stream::Conn),
+}
+
 /// Why one offer of a message did not succeed.
 #[derive(Debug)]
 enum Failure {
@@ -185,7 +193,7 @@ async fn consume(
         // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
         // and a durable component offers the message again later.
         let finished = tokio::select! {
-            f = handle(&api, &sub, &routes, &delivery.message) => f,
+            f = handle(&api, &sub, &routes, &delivery.message, Taker::App) => f,
             _ = stop.changed() => return,
         };
         if finished {
@@ -200,8 +208,15 @@ async fn consume(
 /// false when a dead letter found no taker (the message is not finished). Each offer waits
 /// until the app is healthy (with health checks): an unhealthy app is offered nothing, as
 /// daprd stops its subscriptions, and waiting uses up none of the message's attempts; an
-/// offer under way when the app turns unhealthy runs to its end.
-async fn handle(api: &Api, sub: &Subscription, routes: &Routes, message: &Message) -> bool {
+/// offer under way when the app turns unhealthy runs to its end. A stream the app opened
+/// is offered messages whatever its health.
+pub async fn handle(
+    api: &Api,
+    sub: &Subscription,
+    routes: &Routes,
+    message: &Message,
+    taker: Taker<'_>,
+) -> bool {
     // Read once: every offer sends the same event.
     let (ce, body) = match envelope(sub, message) {
         Ok(e) => e,
@@ -210,12 +225,15 @@ async fn handle(api: &Api, sub: &Subscription, routes: &Routes, message: &Messag
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     let why = loop {
-        api.invoker.health().until_healthy().await;
-        let offered = match routes.route(&ce) {
-            Ok(Some(path)) => offer(api, sub, path, message, &ce, body.clone()).await,
+        let offered = match (routes.route(&ce), &taker) {
+            (Ok(Some(path)), Taker::App) => {
+                api.invoker.health().until_healthy().await;
+                offer(api, sub, path, message, &ce, body.clone()).await
+            }
+            (Ok(Some(path)), Taker::Stream(conn)) => offer_on_stream(conn, sub, path, &ce).await,
             // Not for the app: skipped, or sent to the dead-letter topic when there is one,
             // and taken either way (daprd's findMatchingRoute).
-            Ok(None) => {
+            (Ok(None), _) => {
                 if sub.dead_letter_topic.is_empty() {
                     tracing::debug!(pubsub = %sub.pubsub, topic = %message.topic, "no routing rule holds for the event; skipped");
                 } else {
@@ -225,7 +243,7 @@ async fn handle(api: &Api, sub: &Subscription, routes: &Routes, message: &Messag
             }
             // daprd hands the error back to the component, which offers the event again:
             // here, like a failed offer.
-            Err(why) => Err(Failure::Retry(why)),
+            (Err(why), _) => Err(Failure::Retry(why)),
         };
         match offered {
             Ok(()) => return true,
@@ -331,9 +349,7 @@ async fn offer(
             )
             .await
         {
-            Ok(TopicEventResponseStatus::Success) => Ok(()),
-            Ok(TopicEventResponseStatus::Drop) => Err(Failure::Drop("the app said DROP".into())),
-            Ok(TopicEventResponseStatus::Retry) => Err(Failure::Retry("the app said RETRY".into())),
+            Ok(status) => judged(status),
             // daprd takes Unimplemented as "not for me": dropped, and not dead-lettered.
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 tracing::warn!(topic = %message.topic, "the app does not take this event (Unimplemented); dropped");
@@ -390,5 +406,30 @@ async fn offer(
             "RETRY" => Err(Failure::Retry("the app said RETRY".into())),
             other => Err(Failure::Retry(format!("the app said {other:?}"))),
         },
+    }
+}
+
+/// An app's status for an event, as the outcome of its offer.
+fn judged(status: TopicEventResponseStatus) -> Result<(), Failure> {
+    match status {
+        TopicEventResponseStatus::Success => Ok(()),
+        TopicEventResponseStatus::Drop => Err(Failure::Drop("the app said DROP".into())),
+        TopicEventResponseStatus::Retry => Err(Failure::Retry("the app said RETRY".into())),
+    }
+}
+
+/// One offer of `message` (as `ce`) on a stream the app opened; a stream that closed or
+/// gave no answer in time is retried like an app that did not answer.
+async fn offer_on_stream(
+    conn: &super::stream::Conn,
+    sub: &Subscription,
+    path: &str,
+    ce: &Envelope,
+) -> Result<(), Failure> {
+    let event = crate::appcallback::topic_event_request(ce, &sub.pubsub, &sub.topic, path)
+        .map_err(|s| Failure::Drop(format!("the event cannot be sent: {}", s.message())))?;
+    match conn.offer(event, DELIVERY_TIMEOUT).await {
+        Ok(status) => judged(status),
+        Err(why) => Err(Failure::Retry(why)),
     }
 }

@@ -2,7 +2,7 @@
 //! Redis Streams), the CloudEvents envelope a publish is wrapped in (`cloudevent`), the
 //! subscriptions an app asks for or the resources declare (`subscriptions`), and the
 //! delivery of each message to the app's route with retries and a dead-letter topic
-//! (`deliver`).
+//! (`deliver`), or to a stream the app opened (`stream`).
 
 pub mod cloudevent;
 pub mod deliver;
@@ -10,6 +10,7 @@ pub mod memory;
 pub mod outbox;
 pub mod redis;
 pub mod routing;
+pub mod stream;
 pub mod subscriptions;
 
 use std::collections::HashMap;

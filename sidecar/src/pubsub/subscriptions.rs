@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub enum Origin {
     Declarative,
     Programmatic,
+    /// Opened by the app on a gRPC stream (`SubscribeTopicEventsAlpha1`), for as long as
+    /// the stream lasts.
+    Streaming,
 }
 
 /// One routing rule: a CEL condition on the event (none: always) and the app's path.

@@ -20,6 +20,7 @@ use crate::api::pubsub::{self as api_pubsub, BulkEntry, PublishRequest};
 use crate::api::state::{SaveItem, TxOp};
 use crate::errors::ApiError;
 use crate::invoke::{Call, grpc_code_for_http, read_body};
+use crate::pubsub::stream;
 use crate::pubsub::subscriptions::Origin;
 use crate::state::{Concurrency, DeleteRequest, is_json};
 
@@ -205,6 +206,27 @@ fn http_method(verb: i32) -> Method {
 #[tonic::async_trait]
 impl Dapr for GrpcApi {
     dapr_unimplemented!();
+
+    type SubscribeTopicEventsAlpha1Stream =
+        tonic::codegen::BoxStream<SubscribeTopicEventsResponseAlpha1>;
+
+    /// A streaming subscription: the first message names it, the answer opens with an
+    /// initial response, then carries the topic's events (`pubsub::stream`).
+    async fn subscribe_topic_events_alpha1(
+        &self,
+        request: Request<tonic::Streaming<SubscribeTopicEventsRequestAlpha1>>,
+    ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
+        let mut incoming = request.into_inner();
+        let sub = stream::opening(&self.rt, &mut incoming).await?;
+        let (out, events) = tokio::sync::mpsc::channel(16);
+        out.try_send(Ok(stream::initial_response()))
+            .expect("a new channel has room");
+        tokio::spawn(stream::serve(self.rt.clone(), sub, incoming, out));
+        let events = futures_util::stream::unfold(events, |mut rx| async move {
+            rx.recv().await.map(|e| (e, rx))
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
 
     async fn invoke_service(
         &self,
@@ -475,6 +497,7 @@ impl Dapr for GrpcApi {
                     r#type: match s.origin {
                         Origin::Declarative => PubsubSubscriptionType::Declarative,
                         Origin::Programmatic => PubsubSubscriptionType::Programmatic,
+                        Origin::Streaming => PubsubSubscriptionType::Streaming,
                     } as i32,
                 })
                 .collect(),

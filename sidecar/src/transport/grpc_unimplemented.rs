@@ -37,7 +37,6 @@ pub type NeverStream<T> = tonic::codegen::BoxStream<T>;
 
 macro_rules! dapr_unimplemented {
     () => {
-        type SubscribeTopicEventsAlpha1Stream = $crate::transport::grpc_unimplemented::NeverStream<SubscribeTopicEventsResponseAlpha1>;
         type SubscribeConfigurationAlpha1Stream = $crate::transport::grpc_unimplemented::NeverStream<SubscribeConfigurationResponse>;
         type SubscribeConfigurationStream = $crate::transport::grpc_unimplemented::NeverStream<SubscribeConfigurationResponse>;
         type EncryptAlpha1Stream = $crate::transport::grpc_unimplemented::NeverStream<EncryptResponse>;
@@ -45,7 +44,6 @@ macro_rules! dapr_unimplemented {
 
         unimplemented_methods! {
             query_state_alpha1(QueryStateRequest) -> QueryStateResponse;
-            subscribe_topic_events_alpha1(tonic::Streaming<SubscribeTopicEventsRequestAlpha1>) -> Self::SubscribeTopicEventsAlpha1Stream;
             invoke_binding(InvokeBindingRequest) -> InvokeBindingResponse;
             get_secret(GetSecretRequest) -> GetSecretResponse;
             get_bulk_secret(GetBulkSecretRequest) -> GetBulkSecretResponse;

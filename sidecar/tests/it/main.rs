@@ -21,4 +21,5 @@ mod pubsub;
 mod python_sdk;
 mod sqlite_busy;
 mod state;
+mod streaming;
 mod traces;

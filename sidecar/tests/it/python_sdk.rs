@@ -251,3 +251,134 @@ async fn python_sdk_apps_publish_and_subscribe() {
         "the dead letter is the same event"
     );
 }
+
+/// Streaming subscriptions with the Python SDK: a client-only app (no port) subscribes to
+/// `orders` (dead letters to `orders-dead`) and to `orders-dead` with
+/// `DaprClient.subscribe_with_handler`; events published over HTTP reach it on its streams,
+/// its RETRY comes again, its DROP reaches it once more from the dead-letter topic, and
+/// once it closes its streams the metadata API lists none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_sdk_app_subscribes_over_streams() {
+    let py = python_with("dapr.clients");
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory_with_outbox("unused");
+    let seen = TempDir::new("seen");
+    let seen_file = seen.path().join("events.jsonl");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sidecar"));
+    let sidecar = SidecarBuilder::new(bin, "pystream", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/stream_subscriber.py"
+    );
+    let port = |url: String| url.rsplit(':').next().unwrap().to_string();
+    let app = tokio::process::Command::new(&py)
+        .arg(script)
+        .env("DAPR_GRPC_PORT", port(sidecar.grpc_url()))
+        .env("DAPR_HTTP_PORT", port(sidecar.http_url()))
+        .env("SEEN_FILE", &seen_file)
+        .env("EXPECTED", "6")
+        .env_remove("DAPR_API_TOKEN")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let metadata = format!("{}/v1.0/metadata", sidecar.http_url());
+    let streams = || {
+        let r = http.get(&metadata).send();
+        async move {
+            let m: serde_json::Value = r.await.ok()?.json().await.ok()?;
+            Some(
+                m["subscriptions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| s["type"] == "STREAMING")
+                    .map(|s| (s["topic"].clone(), s["deadLetterTopic"].clone()))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let mut open = testkit::wait_until("both streams", Duration::from_secs(30), || async {
+        streams().await.filter(|s| s.len() == 2)
+    })
+    .await
+    .unwrap();
+    open.sort_by_key(|(t, _)| t.to_string());
+    assert_eq!(
+        open,
+        [
+            (json!("orders"), json!("orders-dead")),
+            (json!("orders-dead"), json!(""))
+        ]
+    );
+
+    for (body, content_type) in [
+        ("first", "text/plain"),
+        ("drop", "text/plain"),
+        ("retry", "text/plain"),
+        (r#"{"n":4}"#, "application/json"),
+    ] {
+        let r = http
+            .post(format!("{}/v1.0/publish/pubsub/orders", sidecar.http_url()))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(90), app.wait_with_output())
+        .await
+        .expect("the app ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&seen_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let on = |topic: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["topic"] == topic)
+            .map(|l| l["data"].clone())
+            .collect()
+    };
+    assert_eq!(
+        on("orders"),
+        [
+            json!("first"),
+            json!("drop"),
+            json!("retry"),
+            json!("retry"),
+            json!({"n": 4})
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(on("orders-dead"), [json!("drop")], "{lines:?}");
+    let id_of = |topic: &str| {
+        lines
+            .iter()
+            .find(|l| l["topic"] == topic && l["data"] == "drop")
+            .map(|l| l["id"].clone())
+    };
+    assert_eq!(id_of("orders"), id_of("orders-dead"), "the same event");
+    assert!(lines.iter().all(|l| l["pubsub"] == "pubsub"), "{lines:?}");
+    testkit::wait_until("no stream left", Duration::from_secs(10), || async {
+        streams().await.filter(Vec::is_empty)
+    })
+    .await
+    .unwrap();
+}
