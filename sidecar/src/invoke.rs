@@ -144,6 +144,9 @@ pub struct Invoker {
     /// data goes unacknowledged is dropped, so a host cut off is noticed.
     peer_client: PeerClient,
     app_id: String,
+    /// `dapr-caller-namespace` of the calls it makes: `NAMESPACE`, "default" when unset
+    /// (daprd's `security.CurrentNamespace`).
+    namespace: HeaderValue,
     /// How this sidecar reaches its app; none without `--app-port`.
     app: Option<AppChannel>,
     app_token: Option<HeaderValue>,
@@ -312,6 +315,10 @@ impl Invoker {
             app_client: pooled(to_app),
             peer_client,
             app_id,
+            namespace: std::env::var("NAMESPACE")
+                .ok()
+                .and_then(|n| HeaderValue::from_str(&n).ok())
+                .unwrap_or(HeaderValue::from_static("default")),
             app,
             app_token: app_token.and_then(|t| HeaderValue::from_str(&t).ok()),
             registry,
@@ -406,6 +413,7 @@ impl Invoker {
         if let Ok(v) = HeaderValue::from_str(target) {
             call.headers.insert(CALLEE, v);
         }
+        call.headers.insert(CALLER_NS, self.namespace.clone());
         // An app calling itself: straight to it, stamped as its own caller (as daprd's
         // invokeLocal does), never through a peer.
         if target == self.app_id {

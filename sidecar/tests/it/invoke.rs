@@ -101,6 +101,8 @@ async fn invoke_passes_verb_path_query_headers_and_body() {
         assert_eq!(h["content-type"], "application/json");
         assert_eq!(h["dapr-caller-app-id"], "frontend");
         assert_eq!(h["dapr-callee-app-id"], "backend");
+        // daprd's namespace without NAMESPACE set.
+        assert_eq!(h["dapr-caller-namespace"], "default");
     }
 }
 
@@ -323,6 +325,7 @@ async fn invoking_the_own_app_id_reaches_the_app_as_its_own_caller() {
         .http
         .get(own)
         .header("dapr-caller-app-id", "spoofed")
+        .header("dapr-caller-namespace", "spoofed")
         .send()
         .await
         .unwrap();
@@ -332,9 +335,10 @@ async fn invoking_the_own_app_id_reaches_the_app_as_its_own_caller() {
     assert_eq!(
         (
             &e["headers"]["dapr-caller-app-id"],
-            &e["headers"]["dapr-callee-app-id"]
+            &e["headers"]["dapr-callee-app-id"],
+            &e["headers"]["dapr-caller-namespace"]
         ),
-        (&json!("backend"), &json!("backend")),
+        (&json!("backend"), &json!("backend"), &json!("default")),
         "{e}"
     );
 }

@@ -126,6 +126,30 @@ async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
     assert_eq!(r.status(), 501);
     let status: serde_json::Value = r.json().await.unwrap();
     assert_eq!(status["code"], 12, "{status}");
+
+    // The other way round: the SDK's client invoking over gRPC (`InvokeService`), which it
+    // does with DAPR_API_METHOD_INVOCATION_PROTOCOL=grpc, reaches the gRPC app too.
+    let port = |url: String| url.rsplit(':').next().unwrap().to_string();
+    let client = "from dapr.clients import DaprClient\nwith DaprClient() as d:\n    r = d.invoke_method('pygrpc', 'echo', data='{\"n\": 2}', content_type='application/json')\n    print(r.text())\n";
+    let out = tokio::process::Command::new(&py)
+        .args(["-c", client])
+        .env("DAPR_GRPC_PORT", port(caller.grpc_url()))
+        .env("DAPR_HTTP_PORT", port(caller.http_url()))
+        .env("DAPR_API_METHOD_INVOCATION_PROTOCOL", "grpc")
+        .env_remove("DAPR_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"body": "{\"n\": 2}", "content_type": "application/json", "caller": "caller"})
+    );
 }
 
 /// Pub/sub with the Python SDK on both ends: `DaprClient.publish_event` (gRPC) publishes
