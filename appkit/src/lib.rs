@@ -16,6 +16,7 @@ pub mod logging;
 pub mod openapi;
 pub mod process;
 pub mod request;
+pub mod server;
 pub mod service;
 pub mod settings;
 pub mod sidecar_http;

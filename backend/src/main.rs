@@ -9,7 +9,6 @@ use appkit::dapr::SidecarClient;
 use appkit::process::{runtime, shutdown_signal};
 use appkit::service::ServiceArgs;
 use appkit::settings::{ApiProtocol, DaprSettings, app_port};
-use axum::serve::ListenerExt as _;
 use backend::booking::{Booker, Consistency, Policy, Work};
 use backend::catalogue::Catalogue;
 use backend::routes::{AppState, app};
@@ -133,12 +132,7 @@ fn main() -> anyhow::Result<()> {
             events = args.booking_events,
             "backend listening"
         );
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app(app_state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        appkit::server::serve_http1(listener, app(app_state), shutdown_signal()).await;
         Ok(())
     })
 }

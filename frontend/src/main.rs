@@ -4,7 +4,6 @@ use anyhow::Context as _;
 use appkit::process::{runtime, shutdown_signal};
 use appkit::service::ServiceArgs;
 use appkit::settings::{DaprSettings, app_port};
-use axum::serve::ListenerExt as _;
 use clap::Parser;
 use frontend::invoke::Backend;
 use frontend::routes::app;
@@ -39,10 +38,7 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}:{port}", args.service.host))?;
         tracing::info!(port, dapr_http_port = settings.http_port, dapr_http_socket = ?settings.http_socket, backend = %settings.backend_app_id, "frontend listening");
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app(backend)).with_graceful_shutdown(shutdown_signal()).await?;
+        appkit::server::serve_http1(listener, app(backend), shutdown_signal()).await;
         Ok(())
     })
 }

@@ -379,7 +379,12 @@ impl Sidecar {
         }
         let internal_router = traced(transport::internal::router(api.clone()));
         tasks.push(match &mtls {
-            None => serve_http(ApiListener::Tcp(internal), internal_router, rx.clone()),
+            // Only sidecars call it, on HTTP/1.1.
+            None => tokio::spawn(appkit::server::serve_http1(
+                internal,
+                normalized(internal_router),
+                stopped(rx.clone()),
+            )),
             Some(m) => serve_mtls(
                 TlsListener::new(internal, m.server.clone(), m.identity.clone())?,
                 internal_router,

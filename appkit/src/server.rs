@@ -1,0 +1,69 @@
+//! Serving a router on HTTP/1.1 alone, for listeners only sidecars and HTTP/1.1 clients
+//! call (the apps' ports, the sidecars' internal port). `axum::serve` speaks both HTTP/1.1
+//! and HTTP/2 and first reads each connection's opening bytes to tell them apart, then
+//! wraps every read and write to hand those bytes back: work each request pays for on a
+//! line where HTTP/2 never comes. Shutdown is graceful as with `axum::serve`: no new
+//! connections, each open one finishes the request it is serving and closes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Serves `service` (a router, perhaps behind a layer) on `listener` until `shutdown`
+/// resolves, then lets the open connections finish what they are serving.
+pub async fn serve_http1<S>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let (stop, stopping) = watch::channel(());
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: give the process a moment.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        // As axum::serve hands requests on: the body as axum's.
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            service.clone(),
+            |r: hyper::Request<Incoming>| r.map(Body::new),
+        ));
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop.send(());
+    while connections.join_next().await.is_some() {}
+}
