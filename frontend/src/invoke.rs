@@ -5,6 +5,7 @@
 //! deadline: the backend is told the time left (`x-request-timeout-ms`), and a backend
 //! that has not answered by then is a 504. Failures of the Dapr path itself become 502/503.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appkit::error::AppError;
@@ -21,8 +22,12 @@ use http_body_util::Full;
 
 const PASSED: [&str; 2] = ["traceparent", "tracestate"];
 
+/// Shared by every request: axum hands each handler its own clone of the state, so a
+/// clone is one reference count, not a copy of the client and its strings.
 #[derive(Clone)]
-pub struct Backend {
+pub struct Backend(Arc<Line>);
+
+struct Line {
     line: SidecarHttp,
     /// `/v1.0/invoke/{backend}/method`.
     base: String,
@@ -43,7 +48,7 @@ impl Backend {
                 settings.backend_app_id
             )
         })?;
-        Ok(Backend {
+        Ok(Backend(Arc::new(Line {
             line,
             base,
             token: settings
@@ -52,7 +57,7 @@ impl Backend {
                 .map(HeaderValue::from_str)
                 .transpose()?,
             budget,
-        })
+        })))
     }
 
     /// Invokes `path` (with its query) on the backend.
@@ -63,16 +68,17 @@ impl Backend {
         incoming: &HeaderMap,
         json: Option<Vec<u8>>,
     ) -> Result<Response, AppError> {
-        let deadline = deadline(incoming, self.budget);
+        let this = &*self.0;
+        let deadline = deadline(incoming, this.budget);
         // A key names a change; a read has none to name, so a read ignores it.
         let key = if method == Method::GET {
             None
         } else {
             idempotency_key(incoming)?
         };
-        let uri = self
+        let uri = this
             .line
-            .uri(&format!("{}{path}", self.base))
+            .uri(&format!("{}{path}", this.base))
             .map_err(|e| AppError::bad_request("invalid_path", format!("{path}: {e}")))?;
         let mut req = Request::builder()
             .method(method)
@@ -86,7 +92,7 @@ impl Backend {
         if let Some(key) = &key {
             req = req.header(IDEMPOTENCY_KEY, key);
         }
-        if let Some(t) = &self.token {
+        if let Some(t) = &this.token {
             req = req.header(appkit::token::HEADER, t);
         }
         let body = match json {
@@ -106,14 +112,14 @@ impl Backend {
             )
         })?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let answer = self.line.exchange(req, Some(left)).await;
+        let answer = this.line.exchange(req, Some(left)).await;
         let (parts, body) = answer.map_err(|failure| match failure {
             Failure::Late if key.is_some() => deadline_exceeded(
                 "the backend did not answer in time; a change may or may not have been made: \
                  retry with the same Idempotency-Key to know",
             ),
             Failure::Late => deadline_exceeded("the backend did not answer in time"),
-            Failure::Sending(e) if e.is_connect() => AppError::unavailable(
+            Failure::Connecting(e) => AppError::unavailable(
                 "sidecar_unavailable",
                 format!("the Dapr sidecar is not reachable: {e}"),
             ),

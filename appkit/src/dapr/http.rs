@@ -307,6 +307,7 @@ impl Http {
             Failure::Late => {
                 DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}"))
             }
+            Failure::Connecting(e) => DaprError::Unavailable(format!("{what}: {e}")),
             Failure::Sending(e) => DaprError::Unavailable(format!("{what}: {e}")),
             Failure::Reading(e) => DaprError::Unavailable(format!("{what}: {e}")),
         })?;
