@@ -317,3 +317,97 @@ pub enum Failure {
     /// The answer broke off.
     Reading(hyper::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server on a free loopback port answering `ok` to each request; with `once`, it
+    /// closes each connection after its first answer (without saying so). Counts the
+    /// connections it accepted.
+    async fn server(once: bool) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(answer).await.is_err() || once {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn line(port: u16) -> SidecarHttp {
+        SidecarHttp::new(&DaprSettings {
+            http_port: port,
+            http_socket: None,
+            grpc_endpoint: String::new(),
+            grpc_socket: None,
+            api_token: None,
+            app_token: None,
+            statestore: String::new(),
+            lockstore: String::new(),
+            backend_app_id: String::new(),
+            api_protocol: Default::default(),
+        })
+    }
+
+    async fn get(line: &SidecarHttp) -> Bytes {
+        let req = Request::get(line.uri("/v1.0/healthz").unwrap())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (parts, body) = line
+            .exchange(req, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(parts.status, 200);
+        body
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_serves_the_next_request() {
+        let (port, accepted) = server(false).await;
+        let line = line(port);
+        for _ in 0..3 {
+            assert_eq!(get(&line).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_sidecar_closed_is_replaced() {
+        let (port, accepted) = server(true).await;
+        let line = line(port);
+        for _ in 0..3 {
+            assert_eq!(get(&line).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+}
