@@ -3,7 +3,9 @@
 //! and HTTP/2 and first reads each connection's opening bytes to tell them apart, then
 //! wraps every read and write to hand those bytes back: work each request pays for on a
 //! line where HTTP/2 never comes. Shutdown is graceful as with `axum::serve`: no new
-//! connections, each open one finishes the request it is serving and closes.
+//! connections, each open one finishes the request it is serving and closes (however long
+//! that takes; the requests carry their own deadlines). Like `axum::serve`, no timeout on
+//! reading a request's head: the callers are sidecars and load generators on loopback.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,8 +39,10 @@ where
                 Err(e) => {
                     // Out of file descriptors, most likely: give the process a moment.
                     tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,

@@ -162,18 +162,15 @@ impl GrpcApp {
             .collect())
     }
 
-    /// Hands one message (its CloudEvent `ce`) to the app's `OnTopicEvent` for `path`,
+    /// Hands one event (built by [`topic_event_request`]) to the app's `OnTopicEvent`,
     /// with `metadata` as the call's metadata; the app's status, or its error.
     pub async fn topic_event(
         &self,
-        ce: &Map<String, Value>,
-        pubsub: &str,
-        topic: &str,
-        path: &str,
+        event: TopicEventRequest,
         metadata: &http::HeaderMap,
         limit: Duration,
     ) -> Result<TopicEventResponseStatus, tonic::Status> {
-        let mut request = tonic::Request::new(topic_event_request(ce, pubsub, topic, path)?);
+        let mut request = tonic::Request::new(event);
         add_metadata(&mut request, metadata);
         request.set_timeout(limit);
         let mut client = self.client.clone();

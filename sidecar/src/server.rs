@@ -205,7 +205,7 @@ pub fn load_configuration(config: &Config) -> anyhow::Result<Configuration> {
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 

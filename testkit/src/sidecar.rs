@@ -101,6 +101,8 @@ impl SidecarBuilder {
             .args(&self.args)
             .env_remove("DAPR_API_TOKEN")
             .env_remove("APP_API_TOKEN")
+            // The namespace the tests expect is Dapr's default, whatever the shell sets.
+            .env_remove("NAMESPACE")
             .stdin(Stdio::null());
         for (k, v) in &self.env {
             cmd.env(k, v);

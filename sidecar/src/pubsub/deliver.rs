@@ -338,17 +338,8 @@ async fn offer(
         if let Some(token) = api.invoker.app_token() {
             headers.insert(crate::invoke::API_TOKEN, token.clone());
         }
-        return match app
-            .topic_event(
-                ce,
-                &sub.pubsub,
-                &sub.topic,
-                path,
-                &headers,
-                DELIVERY_TIMEOUT,
-            )
-            .await
-        {
+        let event = grpc_event(sub, path, ce)?;
+        return match app.topic_event(event, &headers, DELIVERY_TIMEOUT).await {
             Ok(status) => judged(status),
             // daprd takes Unimplemented as "not for me": dropped, and not dead-lettered.
             Err(s) if s.code() == tonic::Code::Unimplemented => {
@@ -418,18 +409,29 @@ fn judged(status: TopicEventResponseStatus) -> Result<(), Failure> {
     }
 }
 
-/// One offer of `message` (as `ce`) on a stream the app opened; a stream that closed or
-/// gave no answer in time is retried like an app that did not answer.
+/// One offer of `message` (as `ce`) on a stream the app opened, waiting for its answer as
+/// long as the stream lasts (daprd's streamer); an event that cannot be put in gRPC's shape
+/// is given up, as for a gRPC app.
 async fn offer_on_stream(
     conn: &super::stream::Conn,
     sub: &Subscription,
     path: &str,
     ce: &Envelope,
 ) -> Result<(), Failure> {
-    let event = crate::appcallback::topic_event_request(ce, &sub.pubsub, &sub.topic, path)
-        .map_err(|s| Failure::Drop(format!("the event cannot be sent: {}", s.message())))?;
-    match conn.offer(event, DELIVERY_TIMEOUT).await {
+    let event = grpc_event(sub, path, ce)?;
+    match conn.offer(event).await {
         Ok(status) => judged(status),
         Err(why) => Err(Failure::Retry(why)),
     }
+}
+
+/// The event as gRPC carries it; one that cannot be put in that shape (its `data_base64`
+/// is not base64) can never be delivered, so it is given up.
+fn grpc_event(
+    sub: &Subscription,
+    path: &str,
+    ce: &Envelope,
+) -> Result<dapr::dapr::proto::runtime::v1::TopicEventRequest, Failure> {
+    crate::appcallback::topic_event_request(ce, &sub.pubsub, &sub.topic, path)
+        .map_err(|s| Failure::Drop(format!("the event cannot be sent: {}", s.message())))
 }

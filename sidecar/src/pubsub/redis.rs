@@ -55,7 +55,14 @@ pub struct RedisStreams {
     server: Server,
     redis: Redis,
     settings: Arc<Settings>,
+    /// Per topic, the entries this sidecar's subscriptions of it hold: several of them
+    /// (streams opened on one topic) read through the same group and consumer name, so
+    /// none may claim what another still works on.
+    held: Mutex<HashMap<String, Held>>,
 }
+
+/// Entries handed on and not yet done, by stream entry id.
+type Held = Arc<Mutex<HashSet<String>>>;
 
 /// A duration as Dapr's Redis components read one: a plain number is milliseconds, else a
 /// Go duration (`15s`).
@@ -123,6 +130,7 @@ impl RedisStreams {
             server,
             redis,
             settings: Arc::new(settings),
+            held: Mutex::default(),
         })
     }
 
@@ -160,7 +168,13 @@ impl RedisStreams {
             topic: topic.to_string(),
             settings: self.settings.clone(),
             redis: self.redis.clone(),
-            held: Mutex::default(),
+            held: self
+                .held
+                .lock()
+                .expect("held entries by topic")
+                .entry(topic.to_string())
+                .or_default()
+                .clone(),
         });
         let reader = stream.clone();
         let server = self.server.clone();
@@ -201,7 +215,7 @@ pub struct Stream {
     redis: Redis,
     /// Entries handed on and not yet done: claiming them again would deliver them twice
     /// while this sidecar still works on them (they wait their turn, or the app is slow).
-    held: Mutex<HashSet<String>>,
+    held: Held,
 }
 
 impl Stream {

@@ -3,12 +3,12 @@
 //! topic's messages on the stream, answering each by its event id. Delivery is the one an
 //! app's route gets (`deliver`: one message at a time, retries, dead letters); the
 //! subscription lives as long as its stream and the metadata API lists it as `STREAMING`,
-//! as daprd does. A message under way when the stream ends is not done: a durable
-//! component offers it again.
+//! as daprd does. As in daprd, an offer waits for its answer as long as the stream lasts,
+//! and the subscription holds before the initial response is sent. A message under way
+//! when the stream ends is not done: a durable component offers it again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dapr::dapr::proto::runtime::v1::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType;
 use dapr::dapr::proto::runtime::v1::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType;
@@ -17,9 +17,10 @@ use dapr::dapr::proto::runtime::v1::{
     SubscribeTopicEventsRequestAlpha1, SubscribeTopicEventsResponseAlpha1,
     SubscribeTopicEventsResponseInitialAlpha1, TopicEventRequest,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
+use super::Delivery;
 use super::deliver::{self, Taker};
 use super::routing::Routes;
 use super::subscriptions::{Origin, Rule, Subscription};
@@ -48,7 +49,7 @@ impl Streams {
 }
 
 /// A stream's place in [`Streams`], given up when the stream ends.
-struct Listed {
+pub struct Listed {
     api: Arc<Api>,
     id: u64,
 }
@@ -73,10 +74,11 @@ pub async fn opening(
     api: &Api,
     incoming: &mut Streaming<SubscribeTopicEventsRequestAlpha1>,
 ) -> Result<Subscription, Status> {
-    let mut stop = api.shutdown.subscribe();
     let first = tokio::select! {
         m = incoming.message() => m?,
-        _ = stop.changed() => return Err(Status::unknown("api server closed")),
+        () = crate::server::stopped(api.shutdown.subscribe()) => {
+            return Err(Status::unknown("api server closed"));
+        }
     };
     let Some(SubscribeTopicEventsRequestType::InitialRequest(initial)) =
         first.and_then(|m| m.subscribe_topic_events_request_type)
@@ -111,6 +113,17 @@ pub async fn opening(
     Ok(sub)
 }
 
+/// The subscription held: the topic's messages from now on, and the stream listed. Done
+/// before the initial response, so nothing published after it is missed.
+pub fn hold(
+    api: &Arc<Api>,
+    sub: &Subscription,
+) -> Result<(mpsc::Receiver<Delivery>, Listed), Status> {
+    let pubsub = api.pubsub_for(&sub.pubsub, &Default::default())?;
+    let rx = pubsub.subscribe(&sub.topic);
+    Ok((rx, Listed::new(api.clone(), sub.clone())))
+}
+
 /// The first message the app gets: the subscription holds.
 pub fn initial_response() -> SubscribeTopicEventsResponseAlpha1 {
     SubscribeTopicEventsResponseAlpha1 {
@@ -122,23 +135,25 @@ pub fn initial_response() -> SubscribeTopicEventsResponseAlpha1 {
     }
 }
 
-/// One open stream as a taker of messages: events go out on `out`, the app's answers come
-/// in on `answers` (event id, status).
+/// The one event a stream waits for an answer to, and where its answer goes.
+type Pending = Mutex<Option<(String, oneshot::Sender<i32>)>>;
+
+/// One open stream as a taker of messages: events go out on `out`, and the app's answer to
+/// the event under way comes back through `pending`.
 pub struct Conn {
     out: mpsc::Sender<Outgoing>,
-    answers: tokio::sync::Mutex<mpsc::Receiver<(String, i32)>>,
+    pending: Arc<Pending>,
 }
 
 impl Conn {
-    /// Sends `event` and waits at most `limit` for the app's answer to it; why there is
-    /// none (the stream closed, no answer in time).
+    /// Sends `event` and waits for the app's answer to it, as long as the stream lasts;
+    /// why there is none (the stream closed).
     pub async fn offer(
         &self,
         event: TopicEventRequest,
-        limit: Duration,
     ) -> Result<TopicEventResponseStatus, String> {
-        let id = event.id.clone();
-        let mut answers = self.answers.lock().await;
+        let (tx, rx) = oneshot::channel();
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some((event.id.clone(), tx));
         self.out
             .send(Ok(SubscribeTopicEventsResponseAlpha1 {
                 subscribe_topic_events_response_type: Some(
@@ -147,78 +162,71 @@ impl Conn {
             }))
             .await
             .map_err(|_| "the stream is closed".to_string())?;
-        let answer = async {
-            while let Some((answered, status)) = answers.recv().await {
-                if answered == id {
-                    return Ok(crate::appcallback::event_status(status));
+        rx.await
+            .map(crate::appcallback::event_status)
+            .map_err(|_| "the stream is closed".to_string())
+    }
+}
+
+/// Reads the app's side of the stream: each answer to the event under way is handed on,
+/// an answer to no such event is dropped (as daprd does); returns why it stopped.
+async fn listen(
+    mut incoming: Streaming<SubscribeTopicEventsRequestAlpha1>,
+    pending: Arc<Pending>,
+    out: mpsc::Sender<Outgoing>,
+) -> &'static str {
+    loop {
+        match incoming.message().await {
+            Ok(Some(m)) => match m.subscribe_topic_events_request_type {
+                Some(SubscribeTopicEventsRequestType::EventProcessed(p)) => {
+                    let mut slot = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    match slot.take() {
+                        Some((id, tx)) if id == p.id => {
+                            let _ = tx.send(p.status.map_or(0, |s| s.status));
+                        }
+                        other => {
+                            *slot = other;
+                            tracing::debug!(event = %p.id, "an answer for an event not awaited; dropped");
+                        }
+                    }
                 }
-                // An answer that came after its offer timed out, or for no event.
-                tracing::debug!(event = %answered, "an answer for an event not awaited; ignored");
-            }
-            Err("the stream is closed".to_string())
-        };
-        tokio::time::timeout(limit, answer)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer on the stream within {limit:?}")))
+                // daprd: anything but an answer after the first message ends the stream.
+                _ => {
+                    let _ =
+                        out.try_send(Err(Status::unknown("duplicate initial request received")));
+                    return "the app sent a second initial request";
+                }
+            },
+            Ok(None) => return "the app closed the stream",
+            Err(_) => return "the stream broke",
+        }
     }
 }
 
 /// Serves one stream until the app ends it, breaks the rules, or the sidecar stops: hands
-/// it `sub`'s messages and reads its answers.
+/// it `sub`'s messages from `rx` and reads its answers.
 pub async fn serve(
     api: Arc<Api>,
     sub: Subscription,
-    mut incoming: Streaming<SubscribeTopicEventsRequestAlpha1>,
+    (mut rx, listed): (mpsc::Receiver<Delivery>, Listed),
+    incoming: Streaming<SubscribeTopicEventsRequestAlpha1>,
     out: mpsc::Sender<Outgoing>,
 ) {
-    let Some(pubsub) = api.components.pubsub.get(&sub.pubsub) else {
-        return;
-    };
+    let _listed = listed;
     let routes = Routes::compile(&sub.rules).expect("a rule without a condition compiles");
-    let mut rx = pubsub.subscribe(&sub.topic);
     tracing::info!(pubsub = %sub.pubsub, topic = %sub.topic, "streaming subscription opened");
-    let _listed = Listed::new(api.clone(), sub.clone());
-    let (answers_tx, answers_rx) = mpsc::channel(64);
-    // Ends (drops its sender) when the app's side of the stream does.
-    let (gone_tx, gone) = watch::channel(());
-    let listener = {
-        let out = out.clone();
-        async move {
-            let _gone = gone_tx;
-            loop {
-                match incoming.message().await {
-                    Ok(Some(m)) => match m.subscribe_topic_events_request_type {
-                        Some(SubscribeTopicEventsRequestType::EventProcessed(p)) => {
-                            let status = p.status.map_or(0, |s| s.status);
-                            if answers_tx.send((p.id, status)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(SubscribeTopicEventsRequestType::InitialRequest(_)) => {
-                            let _ = out
-                                .send(Err(Status::unknown("duplicate initial request received")))
-                                .await;
-                            return;
-                        }
-                        None => {}
-                    },
-                    // The app closed its side, or the connection broke.
-                    Ok(None) | Err(_) => return,
-                }
-            }
-        }
-    };
-    let listening = tokio::spawn(listener);
+    let pending: Arc<Pending> = Arc::default();
+    let mut listening = tokio::spawn(listen(incoming, pending.clone(), out.clone()));
+    let reader = listening.abort_handle();
     let conn = Conn {
         out: out.clone(),
-        answers: tokio::sync::Mutex::new(answers_rx),
+        pending,
     };
-    let mut stop = api.shutdown.subscribe();
+    let stop = api.shutdown.subscribe();
     let ended = async {
-        let mut gone = gone.clone();
         tokio::select! {
-            _ = gone.changed() => "the app closed the stream",
-            _ = stop.changed() => "the sidecar stops",
+            why = &mut listening => why.unwrap_or("the stream's reader failed"),
+            () = crate::server::stopped(stop) => "the sidecar stops",
             () = out.closed() => "the stream is gone",
         }
     };
@@ -244,7 +252,7 @@ pub async fn serve(
             delivery.release();
         }
     };
-    listening.abort();
+    reader.abort();
     if why == "the sidecar stops" {
         // As daprd ends it: the SDKs take this as the cue to open the stream again.
         let _ = out.try_send(Err(Status::unknown("api server closed")));

@@ -218,10 +218,11 @@ impl Dapr for GrpcApi {
     ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
         let mut incoming = request.into_inner();
         let sub = stream::opening(&self.rt, &mut incoming).await?;
+        let held = stream::hold(&self.rt, &sub)?;
         let (out, events) = tokio::sync::mpsc::channel(16);
         out.try_send(Ok(stream::initial_response()))
             .expect("a new channel has room");
-        tokio::spawn(stream::serve(self.rt.clone(), sub, incoming, out));
+        tokio::spawn(stream::serve(self.rt.clone(), sub, held, incoming, out));
         let events = futures_util::stream::unfold(events, |mut rx| async move {
             rx.recv().await.map(|e| (e, rx))
         });
