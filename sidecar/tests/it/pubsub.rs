@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::redis_pubsub;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::IntoResponse;
@@ -363,10 +364,7 @@ fn received(seen: &Seen) -> Vec<(String, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_streams_carry_messages_between_sidecars_and_survive_a_crash() {
     let redis = RedisServer::start().await.unwrap();
-    let pubsub = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{}\n  - name: processingTimeout\n    value: \"1500\"\n  - name: redeliverInterval\n    value: 300ms\n",
-        redis.port
-    );
+    let pubsub = redis_pubsub("pubsub", redis.port);
     let components = ComponentsDir::raw(&[("pubsub.yaml", &pubsub)]);
     let registry = TempDir::new("registry");
     let publisher = SidecarBuilder::new(BIN, "checkout", registry.path())
@@ -552,12 +550,6 @@ async fn the_outbox_publishes_exactly_what_commits() {
 
 /// `pubsub.redis` named `name` on the Redis at `port`; what a crashed sidecar held is read
 /// again after 1.5 s.
-fn redis_pubsub(name: &str, port: u16) -> String {
-    format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{port}\n  - name: processingTimeout\n    value: \"1500\"\n  - name: redeliverInterval\n    value: 300ms\n"
-    )
-}
-
 /// `state.sqlite` in `db` (waiting up to a minute for a busy database) whose transactions
 /// publish to topic `orders` of `pubsub` through its outbox, with `extra` metadata.
 fn sqlite_outbox(db: &std::path::Path, extra: &[(&str, &str)]) -> String {

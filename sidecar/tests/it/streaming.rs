@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::common::redis_pubsub;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use dapr::dapr::proto::runtime::v1::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as Req;
 use dapr::dapr::proto::runtime::v1::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as Resp;
@@ -127,10 +128,7 @@ async fn listed(sidecar: &SidecarProcess) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_takes_a_topic_and_what_it_left_unanswered_comes_again() {
     let redis = RedisServer::start().await.unwrap();
-    let pubsub = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:{}\n  - name: processingTimeout\n    value: \"1500\"\n  - name: redeliverInterval\n    value: 300ms\n",
-        redis.port
-    );
+    let pubsub = redis_pubsub("pubsub", redis.port);
     let components = ComponentsDir::raw(&[("pubsub.yaml", &pubsub)]);
     let registry = TempDir::new("registry");
     // An app that serves nothing: it only opens streams.
