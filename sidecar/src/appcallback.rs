@@ -334,6 +334,10 @@ fn app_error(status: &tonic::Status) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    out.headers_mut().insert(
+        crate::invoke::APP_GRPC_STATUS,
+        HeaderValue::from(status.code() as i32),
+    );
     out
 }
 

@@ -47,6 +47,10 @@ pub(crate) const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-i
 pub(crate) const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
 pub(crate) const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
 pub(crate) const API_TOKEN: HeaderName = HeaderName::from_static(appkit::token::HEADER);
+/// On an answer from a gRPC app's error, between sidecars: its gRPC code, so a gRPC caller
+/// gets the app's status as it was (code and message), as from daprd; never to an HTTP
+/// caller.
+pub(crate) const APP_GRPC_STATUS: HeaderName = HeaderName::from_static("dapr-internal-grpc-status");
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
 /// The registry's secret, from the calling sidecar to the called one (never to an app).
 pub const PEER_SECRET: HeaderName = HeaderName::from_static("dapr-internal-secret");

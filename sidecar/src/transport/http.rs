@@ -785,7 +785,10 @@ async fn unlock(State(rt): Rt, Path(store): Path<String>, Payload(body): Payload
 
 async fn forward(rt: &Api, target: &str, path: String, req: Request<Body>) -> Answer {
     let call = Call::read(&rt.invoker, path, req).await?;
-    rt.invoker.invoke(target, call).await
+    let mut answer = rt.invoker.invoke(target, call).await?;
+    // For a gRPC caller only; an HTTP caller gets the status as JSON.
+    answer.headers_mut().remove(crate::invoke::APP_GRPC_STATUS);
+    Ok(answer)
 }
 
 /// The method goes on as it was sent, still percent-encoded, as in the header form: decoded,

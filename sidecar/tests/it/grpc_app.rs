@@ -252,6 +252,10 @@ async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    assert!(
+        r.headers().get("dapr-internal-grpc-status").is_none(),
+        "the sidecars' own header stays between them"
+    );
     let status: Value = r.json().await.unwrap();
     assert_eq!(status["code"], 5, "{status}");
     assert_eq!(status["message"], "no such method", "{status}");
@@ -282,6 +286,24 @@ async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
     assert_eq!(seen["body"], "hi");
     assert_eq!(seen["content_type"], "text/plain");
     assert_eq!(seen["caller"], "caller");
+
+    // A gRPC caller gets the app's error status itself, code and message.
+    let err = client
+        .invoke_service(rt::InvokeServiceRequest {
+            id: "grpcapp".into(),
+            message: Some(InvokeRequest {
+                method: "missing".into(),
+                data: None,
+                content_type: String::new(),
+                http_extension: None,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::NotFound, "no such method")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
