@@ -202,22 +202,27 @@ impl SidecarProcess {
         }
     }
 
+    /// The metadata document (`GET /v1.0/metadata`).
+    pub async fn metadata(&self) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}/v1.0/metadata", self.http_url());
+        Ok(self.http_client().get(url).send().await?.json().await?)
+    }
+
+    /// The subscriptions the metadata lists, none when it lists no such field.
+    pub async fn subscriptions(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let m = self.metadata().await?;
+        Ok(m["subscriptions"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Waits until the sidecar lists a subscription in its metadata: its app has told it
     /// what it subscribes to, and deliveries can begin.
     pub async fn subscribed(&self, timeout: Duration) -> anyhow::Result<()> {
-        let (http, url) = (
-            self.http_client(),
-            format!("{}/v1.0/metadata", self.http_url()),
-        );
-        wait_until("the app's subscriptions", timeout, || {
-            let r = http.get(&url).send();
-            async move {
-                let m: serde_json::Value = r.await.ok()?.json().await.ok()?;
-                m["subscriptions"]
-                    .as_array()
-                    .filter(|s| !s.is_empty())
-                    .map(|_| ())
-            }
+        wait_until("the app's subscriptions", timeout, || async {
+            self.subscriptions()
+                .await
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(|_| ())
         })
         .await
     }

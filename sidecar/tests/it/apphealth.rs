@@ -75,14 +75,7 @@ async fn an_unhealthy_app_gets_no_events_and_no_calls_until_it_is_healthy_again(
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", sidecar.http_url());
 
-    let metadata: Value = http
-        .get(url("/v1.0/metadata"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = sidecar.metadata().await.unwrap();
     assert_eq!(
         metadata["appConnectionProperties"]["health"],
         json!({"healthCheckPath": "/healthz", "healthProbeInterval": "1s",

@@ -69,10 +69,9 @@ async fn an_app_written_with_the_dapr_crate_runs_on_the_sidecar() {
     );
 
     // The client half, on the app's sidecar as `sidecar run` tells its app where it is.
-    let port = sidecar.grpc_url().rsplit(':').next().unwrap().to_string();
     let out = tokio::process::Command::new(&app)
         .arg("check")
-        .env("DAPR_GRPC_PORT", &port)
+        .env("DAPR_GRPC_PORT", sidecar.grpc_port.to_string())
         .env("APP", "rsapp")
         .env_remove("DAPR_GRPC_ENDPOINT")
         .env_remove("DAPR_API_TOKEN")

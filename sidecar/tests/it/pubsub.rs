@@ -962,14 +962,7 @@ async fn routing_rules_choose_the_path_by_the_event() {
         .unwrap();
     sidecar.subscribed(Duration::from_secs(10)).await.unwrap();
     let http = reqwest::Client::new();
-    let metadata: Value = http
-        .get(format!("{}/v1.0/metadata", sidecar.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = sidecar.metadata().await.unwrap();
     let topics: Vec<&str> = metadata["subscriptions"]
         .as_array()
         .unwrap()

@@ -129,12 +129,11 @@ async fn a_grpc_app_made_with_the_python_sdk_is_invoked_through_the_sidecar() {
 
     // The other way round: the SDK's client invoking over gRPC (`InvokeService`), which it
     // does with DAPR_API_METHOD_INVOCATION_PROTOCOL=grpc, reaches the gRPC app too.
-    let port = |url: String| url.rsplit(':').next().unwrap().to_string();
     let client = "from dapr.clients import DaprClient\nwith DaprClient() as d:\n    r = d.invoke_method('pygrpc', 'echo', data='{\"n\": 2}', content_type='application/json')\n    print(r.text())\n";
     let out = tokio::process::Command::new(&py)
         .args(["-c", client])
-        .env("DAPR_GRPC_PORT", port(caller.grpc_url()))
-        .env("DAPR_HTTP_PORT", port(caller.http_url()))
+        .env("DAPR_GRPC_PORT", caller.grpc_port.to_string())
+        .env("DAPR_HTTP_PORT", caller.http_port.to_string())
         .env("DAPR_API_METHOD_INVOCATION_PROTOCOL", "grpc")
         .env_remove("DAPR_API_TOKEN")
         .output()
@@ -192,16 +191,12 @@ async fn python_sdk_apps_publish_and_subscribe() {
     .await
     .unwrap();
 
-    let grpc_port = sidecar.grpc_url().rsplit(':').next().unwrap().to_string();
     // Two publishes, then a transaction whose upsert the store's outbox publishes.
     let publisher = "import json\nfrom dapr.clients import DaprClient\nfrom dapr.clients.grpc._request import TransactionalStateOperation\nwith DaprClient() as d:\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data=json.dumps({'order': 7}), data_content_type='application/json')\n    d.publish_event(pubsub_name='pubsub', topic_name='orders', data='drop me')\n    d.execute_state_transaction(store_name='statestore', operations=[TransactionalStateOperation(key='order-9', data=json.dumps({'order': 9}), metadata={'contentType': 'application/json'})])\n    r = d.publish_events(pubsub_name='pubsub', topic_name='audit', data=['a', 'b'], data_content_type='text/plain')\n    assert not r.failed_entries, r.failed_entries\n";
     let out = std::process::Command::new(&py)
         .args(["-c", publisher])
-        .env("DAPR_GRPC_PORT", &grpc_port)
-        .env(
-            "DAPR_HTTP_PORT",
-            sidecar.http_url().rsplit(':').next().unwrap(),
-        )
+        .env("DAPR_GRPC_PORT", sidecar.grpc_port.to_string())
+        .env("DAPR_HTTP_PORT", sidecar.http_port.to_string())
         .output()
         .unwrap();
     assert!(
@@ -298,11 +293,10 @@ async fn a_python_sdk_app_subscribes_over_streams() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/stream_subscriber.py"
     );
-    let port = |url: String| url.rsplit(':').next().unwrap().to_string();
     let app = tokio::process::Command::new(&py)
         .arg(script)
-        .env("DAPR_GRPC_PORT", port(sidecar.grpc_url()))
-        .env("DAPR_HTTP_PORT", port(sidecar.http_url()))
+        .env("DAPR_GRPC_PORT", sidecar.grpc_port.to_string())
+        .env("DAPR_HTTP_PORT", sidecar.http_port.to_string())
         .env("SEEN_FILE", &seen_file)
         .env("EXPECTED", "6")
         .env_remove("DAPR_API_TOKEN")
@@ -312,22 +306,17 @@ async fn a_python_sdk_app_subscribes_over_streams() {
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let metadata = format!("{}/v1.0/metadata", sidecar.http_url());
-    let streams = || {
-        let r = http.get(&metadata).send();
-        async move {
-            let m: serde_json::Value = r.await.ok()?.json().await.ok()?;
-            Some(
-                m["subscriptions"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|s| s["type"] == "STREAMING")
-                    .map(|s| (s["topic"].clone(), s["deadLetterTopic"].clone()))
-                    .collect::<Vec<_>>(),
-            )
-        }
+    let streams = || async {
+        Some(
+            sidecar
+                .subscriptions()
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|s| s["type"] == "STREAMING")
+                .map(|s| (s["topic"].clone(), s["deadLetterTopic"].clone()))
+                .collect::<Vec<_>>(),
+        )
     };
     let mut open = testkit::wait_until("both streams", Duration::from_secs(30), || async {
         streams().await.filter(|s| s.len() == 2)

@@ -18,7 +18,6 @@ use dapr::dapr::proto::runtime::v1::{
     SubscribeTopicEventsRequestProcessedAlpha1, SubscribeTopicEventsResponseAlpha1,
     TopicEventRequest, TopicEventResponse,
 };
-use serde_json::Value;
 use testkit::{ComponentsDir, RedisServer, SidecarBuilder, SidecarProcess, TempDir};
 use tokio::sync::mpsc;
 
@@ -114,17 +113,6 @@ fn data(event: &TopicEventRequest) -> String {
     String::from_utf8(event.data.clone()).unwrap()
 }
 
-/// The subscriptions the metadata API lists.
-async fn listed(sidecar: &SidecarProcess) -> Vec<Value> {
-    let m: Value = reqwest::get(format!("{}/v1.0/metadata", sidecar.http_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    m["subscriptions"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_takes_a_topic_and_what_it_left_unanswered_comes_again() {
     let redis = RedisServer::start().await.unwrap();
@@ -147,7 +135,7 @@ async fn a_stream_takes_a_topic_and_what_it_left_unanswered_comes_again() {
     };
 
     let mut first = Stream::subscribe(&sidecar, "orders").await;
-    let subs = listed(&sidecar).await;
+    let subs = sidecar.subscriptions().await.unwrap();
     assert_eq!(subs.len(), 1, "{subs:?}");
     assert_eq!(
         (&subs[0]["pubsubname"], &subs[0]["topic"], &subs[0]["type"]),
@@ -181,7 +169,7 @@ async fn a_stream_takes_a_topic_and_what_it_left_unanswered_comes_again() {
     assert_eq!(data(&two), "two");
     drop(first);
     testkit::wait_until("the stream's end", Duration::from_secs(10), || async {
-        listed(&sidecar).await.is_empty().then_some(())
+        sidecar.subscriptions().await.ok()?.is_empty().then_some(())
     })
     .await
     .unwrap();
@@ -265,5 +253,5 @@ async fn a_stream_that_does_not_open_as_daprs_do_is_refused() {
         (s.code(), s.message()),
         (tonic::Code::InvalidArgument, "pubsub nope is not found")
     );
-    assert!(listed(&sidecar).await.is_empty());
+    assert!(sidecar.subscriptions().await.unwrap().is_empty());
 }
