@@ -8,7 +8,7 @@
 //! when the stream ends is not done: a durable component offers it again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dapr::dapr::proto::runtime::v1::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType;
 use dapr::dapr::proto::runtime::v1::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType;
@@ -41,10 +41,8 @@ impl Streams {
         self.lock().iter().map(|(_, s)| s.clone()).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Subscription)>> {
-        self.open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Vec<(u64, Subscription)>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
