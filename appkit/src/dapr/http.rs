@@ -308,8 +308,9 @@ impl Http {
                 DaprError::DeadlineExceeded(format!("{what} took longer than {left:?}"))
             }
             Failure::Connecting(e) => DaprError::Unavailable(format!("{what}: {e}")),
-            Failure::Sending(e) => DaprError::Unavailable(format!("{what}: {e}")),
-            Failure::Reading(e) => DaprError::Unavailable(format!("{what}: {e}")),
+            Failure::Sending(e) | Failure::Reading(e) => {
+                DaprError::Unavailable(format!("{what}: {e}"))
+            }
         })?;
         let (status, headers) = (parts.status, parts.headers);
         if status.is_success() {
