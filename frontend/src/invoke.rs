@@ -1,20 +1,21 @@
 //! Calls to the backend through Dapr service invocation over HTTP:
 //! `http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/invoke/$BACKEND_APP_ID/method/...`, on the
-//! apps' pooled keep-alive line to their sidecar (`appkit::sidecar_http`), `traceparent`/`tracestate` and `Idempotency-Key` passed along, and
-//! the backend's status and body handed back as they are. Each call has the request's
-//! deadline: the backend is told the time left (`x-request-timeout-ms`), and a backend
-//! that has not answered by then is a 504. Failures of the Dapr path itself become 502/503.
+//! apps' pooled keep-alive line to their sidecar (`appkit::origin`), `traceparent`/
+//! `tracestate` and `Idempotency-Key` passed along, and the backend's status and body
+//! handed back as they are. Each call has the request's deadline: the backend is told the
+//! time left (`x-request-timeout-ms`), and a backend that has not answered by then is a
+//! 504. Failures of the Dapr path itself become 502/503.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appkit::error::AppError;
+use appkit::origin::{Failure, Origin};
 use appkit::request::{
     IDEMPOTENCY_KEY, TIMEOUT_HEADER, deadline, deadline_exceeded, idempotency_key,
     timeout_for_next_hop,
 };
 use appkit::settings::DaprSettings;
-use appkit::sidecar_http::{Failure, SidecarHttp};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +29,7 @@ const PASSED: [&str; 2] = ["traceparent", "tracestate"];
 pub struct Backend(Arc<Line>);
 
 struct Line {
-    line: SidecarHttp,
+    line: Origin,
     /// `/v1.0/invoke/{backend}/method`.
     base: String,
     token: Option<HeaderValue>,
@@ -40,7 +41,7 @@ impl Backend {
     /// Calls through the sidecar's HTTP port, or its Unix domain socket when `settings`
     /// name one (`DAPR_HTTP_ENDPOINT=unix:///path`).
     pub fn new(settings: &DaprSettings, budget: Duration) -> anyhow::Result<Self> {
-        let line = SidecarHttp::new(settings);
+        let line = Origin::sidecar(settings);
         let base = format!("/v1.0/invoke/{}/method", settings.backend_app_id);
         line.uri(&base).map_err(|e| {
             anyhow::anyhow!(
@@ -130,6 +131,11 @@ impl Backend {
             Failure::Reading(e) => AppError::bad_gateway(
                 "sidecar_error",
                 format!("reading the backend's answer failed: {e}"),
+            ),
+            // This line has no limit on answers.
+            too_large @ Failure::TooLarge(_) => AppError::bad_gateway(
+                "sidecar_error",
+                format!("reading the backend's answer failed: {too_large}"),
             ),
         })?;
         let status = parts.status;

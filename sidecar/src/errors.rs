@@ -217,6 +217,20 @@ impl ApiError {
         Self::internal("ERR_DIRECT_INVOKE", message)
     }
 
+    /// An app's answer past `--max-body-size` (daprd limits the app's answers as it limits
+    /// requests): a failed invocation over HTTP, ResourceExhausted over gRPC.
+    pub fn reply_too_large(app_id: &str, limit: usize) -> Self {
+        Self::new(
+            "ERR_DIRECT_INVOKE",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::ResourceExhausted,
+            format!(
+                "failed to invoke, id: {app_id}, err: the app's response is larger than \
+                 --max-body-size ({limit} bytes)"
+            ),
+        )
+    }
+
     /// A call on the internal port without the registry's secret: not from a peer.
     pub fn not_a_peer() -> Self {
         Self::new(

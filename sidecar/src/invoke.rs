@@ -2,10 +2,12 @@
 //! (found by name resolution, on its internal port), which calls its app; the app's
 //! status, headers and body come back unchanged, as in Dapr.
 //!
-//! One pooled keep-alive HTTP/1.1 client (TCP_NODELAY) serves both hops: a connection per
-//! request would add a handshake to every call. Bodies are read whole (they are bounded by
-//! `--max-body-size`) so that a call to a peer whose registration went stale can be retried
-//! once against a fresh lookup.
+//! Both hops keep their HTTP/1.1 connections open (TCP_NODELAY): a connection per request
+//! would add a handshake to every call. To peers, hyper_util's pooled client (many
+//! origins, perhaps TLS); to the app, one origin, `appkit::origin`'s pool. Request bodies
+//! are read whole (they are bounded by `--max-body-size`) so that a call to a peer whose
+//! registration went stale can be retried once against a fresh lookup; so is an HTTP app's
+//! answer, within the same limit (as daprd limits it).
 //!
 //! Between sidecars the hop is plain HTTP carrying the registry's secret, or under mTLS
 //! (`crate::mtls`) HTTPS where each end checks the other's certificate and the callee's
@@ -18,6 +20,7 @@
 
 use std::sync::Arc;
 
+use appkit::origin::{Failure, Origin};
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -63,21 +66,23 @@ const HANDOFF_MARGIN: std::time::Duration = std::time::Duration::from_millis(50)
 /// Why a hop failed.
 #[derive(Debug, thiserror::Error)]
 enum SendError {
+    /// To a peer.
     #[error("{}", chain(.0))]
     Client(#[from] hyper_util::client::legacy::Error),
+    /// To the app.
+    #[error("{0}")]
+    App(Failure),
     #[error("no answer within the call's {0:?} (x-request-timeout-ms)")]
     Timeout(std::time::Duration),
 }
 
 impl SendError {
     fn is_connect(&self) -> bool {
-        matches!(self, SendError::Client(e) if e.is_connect())
-    }
-
-    /// The peer could not be reached, dropped the connection, or did not answer in time:
-    /// any failure of the hop itself (an app's error answer is not one).
-    fn is_unreachable(&self) -> bool {
-        matches!(self, SendError::Client(_) | SendError::Timeout(_))
+        match self {
+            SendError::Client(e) => e.is_connect(),
+            SendError::App(f) => matches!(f, Failure::Connecting(_)),
+            SendError::Timeout(_) => false,
+        }
     }
 
     /// The API error for a failed invocation of `app_id`.
@@ -85,7 +90,8 @@ impl SendError {
         let message = format!("failed to invoke, id: {app_id}, err: {self}");
         match self {
             SendError::Timeout(_) => ApiError::invoke_timeout(message),
-            SendError::Client(_) => ApiError::direct_invoke(message),
+            SendError::App(Failure::TooLarge(limit)) => ApiError::reply_too_large(app_id, *limit),
+            SendError::Client(_) | SendError::App(_) => ApiError::direct_invoke(message),
         }
     }
 }
@@ -119,8 +125,8 @@ const HOP_BY_HOP: [&str; 10] = [
 
 /// The app channel, as `--app-protocol` says.
 pub enum AppChannel {
-    /// `http`: the app's base URL.
-    Http(String),
+    /// `http`: the app's origin.
+    Http(Origin),
     /// `grpc`: the app's `AppCallback` service.
     Grpc(crate::appcallback::GrpcApp),
 }
@@ -136,14 +142,12 @@ impl AppChannel {
     ) -> Result<AppChannel, tonic::transport::Error> {
         Ok(match protocol.to_ascii_lowercase().as_str() {
             "grpc" => AppChannel::Grpc(crate::appcallback::GrpcApp::new(host, port, max_body)?),
-            _ => AppChannel::Http(format!("http://{host}:{port}")),
+            _ => AppChannel::Http(Origin::tcp(host, port).with_body_limit(max_body)),
         })
     }
 }
 
 pub struct Invoker {
-    /// To this sidecar's own app, on this host.
-    app_client: HttpClient,
     /// To peer sidecars, perhaps on other hosts: bounded connects, and a connection whose
     /// data goes unacknowledged is dropped, so a host cut off is noticed.
     peer_client: PeerClient,
@@ -293,9 +297,8 @@ impl Invoker {
             token: app_token,
             health,
         } = app;
-        let mut to_app = HttpConnector::new();
-        to_app.set_nodelay(true);
-        let mut to_peers = to_app.clone();
+        let mut to_peers = HttpConnector::new();
+        to_peers.set_nodelay(true);
         to_peers.set_connect_timeout(Some(CONNECT_TIMEOUT));
         to_peers.set_tcp_user_timeout(Some(PEER_SILENCE));
         to_peers.set_keepalive(Some(PEER_SILENCE));
@@ -316,7 +319,6 @@ impl Invoker {
             }
         };
         Invoker {
-            app_client: pooled(to_app),
             peer_client,
             app_id,
             namespace: std::env::var("NAMESPACE")
@@ -338,29 +340,22 @@ impl Invoker {
 
     /// One health probe of the app (see `crate::apphealth`): why it failed, if it did.
     pub async fn probe_app(&self, check: &HealthCheck) -> Result<(), String> {
-        let base = match &self.app {
+        let app = match &self.app {
             None => return Err("no app channel".into()),
             Some(AppChannel::Grpc(app)) => return app.health_check(check.timeout).await,
-            Some(AppChannel::Http(base)) => base,
+            Some(AppChannel::Http(app)) => app,
         };
-        let uri = target_uri(base, &check.path, None).map_err(|e| e.to_string())?;
+        let uri = app.uri(&check.path).map_err(|e| e.to_string())?;
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = uri;
-        // The answer read to its end, so the connection is kept for the next probe.
-        let probe = async {
-            let resp = self.app_client.request(req).await?;
-            let status = resp.status();
-            http_body_util::BodyExt::collect(resp.into_body()).await?;
-            Ok::<_, BoxError>(status)
-        };
-        match tokio::time::timeout(check.timeout, probe).await {
-            Ok(Ok(status)) if status.is_success() => Ok(()),
-            Ok(Ok(status)) => Err(format!(
+        match app.exchange(req, Some(check.timeout)).await {
+            Ok((parts, _)) if parts.status.is_success() => Ok(()),
+            Ok((parts, _)) => Err(format!(
                 "health check failed with status code: {}",
-                status.as_u16()
+                parts.status.as_u16()
             )),
-            Ok(Err(e)) => Err(format!("network error: {e}")),
-            Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+            Err(Failure::Late) => Err(format!("no answer within {:?}", check.timeout)),
+            Err(e) => Err(format!("network error: {e}")),
         }
     }
 
@@ -474,10 +469,11 @@ impl Invoker {
                     }
                 }
                 Err(e) => {
-                    // A second try that ran out of the little time left says nothing
-                    // about the instance it went to.
+                    // Any failure of the hop itself (an app's error answer is not one)
+                    // marks the instance, but a second try that ran out of the little time
+                    // left says nothing about the instance it went to.
                     let cut_short = attempt > 0 && matches!(e, SendError::Timeout(_));
-                    if e.is_unreachable() && !cut_short {
+                    if !cut_short {
                         self.names.failed(target, addr);
                     }
                     return Err(e.to_api(target));
@@ -501,8 +497,8 @@ impl Invoker {
         if let Some(token) = &self.app_token {
             call.headers.insert(API_TOKEN, token.clone());
         }
-        let base = match app {
-            AppChannel::Http(base) => base,
+        let app = match app {
+            AppChannel::Http(app) => app,
             AppChannel::Grpc(grpc) => {
                 // As a hop to a sidecar: the app must answer before this sidecar gives up.
                 let limit = appkit::request::time_given(&call.headers)
@@ -510,11 +506,11 @@ impl Invoker {
                 return grpc.invoke(&call, limit, &self.app_id).await;
             }
         };
-        let uri = target_uri(base, &call.path, call.query.as_deref()).map_err(|e| {
+        let uri = target_uri("", &call.path, call.query.as_deref()).map_err(|e| {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;
         let mut resp = self
-            .send(&self.app_client, &call, uri)
+            .send_app(app, &call, uri)
             .await
             .map_err(|e| e.to_api(&self.app_id))?;
         // Only a sidecar's own refusal may carry the mark, never an app's answer.
@@ -522,24 +518,14 @@ impl Invoker {
         Ok(resp)
     }
 
+    /// To a peer sidecar.
     async fn send<C: Connect + Clone + Send + Sync + 'static>(
         &self,
         client: &Client<C, Full<Bytes>>,
         call: &Call,
         uri: Uri,
     ) -> Result<Response<Body>, SendError> {
-        let mut req = Request::new(Full::new(call.body.clone()));
-        *req.method_mut() = call.method.clone();
-        *req.uri_mut() = uri;
-        let limit = appkit::request::time_given(&call.headers);
-        let headers = req.headers_mut();
-        headers.clone_from(&call.headers);
-        headers.remove(header::HOST);
-        if let Some(d) = limit {
-            // The next hop must answer before this one gives up: hand it a little less.
-            let next = d.saturating_sub(HANDOFF_MARGIN).as_millis() as u64;
-            headers.insert(TIMEOUT, HeaderValue::from(next));
-        }
+        let (req, limit) = onward(call, uri);
         let resp = match limit {
             None => client.request(req).await?,
             Some(d) => tokio::time::timeout(d, client.request(req))
@@ -550,6 +536,43 @@ impl Invoker {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+
+    /// To this sidecar's HTTP app: its whole answer, within `--max-body-size`.
+    async fn send_app(
+        &self,
+        app: &Origin,
+        call: &Call,
+        uri: Uri,
+    ) -> Result<Response<Body>, SendError> {
+        let (req, limit) = onward(call, uri);
+        let (mut parts, body) = app
+            .exchange(req, limit)
+            .await
+            .map_err(|f| match (f, limit) {
+                (Failure::Late, Some(d)) => SendError::Timeout(d),
+                (f, _) => SendError::App(f),
+            })?;
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::from(body)))
+    }
+}
+
+/// The request a call makes on its next hop, to `uri`, and the time it has (from its
+/// `x-request-timeout-ms`); the next hop is told a little less, so that it answers before
+/// this one gives up.
+fn onward(call: &Call, uri: Uri) -> (Request<Full<Bytes>>, Option<std::time::Duration>) {
+    let mut req = Request::new(Full::new(call.body.clone()));
+    *req.method_mut() = call.method.clone();
+    *req.uri_mut() = uri;
+    let limit = appkit::request::time_given(&call.headers);
+    let headers = req.headers_mut();
+    headers.clone_from(&call.headers);
+    headers.remove(header::HOST);
+    if let Some(d) = limit {
+        let next = d.saturating_sub(HANDOFF_MARGIN).as_millis() as u64;
+        headers.insert(TIMEOUT, HeaderValue::from(next));
+    }
+    (req, limit)
 }
 
 /// A keep-alive client over `connector`, with room in its pool for every connection a

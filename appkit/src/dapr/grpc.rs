@@ -20,8 +20,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{DaprError, Item, NewItem, Op, Unlocked};
+use crate::origin::Connector;
 use crate::settings::DaprSettings;
-use crate::sidecar_http::Connector;
 
 /// Adds `dapr-api-token` to every call when `DAPR_API_TOKEN` is set.
 #[derive(Clone)]

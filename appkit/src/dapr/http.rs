@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{DaprError, ErrorBody, Item, NewItem, Op, Unlocked};
+use crate::origin::{Failure, Origin};
 use crate::settings::DaprSettings;
-use crate::sidecar_http::{Failure, SidecarHttp};
 
 /// What a path segment (a store name, a key) must not carry unencoded.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -42,7 +42,7 @@ fn segment(s: &str) -> String {
 /// The HTTP side of a `SidecarClient`: one client, and the routes it calls, parsed once.
 #[derive(Clone)]
 pub struct Http {
-    line: SidecarHttp,
+    line: Origin,
     /// `/v1.0/state/{store}`: save, and the base of a single key's get.
     state_path: String,
     state: Uri,
@@ -226,7 +226,7 @@ fn malformed(what: &str, e: &serde_json::Error) -> DaprError {
 
 impl Http {
     pub fn new(settings: &DaprSettings) -> Result<Self, DaprError> {
-        let line = SidecarHttp::new(settings);
+        let line = Origin::sidecar(settings);
         let uri = |path: &str| {
             line.uri(path).map_err(|e| {
                 DaprError::Unavailable(format!("no URI for the sidecar's {path}: {e}"))
@@ -310,6 +310,10 @@ impl Http {
             Failure::Connecting(e) => DaprError::Unavailable(format!("{what}: {e}")),
             Failure::Sending(e) | Failure::Reading(e) => {
                 DaprError::Unavailable(format!("{what}: {e}"))
+            }
+            // This line has no limit on answers.
+            too_large @ Failure::TooLarge(_) => {
+                DaprError::Unavailable(format!("{what}: {too_large}"))
             }
         })?;
         let (status, headers) = (parts.status, parts.headers);

@@ -183,10 +183,12 @@ async fn bodies_past_max_body_size_are_refused() {
     );
 }
 
-/// An app's reply to a gRPC caller is read within `--max-body-size` too: one past it is a
-/// `ResourceExhausted` error, not memory taken without bound; one within it is answered.
+/// An app's reply is read within `--max-body-size` too (daprd limits it as it limits
+/// requests): one past it is an error, not memory taken without bound: to a gRPC caller
+/// `ResourceExhausted`, to an HTTP caller a 500 `ERR_DIRECT_INVOKE`; one within it is
+/// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_apps_reply_past_max_body_size_is_refused_to_a_grpc_caller() {
+async fn an_apps_reply_past_max_body_size_is_refused() {
     use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest};
     use dapr::dapr::proto::runtime::v1::InvokeServiceRequest;
 
@@ -223,4 +225,16 @@ async fn an_apps_reply_past_max_body_size_is_refused_to_a_grpc_caller() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
     let small = c.invoke_service(call(10)).await.unwrap().into_inner();
     assert!(small.data.is_some_and(|d| d.value.len() < 1024));
+
+    let http = reqwest::Client::new();
+    let call = |size: usize| {
+        http.post(format!("{}/v1.0/invoke/echo/method/echo", s.http_url()))
+            .body(vec![b'x'; size])
+            .send()
+    };
+    let (status, code) = error_code(call(900).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (500, "ERR_DIRECT_INVOKE"));
+    let small = call(10).await.unwrap();
+    assert_eq!(small.status(), 200);
+    assert!(small.bytes().await.unwrap().len() < 1024);
 }

@@ -1,11 +1,11 @@
-//! The apps' HTTP line to their sidecar: pooled keep-alive HTTP/1.1 connections (hyper's
-//! own, one origin) over loopback TCP or the sidecar's Unix domain socket
-//! (`DAPR_HTTP_ENDPOINT=unix:///path`).
+//! Pooled keep-alive HTTP/1.1 connections (hyper's own) to one origin: the apps' line to
+//! their sidecar, over loopback TCP or the sidecar's Unix domain socket
+//! (`DAPR_HTTP_ENDPOINT=unix:///path`), and a sidecar's line to its HTTP app.
 //!
 //! hyper directly rather than reqwest: reqwest parses each request's URL twice with the
 //! `url` crate (for its redirect policy and its response), which measured 17.5% of the
-//! backend's instructions per booking on the state path; the sidecar is on loopback and
-//! never redirects, so none of what reqwest adds is needed here.
+//! backend's instructions per booking on the state path; both ends are on loopback and
+//! never redirect, so none of what reqwest adds is needed here.
 
 use std::future::Future;
 use std::io;
@@ -146,8 +146,7 @@ impl Connector {
     }
 }
 
-/// A pooled client of the sidecar's HTTP API: HTTP/1.1 keep-alive connections to one
-/// origin, the idle ones on a stack (the last used is taken first; those idle past
+/// A pooled HTTP/1.1 client of one origin (a sidecar's API, an app): keep-alive connections, the idle ones on a stack (the last used is taken first; those idle past
 /// [`IDLE_TIMEOUT`] are closed when a connection is next taken, not in the background).
 /// Cloning it shares the pool.
 ///
@@ -156,8 +155,10 @@ impl Connector {
 /// a connection), which measured 6% of the backend's instructions per booking, and it
 /// rebuilds every request's target and `Host`; with one origin there is nothing to key.
 #[derive(Clone)]
-pub struct SidecarHttp {
+pub struct Origin {
     pool: Arc<Pool>,
+    /// The most an answer's body may hold, when bounded.
+    body_limit: Option<usize>,
 }
 
 struct Pool {
@@ -180,22 +181,26 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept at most; more are closed when returned.
 const MAX_IDLE: usize = 1024;
 
-impl SidecarHttp {
+impl Origin {
     /// To the sidecar's HTTP port, or its socket when `settings` name one.
-    pub fn new(settings: &DaprSettings) -> Self {
-        let (connector, authority) = match &settings.http_socket {
-            Some(path) => (Connector::unix(path.clone()), "localhost".to_string()),
-            None => {
-                let mut tcp = HttpConnector::new();
-                tcp.set_nodelay(true);
-                tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-                (
-                    Connector::Tcp(tcp),
-                    format!("127.0.0.1:{}", settings.http_port),
-                )
-            }
-        };
-        SidecarHttp {
+    pub fn sidecar(settings: &DaprSettings) -> Self {
+        match &settings.http_socket {
+            Some(path) => Origin::new(Connector::unix(path.clone()), "localhost".to_string()),
+            None => Origin::tcp("127.0.0.1", settings.http_port),
+        }
+    }
+
+    /// To `host:port` over TCP (`TCP_NODELAY`; connecting takes at most
+    /// [`CONNECT_TIMEOUT`]).
+    pub fn tcp(host: &str, port: u16) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        Origin::new(Connector::Tcp(tcp), format!("{host}:{port}"))
+    }
+
+    fn new(connector: Connector, authority: String) -> Self {
+        Origin {
             pool: Arc::new(Pool {
                 connector,
                 address: Uri::try_from(format!("http://{authority}"))
@@ -203,6 +208,16 @@ impl SidecarHttp {
                 host: HeaderValue::try_from(authority).expect("an address and port form a header"),
                 idle: Mutex::new(Vec::new()),
             }),
+            body_limit: None,
+        }
+    }
+
+    /// The same origin, its answers' bodies held to `limit` bytes: a longer one is
+    /// [`Failure::TooLarge`].
+    pub fn with_body_limit(self, limit: usize) -> Self {
+        Origin {
+            body_limit: Some(limit),
+            ..self
         }
     }
 
@@ -239,7 +254,17 @@ impl SidecarHttp {
                 },
             };
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(Failure::Reading)?.to_bytes();
+            let body = match self.body_limit {
+                None => body.collect().await.map_err(Failure::Reading)?.to_bytes(),
+                Some(limit) => http_body_util::Limited::new(body, limit)
+                    .collect()
+                    .await
+                    .map_err(|e| match e.downcast::<hyper::Error>() {
+                        Ok(e) => Failure::Reading(*e),
+                        Err(_) => Failure::TooLarge(limit),
+                    })?
+                    .to_bytes(),
+            };
             self.pool.put(sender);
             Ok((parts, body))
         };
@@ -303,17 +328,24 @@ impl Pool {
     }
 }
 
-/// How an exchange with the sidecar failed.
-#[derive(Debug)]
+/// How an exchange failed.
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// No whole answer within the time given.
+    #[error("no answer in time")]
     Late,
-    /// No connection to the sidecar: it is not reachable.
+    /// No connection: the origin is not reachable.
+    #[error("connecting: {0}")]
     Connecting(io::Error),
     /// The request did not go through, or its answer did not come.
+    #[error("{0}")]
     Sending(hyper::Error),
     /// The answer broke off.
+    #[error("reading the answer: {0}")]
     Reading(hyper::Error),
+    /// The answer's body was longer than the origin's limit (in bytes).
+    #[error("the answer's body is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 #[cfg(test)]
@@ -366,8 +398,8 @@ mod tests {
         (port, accepted)
     }
 
-    fn line(port: u16) -> SidecarHttp {
-        SidecarHttp::new(&DaprSettings {
+    fn line(port: u16) -> Origin {
+        Origin::sidecar(&DaprSettings {
             http_port: port,
             http_socket: None,
             grpc_endpoint: String::new(),
@@ -381,7 +413,7 @@ mod tests {
         })
     }
 
-    async fn get(line: &SidecarHttp) -> Bytes {
+    async fn get(line: &Origin) -> Bytes {
         let req = Request::get(line.uri("/v1.0/healthz").unwrap())
             .body(Full::new(Bytes::new()))
             .unwrap();
