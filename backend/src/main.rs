@@ -132,7 +132,12 @@ fn main() -> anyhow::Result<()> {
             events = args.booking_events,
             "backend listening"
         );
-        appkit::server::serve_http1(listener, app(app_state), shutdown_signal()).await;
+        appkit::server::serve_http1(
+            appkit::server::nodelay(listener),
+            app(app_state),
+            shutdown_signal(),
+        )
+        .await;
         Ok(())
     })
 }

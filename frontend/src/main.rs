@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}:{port}", args.service.host))?;
         tracing::info!(port, dapr_http_port = settings.http_port, dapr_http_socket = ?settings.http_socket, backend = %settings.backend_app_id, "frontend listening");
-        appkit::server::serve_http1(listener, app(backend), shutdown_signal()).await;
+        appkit::server::serve_http1(appkit::server::nodelay(listener), app(backend), shutdown_signal()).await;
         Ok(())
     })
 }

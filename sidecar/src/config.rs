@@ -268,6 +268,14 @@ pub fn parse_size(s: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
+/// Dapr's truthy words (`utils.IsTruthy`): y, yes, true, t, on, 1, in any case.
+pub(crate) fn is_truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes" | "true" | "t" | "on" | "1"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::ServiceExt as _;
-use axum::serve::ListenerExt as _;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -217,24 +216,34 @@ fn normalized(router: axum::Router) -> tower::util::MapRequest<axum::Router, Nor
 
 type NormalizePath = fn(axum::extract::Request) -> axum::extract::Request;
 
+/// Serves the HTTP API: HTTP/1.1 and HTTP/2 cleartext (prior knowledge), as daprd serves
+/// it; HTTP/1.1 alone when `DAPR_HTTP_DISABLE_H2C` is truthy, as daprd reads it. Telling
+/// the two apart costs each request a little (see `appkit::server`).
 fn serve_http(
     listener: ApiListener,
     router: axum::Router,
     rx: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let app = normalized(router).into_make_service();
+    let h2c = !std::env::var("DAPR_HTTP_DISABLE_H2C").is_ok_and(|v| crate::config::is_truthy(&v));
+    let app = normalized(router);
     tokio::spawn(async move {
-        let result = match listener {
-            ApiListener::Tcp(listener) => {
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, app)
+        let result = match (listener, h2c) {
+            (ApiListener::Tcp(listener), false) => {
+                appkit::server::serve_http1(appkit::server::nodelay(listener), app, stopped(rx))
+                    .await;
+                Ok(())
+            }
+            (ApiListener::Unix(listener, _file), false) => {
+                appkit::server::serve_http1(listener, app, stopped(rx)).await;
+                Ok(())
+            }
+            (ApiListener::Tcp(listener), true) => {
+                axum::serve(appkit::server::nodelay(listener), app.into_make_service())
                     .with_graceful_shutdown(stopped(rx))
                     .await
             }
-            ApiListener::Unix(listener, _file) => {
-                axum::serve(listener, app)
+            (ApiListener::Unix(listener, _file), true) => {
+                axum::serve(listener, app.into_make_service())
                     .with_graceful_shutdown(stopped(rx))
                     .await
             }
@@ -381,7 +390,7 @@ impl Sidecar {
         tasks.push(match &mtls {
             // Only sidecars call it, on HTTP/1.1.
             None => tokio::spawn(appkit::server::serve_http1(
-                internal,
+                appkit::server::nodelay(internal),
                 normalized(internal_router),
                 stopped(rx.clone()),
             )),

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::cloudevent::{self, Publish};
 use super::{Delivery, Message, meta};
 use crate::components::StateComponent;
+use crate::config::is_truthy;
 use crate::state::{SetRequest, TxOperation};
 
 /// How long the relay looks for an event's marker before it gives the event up.
@@ -362,12 +363,4 @@ async fn wait_for_marker(store: &StateComponent, outbox: &Outbox, marker: &str) 
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
     }
-}
-
-/// Dapr's truthy words (`utils.IsTruthy`): y, yes, true, t, on, 1, in any case.
-fn is_truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes" | "true" | "t" | "on" | "1"
-    )
 }

@@ -371,3 +371,43 @@ async fn metadata_attributes_bulk_delete_and_grpc_shutdown() {
         .expect("the sidecar stops by itself");
     assert!(status.success(), "{status}");
 }
+
+/// The HTTP API speaks HTTP/2 cleartext (prior knowledge) beside HTTP/1.1, as daprd's
+/// does; with `DAPR_HTTP_DISABLE_H2C` truthy, as daprd reads it, HTTP/1.1 alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_speaks_h2c_unless_it_is_disabled() {
+    let registry = TempDir::new("registry");
+    for (disable, h2c) in [(None, Some(204)), (Some("true"), None)] {
+        let mut builder = SidecarBuilder::new(bin(), "h2c", registry.path());
+        if let Some(v) = disable {
+            builder = builder.env("DAPR_HTTP_DISABLE_H2C", v);
+        }
+        let s = builder.spawn().await.unwrap();
+        assert_eq!(h2c_healthz(s.http_port).await, h2c, "{disable:?}");
+        let r = reqwest::get(format!("{}/v1.0/healthz", s.http_url()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "HTTP/1.1 either way ({disable:?})");
+    }
+}
+
+/// `/v1.0/healthz` over HTTP/2 with prior knowledge: its status, none if refused.
+async fn h2c_healthz(port: u16) -> Option<u16> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    let req = http::Request::get(format!("http://127.0.0.1:{port}/v1.0/healthz"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    // An HTTP/1.1 server answers the preface with an error and closes: bounded anyway.
+    let answer = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("an answer or a refusal within 10 s");
+    Some(answer.ok()?.status().as_u16())
+}
