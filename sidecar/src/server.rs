@@ -217,8 +217,7 @@ fn normalized(router: axum::Router) -> tower::util::MapRequest<axum::Router, Nor
 type NormalizePath = fn(axum::extract::Request) -> axum::extract::Request;
 
 /// Serves the HTTP API: HTTP/1.1 and HTTP/2 cleartext (prior knowledge), as daprd serves
-/// it; HTTP/1.1 alone when `DAPR_HTTP_DISABLE_H2C` is truthy, as daprd reads it. Telling
-/// the two apart costs each request a little (see `appkit::server`).
+/// it; HTTP/1.1 alone when `DAPR_HTTP_DISABLE_H2C` is truthy, as daprd reads it.
 fn serve_http(
     listener: ApiListener,
     router: axum::Router,
