@@ -56,7 +56,7 @@ fn is_open(req: &Request) -> bool {
 }
 
 async fn require_app_token(State(expected): State<Arc<str>>, req: Request, next: Next) -> Response {
-    let given = req.headers().get(crate::token::HEADER);
+    let given = req.headers().get(crate::token::HEADER_NAME);
     if is_open(&req) || crate::token::matches(given.map(HeaderValue::as_bytes), &expected) {
         return next.run(req).await;
     }

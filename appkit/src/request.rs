@@ -8,15 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 use crate::error::AppError;
 use crate::wire::Day;
 
-/// The header that carries the time a request has left.
-pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+/// The header that carries the time a request has left. Names as `HeaderName`s: a map
+/// looked up by `&str` parses the name first, each time.
+pub const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 /// The header of an idempotent change (`POST /book`, `DELETE /reservations/{id}`).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 128;
 /// What a hop keeps for itself before passing the deadline on: time to answer.
@@ -90,10 +91,10 @@ pub fn deadline_exceeded(message: impl Into<String>) -> AppError {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(*k, v.parse().unwrap());
+            h.insert(k.clone(), v.parse().unwrap());
         }
         h
     }

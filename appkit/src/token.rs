@@ -6,6 +6,8 @@ use subtle::ConstantTimeEq;
 
 /// The header (HTTP) or metadata key (gRPC) that carries an API token.
 pub const HEADER: &str = "dapr-api-token";
+/// The same as an HTTP header name, for lookups that need not parse it each time.
+pub const HEADER_NAME: http::HeaderName = http::HeaderName::from_static(HEADER);
 
 /// Whether `given` (the raw header value, if any) is `expected`.
 pub fn matches(given: Option<&[u8]>, expected: &str) -> bool {

@@ -128,7 +128,10 @@ async fn require_token(State(rt): Rt, mut req: Request<Body>, next: Next) -> Res
     let exempt = req.method() == Method::GET
         && matches!(req.uri().path(), "/v1.0/healthz" | "/v1.0/healthz/outbound");
     let expected = rt.config.api_token().unwrap_or_default();
-    let given = req.headers().get(token::HEADER).map(HeaderValue::as_bytes);
+    let given = req
+        .headers()
+        .get(token::HEADER_NAME)
+        .map(HeaderValue::as_bytes);
     let ok = token::matches(given, expected);
     if !exempt && !ok {
         return (
@@ -138,7 +141,7 @@ async fn require_token(State(rt): Rt, mut req: Request<Body>, next: Next) -> Res
         )
             .into_response();
     }
-    req.headers_mut().remove(token::HEADER);
+    req.headers_mut().remove(token::HEADER_NAME);
     next.run(req).await
 }
 
