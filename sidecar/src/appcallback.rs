@@ -321,24 +321,63 @@ fn verb(method: &Method) -> Verb {
 }
 
 /// An app's error status as Dapr hands it to an HTTP caller: the HTTP status of its code
-/// (daprd's `HTTPStatusFromCode`) and the status itself as JSON.
+/// (daprd's `HTTPStatusFromCode`) and the status itself, details too, as JSON; a detail
+/// daprd could not write as JSON makes it a 500 `ERR_MALFORMED_RESPONSE`, as there. The
+/// whole status, as the app sent it, goes along in a header for a gRPC caller's sidecar.
 fn app_error(status: &tonic::Status) -> Response<Body> {
-    let body = serde_json::json!({
-        "code": status.code() as i32,
-        "message": status.message(),
-        "details": [],
-    });
+    use prost::Message as _;
+    let rpc = rpc_status(status);
+    let (code, body) = match crate::errors::rpc_status_json(&rpc) {
+        Ok(json) => (http_status(status.code()), json),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"errorCode": "ERR_MALFORMED_RESPONSE", "message": e}),
+        ),
+    };
     let mut out = Response::new(Body::from(body.to_string()));
-    *out.status_mut() = http_status(status.code());
+    *out.status_mut() = code;
     out.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    out.headers_mut().insert(
-        crate::invoke::APP_GRPC_STATUS,
-        HeaderValue::from(status.code() as i32),
-    );
+    let whole = base64::engine::general_purpose::STANDARD.encode(rpc.encode_to_vec());
+    if let Ok(v) = HeaderValue::from_str(&whole) {
+        out.headers_mut().insert(crate::invoke::APP_GRPC_STATUS, v);
+    }
     out
+}
+
+/// The app's status as `google.rpc.Status`: its code and message, and the details of its
+/// `grpc-status-details-bin` when it sent any that decode.
+fn rpc_status(status: &tonic::Status) -> dapr::google::rpc::Status {
+    use prost::Message as _;
+    let details = (!status.details().is_empty())
+        .then(|| dapr::google::rpc::Status::decode(status.details()).ok())
+        .flatten()
+        .map(|s| s.details)
+        .unwrap_or_default();
+    dapr::google::rpc::Status {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        details,
+    }
+}
+
+/// The app's status a sidecar passed on in [`crate::invoke::APP_GRPC_STATUS`] (see
+/// [`app_error`]), as a gRPC caller is given it: code, message and details as the app sent
+/// them (`grpc-status-details-bin` only where there are details, as grpc-go sends it).
+pub fn passed_status(header: &HeaderValue) -> Option<tonic::Status> {
+    use prost::Message as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header.as_bytes())
+        .ok()?;
+    let rpc = dapr::google::rpc::Status::decode(bytes.as_slice()).ok()?;
+    let code = tonic::Code::from_i32(rpc.code);
+    Some(if rpc.details.is_empty() {
+        tonic::Status::new(code, rpc.message)
+    } else {
+        tonic::Status::with_details(code, rpc.message, bytes.into())
+    })
 }
 
 /// daprd's mapping of a gRPC code to an HTTP status (after grpc-gateway's).

@@ -390,6 +390,80 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// A gRPC app's error status as daprd writes it for an HTTP caller: Go's protojson of the
+/// `google.rpc.Status` (lowerCamelCase names, empty fields left out, each detail an object
+/// with its `@type`). A detail of a type daprd does not know is an error, as protojson
+/// cannot resolve it either; the detail types daprd's own errors use are known here.
+pub fn rpc_status_json(status: &dapr::google::rpc::Status) -> Result<serde_json::Value, String> {
+    let mut out = serde_json::Map::new();
+    if status.code != 0 {
+        out.insert("code".into(), status.code.into());
+    }
+    if !status.message.is_empty() {
+        out.insert("message".into(), status.message.clone().into());
+    }
+    let details = status
+        .details
+        .iter()
+        .map(any_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !details.is_empty() {
+        out.insert("details".into(), details.into());
+    }
+    Ok(out.into())
+}
+
+/// One detail as protojson writes an `Any`: `@type` beside the message's own fields.
+fn any_json(any: &prost_types::Any) -> Result<serde_json::Value, String> {
+    use prost::Message as _;
+    let malformed = |e: prost::DecodeError| format!("proto: {}: {e}", any.type_url);
+    let fields = match any.type_url.as_str() {
+        "type.googleapis.com/google.rpc.ErrorInfo" => {
+            let d = ErrorInfo::decode(any.value.as_slice()).map_err(malformed)?;
+            serde_json::json!({"reason": d.reason, "domain": d.domain, "metadata": d.metadata})
+        }
+        "type.googleapis.com/google.rpc.ResourceInfo" => {
+            let d = ResourceInfo::decode(any.value.as_slice()).map_err(malformed)?;
+            serde_json::json!({
+                "resourceType": d.resource_type,
+                "resourceName": d.resource_name,
+                "owner": d.owner,
+                "description": d.description,
+            })
+        }
+        "type.googleapis.com/google.rpc.BadRequest" => {
+            let d = BadRequest::decode(any.value.as_slice()).map_err(malformed)?;
+            let violations: Vec<_> = d
+                .field_violations
+                .into_iter()
+                .map(|v| {
+                    without_empty(
+                        serde_json::json!({"field": v.field, "description": v.description}),
+                    )
+                })
+                .collect();
+            serde_json::json!({ "fieldViolations": violations })
+        }
+        other => return Err(format!("unable to resolve {other:?}: \"not found\"")),
+    };
+    let mut fields = without_empty(fields);
+    fields["@type"] = any.type_url.clone().into();
+    Ok(fields)
+}
+
+/// An object without its empty strings, maps and lists (protojson leaves them out).
+fn without_empty(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = v.as_object_mut() {
+        map.retain(|_, f| match f {
+            serde_json::Value::String(s) => !s.is_empty(),
+            serde_json::Value::Object(m) => !m.is_empty(),
+            serde_json::Value::Array(a) => !a.is_empty(),
+            _ => true,
+        });
+    }
+    v
+}
+
 /// A gRPC status carrying `ErrorInfo{reason, domain: "dapr.io"}` in
 /// `grpc-status-details-bin`, as daprd sends it.
 pub fn status_with_reason(
@@ -473,6 +547,81 @@ impl From<ApiError> for tonic::Status {
             }
             Some(reason) => status_with_reason(err.grpc, err.message, reason, Default::default()),
             None => tonic::Status::new(err.grpc, err.message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    fn any(type_url: &str, value: Vec<u8>) -> prost_types::Any {
+        prost_types::Any {
+            type_url: type_url.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn an_rpc_status_is_written_as_protojson_writes_it() {
+        let violation = BadRequest {
+            field_violations: vec![FieldViolation {
+                field: "key".into(),
+                description: String::new(),
+            }],
+        };
+        let info = ErrorInfo {
+            reason: "R".into(),
+            domain: String::new(),
+            metadata: Default::default(),
+        };
+        let status = dapr::google::rpc::Status {
+            code: 3,
+            message: String::new(),
+            details: vec![
+                any(
+                    "type.googleapis.com/google.rpc.BadRequest",
+                    violation.encode_to_vec(),
+                ),
+                any(
+                    "type.googleapis.com/google.rpc.ErrorInfo",
+                    info.encode_to_vec(),
+                ),
+            ],
+        };
+        assert_eq!(
+            rpc_status_json(&status).unwrap(),
+            serde_json::json!({"code": 3, "details": [
+                {"@type": "type.googleapis.com/google.rpc.BadRequest",
+                 "fieldViolations": [{"field": "key"}]},
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "R"},
+            ]})
+        );
+        let bare = dapr::google::rpc::Status {
+            code: 5,
+            message: "gone".into(),
+            details: vec![],
+        };
+        assert_eq!(
+            rpc_status_json(&bare).unwrap(),
+            serde_json::json!({"code": 5, "message": "gone"})
+        );
+    }
+
+    #[test]
+    fn a_detail_of_an_unknown_type_or_broken_is_an_error() {
+        for detail in [
+            any("type.googleapis.com/acme.Private", vec![8, 1]),
+            any("type.googleapis.com/google.rpc.ErrorInfo", vec![0xff]),
+        ] {
+            let status = dapr::google::rpc::Status {
+                code: 13,
+                message: "x".into(),
+                details: vec![detail],
+            };
+            assert!(rpc_status_json(&status).is_err());
         }
     }
 }

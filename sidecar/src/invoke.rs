@@ -50,9 +50,9 @@ pub(crate) const CALLER: HeaderName = HeaderName::from_static("dapr-caller-app-i
 pub(crate) const CALLEE: HeaderName = HeaderName::from_static("dapr-callee-app-id");
 pub(crate) const CALLER_NS: HeaderName = HeaderName::from_static("dapr-caller-namespace");
 pub(crate) const API_TOKEN: HeaderName = appkit::token::HEADER_NAME;
-/// On an answer from a gRPC app's error, between sidecars: its gRPC code, so a gRPC caller
-/// gets the app's status as it was (code and message), as from daprd; never to an HTTP
-/// caller.
+/// On an answer from a gRPC app's error, between sidecars: its whole status (a
+/// `google.rpc.Status`, base64), so a gRPC caller gets the app's status as it was (code,
+/// message, details), as from daprd; never to an HTTP caller.
 pub(crate) const APP_GRPC_STATUS: HeaderName = HeaderName::from_static("dapr-internal-grpc-status");
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
 /// The registry's secret, from the calling sidecar to the called one (never to an app).

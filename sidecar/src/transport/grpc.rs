@@ -271,11 +271,10 @@ impl Dapr for GrpcApi {
         };
         let resp = self.rt.invoker.invoke(&req.id, call).await?;
         let status = resp.status();
-        let app_code = resp
+        let app_status = resp
             .headers()
             .get(crate::invoke::APP_GRPC_STATUS)
-            .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
-            .map(tonic::Code::from_i32);
+            .and_then(crate::appcallback::passed_status);
         let content_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -291,17 +290,9 @@ impl Dapr for GrpcApi {
                 )),
                 _ => Status::internal(format!("reading the app's response: {}", e.message)),
             })?;
-        // A gRPC app's error: its own code and message, as daprd passes them on.
-        if let Some(code) = app_code.filter(|c| *c != tonic::Code::Ok) {
-            #[derive(serde::Deserialize)]
-            struct AppStatus {
-                #[serde(default)]
-                message: String,
-            }
-            let message = serde_json::from_slice::<AppStatus>(&body)
-                .map(|s| s.message)
-                .unwrap_or_default();
-            return Err(Status::new(code, message));
+        // A gRPC app's error: its own status, as daprd passes it on.
+        if let Some(status) = app_status.filter(|s| s.code() != tonic::Code::Ok) {
+            return Err(status);
         }
         let code = grpc_code_for_http(status);
         if code != tonic::Code::Ok {

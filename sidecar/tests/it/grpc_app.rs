@@ -1,7 +1,8 @@
 //! The gRPC app channel: an app serving Dapr's `AppCallback` (written against the `dapr`
 //! crate's generated service, as a Rust Dapr app is) behind `--app-protocol grpc`, invoked
-//! by HTTP and gRPC callers through another sidecar; its error statuses reach an HTTP
-//! caller as daprd gives them; a client-only app starts with any protocol.
+//! by HTTP and gRPC callers through another sidecar; its error statuses, details too,
+//! reach HTTP and gRPC callers as daprd gives them; a client-only app starts with any
+//! protocol.
 
 use dapr::dapr::proto::common::v1::{
     HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb,
@@ -21,8 +22,41 @@ use tonic::{Request, Response, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sidecar");
 
-/// Answers `OnInvoke` with what it received, as JSON; method `missing` is NotFound.
+/// Answers `OnInvoke` with what it received, as JSON; method `missing` is NotFound with
+/// an `ErrorInfo` and a `ResourceInfo`; method `odd` is Internal with a detail of a type
+/// only the app knows.
 struct EchoApp;
+
+/// The details of `missing`'s error.
+fn missing_status() -> dapr::google::rpc::Status {
+    use prost::Message as _;
+    use sidecar::errors::{ErrorInfo, ResourceInfo};
+    let info = ErrorInfo {
+        reason: "NO_SUCH_METHOD".into(),
+        domain: "echo.test".into(),
+        metadata: [("method".to_string(), "missing".to_string())].into(),
+    };
+    let resource = ResourceInfo {
+        resource_type: "method".into(),
+        resource_name: "missing".into(),
+        owner: String::new(),
+        description: String::new(),
+    };
+    dapr::google::rpc::Status {
+        code: tonic::Code::NotFound as i32,
+        message: "no such method".into(),
+        details: vec![
+            prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+                value: info.encode_to_vec(),
+            },
+            prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.ResourceInfo".into(),
+                value: resource.encode_to_vec(),
+            },
+        ],
+    }
+}
 
 #[tonic::async_trait]
 impl AppCallback for EchoApp {
@@ -38,7 +72,29 @@ impl AppCallback for EchoApp {
             .to_string();
         let req = request.into_inner();
         if req.method == "missing" {
-            return Err(Status::not_found("no such method"));
+            use prost::Message as _;
+            let status = missing_status();
+            return Err(Status::with_details(
+                tonic::Code::NotFound,
+                status.message.clone(),
+                status.encode_to_vec().into(),
+            ));
+        }
+        if req.method == "odd" {
+            use prost::Message as _;
+            let status = dapr::google::rpc::Status {
+                code: tonic::Code::Internal as i32,
+                message: "odd".into(),
+                details: vec![prost_types::Any {
+                    type_url: "type.googleapis.com/echo.Private".into(),
+                    value: vec![8, 1],
+                }],
+            };
+            return Err(Status::with_details(
+                tonic::Code::Internal,
+                "odd",
+                status.encode_to_vec().into(),
+            ));
         }
         let ext = req.http_extension.unwrap_or_default();
         let seen = json!({
@@ -257,8 +313,28 @@ async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
         "the sidecars' own header stays between them"
     );
     let status: Value = r.json().await.unwrap();
-    assert_eq!(status["code"], 5, "{status}");
-    assert_eq!(status["message"], "no such method", "{status}");
+    assert_eq!(
+        status,
+        json!({"code": 5, "message": "no such method", "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "NO_SUCH_METHOD",
+             "domain": "echo.test", "metadata": {"method": "missing"}},
+            {"@type": "type.googleapis.com/google.rpc.ResourceInfo", "resourceType": "method",
+             "resourceName": "missing"},
+        ]}),
+        "protojson of the app's status, empty fields left out"
+    );
+    // A detail daprd cannot write as JSON (its type is the app's own).
+    let r = http
+        .post(format!(
+            "{}/v1.0/invoke/grpcapp/method/odd",
+            caller.http_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["errorCode"], "ERR_MALFORMED_RESPONSE", "{error}");
 
     // A gRPC caller.
     let mut client = DaprClient::connect(caller.grpc_url()).await.unwrap();
@@ -304,6 +380,37 @@ async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
         (err.code(), err.message()),
         (tonic::Code::NotFound, "no such method")
     );
+    {
+        use prost::Message as _;
+        let details = dapr::google::rpc::Status::decode(err.details()).unwrap();
+        assert_eq!(
+            details,
+            missing_status(),
+            "the app's details, as it sent them"
+        );
+    }
+    // Details of the app's own types too: a gRPC caller is given the status untouched.
+    let err = client
+        .invoke_service(rt::InvokeServiceRequest {
+            id: "grpcapp".into(),
+            message: Some(InvokeRequest {
+                method: "odd".into(),
+                data: None,
+                content_type: String::new(),
+                http_extension: None,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::Internal, "odd"));
+    {
+        use prost::Message as _;
+        let details = dapr::google::rpc::Status::decode(err.details()).unwrap();
+        assert_eq!(
+            details.details[0].type_url,
+            "type.googleapis.com/echo.Private"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
