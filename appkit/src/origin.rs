@@ -277,6 +277,30 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// Sends one request and hands back its answer as it comes, its head within `left`
+    /// when bounded, its body without a limit (a stream of events, say). The connection
+    /// carries only this exchange: it closes when the body ends or is dropped.
+    pub async fn stream(
+        &self,
+        mut req: Request<Full<Bytes>>,
+        left: Option<Duration>,
+    ) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+        req.headers_mut()
+            .insert(http::header::HOST, self.pool.host.clone());
+        let head = async {
+            let mut sender = self.pool.connect().await?;
+            sender.send_request(req).await.map_err(Failure::Sending)
+        };
+        match left {
+            Some(left) => tokio::time::timeout(left, head)
+                .await
+                .unwrap_or(Err(Failure::Late)),
+            None => head.await,
+        }
+    }
+}
+
 impl Pool {
     /// An idle connection (true: reused) or a new one.
     async fn take(&self) -> Result<(SendRequest<Full<Bytes>>, bool), Failure> {

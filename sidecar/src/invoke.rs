@@ -7,7 +7,8 @@
 //! origins, perhaps TLS); to the app, one origin, `appkit::origin`'s pool. Request bodies
 //! are read whole (they are bounded by `--max-body-size`) so that a call to a peer whose
 //! registration went stale can be retried once against a fresh lookup; so is an HTTP app's
-//! answer, within the same limit (as daprd limits it).
+//! answer, within the same limit (as daprd limits it), but for Server-Sent Events, which
+//! go on as the app writes them (as daprd passes them on).
 //!
 //! Between sidecars the hop is plain HTTP carrying the registry's secret, or under mTLS
 //! (`crate::mtls`) HTTPS where each end checks the other's certificate and the callee's
@@ -511,10 +512,12 @@ impl Invoker {
         let uri = target_uri("", &call.path, call.query.as_deref()).map_err(|e| {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;
-        let mut resp = self
-            .send_app(app, &call, uri)
-            .await
-            .map_err(|e| e.to_api(&self.app_id))?;
+        let mut resp = if wants_events(&call.headers) {
+            self.stream_app(app, &call, uri).await
+        } else {
+            self.send_app(app, &call, uri).await
+        }
+        .map_err(|e| e.to_api(&self.app_id))?;
         // Only a sidecar's own refusal may carry the mark, never an app's answer.
         resp.headers_mut().remove(&PEER_REFUSED);
         Ok(resp)
@@ -557,6 +560,33 @@ impl Invoker {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::from(body)))
     }
+
+    /// The same for a call that asks for a stream of events: the answer goes on as the app
+    /// writes it, as daprd passes Server-Sent Events on, with no limit on its length.
+    async fn stream_app(
+        &self,
+        app: &Origin,
+        call: &Call,
+        uri: Uri,
+    ) -> Result<Response<Body>, SendError> {
+        let (req, limit) = onward(call, uri);
+        let resp = app.stream(req, limit).await.map_err(|f| match (f, limit) {
+            (Failure::Late, Some(d)) => SendError::Timeout(d),
+            (f, _) => SendError::App(f),
+        })?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// Whether a call asks for Server-Sent Events: its `Accept` is `text/event-stream` and
+/// nothing else (daprd's test, `sse.IsSSEHttpRequest`).
+fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// The request a call makes on its next hop, to `uri`, and the time it has (from its

@@ -379,3 +379,68 @@ async fn a_call_whose_time_runs_out_is_a_504() {
     );
     drop(silent);
 }
+
+/// Where the SSE app's open stream takes its next chunks; dropped, the stream ends.
+type Events =
+    std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<&'static str>>>>;
+
+/// An app answering `GET /events` with Server-Sent Events: the first at once, the rest
+/// when the test sends them through [`Events`].
+async fn start_sse_app(events: Events) -> u16 {
+    async fn stream(
+        axum::extract::State(events): axum::extract::State<Events>,
+    ) -> axum::response::Response {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send("data: one\n\n").unwrap();
+        *events.lock().unwrap() = Some(tx);
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, std::io::Error>(chunk), rx))
+        });
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(body))
+            .unwrap()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .route("/events", axum::routing::get(stream))
+        .with_state(events);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// A call that asks for Server-Sent Events (`Accept: text/event-stream`) gets them as the
+/// app writes them, through both sidecars, as daprd passes them on: the first event
+/// arrives while the app still holds its stream open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_pass_through_as_the_app_writes_them() {
+    let events = Events::default();
+    let p = pair_to(start_sse_app(events.clone()).await, &[]).await;
+    // A sidecar that held the answer until the app ended it would never send its head.
+    let answer = p.send(
+        Method::GET,
+        "/v1.0/invoke/backend/method/events",
+        &[("accept", "text/event-stream")],
+    );
+    let mut r = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("the answer's head arrives while the app's stream is open");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"data: one\n\n") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), r.chunk())
+            .await
+            .expect("the first event arrives while the app's stream is open")
+            .unwrap()
+            .expect("the stream is still open");
+        seen.extend_from_slice(&chunk);
+    }
+    let more = events.lock().unwrap().take().unwrap();
+    more.send("data: two\n\n").unwrap();
+    drop(more);
+    let rest = r.bytes().await.unwrap();
+    assert_eq!(rest, "data: two\n\n");
+}
