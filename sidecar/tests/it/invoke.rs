@@ -444,3 +444,22 @@ async fn server_sent_events_pass_through_as_the_app_writes_them() {
     let rest = r.bytes().await.unwrap();
     assert_eq!(rest, "data: two\n\n");
 }
+
+/// An app that is not listening: the caller gets 500 `ERR_DIRECT_INVOKE` naming the app id,
+/// as from daprd (whose callee answers `Internal`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_is_not_listening_is_a_failed_invocation() {
+    let p = pair_to(testkit::free_port(), &[]).await;
+    let r = p
+        .send(Method::POST, "/v1.0/invoke/backend/method/anything", &[])
+        .await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["errorCode"], "ERR_DIRECT_INVOKE", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("failed to invoke, id: backend, err: "),
+        "{message}"
+    );
+}
