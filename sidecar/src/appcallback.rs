@@ -25,8 +25,42 @@ use crate::invoke::Call;
 use crate::pubsub::subscriptions::{Origin, Rule, Subscription};
 
 /// Headers that describe the HTTP message, not the call: never passed on as metadata
-/// (nor `grpc-*`, which gRPC reserves).
+/// (nor `grpc-*`, which gRPC reserves). `content-type` and `content-length` go on with a
+/// `dapr-` prefix from an HTTP caller (below).
 const NOT_METADATA: [&str; 4] = ["content-type", "content-length", "host", "te"];
+
+/// IANA's permanent HTTP request headers, which daprd passes from an HTTP caller to a gRPC
+/// app as `dapr-<name>` (`isPermanentHTTPHeader`), HTTP/2 reserving or redefining them.
+const PREFIXED: [&str; 28] = [
+    "accept",
+    "accept-charset",
+    "accept-language",
+    "accept-ranges",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "cache-control",
+    "content-type",
+    "content-length",
+    "cookie",
+    "date",
+    "expect",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-schedule-tag-match",
+    "if-unmodified-since",
+    "max-forwards",
+    "origin",
+    "pragma",
+    "referer",
+    "via",
+    "warning",
+];
 
 /// How long a connection to the app may take: it runs beside the sidecar.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -69,7 +103,8 @@ impl GrpcApp {
         app_id: &str,
     ) -> Result<Response<Body>, ApiError> {
         let mut request = tonic::Request::new(invoke_request(call));
-        add_metadata(&mut request, &call.headers);
+        let from_http = !call.headers.contains_key(crate::invoke::GRPC_CALLER);
+        add_metadata(&mut request, &call.headers, from_http);
         if let Some(d) = limit {
             request.set_timeout(d);
         }
@@ -171,7 +206,7 @@ impl GrpcApp {
         limit: Duration,
     ) -> Result<TopicEventResponseStatus, tonic::Status> {
         let mut request = tonic::Request::new(event);
-        add_metadata(&mut request, metadata);
+        add_metadata(&mut request, metadata, false);
         request.set_timeout(limit);
         let mut client = self.client.clone();
         let answer = client.on_topic_event(request).await?.into_inner();
@@ -248,13 +283,40 @@ pub fn topic_event_request(
     })
 }
 
-/// The call's ASCII headers as gRPC metadata, but for those describing the HTTP message.
-fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap) {
+/// The call's headers as gRPC metadata, as daprd converts them: from an HTTP caller, the
+/// permanent HTTP headers as `dapr-<name>` (`host` left out, as Go's server keeps it
+/// apart) and the base64 values of `-bin` headers decoded into binary metadata (those that
+/// do not decode left out); those describing the HTTP message and `grpc-*` never.
+fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap, from_http: bool) {
+    use base64::Engine as _;
     for (name, value) in headers {
-        if NOT_METADATA.contains(&name.as_str()) || name.as_str().starts_with("grpc-") {
+        let name = name.as_str();
+        if name.starts_with("grpc-") || name == crate::invoke::GRPC_CALLER.as_str() {
             continue;
         }
-        let key = AsciiMetadataKey::from_bytes(name.as_str().as_bytes());
+        if from_http && name != "host" && PREFIXED.contains(&name) {
+            let key = AsciiMetadataKey::from_bytes(format!("dapr-{name}").as_bytes());
+            let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
+            if let (Ok(key), Some(Ok(value))) = (key, value) {
+                request.metadata_mut().append(key, value);
+            }
+            continue;
+        }
+        if NOT_METADATA.contains(&name) {
+            continue;
+        }
+        if name.ends_with("-bin") {
+            let key = tonic::metadata::BinaryMetadataKey::from_bytes(name.as_bytes());
+            let value = base64::engine::general_purpose::STANDARD.decode(value.as_bytes());
+            if let (Ok(key), Ok(value)) = (key, value) {
+                request.metadata_mut().append_bin(
+                    key,
+                    tonic::metadata::BinaryMetadataValue::from_bytes(&value),
+                );
+            }
+            continue;
+        }
+        let key = AsciiMetadataKey::from_bytes(name.as_bytes());
         let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
         if let (Ok(key), Some(Ok(value))) = (key, value) {
             request.metadata_mut().append(key, value);

@@ -55,6 +55,10 @@ pub(crate) const API_TOKEN: HeaderName = appkit::token::HEADER_NAME;
 /// `google.rpc.Status`, base64), so a gRPC caller gets the app's status as it was (code,
 /// message, details), as from daprd; never to an HTTP caller.
 pub(crate) const APP_GRPC_STATUS: HeaderName = HeaderName::from_static("dapr-internal-grpc-status");
+/// On a call from a gRPC caller, between sidecars: its headers are the caller's metadata,
+/// which a gRPC app is given as they are (an HTTP caller's standard headers get daprd's
+/// `dapr-` prefix); never to an app.
+pub(crate) const GRPC_CALLER: HeaderName = HeaderName::from_static("dapr-internal-grpc-caller");
 const APP_ID: HeaderName = HeaderName::from_static("dapr-app-id");
 /// The registry's secret, from the calling sidecar to the called one (never to an app).
 pub const PEER_SECRET: HeaderName = HeaderName::from_static("dapr-internal-secret");
@@ -509,6 +513,17 @@ impl Invoker {
                 return grpc.invoke(&call, limit, &self.app_id).await;
             }
         };
+        call.headers.remove(&GRPC_CALLER);
+        // Binary metadata is for gRPC apps: daprd gives an HTTP app none of it.
+        let binary: Vec<HeaderName> = call
+            .headers
+            .keys()
+            .filter(|k| k.as_str().ends_with("-bin"))
+            .cloned()
+            .collect();
+        for name in binary {
+            call.headers.remove(name);
+        }
         let uri = target_uri("", &call.path, call.query.as_deref()).map_err(|e| {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;

@@ -240,21 +240,27 @@ impl Dapr for GrpcApi {
         let ext = msg.http_extension.unwrap_or_default();
         let mut headers = HeaderMap::new();
         for kv in meta.iter() {
-            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
-                let name = k.as_str();
-                if name.starts_with("grpc-")
-                    || name == "content-type"
-                    || name == "te"
-                    || name == "user-agent"
-                {
-                    continue;
+            // Binary metadata travels base64 in its header, as in daprd's own metadata.
+            let (name, value) = match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    (k.as_str(), HeaderValue::from_bytes(v.as_bytes()))
                 }
-                if let (Ok(n), Ok(v)) = (
-                    header::HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_bytes(v.as_bytes()),
-                ) {
-                    headers.append(n, v);
+                tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                    use base64::Engine as _;
+                    let Ok(bytes) = v.to_bytes() else { continue };
+                    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+                    (k.as_str(), HeaderValue::from_str(&text))
                 }
+            };
+            if name.starts_with("grpc-")
+                || name == "content-type"
+                || name == "te"
+                || name == "user-agent"
+            {
+                continue;
+            }
+            if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), value) {
+                headers.append(n, v);
             }
         }
         if !msg.content_type.is_empty()
@@ -262,6 +268,7 @@ impl Dapr for GrpcApi {
         {
             headers.insert(header::CONTENT_TYPE, v);
         }
+        headers.insert(crate::invoke::GRPC_CALLER, HeaderValue::from_static("1"));
         let call = Call {
             method: http_method(ext.verb),
             path: format!("/{}", method_path(&msg.method)),

@@ -787,7 +787,9 @@ async fn unlock(State(rt): Rt, Path(store): Path<String>, Payload(body): Payload
 }
 
 async fn forward(rt: &Api, target: &str, path: String, req: Request<Body>) -> Answer {
-    let call = Call::read(&rt.invoker, path, req).await?;
+    let mut call = Call::read(&rt.invoker, path, req).await?;
+    // Only a gRPC caller's sidecar marks its calls so.
+    call.headers.remove(crate::invoke::GRPC_CALLER);
     let mut answer = rt.invoker.invoke(target, call).await?;
     // For a gRPC caller only; an HTTP caller gets the status as JSON.
     answer.headers_mut().remove(crate::invoke::APP_GRPC_STATUS);

@@ -70,6 +70,20 @@ impl AppCallback for EchoApp {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        // Binary values as their bytes read as text.
+        let metadata: serde_json::Map<String, Value> = request
+            .metadata()
+            .iter()
+            .map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    (k.to_string(), json!(v.to_str().unwrap_or_default()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(k, v) => (
+                    k.to_string(),
+                    json!(String::from_utf8_lossy(&v.to_bytes().unwrap_or_default())),
+                ),
+            })
+            .collect();
         let req = request.into_inner();
         if req.method == "missing" {
             use prost::Message as _;
@@ -104,6 +118,7 @@ impl AppCallback for EchoApp {
             "content_type": req.content_type,
             "body": String::from_utf8_lossy(&req.data.unwrap_or_default().value),
             "caller": caller,
+            "metadata": metadata,
         });
         Ok(Response::new(InvokeResponse {
             data: Some(prost_types::Any {
@@ -286,17 +301,38 @@ async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
             caller.http_url()
         ))
         .json(&json!({"n": 1}))
+        .header("accept", "application/json")
+        .header("x-custom", "kept")
+        // base64 of "\x01hi": daprd decodes a `-bin` header into binary metadata.
+        .header("x-thing-bin", "AWhp")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
-    let seen: Value = r.json().await.unwrap();
+    let mut seen: Value = r.json().await.unwrap();
+    let metadata = seen["metadata"].take();
+    seen.as_object_mut().unwrap().remove("metadata");
     assert_eq!(
         seen,
         json!({"method": "orders/7", "verb": "PUT", "query": "x=1",
                "content_type": "application/json", "body": "{\"n\":1}", "caller": "caller"})
     );
+    // An HTTP caller's standard headers get daprd's `dapr-` prefix; others go as they are.
+    assert_eq!(metadata["dapr-accept"], "application/json", "{metadata}");
+    assert_eq!(
+        metadata["dapr-content-type"], "application/json",
+        "{metadata}"
+    );
+    assert_eq!(metadata["dapr-content-length"], "7", "{metadata}");
+    assert_eq!(metadata["x-custom"], "kept", "{metadata}");
+    assert_eq!(metadata["x-thing-bin"], "\u{1}hi", "{metadata}");
+    for unprefixed in ["accept", "content-length", "host", "dapr-host"] {
+        assert!(
+            metadata.get(unprefixed).is_none(),
+            "{unprefixed}: {metadata}"
+        );
+    }
 
     // The app's error status, as daprd hands it to an HTTP caller.
     let r = http
@@ -338,30 +374,43 @@ async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
 
     // A gRPC caller.
     let mut client = DaprClient::connect(caller.grpc_url()).await.unwrap();
-    let answer = client
-        .invoke_service(rt::InvokeServiceRequest {
-            id: "grpcapp".into(),
-            message: Some(InvokeRequest {
-                method: "hello".into(),
-                data: Some(prost_types::Any {
-                    type_url: String::new(),
-                    value: b"hi".to_vec(),
-                }),
-                content_type: "text/plain".into(),
-                http_extension: Some(HttpExtension {
-                    verb: Verb::Post as i32,
-                    querystring: String::new(),
-                }),
+    let mut request = tonic::Request::new(rt::InvokeServiceRequest {
+        id: "grpcapp".into(),
+        message: Some(InvokeRequest {
+            method: "hello".into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: b"hi".to_vec(),
             }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+            content_type: "text/plain".into(),
+            http_extension: Some(HttpExtension {
+                verb: Verb::Post as i32,
+                querystring: String::new(),
+            }),
+        }),
+    });
+    request
+        .metadata_mut()
+        .insert("accept", "text/plain".parse().unwrap());
+    request.metadata_mut().insert_bin(
+        "x-thing-bin",
+        tonic::metadata::BinaryMetadataValue::from_bytes(b"\x02ho"),
+    );
+    let answer = client.invoke_service(request).await.unwrap().into_inner();
     let seen: Value = serde_json::from_slice(&answer.data.unwrap().value).unwrap();
     assert_eq!(seen["method"], "hello");
     assert_eq!(seen["body"], "hi");
     assert_eq!(seen["content_type"], "text/plain");
     assert_eq!(seen["caller"], "caller");
+    // A gRPC caller's metadata goes as it is, binary values too.
+    let metadata = &seen["metadata"];
+    assert_eq!(metadata["accept"], "text/plain", "{metadata}");
+    assert_eq!(metadata["x-thing-bin"], "\u{2}ho", "{metadata}");
+    assert!(metadata.get("dapr-accept").is_none(), "{metadata}");
+    assert!(
+        metadata.get("dapr-internal-grpc-caller").is_none(),
+        "{metadata}"
+    );
 
     // A gRPC caller gets the app's error status itself, code and message.
     let err = client
