@@ -23,6 +23,30 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// A TCP listener on `addr` whose queue of connections not yet accepted is as long as the
+/// system allows (`net.core.somaxconn`, as Go's listeners and so daprd's take it), not the
+/// 128 of `tokio::net::TcpListener::bind`: a burst of hundreds of callers at once (a
+/// sidecar's peers, a load test) overflowed 128 while the runtime was busy, and Linux
+/// then drops the handshake, so the caller's connect waits out a 1 s retransmission and
+/// a connect deadline of 1 or 2 s fails.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(max_backlog())
+}
+
+/// `net.core.somaxconn`, or 4,096 (its default since Linux 5.4) where it cannot be read.
+fn max_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096)
+}
+
 /// `listener` with `TCP_NODELAY` on each connection: requests and answers are small, and
 /// waiting to fill a segment only adds latency.
 pub fn nodelay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {

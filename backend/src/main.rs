@@ -118,8 +118,7 @@ fn main() -> anyhow::Result<()> {
             app_token: settings.app_token.as_deref().map(Arc::from),
             budget: Duration::from_millis(args.request_timeout_ms.max(1)),
         };
-        let listener = tokio::net::TcpListener::bind((args.service.host, port))
-            .await
+        let listener = appkit::server::listen((args.service.host, port).into())
             .with_context(|| format!("binding {}:{port}", args.service.host))?;
         tracing::info!(
             port,

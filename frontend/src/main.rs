@@ -34,8 +34,7 @@ fn main() -> anyhow::Result<()> {
     runtime(args.service.workers)?.block_on(async move {
         let budget = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
         let backend = Backend::new(&settings, budget)?;
-        let listener = tokio::net::TcpListener::bind((args.service.host, port))
-            .await
+        let listener = appkit::server::listen((args.service.host, port).into())
             .with_context(|| format!("binding {}:{port}", args.service.host))?;
         tracing::info!(port, dapr_http_port = settings.http_port, dapr_http_socket = ?settings.http_socket, backend = %settings.backend_app_id, "frontend listening");
         appkit::server::serve_http1(appkit::server::nodelay(listener), app(backend), shutdown_signal()).await;

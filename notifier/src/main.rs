@@ -40,8 +40,7 @@ fn main() -> anyhow::Result<()> {
     let port = args.service.port.unwrap_or_else(|| app_port(5003));
     let app_token = DaprSettings::from_env().app_token.map(Arc::from);
     runtime(args.service.workers)?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((args.service.host, port))
-            .await
+        let listener = appkit::server::listen((args.service.host, port).into())
             .with_context(|| format!("binding {}:{port}", args.service.host))?;
         tracing::info!(port, pubsub = %args.pubsub, topic = %args.topic, inbox = %args.inbox.display(), heard = ?inbox.counts(), "notifier listening");
         let notifier = Notifier {

@@ -191,9 +191,7 @@ impl Listeners {
 
 async fn bind(addr: IpAddr, port: Option<u16>, what: &str) -> anyhow::Result<TcpListener> {
     let sa = SocketAddr::new(addr, port.unwrap_or(0));
-    TcpListener::bind(sa)
-        .await
-        .with_context(|| format!("binding the {what} port {sa}"))
+    appkit::server::listen(sa).with_context(|| format!("binding the {what} port {sa}"))
 }
 
 /// The Dapr Configuration `config` names (tracing, metrics), or the defaults.
