@@ -31,7 +31,7 @@ pub(crate) enum Connector {
     Unix(Arc<PathBuf>),
 }
 
-/// One connection to the sidecar.
+/// One connection to the origin.
 pub(crate) enum Conn {
     Tcp(TokioIo<tokio::net::TcpStream>),
     Unix(TokioIo<tokio::net::UnixStream>),
@@ -139,6 +139,14 @@ impl tower::Service<Uri> for Connector {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `host:port` as a URI's authority: an IPv6 address in brackets.
+pub fn authority(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
 impl Connector {
     /// To the Unix domain socket at `path`, whatever the URI says.
     pub(crate) fn unix(path: PathBuf) -> Self {
@@ -146,7 +154,8 @@ impl Connector {
     }
 }
 
-/// A pooled HTTP/1.1 client of one origin (a sidecar's API, an app): keep-alive connections, the idle ones on a stack (the last used is taken first; those idle past
+/// A pooled HTTP/1.1 client of one origin (a sidecar's API, an app): keep-alive
+/// connections, the idle ones on a stack (the last used is taken first; those idle past
 /// [`IDLE_TIMEOUT`] are closed when a connection is next taken, not in the background).
 /// Cloning it shares the pool.
 ///
@@ -163,7 +172,7 @@ pub struct Origin {
 
 struct Pool {
     connector: Connector,
-    /// What the connector is given: the sidecar's address (ignored for a Unix socket).
+    /// What the connector is given: the origin's address (ignored for a Unix socket).
     address: Uri,
     /// Every request's `Host`.
     host: HeaderValue,
@@ -175,7 +184,7 @@ struct Idle {
     since: Instant,
 }
 
-/// An idle connection older than this is closed rather than used (the sidecar may have
+/// An idle connection older than this is closed rather than used (the origin may have
 /// dropped it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept at most; more are closed when returned.
@@ -185,31 +194,35 @@ impl Origin {
     /// To the sidecar's HTTP port, or its socket when `settings` name one.
     pub fn sidecar(settings: &DaprSettings) -> Self {
         match &settings.http_socket {
-            Some(path) => Origin::new(Connector::unix(path.clone()), "localhost".to_string()),
-            None => Origin::tcp("127.0.0.1", settings.http_port),
+            Some(path) => Origin::new(Connector::unix(path.clone()), "localhost".to_string())
+                .expect("localhost forms a URI"),
+            None => Origin::tcp("127.0.0.1", settings.http_port)
+                .expect("a loopback address and a port form a URI"),
         }
     }
 
     /// To `host:port` over TCP (`TCP_NODELAY`; connecting takes at most
-    /// [`CONNECT_TIMEOUT`]).
-    pub fn tcp(host: &str, port: u16) -> Self {
+    /// [`CONNECT_TIMEOUT`]); an IPv6 address is bracketed.
+    pub fn tcp(host: &str, port: u16) -> Result<Self, http::uri::InvalidUri> {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        Origin::new(Connector::Tcp(tcp), format!("{host}:{port}"))
+        Origin::new(Connector::Tcp(tcp), authority(host, port))
     }
 
-    fn new(connector: Connector, authority: String) -> Self {
-        Origin {
+    fn new(connector: Connector, authority: String) -> Result<Self, http::uri::InvalidUri> {
+        let address = Uri::try_from(format!("http://{authority}"))?;
+        // What a URI's authority may hold is visible ASCII, which a header may hold too.
+        let host = HeaderValue::try_from(authority).expect("a URI's authority is a header");
+        Ok(Origin {
             pool: Arc::new(Pool {
                 connector,
-                address: Uri::try_from(format!("http://{authority}"))
-                    .expect("an address and port form a URI"),
-                host: HeaderValue::try_from(authority).expect("an address and port form a header"),
+                address,
+                host,
                 idle: Mutex::new(Vec::new()),
             }),
             body_limit: None,
-        }
+        })
     }
 
     /// The same origin, its answers' bodies held to `limit` bytes: a longer one is
@@ -222,13 +235,13 @@ impl Origin {
     }
 
     /// The request target of `path` (with its query, already percent-encoded) on the
-    /// sidecar: origin-form, as the request line carries it.
+    /// origin: origin-form, as the request line carries it.
     pub fn uri(&self, path: &str) -> Result<Uri, http::uri::InvalidUri> {
         Uri::try_from(path)
     }
 
     /// Sends one request and reads its whole answer, within `left` when bounded. A request
-    /// that a reused connection could not take (the sidecar had closed it) goes once more
+    /// that a reused connection could not take (the origin had closed it) goes once more
     /// on a new connection: it was never sent.
     pub async fn exchange(
         &self,
@@ -275,9 +288,7 @@ impl Origin {
             None => round_trip.await,
         }
     }
-}
 
-impl Origin {
     /// Sends one request and hands back its answer as it comes, its head within `left`
     /// when bounded, its body without a limit (a stream of events, say). The connection
     /// carries only this exchange: it closes when the body ends or is dropped.
@@ -314,7 +325,7 @@ impl Pool {
             };
             match idle {
                 Some(c) if !c.sender.is_closed() => return Ok((c.sender, true)),
-                // Closed by the sidecar.
+                // Closed by the origin.
                 Some(_) => continue,
                 None => return Ok((self.connect().await?, false)),
             }
@@ -331,7 +342,7 @@ impl Pool {
             .map_err(Failure::Sending)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a connection to the sidecar ended");
+                tracing::debug!(error = %e, "a pooled HTTP/1.1 connection ended");
             }
         });
         Ok(sender)

@@ -77,11 +77,8 @@ impl GrpcApp {
     /// after its sidecar, as with `sidecar run`. Messages both ways may be as large as
     /// `max_body` (`--max-body-size`), as daprd sets its channel's limits.
     pub fn new(host: &str, port: u16, max_body: usize) -> Result<GrpcApp, tonic::transport::Error> {
-        let host = match host.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("[{v6}]"),
-            Err(_) => host.to_string(),
-        };
-        let channel = Endpoint::from_shared(format!("http://{host}:{port}"))?
+        let authority = appkit::origin::authority(host, port);
+        let channel = Endpoint::from_shared(format!("http://{authority}"))?
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
@@ -103,8 +100,12 @@ impl GrpcApp {
         app_id: &str,
     ) -> Result<Response<Body>, ApiError> {
         let mut request = tonic::Request::new(invoke_request(call));
-        let from_http = !call.headers.contains_key(crate::invoke::GRPC_CALLER);
-        add_metadata(&mut request, &call.headers, from_http);
+        let source = if call.headers.contains_key(crate::invoke::GRPC_CALLER) {
+            Source::GrpcCaller
+        } else {
+            Source::HttpCaller
+        };
+        add_metadata(&mut request, &call.headers, source);
         if let Some(d) = limit {
             request.set_timeout(d);
         }
@@ -206,7 +207,7 @@ impl GrpcApp {
         limit: Duration,
     ) -> Result<TopicEventResponseStatus, tonic::Status> {
         let mut request = tonic::Request::new(event);
-        add_metadata(&mut request, metadata, false);
+        add_metadata(&mut request, metadata, Source::Event);
         request.set_timeout(limit);
         let mut client = self.client.clone();
         let answer = client.on_topic_event(request).await?.into_inner();
@@ -283,18 +284,32 @@ pub fn topic_event_request(
     })
 }
 
-/// The call's headers as gRPC metadata, as daprd converts them: from an HTTP caller, the
+/// Where the headers given to a gRPC app come from: daprd converts each kind its own way.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// An invocation by an HTTP caller.
+    HttpCaller,
+    /// An invocation by a gRPC caller: its metadata, binary values base64 in their headers
+    /// between the sidecars.
+    GrpcCaller,
+    /// An event's metadata.
+    Event,
+}
+
+/// The headers as gRPC metadata, as daprd converts them: from an HTTP caller, the
 /// permanent HTTP headers as `dapr-<name>` (`host` left out, as Go's server keeps it
-/// apart) and the base64 values of `-bin` headers decoded into binary metadata (those that
-/// do not decode left out); those describing the HTTP message and `grpc-*` never.
-fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap, from_http: bool) {
+/// apart); a `-bin` header's value as binary metadata, its text as it is (daprd checks
+/// the suffix on Go's canonical `X-...-Bin`, so it never decodes an HTTP caller's), but
+/// decoded from a gRPC caller, whose binary metadata crossed the sidecars in base64; those
+/// describing the HTTP message and `grpc-*` never.
+fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap, source: Source) {
     use base64::Engine as _;
     for (name, value) in headers {
         let name = name.as_str();
         if name.starts_with("grpc-") || name == crate::invoke::GRPC_CALLER.as_str() {
             continue;
         }
-        if from_http && name != "host" && PREFIXED.contains(&name) {
+        if source == Source::HttpCaller && name != "host" && PREFIXED.contains(&name) {
             let key = AsciiMetadataKey::from_bytes(format!("dapr-{name}").as_bytes());
             let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
             if let (Ok(key), Some(Ok(value))) = (key, value) {
@@ -307,7 +322,12 @@ fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap, f
         }
         if name.ends_with("-bin") {
             let key = tonic::metadata::BinaryMetadataKey::from_bytes(name.as_bytes());
-            let value = base64::engine::general_purpose::STANDARD.decode(value.as_bytes());
+            let value = match source {
+                Source::GrpcCaller => {
+                    base64::engine::general_purpose::STANDARD.decode(value.as_bytes())
+                }
+                Source::HttpCaller | Source::Event => Ok(value.as_bytes().to_vec()),
+            };
             if let (Ok(key), Ok(value)) = (key, value) {
                 request.metadata_mut().append_bin(
                     key,
@@ -387,7 +407,6 @@ fn verb(method: &Method) -> Verb {
 /// daprd could not write as JSON makes it a 500 `ERR_MALFORMED_RESPONSE`, as there. The
 /// whole status, as the app sent it, goes along in a header for a gRPC caller's sidecar.
 fn app_error(status: &tonic::Status) -> Response<Body> {
-    use prost::Message as _;
     let rpc = rpc_status(status);
     let (code, body) = match crate::errors::rpc_status_json(&rpc) {
         Ok(json) => (http_status(status.code()), json),
@@ -402,11 +421,19 @@ fn app_error(status: &tonic::Status) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let whole = base64::engine::general_purpose::STANDARD.encode(rpc.encode_to_vec());
-    if let Ok(v) = HeaderValue::from_str(&whole) {
+    if let Some(v) = status_header(status) {
         out.headers_mut().insert(crate::invoke::APP_GRPC_STATUS, v);
     }
     out
+}
+
+/// `status` as [`crate::invoke::APP_GRPC_STATUS`] carries it between sidecars: the whole
+/// `google.rpc.Status`, base64.
+pub fn status_header(status: &tonic::Status) -> Option<HeaderValue> {
+    use prost::Message as _;
+    let whole =
+        base64::engine::general_purpose::STANDARD.encode(rpc_status(status).encode_to_vec());
+    HeaderValue::from_str(&whole).ok()
 }
 
 /// The app's status as `google.rpc.Status`: its code and message, and the details of its

@@ -146,12 +146,21 @@ impl AppChannel {
         host: &str,
         port: u16,
         max_body: usize,
-    ) -> Result<AppChannel, tonic::transport::Error> {
+    ) -> Result<AppChannel, AppChannelError> {
         Ok(match protocol.to_ascii_lowercase().as_str() {
             "grpc" => AppChannel::Grpc(crate::appcallback::GrpcApp::new(host, port, max_body)?),
-            _ => AppChannel::Http(Origin::tcp(host, port).with_body_limit(max_body)),
+            _ => AppChannel::Http(Origin::tcp(host, port)?.with_body_limit(max_body)),
         })
     }
+}
+
+/// An app channel that cannot be made: the address does not form a URI.
+#[derive(Debug, thiserror::Error)]
+pub enum AppChannelError {
+    #[error(transparent)]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("the app's address: {0}")]
+    Http(#[from] http::uri::InvalidUri),
 }
 
 pub struct Invoker {
@@ -533,8 +542,10 @@ impl Invoker {
             self.send_app(app, &call, uri).await
         }
         .map_err(|e| e.to_api(&self.app_id))?;
-        // Only a sidecar's own refusal may carry the mark, never an app's answer.
+        // Only a sidecar may set these, never an HTTP app's answer: its own refusal, and a
+        // gRPC app's status (an HTTP app's would reach a gRPC caller as its error).
         resp.headers_mut().remove(&PEER_REFUSED);
+        resp.headers_mut().remove(&APP_GRPC_STATUS);
         Ok(resp)
     }
 
@@ -568,16 +579,14 @@ impl Invoker {
         let (mut parts, body) = app
             .exchange(req, limit)
             .await
-            .map_err(|f| match (f, limit) {
-                (Failure::Late, Some(d)) => SendError::Timeout(d),
-                (f, _) => SendError::App(f),
-            })?;
+            .map_err(|f| app_failure(f, limit))?;
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::from(body)))
     }
 
-    /// The same for a call that asks for a stream of events: the answer goes on as the app
-    /// writes it, as daprd passes Server-Sent Events on, with no limit on its length.
+    /// The same for a call that asks for a stream of events: a successful answer goes on
+    /// as the app writes it, with no limit on its length, as daprd passes Server-Sent
+    /// Events on; any other is read within the limit, as daprd reads it.
     async fn stream_app(
         &self,
         app: &Origin,
@@ -585,13 +594,32 @@ impl Invoker {
         uri: Uri,
     ) -> Result<Response<Body>, SendError> {
         let (req, limit) = onward(call, uri);
-        let resp = app.stream(req, limit).await.map_err(|f| match (f, limit) {
-            (Failure::Late, Some(d)) => SendError::Timeout(d),
-            (f, _) => SendError::App(f),
-        })?;
+        let resp = app
+            .stream(req, limit)
+            .await
+            .map_err(|f| app_failure(f, limit))?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        if parts.status.is_success() {
+            return Ok(Response::from_parts(parts, Body::new(body)));
+        }
+        let body =
+            http_body_util::BodyExt::collect(http_body_util::Limited::new(body, self.max_body))
+                .await
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => SendError::App(Failure::Reading(*e)),
+                    Err(_) => SendError::App(Failure::TooLarge(self.max_body)),
+                })?
+                .to_bytes();
+        Ok(Response::from_parts(parts, Body::from(body)))
+    }
+}
+
+/// A failed exchange with the app as a failed hop: too late is the call's time run out.
+fn app_failure(f: Failure, limit: Option<std::time::Duration>) -> SendError {
+    match (f, limit) {
+        (Failure::Late, Some(d)) => SendError::Timeout(d),
+        (f, _) => SendError::App(f),
     }
 }
 

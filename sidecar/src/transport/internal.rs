@@ -64,8 +64,23 @@ async fn deliver(
     pass_on(&api, req).await
 }
 
+/// Serves the call; an error of this sidecar's own (the app unreachable or unhealthy, its
+/// answer too large) also carries its gRPC status, so that a gRPC caller gets its code, as
+/// daprd's callee answers its caller in gRPC.
 async fn pass_on(api: &Api, req: Request<Body>) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
-    let call = Call::read(&api.invoker, path, req).await?;
-    api.invoker.serve(call).await
+    let served = match Call::read(&api.invoker, path, req).await {
+        Ok(call) => api.invoker.serve(call).await,
+        Err(e) => Err(e),
+    };
+    served.or_else(|e| {
+        let status = tonic::Status::from(e.clone());
+        let mut answer = e.into_response();
+        if let Some(v) = crate::appcallback::status_header(&status) {
+            answer
+                .headers_mut()
+                .insert(crate::invoke::APP_GRPC_STATUS, v);
+        }
+        Ok(answer)
+    })
 }

@@ -226,6 +226,23 @@ async fn an_apps_reply_past_max_body_size_is_refused() {
     let small = c.invoke_service(call(10)).await.unwrap().into_inner();
     assert!(small.data.is_some_and(|d| d.value.len() < 1024));
 
+    // Through another sidecar: the callee's refusal keeps its code on the way back.
+    let caller = SidecarBuilder::new(env!("CARGO_BIN_EXE_sidecar"), "caller", registry.path())
+        .spawn()
+        .await
+        .unwrap();
+    let mut c2 =
+        dapr::dapr::proto::runtime::v1::dapr_client::DaprClient::connect(caller.grpc_url())
+            .await
+            .unwrap();
+    let err = c2.invoke_service(call(900)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(
+        err.message().contains("--max-body-size"),
+        "{}",
+        err.message()
+    );
+
     let http = reqwest::Client::new();
     let call = |size: usize| {
         http.post(format!("{}/v1.0/invoke/echo/method/echo", s.http_url()))

@@ -441,7 +441,10 @@ async fn server_sent_events_pass_through_as_the_app_writes_them() {
     let more = events.lock().unwrap().take().unwrap();
     more.send("data: two\n\n").unwrap();
     drop(more);
-    let rest = r.bytes().await.unwrap();
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(10), r.bytes())
+        .await
+        .expect("the stream ends when the app ends it")
+        .unwrap();
     assert_eq!(rest, "data: two\n\n");
 }
 
@@ -462,4 +465,44 @@ async fn an_app_that_is_not_listening_is_a_failed_invocation() {
         message.starts_with("failed to invoke, id: backend, err: "),
         "{message}"
     );
+}
+
+/// An HTTP app cannot make up the status a gRPC caller gets: the header in which sidecars
+/// pass a gRPC app's status on is taken off an HTTP app's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_app_cannot_forge_a_grpc_callers_status() {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let forged = dapr::google::rpc::Status {
+        code: tonic::Code::PermissionDenied as i32,
+        message: "forged".into(),
+        details: vec![],
+    };
+    let header = base64::engine::general_purpose::STANDARD.encode(forged.encode_to_vec());
+    let app = axum::Router::new().fallback(move || {
+        let header = header.clone();
+        async move { ([("dapr-internal-grpc-status", header)], "ok") }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let p = pair_to(port, &[]).await;
+    let mut c = DaprClient::connect(p.caller.grpc_url()).await.unwrap();
+    let answer = c
+        .invoke_service(InvokeServiceRequest {
+            id: "backend".into(),
+            message: Some(InvokeRequest {
+                method: "anything".into(),
+                data: None,
+                content_type: String::new(),
+                http_extension: Some(HttpExtension {
+                    verb: 3,
+                    querystring: String::new(),
+                }),
+            }),
+        })
+        .await
+        .expect("the app's answer, not the status it wrote in a header")
+        .into_inner();
+    assert_eq!(answer.data.unwrap().value, b"ok");
 }
