@@ -392,8 +392,10 @@ pub struct FieldViolation {
 
 /// A gRPC app's error status as daprd writes it for an HTTP caller: Go's protojson of the
 /// `google.rpc.Status` (lowerCamelCase names, empty fields left out, each detail an object
-/// with its `@type`). A detail of a type daprd does not know is an error, as protojson
-/// cannot resolve it either; the detail types daprd's own errors use are known here.
+/// with its `@type`). A detail of a type protojson cannot resolve in daprd (an app's own)
+/// is an error there and here; of the `google.rpc` types, all of which daprd resolves,
+/// those daprd's own errors use are written here (ErrorInfo, ResourceInfo, BadRequest),
+/// and any other is an error here too, a difference from daprd.
 pub fn rpc_status_json(status: &dapr::google::rpc::Status) -> Result<serde_json::Value, String> {
     let mut out = serde_json::Map::new();
     if status.code != 0 {
