@@ -388,14 +388,109 @@ pub struct FieldViolation {
     pub field: String,
     #[prost(string, tag = "2")]
     pub description: String,
+    #[prost(string, tag = "3")]
+    pub reason: String,
+    #[prost(message, optional, tag = "4")]
+    pub localized_message: Option<LocalizedMessage>,
+}
+
+/// The other `google.rpc` detail types (error_details.proto), which an app may send and
+/// daprd writes as JSON for an HTTP caller.
+mod rpc_details {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        pub retry_delay: Option<prost_types::Duration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DebugInfo {
+        #[prost(string, repeated, tag = "1")]
+        pub stack_entries: Vec<String>,
+        #[prost(string, tag = "2")]
+        pub detail: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct QuotaFailure {
+        #[prost(message, repeated, tag = "1")]
+        pub violations: Vec<QuotaViolation>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct QuotaViolation {
+        #[prost(string, tag = "1")]
+        pub subject: String,
+        #[prost(string, tag = "2")]
+        pub description: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PreconditionFailure {
+        #[prost(message, repeated, tag = "1")]
+        pub violations: Vec<PreconditionViolation>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PreconditionViolation {
+        #[prost(string, tag = "1")]
+        pub r#type: String,
+        #[prost(string, tag = "2")]
+        pub subject: String,
+        #[prost(string, tag = "3")]
+        pub description: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RequestInfo {
+        #[prost(string, tag = "1")]
+        pub request_id: String,
+        #[prost(string, tag = "2")]
+        pub serving_data: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Help {
+        #[prost(message, repeated, tag = "1")]
+        pub links: Vec<Link>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Link {
+        #[prost(string, tag = "1")]
+        pub description: String,
+        #[prost(string, tag = "2")]
+        pub url: String,
+    }
+}
+
+/// `google.rpc.LocalizedMessage`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LocalizedMessage {
+    #[prost(string, tag = "1")]
+    pub locale: String,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// A `google.protobuf.Duration` as protojson writes it: seconds, with 0, 3, 6 or 9
+/// fractional digits, and `s`.
+fn duration_json(d: &prost_types::Duration) -> String {
+    let negative = d.seconds < 0 || d.nanos < 0;
+    let (seconds, nanos) = (d.seconds.unsigned_abs(), d.nanos.unsigned_abs());
+    let sign = if negative { "-" } else { "" };
+    if nanos == 0 {
+        format!("{sign}{seconds}s")
+    } else if nanos % 1_000_000 == 0 {
+        format!("{sign}{seconds}.{:03}s", nanos / 1_000_000)
+    } else if nanos % 1_000 == 0 {
+        format!("{sign}{seconds}.{:06}s", nanos / 1_000)
+    } else {
+        format!("{sign}{seconds}.{nanos:09}s")
+    }
+}
+
+/// A list of messages as protojson writes each, empty fields left out.
+fn each<T>(items: Vec<T>, json: impl Fn(T) -> serde_json::Value) -> Vec<serde_json::Value> {
+    items.into_iter().map(|i| without_empty(json(i))).collect()
 }
 
 /// A gRPC app's error status as daprd writes it for an HTTP caller: Go's protojson of the
 /// `google.rpc.Status` (lowerCamelCase names, empty fields left out, each detail an object
-/// with its `@type`). A detail of a type protojson cannot resolve in daprd (an app's own)
-/// is an error there and here; of the `google.rpc` types, all of which daprd resolves,
-/// those daprd's own errors use are written here (ErrorInfo, ResourceInfo, BadRequest),
-/// and any other is an error here too, a difference from daprd.
+/// with its `@type`). Every `google.rpc` detail type is written (daprd resolves them all);
+/// one protojson cannot resolve in daprd (an app's own) is an error there and here.
 pub fn rpc_status_json(status: &dapr::google::rpc::Status) -> Result<serde_json::Value, String> {
     let mut out = serde_json::Map::new();
     if status.code != 0 {
@@ -435,16 +530,60 @@ fn any_json(any: &prost_types::Any) -> Result<serde_json::Value, String> {
         }
         "type.googleapis.com/google.rpc.BadRequest" => {
             let d = BadRequest::decode(any.value.as_slice()).map_err(malformed)?;
-            let violations: Vec<_> = d
-                .field_violations
-                .into_iter()
-                .map(|v| {
-                    without_empty(
-                        serde_json::json!({"field": v.field, "description": v.description}),
-                    )
-                })
-                .collect();
+            let violations = each(d.field_violations, |v| {
+                let localized = v.localized_message.map(|m| {
+                    without_empty(serde_json::json!({"locale": m.locale, "message": m.message}))
+                });
+                serde_json::json!({"field": v.field, "description": v.description,
+                    "reason": v.reason, "localizedMessage": localized.unwrap_or_default()})
+            });
             serde_json::json!({ "fieldViolations": violations })
+        }
+        "type.googleapis.com/google.rpc.RetryInfo" => {
+            let d = rpc_details::RetryInfo::decode(any.value.as_slice()).map_err(malformed)?;
+            let delay = d
+                .retry_delay
+                .as_ref()
+                .map(duration_json)
+                .unwrap_or_default();
+            serde_json::json!({ "retryDelay": delay })
+        }
+        "type.googleapis.com/google.rpc.DebugInfo" => {
+            let d = rpc_details::DebugInfo::decode(any.value.as_slice()).map_err(malformed)?;
+            serde_json::json!({"stackEntries": d.stack_entries, "detail": d.detail})
+        }
+        "type.googleapis.com/google.rpc.QuotaFailure" => {
+            let d = rpc_details::QuotaFailure::decode(any.value.as_slice()).map_err(malformed)?;
+            let violations = each(
+                d.violations,
+                |v| serde_json::json!({"subject": v.subject, "description": v.description}),
+            );
+            serde_json::json!({ "violations": violations })
+        }
+        "type.googleapis.com/google.rpc.PreconditionFailure" => {
+            let d = rpc_details::PreconditionFailure::decode(any.value.as_slice())
+                .map_err(malformed)?;
+            let violations = each(d.violations, |v| {
+                serde_json::json!({"type": v.r#type, "subject": v.subject,
+                    "description": v.description})
+            });
+            serde_json::json!({ "violations": violations })
+        }
+        "type.googleapis.com/google.rpc.RequestInfo" => {
+            let d = rpc_details::RequestInfo::decode(any.value.as_slice()).map_err(malformed)?;
+            serde_json::json!({"requestId": d.request_id, "servingData": d.serving_data})
+        }
+        "type.googleapis.com/google.rpc.Help" => {
+            let d = rpc_details::Help::decode(any.value.as_slice()).map_err(malformed)?;
+            let links = each(
+                d.links,
+                |l| serde_json::json!({"description": l.description, "url": l.url}),
+            );
+            serde_json::json!({ "links": links })
+        }
+        "type.googleapis.com/google.rpc.LocalizedMessage" => {
+            let d = LocalizedMessage::decode(any.value.as_slice()).map_err(malformed)?;
+            serde_json::json!({"locale": d.locale, "message": d.message})
         }
         other => return Err(format!("unable to resolve {other:?}: \"not found\"")),
     };
@@ -453,10 +592,12 @@ fn any_json(any: &prost_types::Any) -> Result<serde_json::Value, String> {
     Ok(fields)
 }
 
-/// An object without its empty strings, maps and lists (protojson leaves them out).
+/// An object without its empty strings, maps and lists and its absent messages (protojson
+/// leaves them out).
 fn without_empty(mut v: serde_json::Value) -> serde_json::Value {
     if let Some(map) = v.as_object_mut() {
         map.retain(|_, f| match f {
+            serde_json::Value::Null => false,
             serde_json::Value::String(s) => !s.is_empty(),
             serde_json::Value::Object(m) => !m.is_empty(),
             serde_json::Value::Array(a) => !a.is_empty(),
@@ -534,6 +675,7 @@ impl From<ApiError> for tonic::Status {
                             field_violations: vec![FieldViolation {
                                 field: field.clone(),
                                 description: d.clone(),
+                                ..Default::default()
                             }],
                         });
                 let resource = rich
@@ -572,7 +714,18 @@ mod tests {
             field_violations: vec![FieldViolation {
                 field: "key".into(),
                 description: String::new(),
+                reason: "TOO_LONG".into(),
+                localized_message: Some(LocalizedMessage {
+                    locale: "en".into(),
+                    message: String::new(),
+                }),
             }],
+        };
+        let retry = rpc_details::RetryInfo {
+            retry_delay: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 500_000_000,
+            }),
         };
         let info = ErrorInfo {
             reason: "R".into(),
@@ -591,14 +744,52 @@ mod tests {
                     "type.googleapis.com/google.rpc.ErrorInfo",
                     info.encode_to_vec(),
                 ),
+                any(
+                    "type.googleapis.com/google.rpc.RetryInfo",
+                    retry.encode_to_vec(),
+                ),
             ],
         };
         assert_eq!(
             rpc_status_json(&status).unwrap(),
             serde_json::json!({"code": 3, "details": [
                 {"@type": "type.googleapis.com/google.rpc.BadRequest",
-                 "fieldViolations": [{"field": "key"}]},
+                 "fieldViolations": [{"field": "key", "reason": "TOO_LONG",
+                                      "localizedMessage": {"locale": "en"}}]},
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "R"},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.500s"},
+            ]})
+        );
+        let plain = BadRequest {
+            field_violations: vec![FieldViolation {
+                field: "f".into(),
+                ..Default::default()
+            }],
+        };
+        let help = rpc_details::Help {
+            links: vec![rpc_details::Link {
+                description: String::new(),
+                url: "https://example.test".into(),
+            }],
+        };
+        let more = dapr::google::rpc::Status {
+            code: 9,
+            message: String::new(),
+            details: vec![
+                any(
+                    "type.googleapis.com/google.rpc.BadRequest",
+                    plain.encode_to_vec(),
+                ),
+                any("type.googleapis.com/google.rpc.Help", help.encode_to_vec()),
+            ],
+        };
+        assert_eq!(
+            rpc_status_json(&more).unwrap(),
+            serde_json::json!({"code": 9, "details": [
+                {"@type": "type.googleapis.com/google.rpc.BadRequest",
+                 "fieldViolations": [{"field": "f"}]},
+                {"@type": "type.googleapis.com/google.rpc.Help",
+                 "links": [{"url": "https://example.test"}]},
             ]})
         );
         let bare = dapr::google::rpc::Status {
@@ -610,6 +801,20 @@ mod tests {
             rpc_status_json(&bare).unwrap(),
             serde_json::json!({"code": 5, "message": "gone"})
         );
+    }
+
+    #[test]
+    fn durations_are_written_as_protojson_writes_them() {
+        for (seconds, nanos, text) in [
+            (3, 0, "3s"),
+            (1, 500_000_000, "1.500s"),
+            (0, 1_000, "0.000001s"),
+            (0, 7, "0.000000007s"),
+            (-2, -250_000_000, "-2.250s"),
+        ] {
+            let d = prost_types::Duration { seconds, nanos };
+            assert_eq!(duration_json(&d), text);
+        }
     }
 
     #[test]
