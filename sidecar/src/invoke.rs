@@ -371,6 +371,9 @@ impl Invoker {
                 parts.status.as_u16()
             )),
             Err(Failure::Late) => Err(format!("no answer within {:?}", check.timeout)),
+            // Read within --max-body-size like every answer of the app's: a health answer
+            // that long fails the check, but it is not the network's doing.
+            Err(e @ Failure::TooLarge(_)) => Err(format!("health check failed: {e}")),
             Err(e) => Err(format!("network error: {e}")),
         }
     }
