@@ -267,26 +267,11 @@ impl Origin {
                 },
             };
             let (parts, body) = resp.into_parts();
-            let body = match self.body_limit {
-                None => body.collect().await.map_err(Failure::Reading)?.to_bytes(),
-                Some(limit) => http_body_util::Limited::new(body, limit)
-                    .collect()
-                    .await
-                    .map_err(|e| match e.downcast::<hyper::Error>() {
-                        Ok(e) => Failure::Reading(*e),
-                        Err(_) => Failure::TooLarge(limit),
-                    })?
-                    .to_bytes(),
-            };
+            let body = read_body(body, self.body_limit).await?;
             self.pool.put(sender);
             Ok((parts, body))
         };
-        match left {
-            Some(left) => tokio::time::timeout(left, round_trip)
-                .await
-                .unwrap_or(Err(Failure::Late)),
-            None => round_trip.await,
-        }
+        within(left, round_trip).await
     }
 
     /// Sends one request and hands back its answer as it comes, its head within `left`
@@ -303,12 +288,38 @@ impl Origin {
             let mut sender = self.pool.connect().await?;
             sender.send_request(req).await.map_err(Failure::Sending)
         };
-        match left {
-            Some(left) => tokio::time::timeout(left, head)
-                .await
-                .unwrap_or(Err(Failure::Late)),
-            None => head.await,
-        }
+        within(left, head).await
+    }
+}
+
+/// A whole answer's body, within `limit` bytes when bounded.
+pub async fn read_body(
+    body: hyper::body::Incoming,
+    limit: Option<usize>,
+) -> Result<Bytes, Failure> {
+    let Some(limit) = limit else {
+        return Ok(body.collect().await.map_err(Failure::Reading)?.to_bytes());
+    };
+    let whole = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast::<hyper::Error>() {
+            Ok(e) => Failure::Reading(*e),
+            Err(_) => Failure::TooLarge(limit),
+        })?;
+    Ok(whole.to_bytes())
+}
+
+/// `exchange` done within `left` when bounded; past it, [`Failure::Late`].
+async fn within<T>(
+    left: Option<Duration>,
+    exchange: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    match left {
+        Some(left) => tokio::time::timeout(left, exchange)
+            .await
+            .unwrap_or(Err(Failure::Late)),
+        None => exchange.await,
     }
 }
 

@@ -309,17 +309,6 @@ fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap, s
         if name.starts_with("grpc-") || name == crate::invoke::GRPC_CALLER.as_str() {
             continue;
         }
-        if source == Source::HttpCaller && name != "host" && PREFIXED.contains(&name) {
-            let key = AsciiMetadataKey::from_bytes(format!("dapr-{name}").as_bytes());
-            let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
-            if let (Ok(key), Some(Ok(value))) = (key, value) {
-                request.metadata_mut().append(key, value);
-            }
-            continue;
-        }
-        if NOT_METADATA.contains(&name) {
-            continue;
-        }
         if name.ends_with("-bin") {
             let key = tonic::metadata::BinaryMetadataKey::from_bytes(name.as_bytes());
             let value = match source {
@@ -336,7 +325,13 @@ fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &http::HeaderMap, s
             }
             continue;
         }
-        let key = AsciiMetadataKey::from_bytes(name.as_bytes());
+        let key = if source == Source::HttpCaller && name != "host" && PREFIXED.contains(&name) {
+            AsciiMetadataKey::from_bytes(format!("dapr-{name}").as_bytes())
+        } else if NOT_METADATA.contains(&name) {
+            continue;
+        } else {
+            AsciiMetadataKey::from_bytes(name.as_bytes())
+        };
         let value = value.to_str().ok().map(str::parse::<AsciiMetadataValue>);
         if let (Ok(key), Some(Ok(value))) = (key, value) {
             request.metadata_mut().append(key, value);

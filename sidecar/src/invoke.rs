@@ -606,14 +606,9 @@ impl Invoker {
         if parts.status.is_success() {
             return Ok(Response::from_parts(parts, Body::new(body)));
         }
-        let body =
-            http_body_util::BodyExt::collect(http_body_util::Limited::new(body, self.max_body))
-                .await
-                .map_err(|e| match e.downcast::<hyper::Error>() {
-                    Ok(e) => SendError::App(Failure::Reading(*e)),
-                    Err(_) => SendError::App(Failure::TooLarge(self.max_body)),
-                })?
-                .to_bytes();
+        let body = appkit::origin::read_body(body, Some(self.max_body))
+            .await
+            .map_err(SendError::App)?;
         Ok(Response::from_parts(parts, Body::from(body)))
     }
 }

@@ -52,7 +52,7 @@ async fn deliver(
             let value = HeaderValue::from_str(value).map_err(|_| ApiError::not_a_peer())?;
             req.headers_mut().insert(name, value);
         }
-        return pass_on(&api, req).await;
+        return Ok(pass_on(&api, req).await);
     }
     let given = req.headers().get(PEER_SECRET).map(HeaderValue::as_bytes);
     let expected = api.invoker.registry().secret().unwrap_or_default();
@@ -61,19 +61,19 @@ async fn deliver(
         // Marked, so that a calling sidecar tells this refusal from an app's own 401.
         return Ok(([(PEER_REFUSED, "1")], ApiError::not_a_peer()).into_response());
     }
-    pass_on(&api, req).await
+    Ok(pass_on(&api, req).await)
 }
 
 /// Serves the call; an error of this sidecar's own (the app unreachable or unhealthy, its
 /// answer too large) also carries its gRPC status, so that a gRPC caller gets its code, as
 /// daprd's callee answers its caller in gRPC.
-async fn pass_on(api: &Api, req: Request<Body>) -> Result<Response, ApiError> {
+async fn pass_on(api: &Api, req: Request<Body>) -> Response {
     let path = req.uri().path().to_string();
-    let served = match Call::read(&api.invoker, path, req).await {
-        Ok(call) => api.invoker.serve(call).await,
-        Err(e) => Err(e),
+    let served = async {
+        let call = Call::read(&api.invoker, path, req).await?;
+        api.invoker.serve(call).await
     };
-    served.or_else(|e| {
+    served.await.unwrap_or_else(|e| {
         let status = tonic::Status::from(e.clone());
         let mut answer = e.into_response();
         if let Some(v) = crate::appcallback::status_header(&status) {
@@ -81,6 +81,6 @@ async fn pass_on(api: &Api, req: Request<Body>) -> Result<Response, ApiError> {
                 .headers_mut()
                 .insert(crate::invoke::APP_GRPC_STATUS, v);
         }
-        Ok(answer)
+        answer
     })
 }
