@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use base64::Engine as _;
-use dapr::dapr::proto::common::v1::{HttpExtension, InvokeRequest, http_extension::Verb};
+use dapr::dapr::proto::common::v1::{
+    HttpExtension, InvokeRequest, InvokeResponse, http_extension::Verb,
+};
 use dapr::dapr::proto::runtime::v1::app_callback_client::AppCallbackClient;
 use dapr::dapr::proto::runtime::v1::app_callback_health_check_client::AppCallbackHealthCheckClient;
 use dapr::dapr::proto::runtime::v1::{
@@ -17,7 +19,7 @@ use dapr::dapr::proto::runtime::v1::{
 };
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Map, Value};
-use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, KeyAndValueRef, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::errors::ApiError;
@@ -31,7 +33,7 @@ const NOT_METADATA: [&str; 4] = ["content-type", "content-length", "host", "te"]
 
 /// IANA's permanent HTTP request headers, which daprd passes from an HTTP caller to a gRPC
 /// app as `dapr-<name>` (`isPermanentHTTPHeader`), HTTP/2 reserving or redefining them.
-const PREFIXED: [&str; 28] = [
+pub(crate) const PREFIXED: [&str; 28] = [
     "accept",
     "accept-charset",
     "accept-language",
@@ -69,6 +71,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct GrpcApp {
     client: AppCallbackClient<Channel>,
+    /// `OnInvoke` is called through the plain client: the generated one merges the answer's
+    /// trailers into its headers, which daprd keeps apart.
+    grpc: tonic::client::Grpc<Channel>,
     channel: Channel,
 }
 
@@ -85,6 +90,9 @@ impl GrpcApp {
         // Room for the message's own fields around a body of the largest size.
         let limit = max_body.saturating_add(64 << 10);
         Ok(GrpcApp {
+            grpc: tonic::client::Grpc::new(channel.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
             channel: channel.clone(),
             client: AppCallbackClient::new(channel)
                 .max_decoding_message_size(limit)
@@ -92,7 +100,10 @@ impl GrpcApp {
         })
     }
 
-    /// Sends `call` to the app's `OnInvoke`, within `limit` when the call has one.
+    /// Sends `call` to the app's `OnInvoke`, within `limit` when the call has one. The
+    /// answer carries the app's header metadata as headers (binary values base64, as daprd
+    /// keeps them) and, in [`crate::invoke::APP_GRPC_ANSWER`], its trailers and the data's
+    /// type URL, for a gRPC caller.
     pub async fn invoke(
         &self,
         call: &Call,
@@ -109,8 +120,7 @@ impl GrpcApp {
         if let Some(d) = limit {
             request.set_timeout(d);
         }
-        let mut client = self.client.clone();
-        let sent = client.on_invoke(request);
+        let sent = self.on_invoke(request);
         let answer = match limit {
             None => sent.await,
             Some(d) => tokio::time::timeout(d, sent).await.map_err(|_| {
@@ -119,28 +129,144 @@ impl GrpcApp {
                 ))
             })?,
         };
-        match answer {
-            Ok(answer) => {
-                let answer = answer.into_inner();
-                let mut out =
-                    Response::new(Body::from(answer.data.map(|a| a.value).unwrap_or_default()));
-                if let Ok(v) = HeaderValue::from_str(&answer.content_type)
-                    && !answer.content_type.is_empty()
+        let answer = match answer {
+            Ok(answer) => answer,
+            // The channel failed (no app listening, a broken connection): not the app's word.
+            Err(status) => {
+                return Err(ApiError::direct_invoke(format!(
+                    "failed to invoke, id: {app_id}, err: {}",
+                    status.message()
+                )));
+            }
+        };
+        let (mut out, type_url) = match &answer.outcome {
+            Ok(message) => {
+                let data = message.data.clone().unwrap_or_default();
+                let mut out = Response::new(Body::from(data.value));
+                if let Ok(v) = HeaderValue::from_str(&message.content_type)
+                    && !message.content_type.is_empty()
                 {
                     out.headers_mut().insert(header::CONTENT_TYPE, v);
                 }
-                Ok(out)
+                (out, data.type_url)
             }
-            // The channel failed (no app listening, a broken connection): not the app's word.
-            Err(status) if std::error::Error::source(&status).is_some() => {
-                Err(ApiError::direct_invoke(format!(
-                    "failed to invoke, id: {app_id}, err: {}",
-                    status.message()
-                )))
+            Err(status) => (app_error(status), String::new()),
+        };
+        for (name, value) in metadata_headers(&answer.headers) {
+            out.headers_mut().append(name, value);
+        }
+        let passed = serde_json::json!({
+            "typeUrl": type_url,
+            "trailers": metadata_headers(&answer.trailers)
+                .iter()
+                .map(|(k, v)| [k.as_str(), v.to_str().unwrap_or_default()])
+                .collect::<Vec<_>>(),
+        });
+        if let Ok(v) = HeaderValue::from_str(&passed.to_string()) {
+            out.headers_mut().insert(crate::invoke::APP_GRPC_ANSWER, v);
+        }
+        Ok(out)
+    }
+
+    /// One `OnInvoke` exchange, its header metadata apart from its trailers (as grpc-go's
+    /// `grpc.Header` and `grpc.Trailer` give them to daprd). `Err` is the channel's own
+    /// failure; the app's error status is the answer's outcome.
+    async fn on_invoke(
+        &self,
+        request: tonic::Request<InvokeRequest>,
+    ) -> Result<Answer, tonic::Status> {
+        let mut grpc = self.grpc.clone();
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path = http::uri::PathAndQuery::from_static(ON_INVOKE);
+        let codec = tonic_prost::ProstCodec::<InvokeRequest, InvokeResponse>::default();
+        let (headers, mut body) = match grpc.server_streaming(request, path, codec).await {
+            Ok(r) => {
+                let (headers, body, _) = r.into_parts();
+                (headers, body)
             }
-            Err(status) => Ok(app_error(&status)),
+            Err(status) if std::error::Error::source(&status).is_some() => return Err(status),
+            // A trailers-only answer: its metadata are trailers.
+            Err(status) => return Ok(Answer::failed(MetadataMap::new(), status)),
+        };
+        match body.message().await {
+            Ok(Some(message)) => {
+                let trailers = match body.trailers().await {
+                    Ok(t) => t.unwrap_or_default(),
+                    Err(status) if std::error::Error::source(&status).is_some() => {
+                        return Err(status);
+                    }
+                    Err(status) => return Ok(Answer::failed(headers, status)),
+                };
+                Ok(Answer {
+                    headers,
+                    outcome: Ok(message),
+                    trailers,
+                })
+            }
+            Ok(None) => Ok(Answer::failed(
+                headers,
+                tonic::Status::internal("Missing response message."),
+            )),
+            Err(status) if std::error::Error::source(&status).is_some() => Err(status),
+            Err(status) => Ok(Answer::failed(headers, status)),
         }
     }
+}
+
+const ON_INVOKE: &str = "/dapr.proto.runtime.v1.AppCallback/OnInvoke";
+
+/// A gRPC app's answer to `OnInvoke`.
+struct Answer {
+    headers: MetadataMap,
+    outcome: Result<InvokeResponse, tonic::Status>,
+    trailers: MetadataMap,
+}
+
+impl Answer {
+    /// An error status, its metadata the trailers it came in.
+    fn failed(headers: MetadataMap, status: tonic::Status) -> Answer {
+        Answer {
+            headers,
+            trailers: status.metadata().clone(),
+            outcome: Err(status),
+        }
+    }
+}
+
+/// Metadata gRPC itself reserves (grpc-go's `isReservedHeader`), which an app's answer
+/// carries but daprd never passes on as the app's.
+fn reserved(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type" | "user-agent" | "te" | "content-length"
+    ) || name.starts_with("grpc-")
+}
+
+/// An app's metadata as headers between sidecars, as daprd keeps it: text values as they
+/// are, binary values base64 (padded).
+fn metadata_headers(metadata: &MetadataMap) -> Vec<(http::HeaderName, HeaderValue)> {
+    metadata
+        .iter()
+        .filter_map(|kv| {
+            let (name, value) = match kv {
+                KeyAndValueRef::Ascii(k, v) => (
+                    k.as_str(),
+                    HeaderValue::from_bytes(v.as_encoded_bytes()).ok()?,
+                ),
+                KeyAndValueRef::Binary(k, v) => {
+                    let bytes = v.to_bytes().ok()?;
+                    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+                    (k.as_str(), HeaderValue::from_str(&text).ok()?)
+                }
+            };
+            if reserved(name) {
+                return None;
+            }
+            Some((http::HeaderName::from_bytes(name.as_bytes()).ok()?, value))
+        })
+        .collect()
 }
 
 impl GrpcApp {

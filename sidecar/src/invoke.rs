@@ -55,6 +55,10 @@ pub(crate) const API_TOKEN: HeaderName = appkit::token::HEADER_NAME;
 /// `google.rpc.Status`, base64), so a gRPC caller gets the app's status as it was (code,
 /// message, details), as from daprd; never to an HTTP caller.
 pub(crate) const APP_GRPC_STATUS: HeaderName = HeaderName::from_static("dapr-internal-grpc-status");
+/// On every answer from a gRPC app, between sidecars: what a gRPC caller gets beside the
+/// data and the header metadata, as JSON (`{"typeUrl": .., "trailers": [[name, value]..]}`,
+/// binary values base64); never to an HTTP caller, which daprd gives neither.
+pub(crate) const APP_GRPC_ANSWER: HeaderName = HeaderName::from_static("dapr-internal-grpc-answer");
 /// On a call from a gRPC caller, between sidecars: its headers are the caller's metadata,
 /// which a gRPC app is given as they are (an HTTP caller's standard headers get daprd's
 /// `dapr-` prefix); never to an app.
@@ -135,7 +139,7 @@ pub enum AppChannel {
     /// `http`: the app's origin.
     Http(Origin),
     /// `grpc`: the app's `AppCallback` service.
-    Grpc(crate::appcallback::GrpcApp),
+    Grpc(Box<crate::appcallback::GrpcApp>),
 }
 
 impl AppChannel {
@@ -148,7 +152,9 @@ impl AppChannel {
         max_body: usize,
     ) -> Result<AppChannel, AppChannelError> {
         Ok(match protocol.to_ascii_lowercase().as_str() {
-            "grpc" => AppChannel::Grpc(crate::appcallback::GrpcApp::new(host, port, max_body)?),
+            "grpc" => AppChannel::Grpc(Box::new(crate::appcallback::GrpcApp::new(
+                host, port, max_body,
+            )?)),
             _ => AppChannel::Http(Origin::tcp(host, port)?.with_body_limit(max_body)),
         })
     }
@@ -272,6 +278,31 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| ApiError::body_failed(&e, limit))
+}
+
+/// An answer's headers as daprd gives them to an HTTP caller (`InternalMetadataToHTTPHeader`):
+/// no binary metadata and nothing between sidecars, and gRPC's own names behind `dapr-`
+/// (`grpc-x` as `dapr-grpc-x`).
+pub(crate) fn for_http_caller(headers: &mut HeaderMap) {
+    headers.remove(&APP_GRPC_STATUS);
+    headers.remove(&APP_GRPC_ANSWER);
+    let odd: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().ends_with("-bin") || k.as_str().starts_with("grpc-"))
+        .cloned()
+        .collect();
+    for name in odd {
+        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        headers.remove(&name);
+        if name.as_str().ends_with("-bin") {
+            continue;
+        }
+        if let Ok(prefixed) = HeaderName::from_bytes(format!("dapr-{name}").as_bytes()) {
+            for v in values {
+                headers.append(&prefixed, v);
+            }
+        }
+    }
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -549,6 +580,7 @@ impl Invoker {
         // gRPC app's status (an HTTP app's would reach a gRPC caller as its error).
         resp.headers_mut().remove(&PEER_REFUSED);
         resp.headers_mut().remove(&APP_GRPC_STATUS);
+        resp.headers_mut().remove(&APP_GRPC_ANSWER);
         Ok(resp)
     }
 

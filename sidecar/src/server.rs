@@ -25,6 +25,7 @@ use crate::registry::{Entry, Registration, Registry};
 use crate::resources::{self, Configuration, NameResolution};
 use crate::trace::{TraceLayer, Tracer};
 use crate::transport;
+use crate::transport::trailers::TrailersLayer;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
@@ -524,12 +525,14 @@ where
         Some(t) => {
             tonic::transport::Server::builder()
                 .layer(TraceLayer::new(t))
+                .layer(TrailersLayer)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stopped(rx))
                 .await
         }
         None => {
             tonic::transport::Server::builder()
+                .layer(TrailersLayer)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stopped(rx))
                 .await

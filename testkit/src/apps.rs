@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// Answers `{method, path, query, headers, body}`; `/status/N` answers status N with
-/// header `x-app: yes` and body `app says <status>`.
+/// headers `x-app: yes`, `grpc-note: app` and `x-note-bin: AQ==` (names gRPC reserves or
+/// marks binary) and body `app says <status>`.
 async fn echo(req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 4 << 20)
@@ -20,7 +21,12 @@ async fn echo(req: Request) -> Response {
     if let Some(code) = parts.uri.path().strip_prefix("/status/") {
         let code = StatusCode::from_u16(code.parse().unwrap_or(500))
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (code, [("x-app", "yes")], format!("app says {code}")).into_response();
+        let headers = [
+            ("x-app", "yes"),
+            ("grpc-note", "app"),
+            ("x-note-bin", "AQ=="),
+        ];
+        return (code, headers, format!("app says {code}")).into_response();
     }
     let headers: HashMap<String, String> = parts
         .headers

@@ -10,6 +10,7 @@ use dapr::dapr::proto::common::v1 as common;
 use dapr::dapr::proto::runtime::v1::dapr_server::{Dapr, DaprServer};
 use dapr::dapr::proto::runtime::v1::*;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use tonic::metadata::MetadataMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -282,6 +283,9 @@ impl Dapr for GrpcApi {
             .headers()
             .get(crate::invoke::APP_GRPC_STATUS)
             .and_then(crate::appcallback::passed_status);
+        let passed = GrpcAnswer::of(resp.headers());
+        let from_grpc_app = passed.is_some();
+        let mut headers = answer_metadata(resp.headers(), from_grpc_app);
         let content_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -297,27 +301,33 @@ impl Dapr for GrpcApi {
                 )),
                 _ => Status::internal(format!("reading the app's response: {}", e.message)),
             })?;
-        // A gRPC app's error: its own status, as daprd passes it on.
-        if let Some(status) = app_status.filter(|s| s.code() != tonic::Code::Ok) {
+        let GrpcAnswer { type_url, trailers } = passed.unwrap_or_default();
+        // A gRPC app's error: its own status, as daprd passes it on, its metadata along.
+        if let Some(mut status) = app_status.filter(|s| s.code() != tonic::Code::Ok) {
+            headers.extend(trailers);
+            *status.metadata_mut() = MetadataMap::from_headers(headers);
             return Err(status);
+        }
+        if !from_grpc_app && let Ok(v) = HeaderValue::from_str(status.as_str()) {
+            headers.insert(HTTP_STATUS, v);
         }
         let code = grpc_code_for_http(status);
         if code != tonic::Code::Ok {
             let mut st = Status::new(code, String::from_utf8_lossy(&body).into_owned());
-            if let Ok(v) = status.as_str().parse() {
-                st.metadata_mut().insert("dapr-http-status", v);
-            }
+            *st.metadata_mut() = MetadataMap::from_headers(headers);
             return Err(st);
         }
         let mut out = Response::new(common::InvokeResponse {
             data: Some(prost_types::Any {
-                type_url: String::new(),
+                type_url,
                 value: body.to_vec(),
             }),
             content_type,
         });
-        if let Ok(v) = status.as_str().parse() {
-            out.metadata_mut().insert("dapr-http-status", v);
+        *out.metadata_mut() = MetadataMap::from_headers(headers);
+        if !trailers.is_empty() {
+            out.extensions_mut()
+                .insert(super::trailers::Trailers(trailers));
         }
         Ok(out)
     }
@@ -579,4 +589,84 @@ impl Dapr for GrpcApi {
         self.rt.request_shutdown();
         Ok(Response::new(()))
     }
+}
+
+/// On a gRPC caller's answer from an HTTP app: the app's HTTP status, as daprd gives it.
+const HTTP_STATUS: header::HeaderName = header::HeaderName::from_static("dapr-http-status");
+
+/// What [`crate::invoke::APP_GRPC_ANSWER`] brings from a gRPC app's sidecar: the type URL of
+/// the answer's data and the app's trailers (as raw metadata: binary values base64).
+#[derive(Default)]
+struct GrpcAnswer {
+    type_url: String,
+    trailers: HeaderMap,
+}
+
+impl GrpcAnswer {
+    /// None for an answer that is not a gRPC app's.
+    fn of(headers: &HeaderMap) -> Option<GrpcAnswer> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            #[serde(default)]
+            type_url: String,
+            #[serde(default)]
+            trailers: Vec<(String, String)>,
+        }
+        let wire: Wire =
+            serde_json::from_slice(headers.get(crate::invoke::APP_GRPC_ANSWER)?.as_bytes()).ok()?;
+        let mut trailers = HeaderMap::new();
+        for (name, value) in &wire.trailers {
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                add_metadata(&mut trailers, n, v);
+            }
+        }
+        Some(GrpcAnswer {
+            type_url: wire.type_url,
+            trailers,
+        })
+    }
+}
+
+/// An answer's headers as a gRPC caller's metadata, as daprd converts them
+/// (`InternalMetadataToGrpcMetadata`): from an HTTP app, the permanent HTTP headers as
+/// `dapr-<name>`; nothing between sidecars and no trace context (the caller's own). Raw, as
+/// tonic keeps metadata: binary values base64.
+fn answer_metadata(headers: &HeaderMap, from_grpc_app: bool) -> HeaderMap {
+    let mut md = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if n.starts_with("dapr-internal-") || n == "traceparent" || n == "tracestate" {
+            continue;
+        }
+        if from_grpc_app {
+            // The sidecars' own hop: the app's metadata never has these.
+            if !matches!(n, "content-type" | "content-length" | "date") {
+                add_metadata(&mut md, name.clone(), value.clone());
+            }
+        } else if crate::appcallback::PREFIXED.contains(&n) {
+            if let Ok(prefixed) = header::HeaderName::from_bytes(format!("dapr-{n}").as_bytes()) {
+                add_metadata(&mut md, prefixed, value.clone());
+            }
+        } else {
+            add_metadata(&mut md, name.clone(), value.clone());
+        }
+    }
+    md
+}
+
+/// Adds one value; a binary one that is not base64 is left out, as daprd leaves it.
+fn add_metadata(md: &mut HeaderMap, name: header::HeaderName, value: HeaderValue) {
+    use base64::Engine as _;
+    if name.as_str().ends_with("-bin")
+        && base64::engine::general_purpose::STANDARD
+            .decode(value.as_bytes())
+            .is_err()
+    {
+        return;
+    }
+    md.append(name, value);
 }

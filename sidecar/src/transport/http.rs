@@ -791,8 +791,7 @@ async fn forward(rt: &Api, target: &str, path: String, req: Request<Body>) -> An
     // Only a gRPC caller's sidecar marks its calls so.
     call.headers.remove(crate::invoke::GRPC_CALLER);
     let mut answer = rt.invoker.invoke(target, call).await?;
-    // For a gRPC caller only; an HTTP caller gets the status as JSON.
-    answer.headers_mut().remove(crate::invoke::APP_GRPC_STATUS);
+    crate::invoke::for_http_caller(answer.headers_mut());
     Ok(answer)
 }
 

@@ -7,6 +7,7 @@ pub mod grpc;
 mod grpc_unimplemented;
 pub mod http;
 pub mod internal;
+pub mod trailers;
 
 /// Whether a warning that can come in floods (refused peers, failed handshakes) is due:
 /// at most one a second for each `last`, which holds the second of the last one.

@@ -14,6 +14,7 @@ use dapr::dapr::proto::runtime::v1::app_callback_health_check_server::{
 use dapr::dapr::proto::runtime::v1::app_callback_server::{AppCallback, AppCallbackServer};
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use serde_json::{Value, json};
+use sidecar::transport::trailers::{Trailers, TrailersLayer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -88,11 +89,41 @@ impl AppCallback for EchoApp {
         if req.method == "missing" {
             use prost::Message as _;
             let status = missing_status();
-            return Err(Status::with_details(
+            let mut status = Status::with_details(
                 tonic::Code::NotFound,
                 status.message.clone(),
                 status.encode_to_vec().into(),
-            ));
+            );
+            status
+                .metadata_mut()
+                .insert("x-why", "gone".parse().unwrap());
+            return Err(status);
+        }
+        if req.method == "meta" {
+            let mut answer = Response::new(InvokeResponse {
+                data: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
+                    value: b"\n\x02ok".to_vec(),
+                }),
+                content_type: String::new(),
+            });
+            answer
+                .metadata_mut()
+                .insert("x-answer", "yes".parse().unwrap());
+            answer.metadata_mut().insert_bin(
+                "x-answer-bin",
+                tonic::metadata::BinaryMetadataValue::from_bytes(b"\x01ok"),
+            );
+            let mut trailers = tonic::metadata::MetadataMap::new();
+            trailers.insert("x-after", "done".parse().unwrap());
+            trailers.insert_bin(
+                "x-after-bin",
+                tonic::metadata::BinaryMetadataValue::from_bytes(b"\x03"),
+            );
+            answer
+                .extensions_mut()
+                .insert(Trailers(trailers.into_headers()));
+            return Ok(answer);
         }
         if req.method == "odd" {
             use prost::Message as _;
@@ -183,7 +214,9 @@ async fn start_grpc_app_with(healthy: Option<Arc<AtomicBool>>) -> u16 {
     let port = listener.local_addr().unwrap().port();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tokio::spawn(async move {
-        let app = tonic::transport::Server::builder().add_service(AppCallbackServer::new(EchoApp));
+        let app = tonic::transport::Server::builder()
+            .layer(TrailersLayer)
+            .add_service(AppCallbackServer::new(EchoApp));
         let _ = match healthy {
             Some(h) => {
                 app.add_service(AppCallbackHealthCheckServer::new(Health(h)))
@@ -460,6 +493,127 @@ async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
             details.details[0].type_url,
             "type.googleapis.com/echo.Private"
         );
+    }
+}
+
+/// One `InvokeService` call, its header metadata apart from its trailers (the generated
+/// client merges them).
+async fn invoke_apart(
+    url: String,
+    request: rt::InvokeServiceRequest,
+) -> Result<
+    (
+        tonic::metadata::MetadataMap,
+        InvokeResponse,
+        tonic::metadata::MetadataMap,
+    ),
+    Status,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<rt::InvokeServiceRequest, InvokeResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.Dapr/InvokeService");
+    let (headers, mut body, _) = grpc
+        .server_streaming(Request::new(request), path, codec)
+        .await?
+        .into_parts();
+    let message = body.message().await?.expect("a message");
+    let trailers = body.trailers().await?.unwrap_or_default();
+    Ok((headers, message, trailers))
+}
+
+fn call(method: &str) -> rt::InvokeServiceRequest {
+    rt::InvokeServiceRequest {
+        id: "grpcapp".into(),
+        message: Some(InvokeRequest {
+            method: method.into(),
+            data: None,
+            content_type: String::new(),
+            http_extension: None,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_apps_metadata_and_type_url_reach_its_callers_as_daprd_passes_them() {
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::memory();
+    let app_port = start_grpc_app().await;
+    let callee = SidecarBuilder::new(BIN, "grpcapp", registry.path())
+        .resources(components.path())
+        .app_port(app_port)
+        .flag("--app-protocol", "grpc")
+        .spawn()
+        .await
+        .unwrap();
+    let caller = SidecarBuilder::new(BIN, "caller", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+
+    // Through one sidecar (the app's own) and through two.
+    for sidecar in [&callee, &caller] {
+        // An HTTP caller: the app's text header metadata as headers; no binary metadata,
+        // no trailers, nothing the sidecars say between themselves.
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!(
+                "{}/v1.0/invoke/grpcapp/method/meta",
+                sidecar.http_url()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let headers = r.headers().clone();
+        assert_eq!(headers["x-answer"], "yes", "{headers:?}");
+        for absent in [
+            "x-answer-bin",
+            "x-after",
+            "x-after-bin",
+            "dapr-internal-grpc-answer",
+            "dapr-http-status",
+        ] {
+            assert!(headers.get(absent).is_none(), "{absent}: {headers:?}");
+        }
+        assert_eq!(r.bytes().await.unwrap(), &b"\n\x02ok"[..]);
+
+        // A gRPC caller: header metadata as headers, trailers as trailers, binary values as
+        // the app sent them, and the data's type URL.
+        let (headers, answer, trailers) = invoke_apart(sidecar.grpc_url(), call("meta"))
+            .await
+            .unwrap();
+        assert_eq!(headers.get("x-answer").unwrap(), "yes", "{headers:?}");
+        assert_eq!(
+            headers.get_bin("x-answer-bin").unwrap().to_bytes().unwrap(),
+            &b"\x01ok"[..]
+        );
+        assert!(headers.get("x-after").is_none(), "{headers:?}");
+        assert!(headers.get("dapr-http-status").is_none(), "{headers:?}");
+        assert_eq!(trailers.get("x-after").unwrap(), "done", "{trailers:?}");
+        assert_eq!(
+            trailers.get_bin("x-after-bin").unwrap().to_bytes().unwrap(),
+            &b"\x03"[..]
+        );
+        let data = answer.data.unwrap();
+        assert_eq!(
+            data.type_url,
+            "type.googleapis.com/google.protobuf.StringValue"
+        );
+        assert_eq!(data.value, b"\n\x02ok");
+
+        // An error's metadata goes with the app's status to a gRPC caller.
+        let err = invoke_apart(sidecar.grpc_url(), call("missing"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert_eq!(err.metadata().get("x-why").unwrap(), "gone", "{err:?}");
     }
 }
 

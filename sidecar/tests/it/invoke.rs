@@ -114,6 +114,11 @@ async fn app_errors_pass_through_unwrapped() {
         .await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-app"], "yes");
+    // As daprd hands an answer's headers to an HTTP caller: gRPC's names behind `dapr-`,
+    // no binary metadata.
+    assert_eq!(r.headers()["dapr-grpc-note"], "app");
+    assert!(r.headers().get("grpc-note").is_none());
+    assert!(r.headers().get("x-note-bin").is_none());
     assert_eq!(r.text().await.unwrap(), "app says 404 Not Found");
     let r = p
         .send(Method::POST, "/v1.0/invoke/backend/method/status/503", &[])
@@ -260,7 +265,15 @@ async fn grpc_invoke_service() {
             }),
         }),
     };
-    let resp = c.invoke_service(req("echo/me")).await.unwrap().into_inner();
+    let resp = c.invoke_service(req("echo/me")).await.unwrap();
+    // The app's headers as metadata, its standard HTTP ones behind `dapr-` (daprd's
+    // `InternalMetadataToGrpcMetadata`), and its HTTP status.
+    let md = resp.metadata();
+    assert_eq!(md.get("dapr-content-type").unwrap(), "application/json");
+    assert_eq!(md.get("dapr-http-status").unwrap(), "200");
+    assert!(md.get("traceparent").is_none(), "{md:?}");
+    let resp = resp.into_inner();
+    assert_eq!(resp.content_type, "application/json");
     let e: Value = serde_json::from_slice(&resp.data.unwrap().value).unwrap();
     assert_eq!(e["method"], "PUT");
     assert_eq!(e["path"], "/echo/me");
@@ -279,6 +292,14 @@ async fn grpc_invoke_service() {
     );
     let err = c.invoke_service(req("status/404")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    let md = err.metadata();
+    assert_eq!(md.get("x-app").unwrap(), "yes", "{md:?}");
+    assert_eq!(md.get("dapr-http-status").unwrap(), "404");
+    assert_eq!(
+        md.get_bin("x-note-bin").unwrap().to_bytes().unwrap(),
+        &[1u8][..],
+        "binary metadata as its bytes"
+    );
 }
 
 fn prost_any(bytes: &[u8]) -> prost_types::Any {

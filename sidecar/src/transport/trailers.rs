@@ -1,0 +1,132 @@
+//! Trailers a gRPC handler adds to its answer. tonic ends a unary answer with its own
+//! `grpc-status` trailers and gives a handler no way to add to them, but daprd passes a
+//! gRPC app's trailers on to a gRPC caller; a handler puts them in the answer's
+//! [`Trailers`] extension and [`TrailersLayer`] writes them into the closing frame.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::FutureExt as _;
+use futures_util::future::Map;
+use http::HeaderMap;
+use hyper::body::{Body, Frame, SizeHint};
+
+/// Trailers for the answer that carries this extension.
+#[derive(Clone, Debug, Default)]
+pub struct Trailers(pub HeaderMap);
+
+/// Wraps a gRPC service so that the [`Trailers`] of its answers are sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrailersLayer;
+
+impl<S> tower::Layer<S> for TrailersLayer {
+    type Service = WithTrailers<S>;
+    fn layer(&self, inner: S) -> WithTrailers<S> {
+        WithTrailers(inner)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WithTrailers<S>(S);
+
+type Answer<B, E> = Result<http::Response<TrailedBody<B>>, E>;
+
+impl<S, Req, B> tower::Service<Req> for WithTrailers<S>
+where
+    S: tower::Service<Req, Response = http::Response<B>>,
+{
+    type Response = http::Response<TrailedBody<B>>;
+    type Error = S::Error;
+    type Future = Map<S::Future, fn(Result<http::Response<B>, S::Error>) -> Answer<B, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.0.call(req).map(|answer| {
+            answer.map(|mut answer| {
+                let extra = answer.extensions_mut().remove::<Trailers>().map(|t| t.0);
+                answer.map(|inner| TrailedBody { inner, extra })
+            })
+        })
+    }
+}
+
+/// A body whose trailers get `extra` added (or, when it has none, are `extra`).
+#[derive(Debug)]
+pub struct TrailedBody<B> {
+    inner: B,
+    extra: Option<HeaderMap>,
+}
+
+impl<B: Body + Unpin> Body for TrailedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    if let Some(extra) = this.extra.take() {
+                        trailers.extend(extra);
+                    }
+                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            None => Poll::Ready(this.extra.take().map(|e| Ok(Frame::trailers(e)))),
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.extra.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[tokio::test]
+    async fn extra_trailers_join_the_bodys_own_or_stand_alone() {
+        let mut own = HeaderMap::new();
+        own.insert("grpc-status", "0".parse().unwrap());
+        let mut extra = HeaderMap::new();
+        extra.insert("x-after", "done".parse().unwrap());
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter([
+            Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(b"hi"))),
+            Ok(Frame::trailers(own)),
+        ]));
+        let joined = TrailedBody {
+            inner: body,
+            extra: Some(extra.clone()),
+        }
+        .collect()
+        .await
+        .unwrap();
+        let trailers = joined.trailers().unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["x-after"], "done");
+        assert_eq!(joined.to_bytes(), "hi");
+
+        let alone = TrailedBody {
+            inner: http_body_util::Full::new(bytes::Bytes::from_static(b"x")),
+            extra: Some(extra),
+        }
+        .collect()
+        .await
+        .unwrap();
+        assert_eq!(alone.trailers().unwrap()["x-after"], "done");
+    }
+}
