@@ -1018,3 +1018,102 @@ async fn routing_rules_choose_the_path_by_the_event() {
         ]
     );
 }
+
+/// A bulk publish some of whose entries the component refuses (Redis past its
+/// `maxmemory`, refusing writes): the answer names exactly the entries that were not
+/// published, each with the component's error, as daprd's 500 `failedEntries`; every
+/// other entry is in the stream, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_publish_names_exactly_the_entries_the_component_refused() {
+    let redis = RedisServer::start().await.unwrap();
+    let components = ComponentsDir::raw(&[("pubsub.yaml", &redis_pubsub("pubsub", redis.port))]);
+    let registry = TempDir::new("registry");
+    let publisher = SidecarBuilder::new(BIN, "checkout", registry.path())
+        .resources(components.path())
+        .spawn()
+        .await
+        .unwrap();
+    // Room for a few entries, not for all of them.
+    let info = redis.command(&["INFO", "memory"]).await.unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO");
+    const ENTRIES: usize = 40;
+    const PAD: usize = 100 << 10;
+    let limit = (used + 1_000_000).to_string();
+    redis
+        .command(&["CONFIG", "SET", "maxmemory", &limit])
+        .await
+        .unwrap();
+    let entries: Vec<Value> = (0..ENTRIES)
+        .map(|i| {
+            json!({"entryId": format!("e{i}"), "contentType": "application/json",
+                   "event": {"entry": format!("e{i}"), "pad": "x".repeat(PAD)}})
+        })
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/v1.0-alpha1/publish/bulk/pubsub/orders",
+            publisher.http_url()
+        ))
+        .json(&entries)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["errorCode"], "ERR_PUBSUB_PUBLISH_MESSAGE",
+        "{answer}"
+    );
+    let failed = answer["failedEntries"].as_array().expect("failedEntries");
+    for f in failed {
+        assert!(
+            f["error"].as_str().unwrap_or_default().contains("OOM"),
+            "the component's own error: {f}"
+        );
+    }
+    let failed: std::collections::BTreeSet<&str> = failed
+        .iter()
+        .filter_map(|f| f["entryId"].as_str())
+        .collect();
+
+    // What the stream holds, read with the limit lifted.
+    redis
+        .command(&["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("orders")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut published = std::collections::BTreeMap::<String, usize>::new();
+    for entry in &range.ids {
+        let data: String = entry.get("data").expect("a data field");
+        let event: Value = serde_json::from_str(&data).unwrap();
+        let id = event["data"]["entry"].as_str().unwrap().to_string();
+        *published.entry(id).or_default() += 1;
+    }
+    assert!(
+        !failed.is_empty() && !published.is_empty(),
+        "a partial failure: {} failed, {} published",
+        failed.len(),
+        published.len()
+    );
+    for i in 0..ENTRIES {
+        let id = format!("e{i}");
+        let times = published.get(&id).copied().unwrap_or(0);
+        if failed.contains(id.as_str()) {
+            assert_eq!(times, 0, "{id} was named failed but published");
+        } else {
+            assert_eq!(times, 1, "{id}: not named failed, published {times} times");
+        }
+    }
+}
