@@ -67,7 +67,10 @@ impl Api {
                 ),
             ));
         }
-        Ok((store, format!("{}{}", store.prefix, req.resource_id)))
+        let mut key = String::with_capacity(store.prefix.len() + req.resource_id.len());
+        key.push_str(&store.prefix);
+        key.push_str(&req.resource_id);
+        Ok((store, key))
     }
 
     pub async fn try_lock(&self, req: &LockRequest, expiry: i32) -> Result<bool, ApiError> {

@@ -95,11 +95,11 @@ enum Job {
 }
 
 /// A read: runs on the connection, and sends its own reply.
-type ReadJob = Box<dyn FnOnce(&Connection, &str) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection, &Sql) + Send>;
 
 /// A write: given the connection inside its savepoint (or why there is none), it runs,
 /// and hands back whether it wrote and the reply to send after the commit.
-type WriteJob = Box<dyn FnOnce(Result<&Connection, &str>, &str) -> Option<(bool, Reply)> + Send>;
+type WriteJob = Box<dyn FnOnce(Result<&Connection, &str>, &Sql) -> Option<(bool, Reply)> + Send>;
 
 /// The most writes one commit takes: enough to share a disk sync widely, few enough that
 /// the first of them does not wait long for the others.
@@ -177,7 +177,7 @@ fn lock(writer: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
 /// What lets a read (and with NORMAL a write) run on the caller's thread (WAL only): the
 /// store's connection, taken while the store's thread is idle.
 struct Inline {
-    table: String,
+    sql: Arc<Sql>,
     busy_timeout: Duration,
     writer: Arc<Mutex<Connection>>,
     /// A commit waits for no disk sync (`synchronous=NORMAL` in WAL mode), so a write may
@@ -202,6 +202,49 @@ impl Drop for Checkpointer {
 }
 
 const LIVE: &str = "(expiration_time IS NULL OR expiration_time > CURRENT_TIMESTAMP)";
+
+/// A store's statements, written out once for its table: formatting them for every read
+/// and write was about 9,000 instructions per booking (callgrind,
+/// `scripts/instructions backend-sidecar`).
+pub(crate) struct Sql {
+    table: String,
+    get: String,
+    /// A write under the ETag it was given.
+    update_matching: String,
+    /// A first write (`concurrency=first-write` without an ETag): only where nothing is.
+    insert_new: String,
+    upsert: String,
+    delete_matching: String,
+    delete: String,
+}
+
+impl Sql {
+    fn new(table: &str) -> Sql {
+        let set = "value = excluded.value, is_binary = excluded.is_binary, \
+                   expiration_time = excluded.expiration_time, etag = excluded.etag, \
+                   update_time = excluded.update_time";
+        let insert = format!(
+            "INSERT INTO {table} (key, value, is_binary, expiration_time, etag, update_time) \
+             VALUES (?1, ?2, ?3, {EXPIRES}, ?5, CURRENT_TIMESTAMP) \
+             ON CONFLICT (key) DO UPDATE SET {set}"
+        );
+        Sql {
+            table: table.to_string(),
+            get: format!("SELECT value, is_binary, etag FROM {table} WHERE key = ?1 AND {LIVE}"),
+            update_matching: format!(
+                "UPDATE {table} SET value = ?2, is_binary = ?3, expiration_time = {EXPIRES}, \
+                 etag = ?5, update_time = CURRENT_TIMESTAMP WHERE key = ?1 AND etag = ?6 AND {LIVE}"
+            ),
+            insert_new: format!(
+                "{insert} WHERE {table}.expiration_time IS NOT NULL \
+                 AND {table}.expiration_time <= CURRENT_TIMESTAMP"
+            ),
+            upsert: insert,
+            delete_matching: format!("DELETE FROM {table} WHERE key = ?1 AND etag = ?2 AND {LIVE}"),
+            delete: format!("DELETE FROM {table} WHERE key = ?1"),
+        }
+    }
+}
 const EXPIRES: &str =
     "CASE WHEN ?4 > 0 THEN datetime('now', '+' || ?4 || ' seconds') ELSE NULL END";
 
@@ -289,7 +332,8 @@ impl SqliteStore {
         let groups = Arc::new(AtomicUsize::new(0));
         let writer = Arc::new(Mutex::new(conn));
         let work = Arc::new(Work::default());
-        let jobs = spawn_worker(writer.clone(), table.clone(), groups.clone(), work.clone())?;
+        let sql = Arc::new(Sql::new(table));
+        let jobs = spawn_worker(writer.clone(), sql.clone(), groups.clone(), work.clone())?;
         let queue = Queue { jobs, work };
         let checkpointer = if wal {
             Some(spawn_checkpointer(settings, queue.clone(), checkpoints)?)
@@ -297,7 +341,7 @@ impl SqliteStore {
             None
         };
         let inline = wal.then(|| Inline {
-            table: table.clone(),
+            sql,
             busy_timeout: settings.busy_timeout,
             writer,
             writes: settings.synchronous == Synchronous::Normal,
@@ -319,12 +363,12 @@ impl SqliteStore {
         work: W,
     ) -> impl Future<Output = Result<T, StoreError>> + use<T, W>
     where
-        W: FnOnce(&Connection, &str) -> Result<T, StoreError> + Send + 'static,
+        W: FnOnce(&Connection, &Sql) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.queue.send(Job::Read(Box::new(move |conn, table| {
+        let queued = self.queue.send(Job::Read(Box::new(move |conn, sql| {
             if !tx.is_closed() {
-                let _ = tx.send(work(conn, table));
+                let _ = tx.send(work(conn, sql));
             }
         })));
         async move {
@@ -338,15 +382,15 @@ impl SqliteStore {
     /// a failure).
     fn write<W>(&self, work: W) -> impl Future<Output = Result<(), StoreError>> + use<W>
     where
-        W: FnOnce(&Connection, &str) -> Result<(), StoreError> + Send + 'static,
+        W: FnOnce(&Connection, &Sql) -> Result<(), StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.queue.send(Job::Write(Box::new(move |conn, table| {
+        let queued = self.queue.send(Job::Write(Box::new(move |conn, sql| {
             if tx.is_closed() {
                 return None;
             }
             let result = match conn {
-                Ok(conn) => work(conn, table),
+                Ok(conn) => work(conn, sql),
                 Err(why) => Err(StoreError::Backend(why.to_string())),
             };
             let wrote = result.is_ok();
@@ -369,20 +413,19 @@ impl SqliteStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        if let Some(found) = self.read_here(|conn, table| get_one(conn, table, key)) {
+        if let Some(found) = self.read_here(|conn, sql| get_one(conn, sql, key)) {
             return found;
         }
         let key = key.to_string();
-        self.run(move |conn, table| get_one(conn, table, &key))
-            .await
+        self.run(move |conn, sql| get_one(conn, sql, &key)).await
     }
 
     pub async fn bulk_get(
         &self,
         keys: &[String],
     ) -> Result<Vec<Result<Option<Stored>, StoreError>>, StoreError> {
-        let all = |conn: &Connection, table: &str| {
-            let items: Vec<_> = keys.iter().map(|k| get_one(conn, table, k)).collect();
+        let all = |conn: &Connection, sql: &Sql| {
+            let items: Vec<_> = keys.iter().map(|k| get_one(conn, sql, k)).collect();
             // One key turned away as busy: the whole read goes to the store's thread.
             match items
                 .iter()
@@ -396,7 +439,7 @@ impl SqliteStore {
             return found;
         }
         let keys = keys.to_vec();
-        self.run(move |conn, table| Ok(keys.iter().map(|k| get_one(conn, table, k)).collect()))
+        self.run(move |conn, sql| Ok(keys.iter().map(|k| get_one(conn, sql, k)).collect()))
             .await
     }
 
@@ -408,10 +451,10 @@ impl SqliteStore {
     /// WAL, or when the database turned the read away as busy: then it queues.
     fn read_here<T>(
         &self,
-        work: impl FnOnce(&Connection, &str) -> Result<T, StoreError>,
+        work: impl FnOnce(&Connection, &Sql) -> Result<T, StoreError>,
     ) -> Option<Result<T, StoreError>> {
-        let (borrowed, table) = self.borrow()?;
-        let out = work(&borrowed.conn, table);
+        let (borrowed, sql) = self.borrow()?;
+        let out = work(&borrowed.conn, sql);
         drop(borrowed);
         match &out {
             Err(e) if is_busy(e) => None,
@@ -421,7 +464,7 @@ impl SqliteStore {
 
     /// The store's connection, for work on the caller's thread: only in WAL mode, with
     /// nothing pending on the store's thread and the connection free.
-    fn borrow(&self) -> Option<(Borrowed<'_>, &str)> {
+    fn borrow(&self) -> Option<(Borrowed<'_>, &Sql)> {
         let inline = self.inline.as_ref()?;
         if self.queue.work.pending.load(Ordering::Acquire) != 0 {
             return None;
@@ -431,11 +474,11 @@ impl SqliteStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        Some((Borrowed::new(conn, inline.busy_timeout), &inline.table))
+        Some((Borrowed::new(conn, inline.busy_timeout), &inline.sql))
     }
 
     pub async fn set(&self, req: &SetRequest) -> Result<(), StoreError> {
-        match self.write_here(|conn, table| set_one(conn, table, req)) {
+        match self.write_here(|conn, sql| set_one(conn, sql, req)) {
             Some(done) => done,
             None => self.set_queued(req.clone()).await,
         }
@@ -443,24 +486,27 @@ impl SqliteStore {
 
     /// The write queued now, its outcome later.
     fn set_queued(&self, req: SetRequest) -> impl Future<Output = Result<(), StoreError>> + use<> {
-        self.write(move |conn, table| set_one(conn, table, &req))
+        self.write(move |conn, sql| set_one(conn, sql, &req))
     }
 
     pub async fn delete(&self, req: &DeleteRequest) -> Result<(), StoreError> {
-        if let Some(done) = self.write_here(|conn, table| delete_one(conn, table, req)) {
+        if let Some(done) = self.write_here(|conn, sql| delete_one(conn, sql, req)) {
             return done;
         }
         let req = req.clone();
-        self.write(move |conn, table| delete_one(conn, table, &req))
+        self.write(move |conn, sql| delete_one(conn, sql, &req))
             .await
     }
 
     /// Not grouped: the count must be the committed one. (`reset-state` only.)
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         let prefix = prefix.to_string();
-        self.run(move |conn, table| {
+        self.run(move |conn, sql| {
             conn.execute(
-                &format!("DELETE FROM {table} WHERE substr(key, 1, length(?1)) = ?1"),
+                &format!(
+                    "DELETE FROM {} WHERE substr(key, 1, length(?1)) = ?1",
+                    sql.table
+                ),
                 [&prefix],
             )
             .map(|n| n as u64)
@@ -471,11 +517,12 @@ impl SqliteStore {
 
     pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let prefix = prefix.to_string();
-        self.run(move |conn, table| {
+        self.run(move |conn, sql| {
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT key FROM {table} WHERE substr(key, 1, length(?1)) = ?1 AND {LIVE} \
-                     ORDER BY key"
+                    "SELECT key FROM {} WHERE substr(key, 1, length(?1)) = ?1 AND {LIVE} \
+                     ORDER BY key",
+                    sql.table
                 ))
                 .map_err(StoreError::backend)?;
             let keys = stmt
@@ -498,7 +545,7 @@ impl SqliteStore {
 
     /// All operations or none: the write's savepoint undoes the ones before a failure.
     pub async fn multi(&self, ops: &[TxOperation]) -> Result<(), StoreError> {
-        match self.write_here(|conn, table| apply(conn, table, ops)) {
+        match self.write_here(|conn, sql| apply(conn, sql, ops)) {
             Some(done) => done,
             None => self.multi_queued(ops.to_vec()).await,
         }
@@ -509,7 +556,7 @@ impl SqliteStore {
         &self,
         ops: Vec<TxOperation>,
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
-        self.write(move |conn, table| apply(conn, table, &ops))
+        self.write(move |conn, sql| apply(conn, sql, &ops))
     }
 
     /// Runs the write `work` in a transaction of its own on this thread, on the store's
@@ -520,16 +567,16 @@ impl SqliteStore {
     /// busy (another writer): the store's thread waits for it with its busy timeout.
     fn write_here(
         &self,
-        work: impl FnOnce(&Connection, &str) -> Result<(), StoreError>,
+        work: impl FnOnce(&Connection, &Sql) -> Result<(), StoreError>,
     ) -> Option<Result<(), StoreError>> {
         self.inline.as_ref().filter(|i| i.writes)?;
         if self.queue.work.wal.load(Ordering::Acquire) != WAL_GROWS {
             return None;
         }
-        let (borrowed, table) = self.borrow()?;
+        let (borrowed, sql) = self.borrow()?;
         let conn = &*borrowed.conn;
         control(conn, "BEGIN IMMEDIATE").ok()?;
-        let outcome = match caught(|| work(conn, table)) {
+        let outcome = match caught(|| work(conn, sql)) {
             Some(Ok(())) => control(conn, "COMMIT").map_err(StoreError::backend),
             Some(Err(e)) => Err(e),
             None => Err(StoreError::Backend(
@@ -544,11 +591,11 @@ impl SqliteStore {
 }
 
 /// A transaction's operations, in order; the first failure stops it.
-fn apply(conn: &Connection, table: &str, ops: &[TxOperation]) -> Result<(), StoreError> {
+fn apply(conn: &Connection, sql: &Sql, ops: &[TxOperation]) -> Result<(), StoreError> {
     for op in ops {
         match op {
-            TxOperation::Upsert(r) => set_one(conn, table, r)?,
-            TxOperation::Delete(r) => delete_one(conn, table, r)?,
+            TxOperation::Upsert(r) => set_one(conn, sql, r)?,
+            TxOperation::Delete(r) => delete_one(conn, sql, r)?,
         }
     }
     Ok(())
@@ -577,7 +624,7 @@ impl Queue {
 /// `MAX_GROUP`) into one commit; a read ends the group, and runs after its commit.
 fn spawn_worker(
     writer: Arc<Mutex<Connection>>,
-    table: String,
+    sql: Arc<Sql>,
     groups: Arc<AtomicUsize>,
     work: Arc<Work>,
 ) -> Result<mpsc::Sender<Job>, StoreError> {
@@ -592,7 +639,7 @@ fn spawn_worker(
             while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
                 match job {
                     Job::Read(read) => {
-                        caught(|| read(&lock(&writer), &table));
+                        caught(|| read(&lock(&writer), &sql));
                         done(1);
                     }
                     Job::Write(first) => {
@@ -611,7 +658,7 @@ fn spawn_worker(
                         let wal = work.wal.load(Ordering::Acquire);
                         // The writers hear the outcome once the connection is free again,
                         // so a read each of them makes next can run where it is asked.
-                        let replies = commit_group(&lock(&writer), &table, group, &groups);
+                        let replies = commit_group(&lock(&writer), &sql, group, &groups);
                         // This commit started the WAL over if it was to: later ones may
                         // run where they are asked again (unless a checkpoint began since).
                         if wal == WAL_MAY_RESTART {
@@ -643,8 +690,8 @@ fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
 }
 
 /// Tells a write it cannot run, and why (its caller hears that error).
-fn refuse(write: WriteJob, why: &str, table: &str) {
-    if let Some(Some((_, reply))) = caught(|| write(Err(why), table)) {
+fn refuse(write: WriteJob, why: &str, sql: &Sql) {
+    if let Some(Some((_, reply))) = caught(|| write(Err(why), sql)) {
         reply(Ok(()));
     }
 }
@@ -674,7 +721,7 @@ impl Replies {
 /// rolled back to its savepoint alone. Every reply waits for the commit's outcome.
 fn commit_group(
     conn: &Connection,
-    table: &str,
+    sql: &Sql,
     group: Vec<WriteJob>,
     commits: &AtomicUsize,
 ) -> Replies {
@@ -682,7 +729,7 @@ fn commit_group(
         // No transaction, so nothing runs; each caller hears why.
         let why = e.to_string();
         for write in group {
-            refuse(write, &why, table);
+            refuse(write, &why, sql);
         }
         return Replies {
             replies: Vec::new(),
@@ -699,10 +746,10 @@ fn commit_group(
             control(conn, "SAVEPOINT write").map_err(|e| e.to_string())
         };
         if let Err(why) = started {
-            refuse(write, &why, table);
+            refuse(write, &why, sql);
             continue;
         }
-        match caught(|| write(Ok(conn), table)) {
+        match caught(|| write(Ok(conn), sql)) {
             Some(Some((true, reply))) => {
                 let _ = control(conn, "RELEASE write");
                 replies.push(reply);
@@ -736,12 +783,8 @@ fn commit_group(
     }
 }
 
-fn get_one(conn: &Connection, table: &str, key: &str) -> Result<Option<Stored>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT value, is_binary, etag FROM {table} WHERE key = ?1 AND {LIVE}"
-        ))
-        .map_err(StoreError::backend)?;
+fn get_one(conn: &Connection, sql: &Sql, key: &str) -> Result<Option<Stored>, StoreError> {
+    let mut stmt = conn.prepare_cached(&sql.get).map_err(StoreError::backend)?;
     let row = stmt
         .query_row([key], |r| {
             Ok((
@@ -775,35 +818,19 @@ fn encode(value: &[u8]) -> (String, bool) {
     }
 }
 
-fn set_one(conn: &Connection, table: &str, req: &SetRequest) -> Result<(), StoreError> {
+fn set_one(conn: &Connection, sql: &Sql, req: &SetRequest) -> Result<(), StoreError> {
     let (value, is_binary) = encode(&req.value);
     let etag = new_uuid_etag();
     let ttl = req.ttl.unwrap_or(0).max(0);
     let changed = match (&req.etag, req.concurrency) {
         (Some(old), _) => conn
-            .prepare_cached(&format!(
-                "UPDATE {table} SET value = ?2, is_binary = ?3, expiration_time = {EXPIRES},
-                 etag = ?5, update_time = CURRENT_TIMESTAMP WHERE key = ?1 AND etag = ?6 AND {LIVE}"
-            ))
+            .prepare_cached(&sql.update_matching)
             .and_then(|mut s| s.execute(params![req.key, value, is_binary, ttl, etag, old])),
         (None, Concurrency::FirstWrite) => conn
-            .prepare_cached(&format!(
-                "INSERT INTO {table} (key, value, is_binary, expiration_time, etag, update_time)
-                 VALUES (?1, ?2, ?3, {EXPIRES}, ?5, CURRENT_TIMESTAMP)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, is_binary = excluded.is_binary,
-                   expiration_time = excluded.expiration_time, etag = excluded.etag,
-                   update_time = excluded.update_time
-                 WHERE {table}.expiration_time IS NOT NULL AND {table}.expiration_time <= CURRENT_TIMESTAMP"
-            ))
+            .prepare_cached(&sql.insert_new)
             .and_then(|mut s| s.execute(params![req.key, value, is_binary, ttl, etag])),
         (None, _) => conn
-            .prepare_cached(&format!(
-                "INSERT INTO {table} (key, value, is_binary, expiration_time, etag, update_time)
-                 VALUES (?1, ?2, ?3, {EXPIRES}, ?5, CURRENT_TIMESTAMP)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, is_binary = excluded.is_binary,
-                   expiration_time = excluded.expiration_time, etag = excluded.etag,
-                   update_time = excluded.update_time"
-            ))
+            .prepare_cached(&sql.upsert)
             .and_then(|mut s| s.execute(params![req.key, value, is_binary, ttl, etag])),
     }
     .map_err(StoreError::backend)?;
@@ -813,13 +840,11 @@ fn set_one(conn: &Connection, table: &str, req: &SetRequest) -> Result<(), Store
     Ok(())
 }
 
-fn delete_one(conn: &Connection, table: &str, req: &DeleteRequest) -> Result<(), StoreError> {
+fn delete_one(conn: &Connection, sql: &Sql, req: &DeleteRequest) -> Result<(), StoreError> {
     match &req.etag {
         Some(etag) => {
             let n = conn
-                .prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE key = ?1 AND etag = ?2 AND {LIVE}"
-                ))
+                .prepare_cached(&sql.delete_matching)
                 .and_then(|mut s| s.execute(params![req.key, etag]))
                 .map_err(StoreError::backend)?;
             if n == 0 {
@@ -827,7 +852,7 @@ fn delete_one(conn: &Connection, table: &str, req: &DeleteRequest) -> Result<(),
             }
         }
         None => {
-            conn.prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1"))
+            conn.prepare_cached(&sql.delete)
                 .and_then(|mut s| s.execute([&req.key]))
                 .map_err(StoreError::backend)?;
         }
@@ -1097,12 +1122,12 @@ mod tests {
         })
         .unwrap();
         s.set(&set("k", b"1", None)).await.unwrap();
-        let here = |s: &SqliteStore| s.read_here(|conn, table| get_one(conn, table, "k"));
+        let here = |s: &SqliteStore| s.read_here(|conn, sql| get_one(conn, sql, "k"));
         let found = here(&s).expect("an idle store thread: the read runs here");
         assert_eq!(&found.unwrap().unwrap().data[..], b"1");
-        let busy = s.read_here(|conn, _| {
+        let busy = s.read_here(|conn, sql| {
             control(conn, "BEGIN").map_err(StoreError::backend)?;
-            get_one(conn, "state", "k")?;
+            get_one(conn, sql, "k")?;
             Err::<(), _>(StoreError::Backend("database is locked".into()))
         });
         assert!(busy.is_none(), "a busy read is handed on, not failed");
@@ -1148,9 +1173,8 @@ mod tests {
             .unwrap()
         };
         let s = open(Synchronous::Normal);
-        let here = |s: &SqliteStore, ops: &[TxOperation]| {
-            s.write_here(|conn, table| apply(conn, table, ops))
-        };
+        let here =
+            |s: &SqliteStore, ops: &[TxOperation]| s.write_here(|conn, sql| apply(conn, sql, ops));
         let one = [TxOperation::Upsert(set("a", b"1", None))];
         assert!(matches!(here(&s, &one), Some(Ok(()))), "idle: runs here");
         assert_eq!(&s.get("a").await.unwrap().unwrap().data[..], b"1");
