@@ -5,7 +5,8 @@
 //! stream so a new app reads what was published before it came; a message is acknowledged
 //! (`XACK`) once the app took it or it was given up, so one that was read but never
 //! finished — the sidecar stopped or crashed midway — stays pending and is claimed again
-//! (`XPENDING`/`XCLAIM`) once it has been idle for `processingTimeout`. At least once:
+//! (`XPENDING`/`XCLAIM`) once it has been idle for `processingTimeout`; what a sidecar
+//! still holds it keeps claimed, so a slow app is not delivered twice. At least once:
 //! subscribers recognise repeats by the event's id.
 
 use std::collections::{HashMap, HashSet};
@@ -200,6 +201,9 @@ impl RedisStreams {
             reader.read(conn, reads).await;
         });
         let settings = &self.settings;
+        if !settings.processing_timeout.is_zero() {
+            tokio::spawn(stream.clone().keep_held(tx.clone()));
+        }
         if !settings.processing_timeout.is_zero() && !settings.redeliver_interval.is_zero() {
             tokio::spawn(stream.reclaim(tx));
         }
@@ -295,6 +299,51 @@ impl Stream {
                 if !self.hand_on(entry, &tx).await {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Keeps what this sidecar holds from looking idle. With daprd, an entry whose app
+    /// takes longer than `processingTimeout` is claimed by another replica of the app and
+    /// delivered twice while the first still works on it; here each held entry's idle time
+    /// is reset (`XCLAIM .. 0 .. JUSTID` to the same consumer, which leaves its delivery
+    /// count alone) three times per `processingTimeout`. A sidecar that stops (crashed,
+    /// stalled, cut off) stops refreshing, and its entries are claimed as before.
+    async fn keep_held(self: Arc<Self>, tx: mpsc::Sender<Delivery>) {
+        let period = (self.settings.processing_timeout / 3).max(Duration::from_millis(50));
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = tx.closed() => return,
+            }
+            let held: Vec<String> = self
+                .held
+                .lock()
+                .expect("held entries")
+                .iter()
+                .cloned()
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let refreshed = match self.shared() {
+                Ok(mut conn) => {
+                    redis::cmd("XCLAIM")
+                        .arg(&self.topic)
+                        .arg(self.group())
+                        .arg(self.group())
+                        .arg(0)
+                        .arg(&held)
+                        .arg("JUSTID")
+                        .query_async::<redis::Value>(&mut conn)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = refreshed {
+                tracing::warn!(topic = %self.topic, error = %e, "keeping held messages claimed failed; another replica may claim them after processingTimeout");
             }
         }
     }

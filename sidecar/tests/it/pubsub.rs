@@ -1117,3 +1117,79 @@ async fn a_bulk_publish_names_exactly_the_entries_the_component_refused() {
         }
     }
 }
+
+/// Two replicas of one app on `pubsub.redis`, their app slower than `processingTimeout`:
+/// the replica holding a message keeps it claimed while its app works, so the other never
+/// takes it over, and it is delivered once. (daprd's component delivers it twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_a_slow_app_still_works_on_is_not_delivered_again() {
+    const WORK: Duration = Duration::from_secs(4);
+    async fn subscribe() -> impl IntoResponse {
+        axum::Json(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}]))
+    }
+    async fn slow(
+        State(seen): State<Arc<Mutex<Vec<Value>>>>,
+        body: axum::body::Bytes,
+    ) -> axum::Json<Value> {
+        seen.lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        tokio::time::sleep(WORK).await;
+        axum::Json(json!({"status": "SUCCESS"}))
+    }
+    let redis = RedisServer::start().await.unwrap();
+    let components = ComponentsDir::raw(&[("pubsub.yaml", &redis_pubsub("pubsub", redis.port))]);
+    let registry = TempDir::new("registry");
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let app = Router::new()
+            .route("/dapr/subscribe", axum::routing::get(subscribe))
+            .route("/orders", axum::routing::post(slow))
+            .with_state(seen.clone());
+        let port = testkit::serve(app).await;
+        replicas.push(
+            SidecarBuilder::new(BIN, "shipping", registry.path())
+                .resources(components.path())
+                .app_port(port)
+                .spawn()
+                .await
+                .unwrap(),
+        );
+    }
+    // Both replicas read through the group before the message comes.
+    testkit::wait_until("the shipping group", Duration::from_secs(10), || async {
+        let groups = redis.command(&["XINFO", "GROUPS", "orders"]).await.ok()?;
+        groups.contains("shipping").then_some(())
+    })
+    .await
+    .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/v1.0/publish/pubsub/orders",
+            replicas[0].http_url()
+        ))
+        .header("content-type", "text/plain")
+        .body("slow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Done once the app answered and the message is acknowledged: nothing pending.
+    testkit::wait_until("the message delivered", Duration::from_secs(10), || async {
+        (!seen.lock().unwrap().is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    testkit::wait_until("nothing pending", Duration::from_secs(30), || async {
+        let r = redis
+            .command(&["XPENDING", "orders", "shipping"])
+            .await
+            .ok()?;
+        r.starts_with("*4\r\n:0\r\n").then_some(())
+    })
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "delivered more than once: {seen:?}");
+}
