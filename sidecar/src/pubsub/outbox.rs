@@ -12,6 +12,10 @@
 //! its relay passes a committed event on at once and drops a failed one at once (daprd
 //! waits a second, then reads the marker); an event whose outcome it does not know (another
 //! replica's, or one the store's answer left in doubt) waits for its marker as in daprd.
+//! And the relay runs from the sidecar's start, whatever its app's health: daprd
+//! subscribes its outbox topics only once the app is healthy, so an app that answers its
+//! health checks badly after a commit holds back events that are the store's, not the
+//! app's (a transaction it committed is already in the store).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
