@@ -13,9 +13,10 @@
 //! waits a second, then reads the marker); an event whose outcome it does not know (another
 //! replica's, or one the store's answer left in doubt) waits for its marker as in daprd.
 //! And the relay runs from the sidecar's start, whatever its app's health: daprd
-//! subscribes its outbox topics only once the app is healthy, so an app that answers its
-//! health checks badly after a commit holds back events that are the store's, not the
-//! app's (a transaction it committed is already in the store).
+//! subscribes its outbox topics only once the app is first healthy, so events of
+//! transactions already committed (by the app while its health checks still fail, or
+//! left by a replica that stopped) wait on the app's health; they are the store's, and
+//! passing them on needs nothing of the app.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
