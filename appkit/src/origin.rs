@@ -207,6 +207,15 @@ impl Origin {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        Origin::tcp_with(tcp, host, port)
+    }
+
+    /// To `host:port` over TCP, connecting as `tcp` is set up (its timeouts, keep-alive).
+    pub fn tcp_with(
+        tcp: HttpConnector,
+        host: &str,
+        port: u16,
+    ) -> Result<Self, http::uri::InvalidUri> {
         Origin::new(Connector::Tcp(tcp), authority(host, port))
     }
 
