@@ -159,12 +159,16 @@ impl GrpcApp {
             "typeUrl": type_url,
             "trailers": metadata_headers(&answer.trailers)
                 .iter()
-                .map(|(k, v)| [k.as_str(), v.to_str().unwrap_or_default()])
+                .map(|(k, v)| [k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()])
                 .collect::<Vec<_>>(),
         });
-        if let Ok(v) = HeaderValue::from_str(&passed.to_string()) {
-            out.headers_mut().insert(crate::invoke::APP_GRPC_ANSWER, v);
-        }
+        // Base64, so that whatever the type URL holds, the header is there: without it the
+        // answer would pass for an HTTP app's.
+        let passed = base64::engine::general_purpose::STANDARD.encode(passed.to_string());
+        out.headers_mut().insert(
+            crate::invoke::APP_GRPC_ANSWER,
+            HeaderValue::try_from(passed).expect("base64 is a header value"),
+        );
         Ok(out)
     }
 
@@ -235,13 +239,16 @@ impl Answer {
     }
 }
 
-/// Metadata gRPC itself reserves (grpc-go's `isReservedHeader`), which an app's answer
-/// carries but daprd never passes on as the app's.
+/// What an app's answer carries that is not its own metadata: what gRPC itself uses (the
+/// message's headers, and every `grpc-` name, a little more than grpc-go's
+/// `isReservedHeader` keeps from daprd), and the sidecars' own headers, which no app may
+/// set.
 fn reserved(name: &str) -> bool {
     matches!(
         name,
         "content-type" | "user-agent" | "te" | "content-length"
     ) || name.starts_with("grpc-")
+        || name.starts_with("dapr-internal-")
 }
 
 /// An app's metadata as headers between sidecars, as daprd keeps it: text values as they

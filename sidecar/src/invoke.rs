@@ -101,7 +101,10 @@ impl SendError {
         let message = format!("failed to invoke, id: {app_id}, err: {self}");
         match self {
             SendError::Timeout(_) => ApiError::invoke_timeout(message),
-            SendError::App(Failure::TooLarge(limit)) => ApiError::reply_too_large(app_id, *limit),
+            SendError::App(Failure::TooLarge(limit))
+            | SendError::Peer(Failure::TooLarge(limit)) => {
+                ApiError::reply_too_large(app_id, *limit)
+            }
             SendError::Client(_) | SendError::App(_) | SendError::Peer(_) => {
                 ApiError::direct_invoke(message)
             }
@@ -144,11 +147,14 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 /// sidecar); few peers are known at once, so a short list is looked through instead.
 struct Peers {
     connector: HttpConnector,
+    /// `--max-body-size`, for their answers too.
+    body_limit: usize,
+    /// The last used last.
     known: std::sync::Mutex<Vec<(std::net::SocketAddr, Origin)>>,
 }
 
-/// Peers remembered at most; the longest known is forgotten first (its connections close
-/// once idle).
+/// Peers remembered at most; the least recently used is forgotten first (its connections
+/// close once idle).
 const MAX_PEERS: usize = 64;
 
 impl Peers {
@@ -157,10 +163,15 @@ impl Peers {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, origin)) = known.iter().find(|(a, _)| *a == addr) {
-            return Ok(origin.clone());
+        if let Some(i) = known.iter().position(|(a, _)| *a == addr) {
+            if i + 1 < known.len() {
+                let used = known.remove(i);
+                known.push(used);
+            }
+            return Ok(known[known.len() - 1].1.clone());
         }
-        let origin = Origin::tcp_with(self.connector.clone(), &addr.ip().to_string(), addr.port())?;
+        let origin = Origin::tcp_with(self.connector.clone(), &addr.ip().to_string(), addr.port())?
+            .with_body_limit(self.body_limit);
         if known.len() >= MAX_PEERS {
             known.remove(0);
         }
@@ -392,6 +403,7 @@ impl Invoker {
         let peer_client = match mtls {
             None => PeerClient::Plain(Peers {
                 connector: to_peers,
+                body_limit: max_body,
                 known: Default::default(),
             }),
             Some(tls) => {
@@ -660,10 +672,7 @@ impl Invoker {
         uri: Uri,
     ) -> Result<Response<Body>, SendError> {
         let (req, limit) = onward(call, uri);
-        let peer_failure = |f| match (f, limit) {
-            (Failure::Late, Some(d)) => SendError::Timeout(d),
-            (f, _) => SendError::Peer(f),
-        };
+        let peer_failure = |f| hop_failure(f, limit, SendError::Peer);
         let (mut parts, body) = if wants_events(&call.headers) {
             let (parts, body) = peer
                 .stream(req, limit)
@@ -723,9 +732,19 @@ impl Invoker {
 
 /// A failed exchange with the app as a failed hop: too late is the call's time run out.
 fn app_failure(f: Failure, limit: Option<std::time::Duration>) -> SendError {
+    hop_failure(f, limit, SendError::App)
+}
+
+/// A failed exchange as a failed hop (`kind`: to the app or a peer): too late is the
+/// call's time run out.
+fn hop_failure(
+    f: Failure,
+    limit: Option<std::time::Duration>,
+    kind: fn(Failure) -> SendError,
+) -> SendError {
     match (f, limit) {
         (Failure::Late, Some(d)) => SendError::Timeout(d),
-        (f, _) => SendError::App(f),
+        (f, _) => kind(f),
     }
 }
 

@@ -193,7 +193,7 @@ async fn consume(
         // A stop ends an offer or a backoff midway: the sidecar does not outlive its stop,
         // and a durable component offers the message again later.
         let finished = tokio::select! {
-            f = handle(&api, &sub, &routes, &delivery.message, Taker::App) => f,
+            f = handle(&api, &sub, &routes, &delivery, Taker::App) => f,
             _ = stop.changed() => return,
         };
         if finished {
@@ -214,9 +214,10 @@ pub async fn handle(
     api: &Api,
     sub: &Subscription,
     routes: &Routes,
-    message: &Message,
+    delivery: &Delivery,
     taker: Taker<'_>,
 ) -> bool {
+    let message = &delivery.message;
     // Read once: every offer sends the same event.
     let (ce, body) = match envelope(sub, message) {
         Ok(e) => e,
@@ -228,9 +229,13 @@ pub async fn handle(
         let offered = match (routes.route(&ce), &taker) {
             (Ok(Some(path)), Taker::App) => {
                 api.invoker.health().until_healthy().await;
+                let _offering = delivery.offering();
                 offer(api, sub, path, message, &ce, body.clone()).await
             }
-            (Ok(Some(path)), Taker::Stream(conn)) => offer_on_stream(conn, sub, path, &ce).await,
+            (Ok(Some(path)), Taker::Stream(conn)) => {
+                let _offering = delivery.offering();
+                offer_on_stream(conn, sub, path, &ce).await
+            }
             // Not for the app: skipped, or sent to the dead-letter topic when there is one,
             // and taken either way (daprd's findMatchingRoute).
             (Ok(None), _) => {

@@ -70,6 +70,15 @@ impl Delivery {
         }
     }
 
+    /// Marks the message as being offered to the app until the mark is dropped: a
+    /// component that lets another replica claim a message left idle keeps this one.
+    pub fn offering(&self) -> Option<redis::Offering> {
+        match &self.ack {
+            Ack::Nothing => None,
+            Ack::Redis(ack) => Some(ack.offering()),
+        }
+    }
+
     /// The message could not be finished now (e.g. its dead letter found no taker): a
     /// durable component offers it again later; an in-memory one has forgotten it.
     pub fn release(self) {

@@ -5,8 +5,8 @@
 //! stream so a new app reads what was published before it came; a message is acknowledged
 //! (`XACK`) once the app took it or it was given up, so one that was read but never
 //! finished — the sidecar stopped or crashed midway — stays pending and is claimed again
-//! (`XPENDING`/`XCLAIM`) once it has been idle for `processingTimeout`; what a sidecar
-//! still holds it keeps claimed, so a slow app is not delivered twice. At least once:
+//! (`XPENDING`/`XCLAIM`) once it has been idle for `processingTimeout`; what a sidecar's
+//! app is being offered it keeps claimed, so a slow app is not delivered twice. At least once:
 //! subscribers recognise repeats by the event's id.
 
 use std::collections::{HashMap, HashSet};
@@ -176,6 +176,7 @@ impl RedisStreams {
                 .entry(topic.to_string())
                 .or_default()
                 .clone(),
+            offering: Mutex::default(),
         });
         let reader = stream.clone();
         let server = self.server.clone();
@@ -202,7 +203,7 @@ impl RedisStreams {
         });
         let settings = &self.settings;
         if !settings.processing_timeout.is_zero() {
-            tokio::spawn(stream.clone().keep_held(tx.clone()));
+            tokio::spawn(stream.clone().keep_offered(tx.clone()));
         }
         if !settings.processing_timeout.is_zero() && !settings.redeliver_interval.is_zero() {
             tokio::spawn(stream.reclaim(tx));
@@ -220,6 +221,10 @@ pub struct Stream {
     /// Entries handed on and not yet done: claiming them again would deliver them twice
     /// while this sidecar still works on them (they wait their turn, or the app is slow).
     held: Held,
+    /// Of those, the ones being offered to the app now: only these are kept claimed
+    /// against other replicas ([`Stream::keep_offered`]), not those waiting their turn or
+    /// for an unhealthy app, which another replica may take over as with daprd.
+    offering: Mutex<HashSet<String>>,
 }
 
 impl Stream {
@@ -303,13 +308,15 @@ impl Stream {
         }
     }
 
-    /// Keeps what this sidecar holds from looking idle. With daprd, an entry whose app
-    /// takes longer than `processingTimeout` is claimed by another replica of the app and
-    /// delivered twice while the first still works on it; here each held entry's idle time
-    /// is reset (`XCLAIM .. 0 .. JUSTID` to the same consumer, which leaves its delivery
-    /// count alone) three times per `processingTimeout`. A sidecar that stops (crashed,
-    /// stalled, cut off) stops refreshing, and its entries are claimed as before.
-    async fn keep_held(self: Arc<Self>, tx: mpsc::Sender<Delivery>) {
+    /// Keeps what this sidecar's app is being offered from looking idle. With daprd, an
+    /// entry whose app takes longer than `processingTimeout` to answer is claimed by another
+    /// replica of the app and delivered twice while the first still works on it; here the
+    /// idle time of each entry under offer is reset (`XCLAIM .. 0 .. JUSTID` to the same
+    /// consumer, which leaves its delivery count alone) three times per
+    /// `processingTimeout`. Entries waiting their turn, or for an unhealthy app, are not
+    /// kept; nor are a stopped sidecar's (crashed, stalled, cut off): those are claimed as
+    /// before.
+    async fn keep_offered(self: Arc<Self>, tx: mpsc::Sender<Delivery>) {
         let period = (self.settings.processing_timeout / 3).max(Duration::from_millis(50));
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -318,14 +325,14 @@ impl Stream {
                 _ = every.tick() => {}
                 () = tx.closed() => return,
             }
-            let held: Vec<String> = self
-                .held
+            let offering: Vec<String> = self
+                .offering
                 .lock()
-                .expect("held entries")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .iter()
                 .cloned()
                 .collect();
-            if held.is_empty() {
+            if offering.is_empty() {
                 continue;
             }
             let refreshed = match self.shared() {
@@ -335,15 +342,17 @@ impl Stream {
                         .arg(self.group())
                         .arg(self.group())
                         .arg(0)
-                        .arg(&held)
+                        .arg(&offering)
                         .arg("JUSTID")
                         .query_async::<redis::Value>(&mut conn)
                         .await
                 }
                 Err(e) => Err(e),
             };
-            if let Err(e) = refreshed {
-                tracing::warn!(topic = %self.topic, error = %e, "keeping held messages claimed failed; another replica may claim them after processingTimeout");
+            if let Err(e) = refreshed
+                && e.code() != Some("NOGROUP")
+            {
+                tracing::warn!(topic = %self.topic, error = %e, "keeping offered messages claimed failed; another replica may claim them after processingTimeout");
             }
         }
     }
@@ -491,12 +500,46 @@ impl Ack {
         self.stream.ack(&self.id).await;
     }
 
-    /// Not done: left pending, to be claimed again after `processingTimeout`.
-    pub fn release(self) {
+    /// Not done: left pending, to be claimed again after `processingTimeout` (as is one
+    /// whose `Ack` is dropped, its subscription gone).
+    pub fn release(self) {}
+
+    /// Marks the entry as being offered to the app until the mark is dropped.
+    pub fn offering(&self) -> Offering {
+        self.stream
+            .offering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.id.clone());
+        Offering {
+            stream: self.stream.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
         self.stream
             .held
             .lock()
-            .expect("held entries")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// An entry under offer to the app: kept claimed while this lives.
+pub struct Offering {
+    stream: Arc<Stream>,
+    id: String,
+}
+
+impl Drop for Offering {
+    fn drop(&mut self) {
+        self.stream
+            .offering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.id);
     }
 }

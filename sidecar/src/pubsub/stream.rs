@@ -238,7 +238,7 @@ pub async fn serve(
             break "the pub/sub stopped";
         };
         let finished = tokio::select! {
-            f = deliver::handle(&api, &sub, &routes, &delivery.message, Taker::Stream(&conn)) => f,
+            f = deliver::handle(&api, &sub, &routes, &delivery, Taker::Stream(&conn)) => f,
             why = &mut ended => {
                 delivery.release();
                 break why;

@@ -204,9 +204,9 @@ impl Drop for Checkpointer {
 const LIVE: &str = "(expiration_time IS NULL OR expiration_time > CURRENT_TIMESTAMP)";
 
 /// A store's statements, written out once for its table: formatting them for every read
-/// and write was about 9,000 instructions per booking (callgrind,
+/// and write was about 6,000 instructions per booking (callgrind,
 /// `scripts/instructions backend-sidecar`).
-pub(crate) struct Sql {
+struct Sql {
     table: String,
     get: String,
     /// A write under the ETag it was given.

@@ -304,8 +304,11 @@ impl Dapr for GrpcApi {
         let GrpcAnswer { type_url, trailers } = passed.unwrap_or_default();
         // A gRPC app's error: its own status, as daprd passes it on, its metadata along.
         if let Some(mut status) = app_status.filter(|s| s.code() != tonic::Code::Ok) {
-            headers.extend(trailers);
-            *status.metadata_mut() = MetadataMap::from_headers(headers);
+            // The app's own metadata; a sidecar's own error (no app answered) has none.
+            if from_grpc_app {
+                append(&mut headers, trailers);
+                *status.metadata_mut() = MetadataMap::from_headers(headers);
+            }
             return Err(status);
         }
         if !from_grpc_app && let Ok(v) = HeaderValue::from_str(status.as_str()) {
@@ -613,8 +616,11 @@ impl GrpcAnswer {
             #[serde(default)]
             trailers: Vec<(String, String)>,
         }
-        let wire: Wire =
-            serde_json::from_slice(headers.get(crate::invoke::APP_GRPC_ANSWER)?.as_bytes()).ok()?;
+        use base64::Engine as _;
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(headers.get(crate::invoke::APP_GRPC_ANSWER)?.as_bytes())
+            .ok()?;
+        let wire: Wire = serde_json::from_slice(&json).ok()?;
         let mut trailers = HeaderMap::new();
         for (name, value) in &wire.trailers {
             if let (Ok(n), Ok(v)) = (
@@ -656,6 +662,20 @@ fn answer_metadata(headers: &HeaderMap, from_grpc_app: bool) -> HeaderMap {
         }
     }
     md
+}
+
+/// Every value of `more` added to `to`, none replacing one there (`HeaderMap::extend`
+/// would).
+pub(crate) fn append(to: &mut HeaderMap, more: HeaderMap) {
+    let mut name = None;
+    for (n, value) in more {
+        if n.is_some() {
+            name = n;
+        }
+        if let Some(name) = &name {
+            to.append(name.clone(), value);
+        }
+    }
 }
 
 /// Adds one value; a binary one that is not base64 is left out, as daprd leaves it.

@@ -26,6 +26,7 @@ impl<S> tower::Layer<S> for TrailersLayer {
     }
 }
 
+/// A gRPC service whose answers' [`Trailers`] are written into their closing frames.
 #[derive(Clone, Debug)]
 pub struct WithTrailers<S>(S);
 
@@ -47,7 +48,11 @@ where
         self.0.call(req).map(|answer| {
             answer.map(|mut answer| {
                 let extra = answer.extensions_mut().remove::<Trailers>().map(|t| t.0);
-                answer.map(|inner| TrailedBody { inner, extra })
+                answer.map(|inner| TrailedBody {
+                    inner,
+                    extra,
+                    ended: false,
+                })
             })
         })
     }
@@ -58,6 +63,8 @@ where
 pub struct TrailedBody<B> {
     inner: B,
     extra: Option<HeaderMap>,
+    /// The inner body has ended: it is not polled again.
+    ended: bool,
 }
 
 impl<B: Body + Unpin> Body for TrailedBody<B> {
@@ -69,17 +76,32 @@ impl<B: Body + Unpin> Body for TrailedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(this.extra.take().map(|e| Ok(Frame::trailers(e))));
+        }
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_trailers() {
                 Ok(mut trailers) => {
-                    if let Some(extra) = this.extra.take() {
-                        trailers.extend(extra);
+                    // Added to the body's own, never to or in place of a name it has
+                    // (`grpc-status`, `grpc-message`).
+                    let own: Vec<_> = trailers.keys().cloned().collect();
+                    let mut name = None;
+                    for (n, value) in this.extra.take().into_iter().flatten() {
+                        if n.is_some() {
+                            name = n;
+                        }
+                        if let Some(name) = name.as_ref().filter(|n| !own.contains(n)) {
+                            trailers.append(name.clone(), value);
+                        }
                     }
                     Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                 }
                 Err(frame) => Poll::Ready(Some(Ok(frame))),
             },
-            None => Poll::Ready(this.extra.take().map(|e| Ok(Frame::trailers(e)))),
+            None => {
+                this.ended = true;
+                Poll::Ready(this.extra.take().map(|e| Ok(Frame::trailers(e))))
+            }
             other => Poll::Ready(other),
         }
     }
@@ -104,6 +126,8 @@ mod tests {
         own.insert("grpc-status", "0".parse().unwrap());
         let mut extra = HeaderMap::new();
         extra.insert("x-after", "done".parse().unwrap());
+        extra.append("x-after", "again".parse().unwrap());
+        extra.insert("grpc-status", "13".parse().unwrap());
         let body = http_body_util::StreamBody::new(futures_util::stream::iter([
             Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(b"hi"))),
             Ok(Frame::trailers(own)),
@@ -111,18 +135,21 @@ mod tests {
         let joined = TrailedBody {
             inner: body,
             extra: Some(extra.clone()),
+            ended: false,
         }
         .collect()
         .await
         .unwrap();
         let trailers = joined.trailers().unwrap();
-        assert_eq!(trailers["grpc-status"], "0");
-        assert_eq!(trailers["x-after"], "done");
+        assert_eq!(trailers["grpc-status"], "0", "the body's own stays");
+        let after: Vec<_> = trailers.get_all("x-after").iter().collect();
+        assert_eq!(after, ["done", "again"]);
         assert_eq!(joined.to_bytes(), "hi");
 
         let alone = TrailedBody {
             inner: http_body_util::Full::new(bytes::Bytes::from_static(b"x")),
             extra: Some(extra),
+            ended: false,
         }
         .collect()
         .await

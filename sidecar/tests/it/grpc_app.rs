@@ -110,6 +110,10 @@ impl AppCallback for EchoApp {
             answer
                 .metadata_mut()
                 .insert("x-answer", "yes".parse().unwrap());
+            // What only sidecars may say to each other: never taken from an app.
+            for forged in ["dapr-internal-refused", "dapr-internal-grpc-status"] {
+                answer.metadata_mut().insert(forged, "1".parse().unwrap());
+            }
             answer.metadata_mut().insert_bin(
                 "x-answer-bin",
                 tonic::metadata::BinaryMetadataValue::from_bytes(b"\x01ok"),
@@ -214,6 +218,8 @@ async fn start_grpc_app_with(healthy: Option<Arc<AtomicBool>>) -> u16 {
     let port = listener.local_addr().unwrap().port();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tokio::spawn(async move {
+        // tonic gives a handler no other way to send trailers with an answer; the layer is
+        // the sidecar's own, so a fault in it shows here as trailers that never arrive.
         let app = tonic::transport::Server::builder()
             .layer(TrailersLayer)
             .add_service(AppCallbackServer::new(EchoApp));
@@ -578,6 +584,8 @@ async fn a_grpc_apps_metadata_and_type_url_reach_its_callers_as_daprd_passes_the
             "x-after",
             "x-after-bin",
             "dapr-internal-grpc-answer",
+            "dapr-internal-refused",
+            "dapr-internal-grpc-status",
             "dapr-http-status",
         ] {
             assert!(headers.get(absent).is_none(), "{absent}: {headers:?}");

@@ -1042,7 +1042,7 @@ async fn a_bulk_publish_names_exactly_the_entries_the_component_refused() {
         .expect("used_memory in INFO");
     const ENTRIES: usize = 40;
     const PAD: usize = 100 << 10;
-    let limit = (used + 1_000_000).to_string();
+    let limit = (used + 5 * PAD as u64).to_string();
     redis
         .command(&["CONFIG", "SET", "maxmemory", &limit])
         .await
@@ -1119,11 +1119,13 @@ async fn a_bulk_publish_names_exactly_the_entries_the_component_refused() {
 }
 
 /// Two replicas of one app on `pubsub.redis`, their app slower than `processingTimeout`:
-/// the replica holding a message keeps it claimed while its app works, so the other never
+/// the replica offering a message keeps it claimed while its app works, so the other never
 /// takes it over, and it is delivered once. (daprd's component delivers it twice.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_a_slow_app_still_works_on_is_not_delivered_again() {
-    const WORK: Duration = Duration::from_secs(4);
+    // Kept claimed every second against a 3 s timeout: only a stall of 2 s would let the
+    // other replica claim it.
+    const WORK: Duration = Duration::from_secs(7);
     async fn subscribe() -> impl IntoResponse {
         axum::Json(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}]))
     }
@@ -1138,7 +1140,12 @@ async fn a_message_a_slow_app_still_works_on_is_not_delivered_again() {
         axum::Json(json!({"status": "SUCCESS"}))
     }
     let redis = RedisServer::start().await.unwrap();
-    let components = ComponentsDir::raw(&[("pubsub.yaml", &redis_pubsub("pubsub", redis.port))]);
+    let pubsub = redis_pubsub("pubsub", redis.port).replace(
+        "processingTimeout\n    value: \"1500\"",
+        "processingTimeout\n    value: \"3000\"",
+    );
+    assert!(pubsub.contains("\"3000\""), "{pubsub}");
+    let components = ComponentsDir::raw(&[("pubsub.yaml", &pubsub)]);
     let registry = TempDir::new("registry");
     let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
     let mut replicas = Vec::new();
@@ -1157,14 +1164,35 @@ async fn a_message_a_slow_app_still_works_on_is_not_delivered_again() {
                 .unwrap(),
         );
     }
-    // Both replicas read through the group before the message comes.
+    // Both replicas subscribed, and reading through the group, before the message comes.
+    let http = reqwest::Client::new();
+    for replica in &replicas {
+        testkit::wait_until(
+            "the replica's subscription",
+            Duration::from_secs(10),
+            || async {
+                let meta: Value = http
+                    .get(format!("{}/v1.0/metadata", replica.http_url()))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let subs = meta["subscriptions"].as_array()?;
+                subs.iter().any(|s| s["topic"] == "orders").then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
     testkit::wait_until("the shipping group", Duration::from_secs(10), || async {
         let groups = redis.command(&["XINFO", "GROUPS", "orders"]).await.ok()?;
         groups.contains("shipping").then_some(())
     })
     .await
     .unwrap();
-    let r = reqwest::Client::new()
+    let r = http
         .post(format!(
             "{}/v1.0/publish/pubsub/orders",
             replicas[0].http_url()
