@@ -208,6 +208,17 @@ impl AppCallback for EchoApp {
 }
 
 /// Serves the echo app on a free port (in this process); returns the port.
+/// The echo app behind its sidecar (`grpcapp`, `--app-protocol grpc`).
+async fn grpc_callee(registry: &TempDir, components: &ComponentsDir) -> testkit::SidecarProcess {
+    SidecarBuilder::new(BIN, "grpcapp", registry.path())
+        .resources(components.path())
+        .app_port(start_grpc_app().await)
+        .flag("--app-protocol", "grpc")
+        .spawn()
+        .await
+        .unwrap()
+}
+
 async fn start_grpc_app() -> u16 {
     start_grpc_app_with(None).await
 }
@@ -317,14 +328,7 @@ async fn a_grpc_app_is_probed_through_its_health_check_service() {
 async fn a_grpc_app_is_invoked_by_http_and_grpc_callers() {
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
-    let app_port = start_grpc_app().await;
-    let _callee = SidecarBuilder::new(BIN, "grpcapp", registry.path())
-        .resources(components.path())
-        .app_port(app_port)
-        .flag("--app-protocol", "grpc")
-        .spawn()
-        .await
-        .unwrap();
+    let _callee = grpc_callee(&registry, &components).await;
     // A client-only app: any protocol Dapr knows, no port.
     let caller = SidecarBuilder::new(BIN, "caller", registry.path())
         .resources(components.path())
@@ -549,14 +553,7 @@ fn call(method: &str) -> rt::InvokeServiceRequest {
 async fn a_grpc_apps_metadata_and_type_url_reach_its_callers_as_daprd_passes_them() {
     let registry = TempDir::new("registry");
     let components = ComponentsDir::memory();
-    let app_port = start_grpc_app().await;
-    let callee = SidecarBuilder::new(BIN, "grpcapp", registry.path())
-        .resources(components.path())
-        .app_port(app_port)
-        .flag("--app-protocol", "grpc")
-        .spawn()
-        .await
-        .unwrap();
+    let callee = grpc_callee(&registry, &components).await;
     let caller = SidecarBuilder::new(BIN, "caller", registry.path())
         .resources(components.path())
         .spawn()
