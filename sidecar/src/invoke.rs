@@ -78,10 +78,10 @@ enum SendError {
     #[error("{}", chain(.0))]
     Client(#[from] hyper_util::client::legacy::Error),
     /// To a peer, over plain HTTP.
-    #[error("{0}")]
+    #[error("{}", failure_text(.0))]
     Peer(Failure),
     /// To the app.
-    #[error("{0}")]
+    #[error("{}", failure_text(.0))]
     App(Failure),
     #[error("no answer within the call's {0:?} (x-request-timeout-ms)")]
     Timeout(std::time::Duration),
@@ -109,6 +109,15 @@ impl SendError {
                 ApiError::direct_invoke(message)
             }
         }
+    }
+}
+
+/// A failed exchange with hyper's causes, which say why (reset, refused, closed early).
+fn failure_text(f: &Failure) -> String {
+    match f {
+        Failure::Sending(e) => chain(e),
+        Failure::Reading(e) => format!("reading the answer: {}", chain(e)),
+        other => other.to_string(),
     }
 }
 
