@@ -549,7 +549,7 @@ fn app_error(status: &tonic::Status) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(v) = status_header(status) {
+    if let Some(v) = rpc_header(&rpc) {
         out.headers_mut().insert(crate::invoke::APP_GRPC_STATUS, v);
     }
     out
@@ -558,9 +558,12 @@ fn app_error(status: &tonic::Status) -> Response<Body> {
 /// `status` as [`crate::invoke::APP_GRPC_STATUS`] carries it between sidecars: the whole
 /// `google.rpc.Status`, base64.
 pub fn status_header(status: &tonic::Status) -> Option<HeaderValue> {
+    rpc_header(&rpc_status(status))
+}
+
+fn rpc_header(rpc: &dapr::google::rpc::Status) -> Option<HeaderValue> {
     use prost::Message as _;
-    let whole =
-        base64::engine::general_purpose::STANDARD.encode(rpc_status(status).encode_to_vec());
+    let whole = base64::engine::general_purpose::STANDARD.encode(rpc.encode_to_vec());
     HeaderValue::from_str(&whole).ok()
 }
 

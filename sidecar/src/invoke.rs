@@ -55,8 +55,8 @@ pub(crate) const API_TOKEN: HeaderName = appkit::token::HEADER_NAME;
 /// message, details), as from daprd; never to an HTTP caller.
 pub(crate) const APP_GRPC_STATUS: HeaderName = HeaderName::from_static("dapr-internal-grpc-status");
 /// On every answer from a gRPC app, between sidecars: what a gRPC caller gets beside the
-/// data and the header metadata, as JSON (`{"typeUrl": .., "trailers": [[name, value]..]}`,
-/// binary values base64); never to an HTTP caller, which daprd gives neither.
+/// data and the header metadata, as base64 of JSON (`{"typeUrl": .., "trailers": [[name,
+/// value]..]}`, binary values base64); never to an HTTP caller, which daprd gives neither.
 pub(crate) const APP_GRPC_ANSWER: HeaderName = HeaderName::from_static("dapr-internal-grpc-answer");
 /// On a call from a gRPC caller, between sidecars: its headers are the caller's metadata,
 /// which a gRPC app is given as they are (an HTTP caller's standard headers get daprd's
@@ -554,7 +554,7 @@ impl Invoker {
                     let peer = peers.origin(addr).map_err(|e| fail(&e))?;
                     let uri =
                         target_uri("", &call.path, call.query.as_deref()).map_err(|e| fail(&e))?;
-                    self.send_plain(&peer, &call, uri).await
+                    self.send_to(&peer, &call, uri, SendError::Peer).await
                 }
                 PeerClient::Tls(client) => {
                     // The app id before the address is the name its certificate must carry.
@@ -639,12 +639,10 @@ impl Invoker {
         let uri = target_uri("", &call.path, call.query.as_deref()).map_err(|e| {
             ApiError::direct_invoke(format!("failed to invoke, id: {}, err: {e}", self.app_id))
         })?;
-        let mut resp = if wants_events(&call.headers) {
-            self.stream_app(app, &call, uri).await
-        } else {
-            self.send_app(app, &call, uri).await
-        }
-        .map_err(|e| e.to_api(&self.app_id))?;
+        let mut resp = self
+            .send_to(app, &call, uri, SendError::App)
+            .await
+            .map_err(|e| e.to_api(&self.app_id))?;
         // Only a sidecar may set these, never an HTTP app's answer: its own refusal, and a
         // gRPC app's status (an HTTP app's would reach a gRPC caller as its error).
         resp.headers_mut().remove(&PEER_REFUSED);
@@ -672,88 +670,54 @@ impl Invoker {
         Ok(Response::from_parts(parts, Body::new(body)))
     }
 
-    /// To a peer sidecar over plain HTTP: its whole answer, or for a call that asks for a
-    /// stream of events, the answer as it comes.
-    async fn send_plain(
+    /// To an origin over plain HTTP (this sidecar's HTTP app, or a peer sidecar; `hop` says
+    /// which failed): its whole answer, within `--max-body-size`; for a call that asks for
+    /// a stream of events, a successful answer goes on as it is written, with no limit on
+    /// its length, as daprd passes Server-Sent Events on, and any other is read within the
+    /// limit, as daprd reads it.
+    async fn send_to(
         &self,
-        peer: &Origin,
+        origin: &Origin,
         call: &Call,
         uri: Uri,
+        hop: fn(Failure) -> SendError,
     ) -> Result<Response<Body>, SendError> {
         let (req, limit) = onward(call, uri);
-        let peer_failure = |f| hop_failure(f, limit, SendError::Peer);
+        let failed = |f| hop_failure(f, limit, hop);
         let (mut parts, body) = if wants_events(&call.headers) {
-            let (parts, body) = peer
+            let (parts, body) = origin
                 .stream(req, limit)
                 .await
-                .map_err(peer_failure)?
+                .map_err(failed)?
                 .into_parts();
-            (parts, Body::new(body))
+            let body = if parts.status.is_success() {
+                Body::new(body)
+            } else {
+                let whole = appkit::origin::read_body(body, Some(self.max_body))
+                    .await
+                    .map_err(hop)?;
+                Body::from(whole)
+            };
+            (parts, body)
         } else {
-            let (parts, body) = peer.exchange(req, limit).await.map_err(peer_failure)?;
+            let (parts, body) = origin.exchange(req, limit).await.map_err(failed)?;
             (parts, Body::from(body))
         };
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
     }
-
-    /// To this sidecar's HTTP app: its whole answer, within `--max-body-size`.
-    async fn send_app(
-        &self,
-        app: &Origin,
-        call: &Call,
-        uri: Uri,
-    ) -> Result<Response<Body>, SendError> {
-        let (req, limit) = onward(call, uri);
-        let (mut parts, body) = app
-            .exchange(req, limit)
-            .await
-            .map_err(|f| app_failure(f, limit))?;
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::from(body)))
-    }
-
-    /// The same for a call that asks for a stream of events: a successful answer goes on
-    /// as the app writes it, with no limit on its length, as daprd passes Server-Sent
-    /// Events on; any other is read within the limit, as daprd reads it.
-    async fn stream_app(
-        &self,
-        app: &Origin,
-        call: &Call,
-        uri: Uri,
-    ) -> Result<Response<Body>, SendError> {
-        let (req, limit) = onward(call, uri);
-        let resp = app
-            .stream(req, limit)
-            .await
-            .map_err(|f| app_failure(f, limit))?;
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        if parts.status.is_success() {
-            return Ok(Response::from_parts(parts, Body::new(body)));
-        }
-        let body = appkit::origin::read_body(body, Some(self.max_body))
-            .await
-            .map_err(SendError::App)?;
-        Ok(Response::from_parts(parts, Body::from(body)))
-    }
 }
 
-/// A failed exchange with the app as a failed hop: too late is the call's time run out.
-fn app_failure(f: Failure, limit: Option<std::time::Duration>) -> SendError {
-    hop_failure(f, limit, SendError::App)
-}
-
-/// A failed exchange as a failed hop (`kind`: to the app or a peer): too late is the
-/// call's time run out.
+/// A failed exchange as a failed hop (`hop`: to the app or a peer): too late is the call's
+/// time run out.
 fn hop_failure(
     f: Failure,
     limit: Option<std::time::Duration>,
-    kind: fn(Failure) -> SendError,
+    hop: fn(Failure) -> SendError,
 ) -> SendError {
     match (f, limit) {
         (Failure::Late, Some(d)) => SendError::Timeout(d),
-        (f, _) => kind(f),
+        (f, _) => hop(f),
     }
 }
 

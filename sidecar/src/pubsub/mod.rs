@@ -86,7 +86,8 @@ impl Delivery {
             Ack::Nothing => {
                 tracing::error!(topic = %self.message.topic, "message lost: its pub/sub keeps nothing to offer again");
             }
-            Ack::Redis(ack) => ack.release(),
+            // Dropped undone: left pending, to be claimed again.
+            Ack::Redis(_) => {}
         }
     }
 }

@@ -65,6 +65,13 @@ pub struct RedisStreams {
 /// Entries handed on and not yet done, by stream entry id.
 type Held = Arc<Mutex<HashSet<String>>>;
 
+/// A set of entry ids, whatever a panic elsewhere left it as: adding or removing an id
+/// leaves no half-made state behind.
+fn ids(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A duration as Dapr's Redis components read one: a plain number is milliseconds, else a
 /// Go duration (`15s`).
 fn duration_ms(spec: &ComponentSpec, name: &str, default: Duration) -> Result<Duration, String> {
@@ -325,13 +332,7 @@ impl Stream {
                 _ = every.tick() => {}
                 () = tx.closed() => return,
             }
-            let offering: Vec<String> = self
-                .offering
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .cloned()
-                .collect();
+            let offering: Vec<String> = ids(&self.offering).iter().cloned().collect();
             if offering.is_empty() {
                 continue;
             }
@@ -390,7 +391,7 @@ impl Stream {
             .await?;
         let timeout = self.settings.processing_timeout.as_millis();
         let idle: Vec<String> = {
-            let held = self.held.lock().expect("held entries");
+            let held = ids(&self.held);
             pending
                 .ids
                 .into_iter()
@@ -443,7 +444,7 @@ impl Stream {
             self.ack(&id).await;
             return true;
         };
-        self.held.lock().expect("held entries").insert(id.clone());
+        ids(&self.held).insert(id.clone());
         let delivery = Delivery {
             message,
             ack: super::Ack::Redis(Ack {
@@ -470,7 +471,7 @@ impl Stream {
     }
 
     async fn ack(&self, id: &str) {
-        self.held.lock().expect("held entries").remove(id);
+        ids(&self.held).remove(id);
         let acked = match self.shared() {
             Ok(mut conn) => {
                 redis::cmd("XACK")
@@ -500,17 +501,9 @@ impl Ack {
         self.stream.ack(&self.id).await;
     }
 
-    /// Not done: left pending, to be claimed again after `processingTimeout` (as is one
-    /// whose `Ack` is dropped, its subscription gone).
-    pub fn release(self) {}
-
     /// Marks the entry as being offered to the app until the mark is dropped.
     pub fn offering(&self) -> Offering {
-        self.stream
-            .offering
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(self.id.clone());
+        ids(&self.stream.offering).insert(self.id.clone());
         Offering {
             stream: self.stream.clone(),
             id: self.id.clone(),
@@ -518,13 +511,11 @@ impl Ack {
     }
 }
 
+/// An `Ack` dropped undone (the message not finished, or its subscription gone) leaves its
+/// entry pending, to be claimed again after `processingTimeout`.
 impl Drop for Ack {
     fn drop(&mut self) {
-        self.stream
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.id);
+        ids(&self.stream.held).remove(&self.id);
     }
 }
 
@@ -536,11 +527,7 @@ pub struct Offering {
 
 impl Drop for Offering {
     fn drop(&mut self) {
-        self.stream
-            .offering
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.id);
+        ids(&self.stream.offering).remove(&self.id);
     }
 }
 

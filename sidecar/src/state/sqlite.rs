@@ -202,6 +202,8 @@ impl Drop for Checkpointer {
 }
 
 const LIVE: &str = "(expiration_time IS NULL OR expiration_time > CURRENT_TIMESTAMP)";
+const EXPIRES: &str =
+    "CASE WHEN ?4 > 0 THEN datetime('now', '+' || ?4 || ' seconds') ELSE NULL END";
 
 /// A store's statements, written out once for its table: formatting them for every read
 /// and write was about 6,000 instructions per booking (callgrind,
@@ -245,8 +247,6 @@ impl Sql {
         }
     }
 }
-const EXPIRES: &str =
-    "CASE WHEN ?4 > 0 THEN datetime('now', '+' || ?4 || ' seconds') ELSE NULL END";
 
 fn open(settings: &SqliteSettings) -> Result<Connection, StoreError> {
     let cs = settings.connection_string.as_str();

@@ -306,7 +306,7 @@ impl Dapr for GrpcApi {
         if let Some(mut status) = app_status.filter(|s| s.code() != tonic::Code::Ok) {
             // The app's own metadata; a sidecar's own error (no app answered) has none.
             if from_grpc_app {
-                append(&mut headers, trailers);
+                super::trailers::append(&mut headers, trailers, |_| true);
                 *status.metadata_mut() = MetadataMap::from_headers(headers);
             }
             return Err(status);
@@ -662,20 +662,6 @@ fn answer_metadata(headers: &HeaderMap, from_grpc_app: bool) -> HeaderMap {
         }
     }
     md
-}
-
-/// Every value of `more` added to `to`, none replacing one there (`HeaderMap::extend`
-/// would).
-pub(crate) fn append(to: &mut HeaderMap, more: HeaderMap) {
-    let mut name = None;
-    for (n, value) in more {
-        if n.is_some() {
-            name = n;
-        }
-        if let Some(name) = &name {
-            to.append(name.clone(), value);
-        }
-    }
 }
 
 /// Adds one value; a binary one that is not base64 is left out, as daprd leaves it.

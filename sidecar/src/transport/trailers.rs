@@ -84,15 +84,9 @@ impl<B: Body + Unpin> Body for TrailedBody<B> {
                 Ok(mut trailers) => {
                     // Added to the body's own, never to or in place of a name it has
                     // (`grpc-status`, `grpc-message`).
-                    let own: Vec<_> = trailers.keys().cloned().collect();
-                    let mut name = None;
-                    for (n, value) in this.extra.take().into_iter().flatten() {
-                        if n.is_some() {
-                            name = n;
-                        }
-                        if let Some(name) = name.as_ref().filter(|n| !own.contains(n)) {
-                            trailers.append(name.clone(), value);
-                        }
+                    if let Some(extra) = this.extra.take() {
+                        let own: Vec<_> = trailers.keys().cloned().collect();
+                        append(&mut trailers, extra, |n| !own.contains(n));
                     }
                     Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                 }
@@ -112,6 +106,24 @@ impl<B: Body + Unpin> Body for TrailedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Every value of `more` whose name `keep` takes, added to `to`, none replacing one there
+/// (`HeaderMap::extend` would).
+pub(crate) fn append(
+    to: &mut HeaderMap,
+    more: HeaderMap,
+    keep: impl Fn(&http::HeaderName) -> bool,
+) {
+    let mut name = None;
+    for (n, value) in more {
+        if n.is_some() {
+            name = n;
+        }
+        if let Some(name) = name.as_ref().filter(|n| keep(n)) {
+            to.append(name.clone(), value);
+        }
     }
 }
 
