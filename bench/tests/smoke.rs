@@ -116,3 +116,45 @@ fn tiny_matrix_writes_results_table_and_plots() {
     png_ok(&out.join("throughput.png"));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `bench --pubsub` at a low rate for about a second per row: both rows deliver every
+/// message they published and write their table and results. It asserts no timing.
+#[test]
+fn pubsub_latency_run_writes_its_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = std::env::temp_dir().join(format!("bench-pubsub-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--tiny", "--pubsub", "50", "--out"])
+        .arg(&out)
+        .current_dir(root)
+        .output()
+        .expect("running bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("pubsub.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["row"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pubsub.in-memory", "pubsub.redis"]);
+    for r in rows {
+        let published = r["published"].as_u64().unwrap();
+        assert!(published > 0, "{r}");
+        assert_eq!(r["delivered"].as_u64(), Some(published), "{r}");
+        let lat: Vec<f64> = r["latency_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(lat[0] > 0.0 && lat.windows(2).all(|w| w[0] <= w[1]), "{r}");
+        assert!(r["sidecar_cpu_us"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let md = std::fs::read_to_string(out.join("pubsub.md")).unwrap();
+    assert!(md.contains("| pubsub.redis | 50/s |"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

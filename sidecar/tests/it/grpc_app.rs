@@ -632,3 +632,169 @@ async fn an_app_port_with_a_protocol_this_sidecar_cannot_call_is_refused() {
         .await;
     assert!(started.is_err());
 }
+
+/// What a [`TopicApp`] was offered: (topic, data), in order.
+type Offers = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A gRPC app subscribed to `orders` (dead letters to `dead`) and to `dead`. To an event
+/// on `orders` it answers by its data: `RETRY` to `retry` always, an `Unimplemented`
+/// status to `unimplemented`, an `Internal` status to the first offer of `fail`, and
+/// `SUCCESS` otherwise.
+struct TopicApp(Offers);
+
+#[tonic::async_trait]
+impl AppCallback for TopicApp {
+    async fn on_invoke(
+        &self,
+        _: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
+        Err(Status::unimplemented("no methods"))
+    }
+
+    async fn list_topic_subscriptions(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
+        let topic = |topic: &str, dead_letter: &str| rt::TopicSubscription {
+            pubsub_name: "pubsub".into(),
+            topic: topic.into(),
+            dead_letter_topic: dead_letter.into(),
+            ..Default::default()
+        };
+        Ok(Response::new(rt::ListTopicSubscriptionsResponse {
+            subscriptions: vec![topic("orders", "dead"), topic("dead", "")],
+        }))
+    }
+
+    async fn on_topic_event(
+        &self,
+        request: Request<rt::TopicEventRequest>,
+    ) -> Result<Response<rt::TopicEventResponse>, Status> {
+        use rt::topic_event_response::TopicEventResponseStatus as Answer;
+        let event = request.into_inner();
+        let data = String::from_utf8_lossy(&event.data).into_owned();
+        let offers = {
+            let mut seen = self.0.lock().unwrap();
+            seen.push((event.topic.clone(), data.clone()));
+            seen.iter()
+                .filter(|(t, d)| (t, d) == (&event.topic, &data))
+                .count()
+        };
+        let answer = match (event.topic.as_str(), data.as_str()) {
+            ("orders", "retry") => Answer::Retry,
+            ("orders", "unimplemented") => return Err(Status::unimplemented("not this one")),
+            ("orders", "fail") if offers == 1 => return Err(Status::internal("not yet")),
+            _ => Answer::Success,
+        };
+        Ok(Response::new(rt::TopicEventResponse {
+            status: answer as i32,
+        }))
+    }
+
+    async fn list_input_bindings(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+
+    async fn on_binding_event(
+        &self,
+        _: Request<rt::BindingEventRequest>,
+    ) -> Result<Response<rt::BindingEventResponse>, Status> {
+        Err(Status::unimplemented("no bindings"))
+    }
+
+    async fn on_bulk_topic_event(
+        &self,
+        _: Request<rt::TopicEventBulkRequest>,
+    ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
+        Err(Status::unimplemented("no bulk"))
+    }
+
+    async fn on_job_event(
+        &self,
+        _: Request<rt::JobEventRequest>,
+    ) -> Result<Response<rt::JobEventResponse>, Status> {
+        Err(Status::unimplemented("no jobs"))
+    }
+}
+
+/// A gRPC app's answers to its events decide as daprd lets them: `RETRY` is offered again
+/// until the attempts run out, then dead-lettered; an error status is offered again; an
+/// `Unimplemented` status drops the event, without a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_apps_answers_to_its_events_decide_as_with_daprd() {
+    const ATTEMPTS: usize = 5;
+    let offers: Offers = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = AppCallbackServer::new(TopicApp(offers.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(app)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let registry = TempDir::new("registry");
+    let components = ComponentsDir::raw(&[(
+        "pubsub.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n",
+    )]);
+    let sidecar = SidecarBuilder::new(BIN, "topics", registry.path())
+        .resources(components.path())
+        .app_port(port)
+        .flag("--app-protocol", "grpc")
+        .spawn()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    testkit::wait_until(
+        "the app's subscriptions",
+        Duration::from_secs(10),
+        || async {
+            let m: Value =
+                testkit::get_json(&http, format!("{}/v1.0/metadata", sidecar.http_url())).await;
+            m.get("subscriptions").map(|_| ())
+        },
+    )
+    .await
+    .unwrap();
+    // One at a time, in order: each is finished with before the next is offered.
+    for data in ["unimplemented", "retry", "fail", "ok"] {
+        let r = http
+            .post(format!("{}/v1.0/publish/pubsub/orders", sidecar.http_url()))
+            .header("content-type", "text/plain")
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let all = testkit::wait_until(
+        "the last event and a dead letter",
+        Duration::from_secs(30),
+        || async {
+            let seen = offers.lock().unwrap().clone();
+            (seen.iter().any(|o| o.1 == "ok") && seen.iter().any(|o| o.0 == "dead")).then_some(seen)
+        },
+    )
+    .await
+    .unwrap();
+    let count = |topic: &str, data: &str| {
+        all.iter()
+            .filter(|o| (o.0.as_str(), o.1.as_str()) == (topic, data))
+            .count()
+    };
+    assert_eq!(count("orders", "unimplemented"), 1, "{all:?}");
+    assert_eq!(count("orders", "retry"), ATTEMPTS, "{all:?}");
+    assert_eq!(count("orders", "fail"), 2, "{all:?}");
+    assert_eq!(count("orders", "ok"), 1, "{all:?}");
+    // The dead letter of `retry` is the first on `dead`: one of `unimplemented`, published
+    // before it, would have come first.
+    let dead: Vec<&str> = all
+        .iter()
+        .filter(|o| o.0 == "dead")
+        .map(|o| o.1.as_str())
+        .collect();
+    assert_eq!(dead, ["retry"], "{all:?}");
+}

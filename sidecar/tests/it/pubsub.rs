@@ -13,8 +13,11 @@ use crate::common::redis_pubsub;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::IntoResponse;
-use dapr::dapr::proto::runtime::v1::PublishEventRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use dapr::dapr::proto::runtime::v1::{
+    BulkPublishRequest, BulkPublishRequestEntry, GetMetadataRequest, PublishEventRequest,
+    PubsubSubscriptionType,
+};
 use serde_json::{Value, json};
 use testkit::{ComponentsDir, RedisServer, SidecarBuilder, TempDir};
 
@@ -28,14 +31,16 @@ const DECLARED: &str = "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetada
 /// header a publisher's metadata may set, body).
 type Seen = Arc<Mutex<Vec<(String, String, String, String, Value)>>>;
 
-/// Subscribes to `orders` (dead letters to `dead`) and `dead`; answers `RETRY` to the
-/// first two offers of a message whose data is `"retry twice"`, `DROP` to `"drop me"`,
-/// and with `hang`, never answers `"hang"`.
+/// Subscribes to `orders` (dead letters to `dead`), `dead`, and `raw` asking for the
+/// publishers' bytes as they are (`rawPayload`); answers `RETRY` to the first two offers
+/// of a message whose data is `"retry twice"` and to every offer of `"never"`, `DROP` to
+/// `"drop me"`, and with `hang`, never answers `"hang"`.
 async fn subscriber_app(seen: Seen, hang: bool) -> u16 {
     async fn subscribe() -> impl IntoResponse {
         axum::Json(json!([
             {"pubsubname": "pubsub", "topic": "orders", "route": "/orders", "deadLetterTopic": "dead"},
             {"pubsubname": "pubsub", "topic": "dead", "routes": {"default": "/dead"}},
+            {"pubsubname": "pubsub", "topic": "raw", "route": "/raw", "metadata": {"rawPayload": "true"}},
         ]))
     }
     async fn receive(State((seen, hang)): State<(Seen, bool)>, req: Request) -> axum::Json<Value> {
@@ -66,6 +71,7 @@ async fn subscriber_app(seen: Seen, hang: bool) -> u16 {
         }
         let status = match ce["data"].as_str() {
             Some("retry twice") if offers <= 2 => "RETRY",
+            Some("never") => "RETRY",
             Some("drop me") if parts.uri.path() == "/orders" => "DROP",
             _ => "SUCCESS",
         };
@@ -148,12 +154,49 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
             {"pubsubname": "pubsub", "topic": "declared", "rules": [{"path": "/declared"}], "deadLetterTopic": "", "type": "DECLARATIVE"},
             {"pubsubname": "pubsub", "topic": "orders", "rules": [{"path": "/orders"}], "deadLetterTopic": "dead", "type": "PROGRAMMATIC"},
             {"pubsubname": "pubsub", "topic": "dead", "rules": [{"path": "/dead"}], "deadLetterTopic": "", "type": "PROGRAMMATIC"},
+            {"pubsubname": "pubsub", "topic": "raw", "rules": [{"path": "/raw"}], "deadLetterTopic": "", "type": "PROGRAMMATIC", "metadata": {"rawPayload": "true"}},
         ])
     );
     let m: Value = testkit::get_json(&http, url("/v1.0/metadata")).await;
     assert_eq!(
         m["components"],
         json!([{"name": "pubsub", "type": "pubsub.in-memory", "version": "v1", "capabilities": ["SUBSCRIBE_WILDCARDS"]}])
+    );
+    // The same over gRPC, as the SDKs read it.
+    let mut grpc = DaprClient::connect(sidecar.grpc_url()).await.unwrap();
+    let m = grpc
+        .get_metadata(GetMetadataRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let components: Vec<(&str, &str, &[String])> = m
+        .registered_components
+        .iter()
+        .map(|c| (c.name.as_str(), c.r#type.as_str(), &c.capabilities[..]))
+        .collect();
+    assert_eq!(
+        components,
+        [(
+            "pubsub",
+            "pubsub.in-memory",
+            &["SUBSCRIBE_WILDCARDS".to_string()][..]
+        )]
+    );
+    let raw = m
+        .subscriptions
+        .iter()
+        .find(|s| s.topic == "raw")
+        .expect("the raw subscription");
+    assert_eq!(
+        raw.metadata.get("rawPayload").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        (
+            raw.r#type,
+            raw.rules.as_ref().map(|r| r.rules[0].path.as_str())
+        ),
+        (PubsubSubscriptionType::Programmatic as i32, Some("/raw"))
     );
 
     // Over HTTP: JSON, then text with metadata; in order.
@@ -173,7 +216,6 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
         .unwrap();
     assert_eq!(r.status(), 204);
     // Over gRPC, as the SDKs publish.
-    let mut grpc = DaprClient::connect(sidecar.grpc_url()).await.unwrap();
     grpc.publish_event(PublishEventRequest {
         pubsub_name: "pubsub".into(),
         topic: "declared".into(),
@@ -259,6 +301,136 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
     assert_eq!(
         dead[0]["topic"], "orders",
         "a dead letter keeps its envelope"
+    );
+}
+
+/// A subscription with `rawPayload` gets whatever was published as daprd hands it over:
+/// the publisher's bytes (a raw publish) or the CloudEvent the sidecar built (a plain one),
+/// base64 in `data_base64` of an envelope of its own. A message the app answers `RETRY` to
+/// every time is offered exactly [`ATTEMPTS`] times, then goes to the dead-letter topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_payloads_and_messages_retried_to_the_end_arrive_as_daprd_sends_them() {
+    use base64::Engine as _;
+    const ATTEMPTS: usize = 5;
+    let (seen, sidecar, _dirs) = subscribed_sidecar(&[("pubsub.yaml", PUBSUB)]).await;
+    let http = reqwest::Client::new();
+    let publish = |path: &str, content_type: &'static str, body: Vec<u8>| {
+        let req = http
+            .post(format!("{}{path}", sidecar.http_url()))
+            .header("content-type", content_type)
+            .body(body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    testkit::wait_until(
+        "the app's subscriptions",
+        Duration::from_secs(10),
+        || async {
+            let m: Value =
+                testkit::get_json(&http, format!("{}/v1.0/metadata", sidecar.http_url())).await;
+            m.get("subscriptions").map(|_| ())
+        },
+    )
+    .await
+    .unwrap();
+
+    let bytes = vec![0u8, 0x9f, 0x92, 0x96, b'r'];
+    let status = publish(
+        "/v1.0/publish/pubsub/raw?metadata.rawPayload=true",
+        "application/octet-stream",
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let status = publish(
+        "/v1.0/publish/pubsub/raw",
+        "application/json",
+        br#"{"n":2}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let status = publish(
+        "/v1.0/publish/pubsub/orders",
+        "text/plain",
+        b"never".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    let all = testkit::wait_until(
+        "two raw events and a dead letter",
+        Duration::from_secs(30),
+        || async {
+            let s = seen.lock().unwrap().clone();
+            let raw = s.iter().filter(|d| d.0 == "/raw").count();
+            (raw >= 2 && s.iter().any(|d| d.0 == "/dead")).then_some(s)
+        },
+    )
+    .await
+    .unwrap();
+    let raw: Vec<&(String, String, String, String, Value)> =
+        all.iter().filter(|d| d.0 == "/raw").collect();
+    assert_eq!(raw.len(), 2, "{raw:?}");
+    let decode = |ce: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                ce["data_base64"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("data_base64 in {ce}")),
+            )
+            .unwrap()
+    };
+    for (_, content_type, pubsub, _, ce) in &raw {
+        assert_eq!(
+            (content_type.as_str(), pubsub.as_str()),
+            ("application/cloudevents+json", "pubsub")
+        );
+        assert_eq!(
+            (
+                &ce["datacontenttype"],
+                &ce["topic"],
+                &ce["pubsubname"],
+                &ce["specversion"]
+            ),
+            (
+                &json!("application/octet-stream"),
+                &json!("raw"),
+                &json!("pubsub"),
+                &json!("1.0")
+            ),
+            "{ce}"
+        );
+        assert!(ce.get("data").is_none(), "{ce}");
+    }
+    assert_eq!(
+        decode(&raw[0].4),
+        bytes,
+        "the publisher's bytes, as they were"
+    );
+    let inner: Value = serde_json::from_slice(&decode(&raw[1].4)).unwrap();
+    assert_eq!(
+        (&inner["data"], &inner["source"], &inner["topic"]),
+        (&json!({"n": 2}), &json!("checkout"), &json!("raw")),
+        "a plain publish's own CloudEvent: {inner}"
+    );
+    assert_ne!(raw[0].4["id"], raw[1].4["id"]);
+
+    let offers = all
+        .iter()
+        .filter(|d| d.0 == "/orders" && d.4["data"] == "never")
+        .count();
+    assert_eq!(
+        offers, ATTEMPTS,
+        "offered {offers} times before the dead letter"
+    );
+    let dead: Vec<&Value> = all
+        .iter()
+        .filter(|d| d.0 == "/dead")
+        .map(|d| &d.4)
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (&dead[0]["data"], &dead[0]["topic"]),
+        (&json!("never"), &json!("orders"))
     );
 }
 
@@ -839,6 +1011,56 @@ async fn bulk_publish_sends_each_entry_as_its_own_event() {
         .collect();
     assert_eq!(ids.len(), 3, "each entry its own CloudEvent");
 
+    // The same over gRPC (`BulkPublishEvent`; the Alpha1 name the SDKs still call is below).
+    let mut grpc = DaprClient::connect(sidecar.grpc_url()).await.unwrap();
+    let entry =
+        |id: &str, event: &[u8], content_type: &str, shop: Option<&str>| BulkPublishRequestEntry {
+            entry_id: id.into(),
+            event: event.to_vec(),
+            content_type: content_type.into(),
+            metadata: shop
+                .map(|s| [("shop".to_string(), s.to_string())].into())
+                .unwrap_or_default(),
+        };
+    let answer = grpc
+        .bulk_publish_event(BulkPublishRequest {
+            pubsub_name: "pubsub".into(),
+            topic: "orders".into(),
+            entries: vec![
+                entry("g1", br#"{"order":9}"#, "application/json", None),
+                entry("g2", b"gee", "text/plain", Some("grpc")),
+            ],
+            metadata: [("shop".to_string(), "all".to_string())].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.failed_entries.is_empty(), "{answer:?}");
+    let events = testkit::wait_until("two more events", Duration::from_secs(10), || async {
+        let got: Vec<(String, Value)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.0 == "/orders")
+            .skip(3)
+            .map(|d| (d.3.clone(), d.4.clone()))
+            .collect();
+        (got.len() >= 2).then_some(got)
+    })
+    .await
+    .unwrap();
+    let got: Vec<(&str, &Value, &Value)> = events
+        .iter()
+        .map(|(shop, ce)| (shop.as_str(), &ce["data"], &ce["datacontenttype"]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("", &json!({"order": 9}), &json!("application/json")),
+            ("grpc", &json!("gee"), &json!("text/plain"))
+        ]
+    );
+
     // Refused before anything is published: daprd's code, reason and status for each.
     let cases = [
         (
@@ -906,7 +1128,7 @@ async fn bulk_publish_sends_each_entry_as_its_own_event() {
     .unwrap();
     assert_eq!(
         orders.len(),
-        4,
+        6,
         "nothing of a refused bulk was published: {orders:?}"
     );
 }
@@ -1077,6 +1299,32 @@ async fn a_bulk_publish_names_exactly_the_entries_the_component_refused() {
         .iter()
         .filter_map(|f| f["entryId"].as_str())
         .collect();
+    // Over gRPC daprd answers a partial failure with the error alone (no failed entries):
+    // the component's error, as `Internal` with the reason. Redis is still full, so none
+    // of these goes in.
+    let mut grpc = DaprClient::connect(publisher.grpc_url()).await.unwrap();
+    #[allow(deprecated)] // the name the Python SDK calls
+    let err = grpc
+        .bulk_publish_event_alpha1(BulkPublishRequest {
+            pubsub_name: "pubsub".into(),
+            topic: "orders".into(),
+            entries: vec![BulkPublishRequestEntry {
+                entry_id: "g".into(),
+                event: format!(r#"{{"entry":"g","pad":"{}"}}"#, "x".repeat(PAD)).into_bytes(),
+                content_type: "application/json".into(),
+                metadata: Default::default(),
+            }],
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("error when publishing to topic orders in pubsub pubsub:")
+            && err.message().contains("OOM"),
+        "{err:?}"
+    );
 
     // What the stream holds, read with the limit lifted.
     redis
