@@ -115,6 +115,7 @@ pub enum StateStore {
 }
 
 impl StateStore {
+    /// What daprd lists for the same component (components-contrib's `Features()`).
     pub fn capabilities(&self) -> &'static [&'static str] {
         match self {
             StateStore::Memory(_) => &[
@@ -124,7 +125,7 @@ impl StateStore {
                 "DELETE_WITH_PREFIX",
                 "KEYS_LIKE",
             ],
-            StateStore::Sqlite(_) => &["ETAG", "TRANSACTIONAL", "TTL"],
+            StateStore::Sqlite(_) => &["ETAG", "TRANSACTIONAL", "TTL", "KEYS_LIKE"],
             StateStore::Redis(_) => &["ETAG", "TRANSACTIONAL", "TTL", "KEYS_LIKE"],
         }
     }

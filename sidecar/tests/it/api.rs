@@ -67,6 +67,21 @@ async fn health_waits_for_the_app_and_metadata_lists_components() {
         names.contains(&"statestore") && names.contains(&"lockstore"),
         "{m}"
     );
+    let statestore = m["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "statestore")
+        .unwrap();
+    // As daprd lists state.in-memory (components-contrib's features).
+    let memory = [
+        "ETAG",
+        "TRANSACTIONAL",
+        "TTL",
+        "DELETE_WITH_PREFIX",
+        "KEYS_LIKE",
+    ];
+    assert_eq!(statestore["capabilities"], serde_json::json!(memory), "{m}");
     assert_eq!(m["appConnectionProperties"]["port"], app_port);
 
     let mut c = DaprClient::connect(s.grpc_url()).await.unwrap();
@@ -76,6 +91,12 @@ async fn health_waits_for_the_app_and_metadata_lists_components() {
         .unwrap()
         .into_inner();
     assert_eq!(gm.id, "meta");
+    let statestore = gm
+        .registered_components
+        .iter()
+        .find(|c| c.name == "statestore")
+        .unwrap();
+    assert_eq!(statestore.capabilities, memory);
     let err = c
         .publish_event(PublishEventRequest::default())
         .await
