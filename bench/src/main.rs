@@ -117,9 +117,10 @@ fn main() -> anyhow::Result<()> {
         let results = pubsub::run(rate, seconds, &mut say)?;
         let md = pubsub::markdown(&results, &out)?;
         println!(
-            "\n{md}\nmachine: {} ({} CPUs)",
+            "\n{md}\nmachine: {} ({} CPUs); build: {}",
             procstat::cpu_model(),
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            stack::build_kind()
         );
         return Ok(());
     }
@@ -133,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             "oha --latency-correction".into()
         },
+        build: stack::build_kind(),
     };
     println!(
         "bench: {} rows, {mode} mode; constant-rate runs by {}; results in {}",

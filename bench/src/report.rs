@@ -16,6 +16,9 @@ pub struct Machine {
     pub cpu_model: String,
     pub generator_max: String,
     pub generator_constant_rate: String,
+    /// How the measured binaries were built: `release`, or `release + PGO` (with what
+    /// `scripts/build --pgo` trained them on).
+    pub build: String,
 }
 
 #[derive(Serialize)]
@@ -54,14 +57,15 @@ pub fn markdown(rep: &Report) -> String {
     let _ = writeln!(
         s,
         "Run {} ({} mode: {} s max-throughput runs, {} s constant-rate runs, {} s warm-up) on {} cores ({}). \
-         Tracing at samplingRate \"0\", metrics off (`config.yaml`). SQLite state and the in-process lock unless the row says otherwise.\n",
+         Build: {}. Tracing at samplingRate \"0\", metrics off (`config.yaml`). SQLite state and the in-process lock unless the row says otherwise.\n",
         rep.started,
         rep.mode,
         rep.timing.max,
         rep.timing.latency,
         rep.timing.warm,
         rep.machine.nproc,
-        rep.machine.cpu_model
+        rep.machine.cpu_model,
+        rep.machine.build
     );
     let _ = writeln!(
         s,

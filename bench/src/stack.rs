@@ -24,6 +24,15 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// How the binaries beside this one were built: `scripts/build --pgo` leaves a `PGO` file
+/// saying what it trained them on.
+pub fn build_kind() -> String {
+    match bin("PGO").and_then(|p| Ok(std::fs::read_to_string(p)?)) {
+        Ok(how) => format!("release + PGO ({})", how.trim()),
+        Err(_) => "release".into(),
+    }
+}
+
 /// `sidecar run` for `app_id` from the release build, on `config.yaml` (tracing and
 /// metrics off) and the components in `resources`.
 pub fn sidecar(app_id: &str, registry: &Path, resources: &Path) -> anyhow::Result<SidecarBuilder> {
