@@ -25,10 +25,10 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// How the binaries beside this one were built: `scripts/build --pgo` leaves a `PGO` file
-/// saying what it trained them on.
+/// saying so (and what it trained them on) beside those it builds.
 pub fn build_kind() -> String {
     match bin("PGO").and_then(|p| Ok(std::fs::read_to_string(p)?)) {
-        Ok(how) => format!("release + PGO ({})", how.trim()),
+        Ok(how) => how.trim().to_string(),
         Err(_) => "release".into(),
     }
 }

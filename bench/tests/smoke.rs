@@ -152,7 +152,9 @@ fn pubsub_latency_run_writes_its_table() {
             .map(|v| v.as_f64().unwrap())
             .collect();
         assert!(lat[0] > 0.0 && lat.windows(2).all(|w| w[0] <= w[1]), "{r}");
-        assert!(r["sidecar_cpu_us"].as_f64().unwrap() > 0.0, "{r}");
+        // CPU time is counted in 10 ms ticks: a short run may show none.
+        let cpu = r["sidecar_cpu_us"].as_f64().unwrap();
+        assert!(cpu.is_finite() && cpu >= 0.0, "{r}");
     }
     let md = std::fs::read_to_string(out.join("pubsub.md")).unwrap();
     assert!(md.contains("| pubsub.redis | 50/s |"), "{md}");

@@ -16,6 +16,10 @@ fn main() -> std::io::Result<()> {
             let _ = tcp.set_nodelay(true);
         });
         let app = Router::new().fallback(|| async { "ok" });
-        axum::serve(listener, app).await
+        // Stops on SIGTERM as the services do (an instrumented build writes its profile
+        // only on a normal exit).
+        axum::serve(listener, app)
+            .with_graceful_shutdown(appkit::process::shutdown_signal())
+            .await
     })
 }

@@ -432,3 +432,47 @@ async fn h2c_healthz(port: u16) -> Option<u16> {
         .expect("an answer or a refusal within 10 s");
     Some(answer.ok()?.status().as_u16())
 }
+
+/// Each state store lists the capabilities daprd lists for the same component type
+/// (components-contrib's `Features()`), over HTTP and gRPC alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_stores_list_daprds_capabilities() {
+    let cases = [
+        (
+            StoreKind::Sqlite,
+            &["ETAG", "TRANSACTIONAL", "TTL", "KEYS_LIKE"][..],
+        ),
+        (
+            StoreKind::Redis,
+            &["ETAG", "TRANSACTIONAL", "TTL", "KEYS_LIKE"][..],
+        ),
+    ];
+    for (kind, capabilities) in cases {
+        let one = one_sidecar_with(kind, "caps", &[]).await;
+        let m: Value = testkit::get_json(&one.http, one.url("/v1.0/metadata")).await;
+        let store = m["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "statestore")
+            .cloned()
+            .unwrap_or_else(|| panic!("no statestore: {m}"));
+        assert_eq!(
+            store["capabilities"],
+            serde_json::json!(capabilities),
+            "{m}"
+        );
+        let mut grpc = DaprClient::connect(one.sidecar.grpc_url()).await.unwrap();
+        let gm = grpc
+            .get_metadata(GetMetadataRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let store = gm
+            .registered_components
+            .iter()
+            .find(|c| c.name == "statestore")
+            .unwrap();
+        assert_eq!(store.capabilities, capabilities, "{:?}", store.r#type);
+    }
+}
