@@ -19,27 +19,37 @@ fn png_ok(path: &Path) {
     );
 }
 
-#[test]
-fn tiny_matrix_writes_results_table_and_plots() {
+/// Runs `bench --tiny <args> --out <a fresh folder named for this run>` from the
+/// repository's root; the folder and what bench printed, once it succeeded.
+fn tiny_bench(name: &str, args: &[&str]) -> (std::path::PathBuf, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = std::env::temp_dir().join(format!("bench-smoke-{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args([
-            "--tiny",
-            "--rows",
-            "backend-nodapr,through-full-w1,hosts-full-redis,hosts-full-redis-mtls,sidecars",
-            "--out",
-        ])
+        .arg("--tiny")
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .current_dir(root)
         .output()
         .expect("running bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
         "bench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
+    );
+    (out, stdout)
+}
+
+#[test]
+fn tiny_matrix_writes_results_table_and_plots() {
+    let (out, stdout) = tiny_bench(
+        "bench-smoke",
+        &[
+            "--rows",
+            "backend-nodapr,through-full-w1,hosts-full-redis,hosts-full-redis-mtls,sidecars",
+        ],
     );
     assert!(
         stdout.contains("[1/5]") && stdout.contains("[5/5]"),
@@ -121,21 +131,7 @@ fn tiny_matrix_writes_results_table_and_plots() {
 /// message they published and write their table and results. It asserts no timing.
 #[test]
 fn pubsub_latency_run_writes_its_table() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = std::env::temp_dir().join(format!("bench-pubsub-smoke-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--tiny", "--pubsub", "50", "--out"])
-        .arg(&out)
-        .current_dir(root)
-        .output()
-        .expect("running bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let (out, _) = tiny_bench("bench-pubsub-smoke", &["--pubsub", "50"]);
     let rows: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("pubsub.json")).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();

@@ -25,8 +25,18 @@ const BIN: &str = env!("CARGO_BIN_EXE_sidecar");
 
 /// Answers `OnInvoke` with what it received, as JSON; method `missing` is NotFound with
 /// an `ErrorInfo` and a `ResourceInfo`; method `odd` is Internal with a detail of a type
-/// only the app knows.
-struct EchoApp;
+/// only the app knows. With `topics`, it subscribes to `orders` (dead letters to `dead`)
+/// and to `dead`, keeps each event it is offered there, and answers an event on `orders`
+/// by its data: `RETRY` to `retry` always, an `Unimplemented` status to `unimplemented`,
+/// an `Internal` status to the first offer of `fail`, and `SUCCESS` otherwise; without,
+/// it subscribes to nothing.
+#[derive(Default)]
+struct EchoApp {
+    topics: Option<Offers>,
+}
+
+/// What an [`EchoApp`] was offered: (topic, data), in order.
+type Offers = Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
 /// The details of `missing`'s error.
 fn missing_status() -> dapr::google::rpc::Status {
@@ -168,14 +178,46 @@ impl AppCallback for EchoApp {
         &self,
         _: Request<()>,
     ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
-        Ok(Response::new(Default::default()))
+        let Some(_) = self.topics else {
+            return Ok(Response::new(Default::default()));
+        };
+        let topic = |topic: &str, dead_letter: &str| rt::TopicSubscription {
+            pubsub_name: "pubsub".into(),
+            topic: topic.into(),
+            dead_letter_topic: dead_letter.into(),
+            ..Default::default()
+        };
+        Ok(Response::new(rt::ListTopicSubscriptionsResponse {
+            subscriptions: vec![topic("orders", "dead"), topic("dead", "")],
+        }))
     }
 
     async fn on_topic_event(
         &self,
-        _: Request<rt::TopicEventRequest>,
+        request: Request<rt::TopicEventRequest>,
     ) -> Result<Response<rt::TopicEventResponse>, Status> {
-        Err(Status::unimplemented("no topics"))
+        use rt::topic_event_response::TopicEventResponseStatus as Answer;
+        let Some(topics) = &self.topics else {
+            return Err(Status::unimplemented("no topics"));
+        };
+        let event = request.into_inner();
+        let data = String::from_utf8_lossy(&event.data).into_owned();
+        let offers = {
+            let mut seen = topics.lock().unwrap();
+            seen.push((event.topic.clone(), data.clone()));
+            seen.iter()
+                .filter(|(t, d)| (t, d) == (&event.topic, &data))
+                .count()
+        };
+        let answer = match (event.topic.as_str(), data.as_str()) {
+            ("orders", "retry") => Answer::Retry,
+            ("orders", "unimplemented") => return Err(Status::unimplemented("not this one")),
+            ("orders", "fail") if offers == 1 => return Err(Status::internal("not yet")),
+            _ => Answer::Success,
+        };
+        Ok(Response::new(rt::TopicEventResponse {
+            status: answer as i32,
+        }))
     }
 
     async fn list_input_bindings(
@@ -207,7 +249,6 @@ impl AppCallback for EchoApp {
     }
 }
 
-/// Serves the echo app on a free port (in this process); returns the port.
 /// The echo app behind its sidecar (`grpcapp`, `--app-protocol grpc`).
 async fn grpc_callee(registry: &TempDir, components: &ComponentsDir) -> testkit::SidecarProcess {
     SidecarBuilder::new(BIN, "grpcapp", registry.path())
@@ -219,12 +260,13 @@ async fn grpc_callee(registry: &TempDir, components: &ComponentsDir) -> testkit:
         .unwrap()
 }
 
+/// Serves the echo app on a free port (in this process); returns the port.
 async fn start_grpc_app() -> u16 {
-    start_grpc_app_with(None).await
+    start_grpc_app_with(EchoApp::default(), None).await
 }
 
-/// The echo app, with `AppCallbackHealthCheck` answering as `healthy` says when given.
-async fn start_grpc_app_with(healthy: Option<Arc<AtomicBool>>) -> u16 {
+/// Serves `echo`, with `AppCallbackHealthCheck` answering as `healthy` says when given.
+async fn start_grpc_app_with(echo: EchoApp, healthy: Option<Arc<AtomicBool>>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -233,7 +275,7 @@ async fn start_grpc_app_with(healthy: Option<Arc<AtomicBool>>) -> u16 {
         // the sidecar's own, so a fault in it shows here as trailers that never arrive.
         let app = tonic::transport::Server::builder()
             .layer(TrailersLayer)
-            .add_service(AppCallbackServer::new(EchoApp));
+            .add_service(AppCallbackServer::new(echo));
         let _ = match healthy {
             Some(h) => {
                 app.add_service(AppCallbackHealthCheckServer::new(Health(h)))
@@ -283,7 +325,7 @@ async fn a_grpc_app_is_probed_through_its_health_check_service() {
     };
     let with_health = probed(
         "withhealth",
-        start_grpc_app_with(Some(healthy.clone())).await,
+        start_grpc_app_with(EchoApp::default(), Some(healthy.clone())).await,
     )
     .await
     .unwrap();
@@ -633,93 +675,6 @@ async fn an_app_port_with_a_protocol_this_sidecar_cannot_call_is_refused() {
     assert!(started.is_err());
 }
 
-/// What a [`TopicApp`] was offered: (topic, data), in order.
-type Offers = Arc<std::sync::Mutex<Vec<(String, String)>>>;
-
-/// A gRPC app subscribed to `orders` (dead letters to `dead`) and to `dead`. To an event
-/// on `orders` it answers by its data: `RETRY` to `retry` always, an `Unimplemented`
-/// status to `unimplemented`, an `Internal` status to the first offer of `fail`, and
-/// `SUCCESS` otherwise.
-struct TopicApp(Offers);
-
-#[tonic::async_trait]
-impl AppCallback for TopicApp {
-    async fn on_invoke(
-        &self,
-        _: Request<InvokeRequest>,
-    ) -> Result<Response<InvokeResponse>, Status> {
-        Err(Status::unimplemented("no methods"))
-    }
-
-    async fn list_topic_subscriptions(
-        &self,
-        _: Request<()>,
-    ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
-        let topic = |topic: &str, dead_letter: &str| rt::TopicSubscription {
-            pubsub_name: "pubsub".into(),
-            topic: topic.into(),
-            dead_letter_topic: dead_letter.into(),
-            ..Default::default()
-        };
-        Ok(Response::new(rt::ListTopicSubscriptionsResponse {
-            subscriptions: vec![topic("orders", "dead"), topic("dead", "")],
-        }))
-    }
-
-    async fn on_topic_event(
-        &self,
-        request: Request<rt::TopicEventRequest>,
-    ) -> Result<Response<rt::TopicEventResponse>, Status> {
-        use rt::topic_event_response::TopicEventResponseStatus as Answer;
-        let event = request.into_inner();
-        let data = String::from_utf8_lossy(&event.data).into_owned();
-        let offers = {
-            let mut seen = self.0.lock().unwrap();
-            seen.push((event.topic.clone(), data.clone()));
-            seen.iter()
-                .filter(|(t, d)| (t, d) == (&event.topic, &data))
-                .count()
-        };
-        let answer = match (event.topic.as_str(), data.as_str()) {
-            ("orders", "retry") => Answer::Retry,
-            ("orders", "unimplemented") => return Err(Status::unimplemented("not this one")),
-            ("orders", "fail") if offers == 1 => return Err(Status::internal("not yet")),
-            _ => Answer::Success,
-        };
-        Ok(Response::new(rt::TopicEventResponse {
-            status: answer as i32,
-        }))
-    }
-
-    async fn list_input_bindings(
-        &self,
-        _: Request<()>,
-    ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-
-    async fn on_binding_event(
-        &self,
-        _: Request<rt::BindingEventRequest>,
-    ) -> Result<Response<rt::BindingEventResponse>, Status> {
-        Err(Status::unimplemented("no bindings"))
-    }
-
-    async fn on_bulk_topic_event(
-        &self,
-        _: Request<rt::TopicEventBulkRequest>,
-    ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
-        Err(Status::unimplemented("no bulk"))
-    }
-
-    async fn on_job_event(
-        &self,
-        _: Request<rt::JobEventRequest>,
-    ) -> Result<Response<rt::JobEventResponse>, Status> {
-        Err(Status::unimplemented("no jobs"))
-    }
-}
-
 /// A gRPC app's answers decide what becomes of its events: `RETRY` is offered again until
 /// the attempts run out, then dead-lettered, and so is an error status (this sidecar's own
 /// retries: daprd without a Resiliency policy offers once); an `Unimplemented` status
@@ -728,14 +683,10 @@ impl AppCallback for TopicApp {
 async fn a_grpc_apps_answers_decide_what_becomes_of_its_events() {
     const ATTEMPTS: usize = sidecar::pubsub::deliver::ATTEMPTS as usize;
     let offers: Offers = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = AppCallbackServer::new(TopicApp(offers.clone()));
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(app)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let echo = EchoApp {
+        topics: Some(offers.clone()),
+    };
+    let port = start_grpc_app_with(echo, None).await;
     let registry = TempDir::new("registry");
     let components = ComponentsDir::raw(&[(
         "pubsub.yaml",
