@@ -227,6 +227,27 @@ impl SidecarProcess {
         .await
     }
 
+    /// Publishes `body` as `content_type` to `topic` (a `?metadata.<name>=` query may
+    /// follow it) on pub/sub `pubsub` over the HTTP API; the answer's status (204 once the
+    /// component took it).
+    pub async fn publish(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<u16> {
+        let url = format!("{}/v1.0/publish/{pubsub}/{topic}", self.http_url());
+        let answer = self
+            .http_client()
+            .post(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        Ok(answer.status().as_u16())
+    }
+
     /// A client that reaches the HTTP API, on its port or its socket.
     pub fn http_client(&self) -> reqwest::Client {
         let builder = reqwest::Client::builder();

@@ -81,16 +81,11 @@ async fn an_unhealthy_app_gets_no_events_and_no_calls_until_it_is_healthy_again(
         json!({"healthCheckPath": "/healthz", "healthProbeInterval": "1s",
                "healthProbeTimeout": "200ms", "healthThreshold": 2})
     );
-    let publish = |data: &'static str| {
-        http.post(url("/v1.0/publish/pubsub/orders"))
-            .header("content-type", "text/plain")
-            .body(data)
-            .send()
-    };
+    let publish = |data: &'static str| sidecar.publish("pubsub", "orders", "text/plain", data);
     let invoke = || http.post(url("/v1.0/invoke/probed/method/echo")).send();
     let events = || app.events.lock().unwrap().clone();
 
-    assert_eq!(publish("first").await.unwrap().status(), 204);
+    assert_eq!(publish("first").await.unwrap(), 204);
     testkit::wait_until("the first event", Duration::from_secs(10), || async {
         (!events().is_empty()).then_some(())
     })
@@ -117,7 +112,7 @@ async fn an_unhealthy_app_gets_no_events_and_no_calls_until_it_is_healthy_again(
             .ends_with("app is not in a healthy state"),
         "{refused}"
     );
-    assert_eq!(publish("while unhealthy").await.unwrap().status(), 204);
+    assert_eq!(publish("while unhealthy").await.unwrap(), 204);
     // Two more probes: time enough for an event offered at once to have arrived.
     let probes = app.probes.load(Ordering::SeqCst);
     testkit::wait_until("two more probes", Duration::from_secs(10), || async {

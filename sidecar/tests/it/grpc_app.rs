@@ -699,18 +699,11 @@ async fn a_grpc_apps_answers_decide_what_becomes_of_its_events() {
         .spawn()
         .await
         .unwrap();
-    let http = reqwest::Client::new();
     sidecar.subscribed(Duration::from_secs(10)).await.unwrap();
     // One at a time, in order: each is finished with before the next is offered.
     for data in ["unimplemented", "retry", "fail", "ok"] {
-        let r = http
-            .post(format!("{}/v1.0/publish/pubsub/orders", sidecar.http_url()))
-            .header("content-type", "text/plain")
-            .body(data)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        let status = sidecar.publish("pubsub", "orders", "text/plain", data);
+        assert_eq!(status.await.unwrap(), 204);
     }
     let all = testkit::wait_until(
         "the last event and a dead letter",

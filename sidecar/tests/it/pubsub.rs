@@ -227,14 +227,8 @@ async fn published_messages_reach_the_subscribers_as_cloudevents() {
     .unwrap();
     // RETRY twice, then taken; DROP goes to the dead-letter topic.
     for data in ["retry twice", "drop me"] {
-        let r = http
-            .post(url("/v1.0/publish/pubsub/orders"))
-            .header("content-type", "text/plain")
-            .body(data)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        let status = sidecar.publish("pubsub", "orders", "text/plain", data);
+        assert_eq!(status.await.unwrap(), 204);
     }
 
     let all = testkit::wait_until("every delivery", Duration::from_secs(20), || async {
@@ -314,37 +308,25 @@ async fn raw_payloads_arrive_as_daprd_sends_them_and_retries_run_out_into_the_de
     use base64::Engine as _;
     const ATTEMPTS: usize = sidecar::pubsub::deliver::ATTEMPTS as usize;
     let (seen, sidecar, _dirs) = subscribed_sidecar(&[("pubsub.yaml", PUBSUB)]).await;
-    let http = reqwest::Client::new();
-    let publish = |path: &str, content_type: &'static str, body: Vec<u8>| {
-        let req = http
-            .post(format!("{}{path}", sidecar.http_url()))
-            .header("content-type", content_type)
-            .body(body);
-        async move { req.send().await.unwrap().status().as_u16() }
+    let publish = async |topic: &str, content_type: &str, body: Vec<u8>| {
+        sidecar
+            .publish("pubsub", topic, content_type, body)
+            .await
+            .unwrap()
     };
     sidecar.subscribed(Duration::from_secs(10)).await.unwrap();
 
     let bytes = vec![0u8, 0x9f, 0x92, 0x96, b'r'];
     let status = publish(
-        "/v1.0/publish/pubsub/raw?metadata.rawPayload=true",
+        "raw?metadata.rawPayload=true",
         "application/octet-stream",
         bytes.clone(),
     )
     .await;
     assert_eq!(status, 204);
-    let status = publish(
-        "/v1.0/publish/pubsub/raw",
-        "application/json",
-        br#"{"n":2}"#.to_vec(),
-    )
-    .await;
+    let status = publish("raw", "application/json", br#"{"n":2}"#.to_vec()).await;
     assert_eq!(status, 204);
-    let status = publish(
-        "/v1.0/publish/pubsub/orders",
-        "text/plain",
-        b"never".to_vec(),
-    )
-    .await;
+    let status = publish("orders", "text/plain", b"never".to_vec()).await;
     assert_eq!(status, 204);
 
     let all = testkit::wait_until(
@@ -964,14 +946,17 @@ async fn bulk_publish_sends_each_entry_as_its_own_event() {
     )
     .await;
     assert_eq!(status, 204, "{body}");
-    let events = testkit::wait_until("three events", Duration::from_secs(10), || async {
-        let got: Vec<(String, Value)> = seen
-            .lock()
+    // What `/orders` received: the `shop` header and the CloudEvent of each.
+    let orders = || -> Vec<(String, Value)> {
+        seen.lock()
             .unwrap()
             .iter()
             .filter(|d| d.0 == "/orders")
             .map(|d| (d.3.clone(), d.4.clone()))
-            .collect();
+            .collect()
+    };
+    let events = testkit::wait_until("three events", Duration::from_secs(10), || async {
+        let got = orders();
         (got.len() >= 3).then_some(got)
     })
     .await
@@ -1028,15 +1013,9 @@ async fn bulk_publish_sends_each_entry_as_its_own_event() {
         .into_inner();
     assert!(answer.failed_entries.is_empty(), "{answer:?}");
     let events = testkit::wait_until("two more events", Duration::from_secs(10), || async {
-        let got: Vec<(String, Value)> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| d.0 == "/orders")
-            .skip(3)
-            .map(|d| (d.3.clone(), d.4.clone()))
-            .collect();
-        (got.len() >= 2).then_some(got)
+        let mut got = orders();
+        let more = got.split_off(got.len().min(3));
+        (more.len() >= 2).then_some(more)
     })
     .await
     .unwrap();
@@ -1107,22 +1086,18 @@ async fn bulk_publish_sends_each_entry_as_its_own_event() {
     )
     .await;
     assert_eq!(status, 204);
-    let orders = testkit::wait_until("the last event", Duration::from_secs(10), || async {
-        let got: Vec<Value> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| d.0 == "/orders")
-            .map(|d| d.4["data"].clone())
-            .collect();
-        got.contains(&json!("last")).then_some(got)
+    let all = testkit::wait_until("the last event", Duration::from_secs(10), || async {
+        let got = orders();
+        got.iter()
+            .any(|(_, ce)| ce["data"] == "last")
+            .then_some(got)
     })
     .await
     .unwrap();
     assert_eq!(
-        orders.len(),
+        all.len(),
         6,
-        "nothing of a refused bulk was published: {orders:?}"
+        "nothing of a refused bulk was published: {all:?}"
     );
 }
 
@@ -1439,17 +1414,8 @@ async fn a_message_a_slow_app_still_works_on_is_not_delivered_again() {
     })
     .await
     .unwrap();
-    let r = http
-        .post(format!(
-            "{}/v1.0/publish/pubsub/orders",
-            replicas[0].http_url()
-        ))
-        .header("content-type", "text/plain")
-        .body("slow")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let status = replicas[0].publish("pubsub", "orders", "text/plain", "slow");
+    assert_eq!(status.await.unwrap(), 204);
     // Done once the app answered and the message is acknowledged: nothing pending.
     testkit::wait_until("the message delivered", Duration::from_secs(10), || async {
         (!seen.lock().unwrap().is_empty()).then_some(())

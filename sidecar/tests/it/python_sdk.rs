@@ -305,7 +305,6 @@ async fn a_python_sdk_app_subscribes_over_streams() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
     let streams = || async {
         Some(
             sidecar
@@ -338,14 +337,8 @@ async fn a_python_sdk_app_subscribes_over_streams() {
         ("retry", "text/plain"),
         (r#"{"n":4}"#, "application/json"),
     ] {
-        let r = http
-            .post(format!("{}/v1.0/publish/pubsub/orders", sidecar.http_url()))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        let status = sidecar.publish("pubsub", "orders", content_type, body);
+        assert_eq!(status.await.unwrap(), 204);
     }
     let out = tokio::time::timeout(Duration::from_secs(90), app.wait_with_output())
         .await

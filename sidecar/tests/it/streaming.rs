@@ -125,13 +125,9 @@ async fn a_stream_takes_a_topic_and_what_it_left_unanswered_comes_again() {
         .spawn()
         .await
         .unwrap();
-    let http = reqwest::Client::new();
-    let publish = |text: &'static str| {
-        let req = http
-            .post(format!("{}/v1.0/publish/pubsub/orders", sidecar.http_url()))
-            .header("content-type", "text/plain")
-            .body(text);
-        async move { assert_eq!(req.send().await.unwrap().status(), 204) }
+    let publish = async |text: &'static str| {
+        let status = sidecar.publish("pubsub", "orders", "text/plain", text);
+        assert_eq!(status.await.unwrap(), 204);
     };
 
     let mut first = Stream::subscribe(&sidecar, "orders").await;
