@@ -23,9 +23,11 @@
 //! commit together (group commit): each in a savepoint of one transaction, so each stays
 //! all-or-nothing on its own, and the group pays for one disk sync instead of one each;
 //! no writer hears "done" before the commit that holds its write. The WAL is checkpointed
-//! by a background thread, not inside commits, so that no request pays for a checkpoint.
+//! by a background thread, not inside commits, so that no request pays for a checkpoint;
+//! while commits that sync keep coming, that thread also keeps the WAL file longer than
+//! what it holds (`headroom`), so that they overwrite it instead of extending it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -38,6 +40,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{
     Concurrency, DeleteRequest, SetRequest, StoreError, Stored, TxOperation, is_json, new_uuid_etag,
 };
+
+mod headroom;
 
 /// Settings from the component's metadata.
 #[derive(Debug, Clone)]
@@ -125,6 +129,8 @@ struct Work {
     /// even with NORMAL, so while it may, writes are left to the store's thread, off the
     /// runtime (`WAL_GROWS`, `WAL_CHECKPOINTING`, `WAL_MAY_RESTART`).
     wal: AtomicU8,
+    /// How far the WAL file is kept ahead of its writer (commits that sync only).
+    room: headroom::Room,
 }
 
 /// The next commit appends to the WAL: a write may run on the caller's thread.
@@ -876,19 +882,35 @@ fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
     let _ = conn.busy_timeout(busy_timeout);
 }
 
+/// Queues one chunk of [`headroom::lengthen`] on the store's thread; each chunk queues the
+/// next, so that writes arriving meanwhile run between them.
+fn queue_lengthen(queue: &Queue, wal: PathBuf, busy_timeout: Duration) {
+    let next = queue.clone();
+    let job: ReadJob = Box::new(move |conn, _| {
+        if headroom::lengthen(conn, &wal, &next.work.room, busy_timeout) {
+            queue_lengthen(&next, wal, busy_timeout);
+        }
+    });
+    // Fails only once the store is closing, which empties the WAL.
+    let _ = queue.send(Job::Read(job));
+}
+
 /// How often the checkpointer runs, and how many WAL frames (pages) it lets the WAL hold
 /// before it starts the WAL over.
 #[derive(Debug, Clone, Copy)]
 struct Cadence {
     every: Duration,
     restart_frames: i64,
+    /// Growth of the WAL in one round from which its file is kept ahead of the writer.
+    sustained_frames: i64,
 }
 
 /// Once a second; a restart past 64 MiB of 4 KiB pages, about four seconds of bookings at
-/// 1,000/s.
+/// 1,000/s; room ahead once the WAL grows by 4 MiB in a second.
 const CHECKPOINTS: Cadence = Cadence {
     every: Duration::from_secs(1),
     restart_frames: 16_384,
+    sustained_frames: 1_024,
 };
 
 /// A thread with its own connection that checkpoints the WAL (once a second). PASSIVE copies
@@ -915,6 +937,16 @@ fn spawn_checkpointer(
     conn.busy_timeout(Duration::ZERO)
         .map_err(StoreError::backend)?;
     let busy_timeout = settings.busy_timeout;
+    // Only commits that sync pay for extending the file.
+    let mut headroom = match (settings.synchronous, conn.path()) {
+        (Synchronous::Normal, _) | (_, None | Some("")) => None,
+        (_, Some(db)) => {
+            let page: u64 = conn
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .map_err(StoreError::backend)?;
+            Some(headroom::Headroom::new(db, page, cadence.sustained_frames))
+        }
+    };
     let (tx, rx) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -936,7 +968,13 @@ fn spawn_checkpointer(
             };
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(cadence.every) {
                 wal.store(WAL_CHECKPOINTING, Ordering::Release);
-                match checkpoint("PASSIVE") {
+                let round = checkpoint("PASSIVE");
+                if let (Ok((frames, _)), Some(headroom)) = (&round, headroom.as_mut())
+                    && headroom.after_round(*frames, &store.work.room)
+                {
+                    queue_lengthen(&store, headroom.wal().clone(), busy_timeout);
+                }
+                match round {
                     Ok((frames, _)) if frames >= cadence.restart_frames => {
                         let work = store.work.clone();
                         let restart: ReadJob =
@@ -1033,6 +1071,7 @@ mod tests {
             Cadence {
                 every: Duration::from_millis(20),
                 restart_frames: 64,
+                sustained_frames: i64::MAX,
             },
         )
         .unwrap();
@@ -1063,6 +1102,91 @@ mod tests {
             "the WAL grew from {first} bytes after 1,000 commits to {} after 21,000",
             len()
         );
+    }
+
+    /// Under steady writes that sync, the WAL file is lengthened with zeros ahead of its
+    /// writer, so that commits overwrite it rather than extend it; and a copy of the
+    /// database and its WAL as a crash would leave them (not checkpointed, no shared
+    /// memory) still holds every acknowledged write: the zeros are never read as frames,
+    /// and never land on one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_kept_ahead_of_steady_writes_that_sync() {
+        let dir = testkit::TempDir::new("sqlite-wal-room");
+        let db = dir.path().join("state.db");
+        let s = Arc::new(
+            SqliteStore::open_with(
+                &SqliteSettings {
+                    connection_string: db.display().to_string(),
+                    table_name: "state".into(),
+                    busy_timeout: Duration::from_secs(5),
+                    disable_wal: false,
+                    synchronous: Synchronous::Full,
+                },
+                Cadence {
+                    every: Duration::from_millis(20),
+                    restart_frames: i64::MAX,
+                    sustained_frames: 8,
+                },
+            )
+            .unwrap(),
+        );
+        let room = || s.queue.work.room.written.load(Ordering::Acquire);
+        // Four writers at once, so that groups form as under load, until the WAL has been
+        // lengthened at least once (and a while after).
+        let mut written: i64 = 0;
+        let mut rounds_after = 0;
+        while rounds_after < 3 {
+            assert!(written < 100_000, "the WAL was never lengthened");
+            let batch = (0..4).map(|w| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    for i in 0..50 {
+                        let key = format!("k{}", written + w * 50 + i);
+                        s.set(&set(&key, b"{\"booked\":1}", None)).await.unwrap();
+                    }
+                })
+            });
+            for task in batch.collect::<Vec<_>>() {
+                task.await.unwrap();
+            }
+            written += 200;
+            if room() > 0 {
+                rounds_after += 1;
+            }
+        }
+        let (frames, page): (i64, i64) = s
+            .run(|c, _| {
+                let frames = c
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                    .map_err(StoreError::backend)?;
+                let page = c
+                    .pragma_query_value(None, "page_size", |r| r.get(0))
+                    .map_err(StoreError::backend)?;
+                Ok((frames, page))
+            })
+            .await
+            .unwrap();
+        let wal = dir.path().join("state.db-wal");
+        let len = std::fs::metadata(&wal).unwrap().len();
+        let used = 32 + frames as u64 * (page as u64 + 24);
+        assert!(
+            len > used,
+            "WAL file {len} bytes, of which SQLite wrote {used}"
+        );
+        assert_eq!(
+            len % headroom::CHUNK,
+            0,
+            "lengthened in whole chunks: {len} bytes"
+        );
+
+        let copy = testkit::TempDir::new("sqlite-wal-room-copy");
+        std::fs::copy(&db, copy.path().join("state.db")).unwrap();
+        std::fs::copy(&wal, copy.path().join("state.db-wal")).unwrap();
+        let conn = Connection::open(copy.path().join("state.db")).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM state", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, written, "rows recovered from the copy");
     }
 
     #[tokio::test]
