@@ -944,7 +944,12 @@ fn spawn_checkpointer(
             let page: u64 = conn
                 .pragma_query_value(None, "page_size", |r| r.get(0))
                 .map_err(StoreError::backend)?;
-            Some(headroom::Headroom::new(db, page, cadence.sustained_frames))
+            Some(headroom::Headroom::new(
+                db,
+                page,
+                cadence.sustained_frames,
+                cadence.restart_frames,
+            ))
         }
     };
     let (tx, rx) = mpsc::channel::<()>();

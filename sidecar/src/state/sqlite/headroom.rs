@@ -39,21 +39,23 @@ pub(super) struct Room {
     pub(super) written: AtomicU64,
 }
 
-/// The checkpointer's view: the WAL's path, its frame size and how much growth in one
-/// round counts as writes that keep coming.
+/// The checkpointer's view: the WAL's path, its frame size, how much growth in one round
+/// counts as writes that keep coming, and the frames at which the WAL starts over.
 pub(super) struct Headroom {
     wal: PathBuf,
     frame: u64,
     sustained: i64,
+    restart: i64,
     last: i64,
 }
 
 impl Headroom {
-    pub(super) fn new(db: &str, page_size: u64, sustained: i64) -> Self {
+    pub(super) fn new(db: &str, page_size: u64, sustained: i64, restart: i64) -> Self {
         Headroom {
             wal: PathBuf::from(format!("{db}-wal")),
             frame: page_size + FRAME_HEADER,
             sustained,
+            restart,
             last: 0,
         }
     }
@@ -63,7 +65,7 @@ impl Headroom {
     }
 
     /// After a checkpoint found `frames` in the WAL: raises `room`'s length to two more
-    /// rounds of the growth it saw (in whole chunks) and says whether a chain of jobs must
+    /// rounds of the growth it saw, or to where the WAL starts over (in whole chunks) and says whether a chain of jobs must
     /// start writing toward it. Nothing while the WAL grows slowly: a store with a few
     /// writes keeps a small WAL file.
     pub(super) fn after_round(&mut self, frames: i64, room: &Room) -> bool {
@@ -77,7 +79,10 @@ impl Headroom {
         if grown < self.sustained {
             return false;
         }
-        let want = (WAL_HEADER + (frames + 2 * grown) as u64 * self.frame).div_ceil(CHUNK) * CHUNK;
+        // A round that finds `restart` frames starts the WAL over: it holds at most one
+        // round's growth more (unless the restart is put off, when this asks again).
+        let ahead = (frames + 2 * grown).min(self.restart.max(frames).saturating_add(grown));
+        let want = (WAL_HEADER + ahead as u64 * self.frame).div_ceil(CHUNK) * CHUNK;
         let Ok(len) = std::fs::metadata(&self.wal).map(|m| m.len()) else {
             return false;
         };
@@ -124,4 +129,55 @@ fn write_chunk(wal: &PathBuf, room: &Room) -> std::io::Result<bool> {
     file.sync_data()?;
     room.written.fetch_add(end - len, Ordering::Relaxed);
     Ok(end < to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(room: &Room) -> u64 {
+        room.to.load(Ordering::Acquire)
+    }
+
+    /// Two rounds of growth ahead, no further than where the WAL starts over; nothing
+    /// while it grows slowly or when the file is long enough already; one chain at a time.
+    #[test]
+    fn the_room_follows_the_growth_up_to_the_restart() {
+        let dir = testkit::TempDir::new("sqlite-headroom");
+        let db = dir.path().join("state.db").display().to_string();
+        let wal = PathBuf::from(format!("{db}-wal"));
+        std::fs::write(&wal, b"").unwrap();
+        let frame = 4096 + FRAME_HEADER;
+        let bytes = |frames: u64| (WAL_HEADER + frames * frame).div_ceil(CHUNK) * CHUNK;
+        let mut h = Headroom::new(&db, 4096, 1_024, 16_384);
+        let room = Room::default();
+
+        assert!(!h.after_round(1_000, &room), "slow growth: no room");
+        assert!(
+            h.after_round(4_000, &room),
+            "3,000 frames in a round: a chain starts"
+        );
+        assert_eq!(to(&room), bytes(4_000 + 2 * 3_000));
+        assert!(
+            !h.after_round(8_000, &room),
+            "a chain is running: no second one"
+        );
+        assert_eq!(to(&room), bytes(8_000 + 2 * 4_000));
+        // Near the restart: one round's growth past it, not two.
+        room.running.store(false, Ordering::Release);
+        assert!(h.after_round(14_000, &room));
+        assert_eq!(to(&room), bytes(16_384 + 6_000));
+
+        // A file already that long: nothing to do.
+        let mut long = Headroom::new(&db, 4096, 1_024, i64::MAX);
+        std::fs::File::options()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(bytes(100_000))
+            .unwrap();
+        let room = Room::default();
+        assert!(!long.after_round(2_000, &room));
+        assert_eq!(to(&room), 0);
+    }
 }
