@@ -1,20 +1,17 @@
-//! Room in the WAL file ahead of its writer, while writes keep coming.
+//! Room in the WAL file ahead of its writer, while commits that sync keep coming.
 //!
-//! With `synchronous=FULL` every commit syncs the WAL. A commit that overwrites blocks the
-//! file already has needs only those blocks flushed; one that extends the file needs its
-//! new length (the inode, and on a journaling file system a journal commit) on disk as
-//! well. On this project's VM (ext4), `fdatasync` after a 4 KiB write took 142-146 µs
-//! (p50) overwriting and 190-245 µs appending; the WAL appends from a fresh start until
-//! it first starts over (some ten seconds at 1,000 bookings/s) and whenever a round
-//! outgrows every earlier one. So while the WAL grows, the checkpointer has the store's
-//! thread write zeros past its end, a few MiB at a time, ahead of the commits. SQLite
-//! reads a WAL only up to its first frame that does not check out (zeros never do), as it
-//! stops before the stale frames it leaves itself after a restart: the zeros are never
-//! taken for data.
+//! A sync after overwriting the file flushes the blocks written; after extending it, the
+//! file's new length too (`fdatasync` p50 on this project's VM: 142-146 µs against
+//! 190-245 µs). The WAL extends its file from a fresh start until it first starts over
+//! (several seconds at 1,000 bookings/s) and whenever a cycle outgrows the earlier ones, so
+//! while it grows, the store's thread writes zeros past its end, ahead of the commits.
+//! SQLite reads a WAL only up to its first frame that does not check out (a zero page
+//! number never does), as it stops before the stale frames it leaves itself after a
+//! restart: the zeros are never taken for data.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,8 +19,9 @@ use rusqlite::Connection;
 
 use super::control;
 
-/// Written per job: small enough that the writes queued behind it wait a few ms only.
-pub(super) const CHUNK: u64 = 4 << 20;
+/// Written per job: the writes queued behind one wait for it (4 MiB and a sync: about
+/// 7 ms on this project's VM, where `dd` wrote 8 MiB and synced in 13 ms).
+const CHUNK: u64 = 4 << 20;
 /// The WAL's own header, and each frame's ahead of its page (SQLite's file format).
 const WAL_HEADER: u64 = 32;
 const FRAME_HEADER: u64 = 24;
@@ -35,6 +33,8 @@ pub(super) struct Room {
     to: AtomicU64,
     /// A chain of jobs is writing toward `to`: the checkpointer starts no second one.
     running: AtomicBool,
+    /// The store is closing: its last checkpoint empties the WAL, and no chunk follows it.
+    stopped: AtomicBool,
     /// Bytes of zeros written so far.
     pub(super) written: AtomicU64,
 }
@@ -70,6 +70,10 @@ impl Headroom {
     /// writes keeps a small WAL file.
     pub(super) fn after_round(&mut self, frames: i64, room: &Room) -> bool {
         // A WAL that started over since the last round grew by what it now holds.
+        // -1: the checkpoint was turned away as busy, and saw nothing.
+        if frames < 0 {
+            return false;
+        }
         let grown = if frames >= self.last {
             frames - self.last
         } else {
@@ -89,8 +93,28 @@ impl Headroom {
         if len >= want {
             return false;
         }
-        room.to.fetch_max(want, Ordering::AcqRel);
-        !room.running.swap(true, Ordering::AcqRel)
+        if room.running.swap(true, Ordering::AcqRel) {
+            room.to.fetch_max(want, Ordering::AcqRel);
+            false
+        } else {
+            // A new chain: the file may have been emptied since the last one.
+            room.to.store(want, Ordering::Release);
+            true
+        }
+    }
+}
+
+impl Room {
+    /// No chunk runs from now on (the running one finishes).
+    pub(super) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// As the checkpointer does when a chain must start toward `to`.
+    #[cfg(test)]
+    pub(super) fn start(&self, to: u64) {
+        self.to.store(to, Ordering::Release);
+        self.running.store(true, Ordering::Release);
     }
 }
 
@@ -98,16 +122,17 @@ impl Headroom {
 /// writer, in this process or another, appends to the WAL meanwhile), writes one chunk of
 /// zeros at the WAL's end toward `room`'s length and syncs it. Whether more is left; when
 /// not, or when the database is busy (then the next round asks again), the chain ends.
-pub(super) fn lengthen(conn: &Connection, wal: &PathBuf, room: &Room, busy: Duration) -> bool {
+pub(super) fn lengthen(conn: &Connection, wal: &Path, room: &Room, busy: Duration) -> bool {
     let _ = conn.busy_timeout(Duration::ZERO);
-    let more = control(conn, "BEGIN IMMEDIATE").is_ok() && {
-        let more = write_chunk(wal, room).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, wal = %wal.display(), "lengthening the WAL failed");
-            false
-        });
-        let _ = control(conn, "ROLLBACK");
-        more
-    };
+    let more =
+        !room.stopped.load(Ordering::Acquire) && control(conn, "BEGIN IMMEDIATE").is_ok() && {
+            let more = write_chunk(wal, room).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, wal = %wal.display(), "lengthening the WAL failed");
+                false
+            });
+            let _ = control(conn, "ROLLBACK");
+            more
+        };
     let _ = conn.busy_timeout(busy);
     if !more {
         room.running.store(false, Ordering::Release);
@@ -115,7 +140,7 @@ pub(super) fn lengthen(conn: &Connection, wal: &PathBuf, room: &Room, busy: Dura
     more
 }
 
-fn write_chunk(wal: &PathBuf, room: &Room) -> std::io::Result<bool> {
+fn write_chunk(wal: &Path, room: &Room) -> std::io::Result<bool> {
     // Never created here: a WAL that is not there has nothing to run ahead of.
     let file = OpenOptions::new().write(true).open(wal)?;
     let len = file.metadata()?.len();
