@@ -1037,19 +1037,23 @@ mod tests {
         }
     }
 
+    /// A store's settings for a file at `db`.
+    fn at(db: &Path, synchronous: Synchronous) -> SqliteSettings {
+        SqliteSettings {
+            connection_string: db.display().to_string(),
+            table_name: "state".into(),
+            busy_timeout: Duration::from_secs(2),
+            disable_wal: false,
+            synchronous,
+        }
+    }
+
     /// The WAL is never trimmed inside a commit; the store empties it when dropped.
     #[tokio::test]
     async fn the_wal_is_emptied_when_the_store_is_dropped() {
         let dir = testkit::TempDir::new("sqlite-wal");
         let db = dir.path().join("state.db");
-        let s = SqliteStore::open(&SqliteSettings {
-            connection_string: db.display().to_string(),
-            table_name: "state".into(),
-            busy_timeout: Duration::from_secs(2),
-            disable_wal: false,
-            synchronous: Synchronous::Normal,
-        })
-        .unwrap();
+        let s = SqliteStore::open(&at(&db, Synchronous::Normal)).unwrap();
         for i in 0..50 {
             s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
         }
@@ -1067,13 +1071,7 @@ mod tests {
         let dir = testkit::TempDir::new("sqlite-wal-restart");
         let db = dir.path().join("state.db");
         let s = SqliteStore::open_with(
-            &SqliteSettings {
-                connection_string: db.display().to_string(),
-                table_name: "state".into(),
-                busy_timeout: Duration::from_secs(2),
-                disable_wal: false,
-                synchronous: Synchronous::Normal,
-            },
+            &at(&db, Synchronous::Normal),
             Cadence {
                 every: Duration::from_millis(20),
                 restart_frames: 64,
@@ -1121,13 +1119,7 @@ mod tests {
         let db = dir.path().join("state.db");
         let s = Arc::new(
             SqliteStore::open_with(
-                &SqliteSettings {
-                    connection_string: db.display().to_string(),
-                    table_name: "state".into(),
-                    busy_timeout: Duration::from_secs(5),
-                    disable_wal: false,
-                    synchronous: Synchronous::Full,
-                },
+                &at(&db, Synchronous::Full),
                 Cadence {
                     every: Duration::from_millis(20),
                     restart_frames: i64::MAX,
@@ -1207,14 +1199,7 @@ mod tests {
     async fn a_closing_store_stops_lengthening_its_wal_and_empties_it() {
         let dir = testkit::TempDir::new("sqlite-wal-room-close");
         let db = dir.path().join("state.db");
-        let s = SqliteStore::open(&SqliteSettings {
-            connection_string: db.display().to_string(),
-            table_name: "state".into(),
-            busy_timeout: Duration::from_secs(2),
-            disable_wal: false,
-            synchronous: Synchronous::Full,
-        })
-        .unwrap();
+        let s = SqliteStore::open(&at(&db, Synchronous::Full)).unwrap();
         s.set(&set("k", b"1", None)).await.unwrap();
         let wal = dir.path().join("state.db-wal");
         // A chain far longer than the store lives: 4 GiB.
