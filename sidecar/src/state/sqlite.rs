@@ -1173,7 +1173,7 @@ mod tests {
             .unwrap();
         let wal = dir.path().join("state.db-wal");
         let len = std::fs::metadata(&wal).unwrap().len();
-        let used = 32 + frames as u64 * (page as u64 + 24);
+        let used = headroom::wal_bytes(frames as u64, page as u64 + headroom::FRAME_HEADER);
         assert!(
             len > used,
             "WAL file {len} bytes, of which SQLite wrote {used}"

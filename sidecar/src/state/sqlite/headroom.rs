@@ -24,7 +24,7 @@ use super::control;
 const CHUNK: u64 = 4 << 20;
 /// The WAL's own header, and each frame's ahead of its page (SQLite's file format).
 const WAL_HEADER: u64 = 32;
-const FRAME_HEADER: u64 = 24;
+pub(super) const FRAME_HEADER: u64 = 24;
 
 /// How long the WAL file should be, shared by the checkpointer (which raises it) and the
 /// store's thread (which writes toward it).
@@ -37,6 +37,11 @@ pub(super) struct Room {
     stopped: AtomicBool,
     /// Bytes of zeros written so far.
     pub(super) written: AtomicU64,
+}
+
+/// The bytes of a WAL holding `frames` frames of `frame` bytes each (header included).
+pub(super) fn wal_bytes(frames: u64, frame: u64) -> u64 {
+    WAL_HEADER + frames * frame
 }
 
 /// The checkpointer's view: the WAL's path, its frame size, how much growth in one round
@@ -65,15 +70,15 @@ impl Headroom {
     }
 
     /// After a checkpoint found `frames` in the WAL: raises `room`'s length to two more
-    /// rounds of the growth it saw, or to where the WAL starts over (in whole chunks) and says whether a chain of jobs must
-    /// start writing toward it. Nothing while the WAL grows slowly: a store with a few
-    /// writes keeps a small WAL file.
+    /// rounds of the growth it saw, or to where the WAL starts over (in whole chunks), and
+    /// says whether a chain of jobs must start writing toward it. Nothing while the WAL
+    /// grows slowly: a store with a few writes keeps a small WAL file.
     pub(super) fn after_round(&mut self, frames: i64, room: &Room) -> bool {
-        // A WAL that started over since the last round grew by what it now holds.
         // -1: the checkpoint was turned away as busy, and saw nothing.
         if frames < 0 {
             return false;
         }
+        // A WAL that started over since the last round grew by what it now holds.
         let grown = if frames >= self.last {
             frames - self.last
         } else {
@@ -86,7 +91,7 @@ impl Headroom {
         // A round that finds `restart` frames starts the WAL over: it holds at most one
         // round's growth more (unless the restart is put off, when this asks again).
         let ahead = (frames + 2 * grown).min(self.restart.max(frames).saturating_add(grown));
-        let want = (WAL_HEADER + ahead as u64 * self.frame).div_ceil(CHUNK) * CHUNK;
+        let want = wal_bytes(ahead as u64, self.frame).div_ceil(CHUNK) * CHUNK;
         let Ok(len) = std::fs::metadata(&self.wal).map(|m| m.len()) else {
             return false;
         };
@@ -173,7 +178,7 @@ mod tests {
         let wal = PathBuf::from(format!("{db}-wal"));
         std::fs::write(&wal, b"").unwrap();
         let frame = 4096 + FRAME_HEADER;
-        let bytes = |frames: u64| (WAL_HEADER + frames * frame).div_ceil(CHUNK) * CHUNK;
+        let bytes = |frames: u64| wal_bytes(frames, frame).div_ceil(CHUNK) * CHUNK;
         let mut h = Headroom::new(&db, 4096, 1_024, 16_384);
         let room = Room::default();
 
