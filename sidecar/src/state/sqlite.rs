@@ -131,6 +131,8 @@ struct Work {
     wal: AtomicU8,
     /// How far the WAL file is kept ahead of its writer (commits that sync only).
     room: headroom::Room,
+    /// Checkpoint rounds done, for tests that wait for the checkpointer.
+    rounds: AtomicUsize,
 }
 
 /// The next commit appends to the WAL: a write may run on the caller's thread.
@@ -342,7 +344,12 @@ impl SqliteStore {
         let jobs = spawn_worker(writer.clone(), sql.clone(), groups.clone(), work.clone())?;
         let queue = Queue { jobs, work };
         let checkpointer = if wal {
-            Some(spawn_checkpointer(settings, queue.clone(), checkpoints)?)
+            Some(spawn_checkpointer(
+                settings,
+                queue.clone(),
+                groups.clone(),
+                checkpoints,
+            )?)
         } else {
             None
         };
@@ -867,19 +874,63 @@ fn delete_one(conn: &Connection, sql: &Sql, req: &DeleteRequest) -> Result<(), S
 }
 
 /// On the store's connection, between groups: copies what the WAL holds beyond the last
-/// checkpoint and makes the next commit start the WAL over, without waiting on another
+/// checkpoint and starts the WAL over ([`start_wal_over`]), without waiting on another
 /// process that holds the database (then the WAL is left as it is).
-fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
+fn restart_wal(conn: &Connection, busy_timeout: Duration, synchronous: Synchronous, work: &Work) {
     work.wal.store(WAL_MAY_RESTART, Ordering::Release);
     let _ = conn.busy_timeout(Duration::ZERO);
     match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
         // Another process reads the WAL or holds the database: tried again next round; a
         // WAL that never starts over grows with every commit, so this is said.
         Ok(1) => tracing::info!("the WAL could not start over (the database is busy); next round"),
-        Ok(_) => {}
+        Ok(_) => start_wal_over(conn, busy_timeout, synchronous, work),
         Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
     }
     let _ = conn.busy_timeout(busy_timeout);
+}
+
+/// On the store's connection, once a checkpoint has copied the whole WAL: the commit that
+/// starts the WAL over first writes its new header and syncs it, whatever `synchronous`
+/// says (a frame must not reach the disk before the header that makes it valid). This
+/// makes that commit one of the store's own, so that no caller's commit waits for a device
+/// flush it did not ask for (with NORMAL, no other commit waits for one): page 1 written
+/// as it is (`user_version` set to its own value), under NORMAL, since the next commit
+/// that must be durable syncs the file anyway. A caller's write arriving meanwhile queues
+/// behind it. It does not wait for another process that holds the database: then the next
+/// commit starts the WAL over instead, as it would without this.
+fn start_wal_over(
+    conn: &Connection,
+    busy_timeout: Duration,
+    synchronous: Synchronous,
+    work: &Work,
+) {
+    let relaxed = synchronous != Synchronous::Normal;
+    if relaxed {
+        let _ = conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma());
+    }
+    let _ = conn.busy_timeout(Duration::ZERO);
+    let written = control(conn, "BEGIN IMMEDIATE").and_then(|()| {
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        conn.pragma_update(None, "user_version", v)?;
+        control(conn, "COMMIT")
+    });
+    if written.is_err() && !conn.is_autocommit() {
+        let _ = control(conn, "ROLLBACK");
+    }
+    let _ = conn.busy_timeout(busy_timeout);
+    if relaxed {
+        let _ = conn.pragma_update(None, "synchronous", synchronous.pragma());
+    }
+    // Started over: commits may run where they are asked again (unless a checkpoint
+    // began meanwhile, whose end decides).
+    if written.is_ok() {
+        let _ = work.wal.compare_exchange(
+            WAL_MAY_RESTART,
+            WAL_GROWS,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
 }
 
 /// Queues one chunk of [`headroom::lengthen`] on the store's thread; each chunk queues the
@@ -931,12 +982,13 @@ const CHECKPOINTS: Cadence = Cadence {
 fn spawn_checkpointer(
     settings: &SqliteSettings,
     store: Queue,
+    commits: Arc<AtomicUsize>,
     cadence: Cadence,
 ) -> Result<Checkpointer, StoreError> {
     let conn = open(settings)?;
     conn.busy_timeout(Duration::ZERO)
         .map_err(StoreError::backend)?;
-    let busy_timeout = settings.busy_timeout;
+    let (busy_timeout, synchronous) = (settings.busy_timeout, settings.synchronous);
     // Only commits that sync pay for extending the file.
     let mut headroom = match (settings.synchronous, conn.path()) {
         (Synchronous::Normal, _) | (_, None | Some("")) => None,
@@ -956,6 +1008,9 @@ fn spawn_checkpointer(
     let thread = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
+            // The store's commits counted when it last started the WAL over (none yet: the
+            // first round starts a fresh WAL, so that a first caller does not).
+            let mut started_over_after = None;
             // (frames in the WAL, frames copied into the database)
             let checkpoint = |mode: &str| {
                 conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -982,17 +1037,31 @@ fn spawn_checkpointer(
                 match round {
                     Ok((frames, _)) if frames >= cadence.restart_frames => {
                         let work = store.work.clone();
-                        let restart: ReadJob =
-                            Box::new(move |conn, _| restart_wal(conn, busy_timeout, &work));
+                        let restart: ReadJob = Box::new(move |conn, _| {
+                            restart_wal(conn, busy_timeout, synchronous, &work)
+                        });
                         // Pending until done (no write runs on a caller's thread before it),
                         // after which the next commit, on the store's thread, starts over.
                         // Fails only once the store is closing: its last checkpoint follows.
                         let _ = store.send(Job::Read(restart));
                         grows();
                     }
-                    // Caught up: the next commit may start the WAL over.
+                    // Caught up: the next commit may start the WAL over; the store's thread
+                    // makes that commit its own if callers have committed since it last
+                    // did (an idle store stays idle, and its next caller's commit starts
+                    // the WAL over; each store starts over after its own callers' commits,
+                    // not after those of another process on the same file).
                     Ok((frames, copied)) if frames == copied => {
                         wal.store(WAL_MAY_RESTART, Ordering::Release);
+                        let now = commits.load(Ordering::Relaxed);
+                        if std::mem::replace(&mut started_over_after, Some(now)) != Some(now) {
+                            let work = store.work.clone();
+                            let start: ReadJob = Box::new(move |conn, _| {
+                                start_wal_over(conn, busy_timeout, synchronous, &work)
+                            });
+                            // Fails only once the store is closing.
+                            let _ = store.send(Job::Read(start));
+                        }
                     }
                     Ok(_) => grows(),
                     Err(e) => {
@@ -1000,6 +1069,7 @@ fn spawn_checkpointer(
                         tracing::warn!(error = %e, "sqlite checkpoint failed");
                     }
                 }
+                store.work.rounds.fetch_add(1, Ordering::Release);
             }
             store.work.room.stop();
             let _ = conn.busy_timeout(busy_timeout);
@@ -1061,6 +1131,116 @@ mod tests {
         assert!(std::fs::metadata(&wal).unwrap().len() > 0);
         drop(s);
         assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+    }
+
+    /// The WAL's checkpoint sequence (header bytes 12..16): SQLite counts one more each
+    /// time a commit starts the WAL over.
+    fn wal_starts(db: &Path) -> u32 {
+        let head = std::fs::read(db.with_extension("db-wal")).unwrap_or_default();
+        head.get(12..16)
+            .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
+    }
+
+    /// Once a checkpoint has copied the whole WAL, the store's own one-page commit starts
+    /// it over (and syncs its new header), so that the next caller's commit appends
+    /// instead: it waits for no device flush with NORMAL.
+    #[tokio::test]
+    async fn the_stores_own_commit_starts_the_wal_over_not_a_callers() {
+        let dir = testkit::TempDir::new("sqlite-start-over");
+        let db = dir.path().join("state.db");
+        let no_rounds = Cadence {
+            every: Duration::from_secs(3_600),
+            restart_frames: i64::MAX,
+            sustained_frames: i64::MAX,
+        };
+        let s = SqliteStore::open_with(&at(&db, Synchronous::Normal), no_rounds).unwrap();
+        for i in 0..5 {
+            s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
+        }
+        // A checkpoint that catches up, as the checkpointer's would.
+        let other = Connection::open(&db).unwrap();
+        let (frames, copied): (i64, i64) = other
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(frames, copied, "caught up");
+        s.queue.work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+        let before = wal_starts(&db);
+        let work = s.queue.work.clone();
+        let (done, ran) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |conn, _| {
+            start_wal_over(conn, Duration::from_secs(2), Synchronous::Normal, &work);
+            let _ = done.send(());
+        });
+        s.queue.send(Job::Read(job)).unwrap();
+        ran.await.unwrap();
+        assert_eq!(
+            wal_starts(&db),
+            before + 1,
+            "the store's commit started it over"
+        );
+        assert_eq!(s.queue.work.wal.load(Ordering::Acquire), WAL_GROWS);
+        s.set(&set("k9", b"2", None)).await.unwrap();
+        assert_eq!(wal_starts(&db), before + 1, "the caller's commit appended");
+        assert_eq!(&s.get("k9").await.unwrap().unwrap().data[..], b"2");
+        let version: i64 = other
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 0, "page 1 written as it was");
+    }
+
+    /// The checkpointer starts the WAL over after callers' commits, once per catching up;
+    /// a store left idle is left alone (no commit of its own, round after round).
+    #[tokio::test]
+    async fn the_checkpointer_starts_the_wal_over_after_commits_only() {
+        let dir = testkit::TempDir::new("sqlite-start-over-rounds");
+        let db = dir.path().join("state.db");
+        let s = SqliteStore::open_with(
+            &at(&db, Synchronous::Normal),
+            Cadence {
+                every: Duration::from_millis(20),
+                restart_frames: i64::MAX,
+                sustained_frames: i64::MAX,
+            },
+        )
+        .unwrap();
+        let rounds = || s.queue.work.rounds.load(Ordering::Acquire);
+        let until = async |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !done() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "waited 20 s for {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        for i in 0..3 {
+            let before = wal_starts(&db);
+            s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
+            until("the WAL to start over", &|| wal_starts(&db) > before).await;
+        }
+        // Idle: rounds go on, the WAL is not started over again, nothing is written.
+        let (starts, len) = (
+            wal_starts(&db),
+            std::fs::metadata(db.with_extension("db-wal"))
+                .unwrap()
+                .len(),
+        );
+        let round = rounds();
+        until("five more checkpoint rounds", &|| rounds() >= round + 5).await;
+        assert_eq!(
+            wal_starts(&db),
+            starts,
+            "an idle store started its WAL over"
+        );
+        assert_eq!(
+            std::fs::metadata(db.with_extension("db-wal"))
+                .unwrap()
+                .len(),
+            len
+        );
     }
 
     /// Under steady writes the WAL is started over once it holds the cadence's frames: the
