@@ -12,9 +12,12 @@
 //! load; such a read holds the runtime's thread for its few page reads (a slow disk
 //! slows it there), and one the database turns away as busy queues instead of waiting.
 //! With `synchronous=NORMAL` (a WAL commit waits for no disk sync) a write does the same:
-//! alone in its own transaction, where it is asked, while that thread is idle; except the
-//! commit that may start the WAL over after a checkpoint, which syncs the WAL's header even
-//! with NORMAL and so stays on that thread.
+//! alone in its own transaction, where it is asked, while that thread is idle. The one
+//! commit that syncs even with NORMAL, the first after a checkpoint caught up (it starts
+//! the WAL over and syncs its new header), is the store's own: a one-page commit on its
+//! thread right after that checkpoint, so that no caller's commit waits for that flush; and
+//! at low rates the checkpointer waits for a few hundred writes (or half a minute) before
+//! it copies, so that such flushes, which a caller's write may queue behind, stay rare.
 //! Under heavy load reads queue, and those queued together run in one go beside the
 //! runtime. A request whose caller has given up
 //! (its deadline passed) before its turn is not run at all. Commits are `synchronous=FULL`
@@ -127,11 +130,15 @@ struct Work {
     pending: AtomicUsize,
     /// Whether the next commit may start the WAL over: such a commit syncs the WAL's header
     /// even with NORMAL, so while it may, writes are left to the store's thread, off the
-    /// runtime (`WAL_GROWS`, `WAL_CHECKPOINTING`, `WAL_MAY_RESTART`).
+    /// runtime, where the store's own commit normally starts it over first
+    /// (`WAL_GROWS`, `WAL_CHECKPOINTING`, `WAL_MAY_RESTART`).
     wal: AtomicU8,
     /// How far the WAL file is kept ahead of its writer (commits that sync only).
     room: headroom::Room,
-    /// Checkpoint rounds done, for tests that wait for the checkpointer.
+    /// Writes this store's callers have made (each of a group counts): what tells the
+    /// checkpointer whether a round has anything of this store's to copy.
+    writes: AtomicUsize,
+    /// The checkpointer's rounds so far, checkpointing or not (tests wait for them).
     rounds: AtomicUsize,
 }
 
@@ -337,19 +344,19 @@ impl SqliteStore {
             );"
         ))
         .map_err(StoreError::backend)?;
+        let work = Arc::new(Work::default());
+        if wal {
+            // An empty WAL (a new file, or one emptied at the last close) is started by
+            // the store, not by its first caller's commit.
+            start_wal_over(&conn, settings.busy_timeout, settings.synchronous, &work);
+        }
         let groups = Arc::new(AtomicUsize::new(0));
         let writer = Arc::new(Mutex::new(conn));
-        let work = Arc::new(Work::default());
         let sql = Arc::new(Sql::new(table));
         let jobs = spawn_worker(writer.clone(), sql.clone(), groups.clone(), work.clone())?;
         let queue = Queue { jobs, work };
         let checkpointer = if wal {
-            Some(spawn_checkpointer(
-                settings,
-                queue.clone(),
-                groups.clone(),
-                checkpoints,
-            )?)
+            Some(spawn_checkpointer(settings, queue.clone(), checkpoints)?)
         } else {
             None
         };
@@ -599,6 +606,7 @@ impl SqliteStore {
         // A failed write or commit is rolled back when the connection is given back.
         drop(borrowed);
         self.groups.fetch_add(1, Ordering::Relaxed);
+        self.queue.work.writes.fetch_add(1, Ordering::Relaxed);
         Some(outcome)
     }
 }
@@ -672,6 +680,7 @@ fn spawn_worker(
                         // The writers hear the outcome once the connection is free again,
                         // so a read each of them makes next can run where it is asked.
                         let replies = commit_group(&lock(&writer), &sql, group, &groups);
+                        work.writes.fetch_add(n, Ordering::Relaxed);
                         // This commit started the WAL over if it was to: later ones may
                         // run where they are asked again (unless a checkpoint began since).
                         if wal == WAL_MAY_RESTART {
@@ -954,14 +963,24 @@ struct Cadence {
     restart_frames: i64,
     /// Growth of the WAL in one round from which its file is kept ahead of the writer.
     sustained_frames: i64,
+    /// A round checkpoints once the store's callers have made this many writes since the
+    /// last checkpoint, or made any and `patience` has passed; without writes of its own,
+    /// never (another process on the file checkpoints its own).
+    writes: usize,
+    patience: Duration,
 }
 
 /// Once a second; a restart past 64 MiB of 4 KiB pages, about four seconds of bookings at
-/// 1,000/s; room ahead once the WAL grows by 4 MiB in a second.
+/// 1,000/s; room ahead once the WAL grows by 4 MiB in a second. A checkpoint every round
+/// from 256 writes a second; at 10 a second, one every 26 s: each that catches up is
+/// followed by the store's own commit that starts the WAL over and waits for a device
+/// flush, and a caller's write arriving meanwhile waits behind it.
 const CHECKPOINTS: Cadence = Cadence {
     every: Duration::from_secs(1),
     restart_frames: 16_384,
     sustained_frames: 1_024,
+    writes: 256,
+    patience: Duration::from_secs(30),
 };
 
 /// A thread with its own connection that checkpoints the WAL (once a second). PASSIVE copies
@@ -982,7 +1001,6 @@ const CHECKPOINTS: Cadence = Cadence {
 fn spawn_checkpointer(
     settings: &SqliteSettings,
     store: Queue,
-    commits: Arc<AtomicUsize>,
     cadence: Cadence,
 ) -> Result<Checkpointer, StoreError> {
     let conn = open(settings)?;
@@ -1008,9 +1026,11 @@ fn spawn_checkpointer(
     let thread = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            // The store's commits counted when it last started the WAL over (none yet: the
-            // first round starts a fresh WAL, so that a first caller does not).
-            let mut started_over_after = None;
+            let writes = || store.work.writes.load(Ordering::Relaxed);
+            // The store's writes counted when it last started the WAL over (at open).
+            let mut started_over_after = 0;
+            // ... and when it last checkpointed.
+            let mut checkpointed = (0, std::time::Instant::now());
             // (frames in the WAL, frames copied into the database)
             let checkpoint = |mode: &str| {
                 conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -1027,6 +1047,13 @@ fn spawn_checkpointer(
                 );
             };
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(cadence.every) {
+                store.work.rounds.fetch_add(1, Ordering::Release);
+                let new = writes().wrapping_sub(checkpointed.0);
+                if new == 0 || (new < cadence.writes && checkpointed.1.elapsed() < cadence.patience)
+                {
+                    continue;
+                }
+                checkpointed = (writes(), std::time::Instant::now());
                 wal.store(WAL_CHECKPOINTING, Ordering::Release);
                 let round = checkpoint("PASSIVE");
                 if let (Ok((frames, _)), Some(headroom)) = (&round, headroom.as_mut())
@@ -1038,7 +1065,7 @@ fn spawn_checkpointer(
                     Ok((frames, _)) if frames >= cadence.restart_frames => {
                         let work = store.work.clone();
                         let restart: ReadJob = Box::new(move |conn, _| {
-                            restart_wal(conn, busy_timeout, synchronous, &work)
+                            restart_wal(conn, busy_timeout, synchronous, &work);
                         });
                         // Pending until done (no write runs on a caller's thread before it),
                         // after which the next commit, on the store's thread, starts over.
@@ -1047,17 +1074,15 @@ fn spawn_checkpointer(
                         grows();
                     }
                     // Caught up: the next commit may start the WAL over; the store's thread
-                    // makes that commit its own if callers have committed since it last
-                    // did (an idle store stays idle, and its next caller's commit starts
-                    // the WAL over; each store starts over after its own callers' commits,
-                    // not after those of another process on the same file).
+                    // makes that commit its own if callers have written since it last did
+                    // (else the WAL holds only that commit's frame).
                     Ok((frames, copied)) if frames == copied => {
                         wal.store(WAL_MAY_RESTART, Ordering::Release);
-                        let now = commits.load(Ordering::Relaxed);
-                        if std::mem::replace(&mut started_over_after, Some(now)) != Some(now) {
+                        let now = writes();
+                        if std::mem::replace(&mut started_over_after, now) != now {
                             let work = store.work.clone();
                             let start: ReadJob = Box::new(move |conn, _| {
-                                start_wal_over(conn, busy_timeout, synchronous, &work)
+                                start_wal_over(conn, busy_timeout, synchronous, &work);
                             });
                             // Fails only once the store is closing.
                             let _ = store.send(Job::Read(start));
@@ -1069,7 +1094,6 @@ fn spawn_checkpointer(
                         tracing::warn!(error = %e, "sqlite checkpoint failed");
                     }
                 }
-                store.work.rounds.fetch_add(1, Ordering::Release);
             }
             store.work.room.stop();
             let _ = conn.busy_timeout(busy_timeout);
@@ -1133,6 +1157,18 @@ mod tests {
         assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
     }
 
+    /// Polls `done` until it holds (for at most 20 s, then fails saying `what`).
+    async fn until(what: &str, done: &dyn Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited 20 s for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// The WAL's checkpoint sequence (header bytes 12..16): SQLite counts one more each
     /// time a commit starts the WAL over.
     fn wal_starts(db: &Path) -> u32 {
@@ -1152,6 +1188,8 @@ mod tests {
             every: Duration::from_secs(3_600),
             restart_frames: i64::MAX,
             sustained_frames: i64::MAX,
+            writes: 1,
+            patience: Duration::ZERO,
         };
         let s = SqliteStore::open_with(&at(&db, Synchronous::Normal), no_rounds).unwrap();
         for i in 0..5 {
@@ -1202,20 +1240,12 @@ mod tests {
                 every: Duration::from_millis(20),
                 restart_frames: i64::MAX,
                 sustained_frames: i64::MAX,
+                writes: 1,
+                patience: Duration::ZERO,
             },
         )
         .unwrap();
         let rounds = || s.queue.work.rounds.load(Ordering::Acquire);
-        let until = async |what: &str, done: &dyn Fn() -> bool| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while !done() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "waited 20 s for {what}"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        };
         for i in 0..3 {
             let before = wal_starts(&db);
             s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
@@ -1243,6 +1273,45 @@ mod tests {
         );
     }
 
+    /// At a low rate a store checkpoints (and starts its WAL over) only after the cadence's
+    /// writes, or once its patience is out: few device flushes for a caller to queue behind.
+    #[tokio::test]
+    async fn few_writes_wait_for_more_or_for_patience() {
+        let dir = testkit::TempDir::new("sqlite-few-writes");
+        let db = dir.path().join("state.db");
+        let open = |patience| {
+            let cadence = Cadence {
+                every: Duration::from_millis(10),
+                restart_frames: i64::MAX,
+                sustained_frames: i64::MAX,
+                writes: 20,
+                patience,
+            };
+            SqliteStore::open_with(&at(&db, Synchronous::Normal), cadence).unwrap()
+        };
+        let s = open(Duration::from_secs(3_600));
+        let rounds = |s: &SqliteStore| s.queue.work.rounds.load(Ordering::Acquire);
+        let starts = wal_starts(&db);
+        for i in 0..19 {
+            s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
+        }
+        let round = rounds(&s);
+        until("ten checkpointer rounds", &|| rounds(&s) >= round + 10).await;
+        assert_eq!(
+            wal_starts(&db),
+            starts,
+            "19 writes of 20: no checkpoint yet"
+        );
+        s.set(&set("k19", b"1", None)).await.unwrap();
+        until("the WAL to start over", &|| wal_starts(&db) > starts).await;
+        drop(s);
+
+        let s = open(Duration::from_millis(50));
+        let starts = wal_starts(&db);
+        s.set(&set("k0", b"2", None)).await.unwrap();
+        until("the WAL to start over", &|| wal_starts(&db) > starts).await;
+    }
+
     /// Under steady writes the WAL is started over once it holds the cadence's frames: the
     /// file stops growing (overwritten, not extended), while a PASSIVE checkpoint alone never
     /// catches up and lets it grow with every commit.
@@ -1256,6 +1325,8 @@ mod tests {
                 every: Duration::from_millis(20),
                 restart_frames: 64,
                 sustained_frames: i64::MAX,
+                writes: 1,
+                patience: Duration::ZERO,
             },
         )
         .unwrap();
@@ -1304,6 +1375,8 @@ mod tests {
                     every: Duration::from_millis(20),
                     restart_frames: i64::MAX,
                     sustained_frames: 8,
+                    writes: 1,
+                    patience: Duration::ZERO,
                 },
             )
             .unwrap(),
