@@ -32,7 +32,9 @@ stack_start_probe() {
   "$bin" backend --port "$B" --upstream "127.0.0.1:$SB" --rt current & pids+=($!)
   "$bin" sidecar --port "$SA" --upstream "127.0.0.1:$SB" --rt current & pids+=($!)
   "$bin" frontend --port "$F" --upstream "127.0.0.1:$SA" --rt current & pids+=($!)
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$F/" && break; sleep 0.1; done
+  local up=""
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$F/" && up=1 && break; sleep 0.1; done
+  [ -n "$up" ] || { echo "the probe did not come up within 10 s" >&2; return 1; }
   python3 - >"$work/bodies" <<'PY'
 import random
 for i in range(60000):
@@ -61,10 +63,12 @@ stack_start_ours() {
     --resources-path "$work/components" --config config.yaml --log-level warn -- bash run_frontend.sh 1 warning &
   sidecar_f=$!
   pids+=("$sidecar_b" "$sidecar_f")
+  local up=""
   for _ in $(seq 150); do
-    curl -fs -o /dev/null "http://127.0.0.1:$F/healthz" && curl -fs -o /dev/null "http://127.0.0.1:$B/healthz" && break
+    curl -fs -o /dev/null "http://127.0.0.1:$F/healthz" && curl -fs -o /dev/null "http://127.0.0.1:$B/healthz" && up=1 && break
     sleep 0.2
   done
+  [ -n "$up" ] || { echo "the stack did not come up within 30 s" >&2; return 1; }
   pids=("$sidecar_b" "$(pgrep -P "$sidecar_b" -f 'backend --workers' | head -1)" "$sidecar_f" "$(pgrep -P "$sidecar_f" -f 'frontend --workers' | head -1)")
   python3 - "$work" <<'PY'
 import datetime, json, random, sys

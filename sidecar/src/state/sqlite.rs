@@ -146,9 +146,22 @@ struct Work {
 const WAL_GROWS: u8 = 0;
 /// A checkpoint is under way; if it catches up, the next commit starts the WAL over.
 const WAL_CHECKPOINTING: u8 = 1;
-/// A checkpoint caught up, or RESTART ran: the next commit (on the store's thread) starts
-/// the WAL over, and sets `WAL_GROWS` again.
+/// A checkpoint caught up, or RESTART ran: the next commit (the store's own, or a caller's
+/// on the store's thread) starts the WAL over, and sets `WAL_GROWS` again.
 const WAL_MAY_RESTART: u8 = 2;
+
+impl Work {
+    /// A commit that may have started the WAL over is done: later ones may run where they
+    /// are asked again (unless a checkpoint began since, whose end decides).
+    fn started_over(&self) {
+        let _ = self.wal.compare_exchange(
+            WAL_MAY_RESTART,
+            WAL_GROWS,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
 
 /// The store's connection lent to a read (or, with NORMAL, a write) on the caller's thread,
 /// without waiting on a busy database; given back (even when the work panics) out of any
@@ -348,7 +361,11 @@ impl SqliteStore {
         if wal {
             // An empty WAL (a new file, or one emptied at the last close) is started by
             // the store, not by its first caller's commit.
-            start_wal_over(&conn, settings.busy_timeout, settings.synchronous, &work);
+            // Not started (another process holds the database): the first commit may start
+            // it, so it runs on the store's thread.
+            if !start_wal_over(&conn, settings.busy_timeout, &work) {
+                work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+            }
         }
         let groups = Arc::new(AtomicUsize::new(0));
         let writer = Arc::new(Mutex::new(conn));
@@ -684,12 +701,7 @@ fn spawn_worker(
                         // This commit started the WAL over if it was to: later ones may
                         // run where they are asked again (unless a checkpoint began since).
                         if wal == WAL_MAY_RESTART {
-                            let _ = work.wal.compare_exchange(
-                                WAL_MAY_RESTART,
-                                WAL_GROWS,
-                                Ordering::AcqRel,
-                                Ordering::Acquire,
-                            );
+                            work.started_over();
                         }
                         done(n);
                         replies.send();
@@ -885,14 +897,16 @@ fn delete_one(conn: &Connection, sql: &Sql, req: &DeleteRequest) -> Result<(), S
 /// On the store's connection, between groups: copies what the WAL holds beyond the last
 /// checkpoint and starts the WAL over ([`start_wal_over`]), without waiting on another
 /// process that holds the database (then the WAL is left as it is).
-fn restart_wal(conn: &Connection, busy_timeout: Duration, synchronous: Synchronous, work: &Work) {
+fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
     work.wal.store(WAL_MAY_RESTART, Ordering::Release);
     let _ = conn.busy_timeout(Duration::ZERO);
     match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
         // Another process reads the WAL or holds the database: tried again next round; a
         // WAL that never starts over grows with every commit, so this is said.
         Ok(1) => tracing::info!("the WAL could not start over (the database is busy); next round"),
-        Ok(_) => start_wal_over(conn, busy_timeout, synchronous, work),
+        Ok(_) => {
+            start_wal_over(conn, busy_timeout, work);
+        }
         Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
     }
     let _ = conn.busy_timeout(busy_timeout);
@@ -903,20 +917,10 @@ fn restart_wal(conn: &Connection, busy_timeout: Duration, synchronous: Synchrono
 /// says (a frame must not reach the disk before the header that makes it valid). This
 /// makes that commit one of the store's own, so that no caller's commit waits for a device
 /// flush it did not ask for (with NORMAL, no other commit waits for one): page 1 written
-/// as it is (`user_version` set to its own value), under NORMAL, since the next commit
-/// that must be durable syncs the file anyway. A caller's write arriving meanwhile queues
-/// behind it. It does not wait for another process that holds the database: then the next
-/// commit starts the WAL over instead, as it would without this.
-fn start_wal_over(
-    conn: &Connection,
-    busy_timeout: Duration,
-    synchronous: Synchronous,
-    work: &Work,
-) {
-    let relaxed = synchronous != Synchronous::Normal;
-    if relaxed {
-        let _ = conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma());
-    }
+/// as it is (`user_version` set to its own value). A caller's write arriving meanwhile
+/// queues behind it. It does not wait for another process that holds the database: then
+/// it says so (false), and the next commit starts the WAL over instead.
+fn start_wal_over(conn: &Connection, busy_timeout: Duration, work: &Work) -> bool {
     let _ = conn.busy_timeout(Duration::ZERO);
     let written = control(conn, "BEGIN IMMEDIATE").and_then(|()| {
         let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -927,19 +931,10 @@ fn start_wal_over(
         let _ = control(conn, "ROLLBACK");
     }
     let _ = conn.busy_timeout(busy_timeout);
-    if relaxed {
-        let _ = conn.pragma_update(None, "synchronous", synchronous.pragma());
-    }
-    // Started over: commits may run where they are asked again (unless a checkpoint
-    // began meanwhile, whose end decides).
     if written.is_ok() {
-        let _ = work.wal.compare_exchange(
-            WAL_MAY_RESTART,
-            WAL_GROWS,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        work.started_over();
     }
+    written.is_ok()
 }
 
 /// Queues one chunk of [`headroom::lengthen`] on the store's thread; each chunk queues the
@@ -1006,7 +1001,7 @@ fn spawn_checkpointer(
     let conn = open(settings)?;
     conn.busy_timeout(Duration::ZERO)
         .map_err(StoreError::backend)?;
-    let (busy_timeout, synchronous) = (settings.busy_timeout, settings.synchronous);
+    let busy_timeout = settings.busy_timeout;
     // Only commits that sync pay for extending the file.
     let mut headroom = match (settings.synchronous, conn.path()) {
         (Synchronous::Normal, _) | (_, None | Some("")) => None,
@@ -1027,10 +1022,10 @@ fn spawn_checkpointer(
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             let writes = || store.work.writes.load(Ordering::Relaxed);
-            // The store's writes counted when it last started the WAL over (at open).
-            let mut started_over_after = 0;
-            // ... and when it last checkpointed.
+            // The store's writes counted at its last checkpoint, when that was, and the
+            // rounds since (the WAL's growth per round is what `headroom` weighs).
             let mut checkpointed = (0, std::time::Instant::now());
+            let mut rounds = 0;
             // (frames in the WAL, frames copied into the database)
             let checkpoint = |mode: &str| {
                 conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -1048,24 +1043,31 @@ fn spawn_checkpointer(
             };
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(cadence.every) {
                 store.work.rounds.fetch_add(1, Ordering::Release);
+                rounds += 1;
                 let new = writes().wrapping_sub(checkpointed.0);
                 if new == 0 || (new < cadence.writes && checkpointed.1.elapsed() < cadence.patience)
                 {
                     continue;
                 }
-                checkpointed = (writes(), std::time::Instant::now());
+                let now = (writes(), std::time::Instant::now());
                 wal.store(WAL_CHECKPOINTING, Ordering::Release);
                 let round = checkpoint("PASSIVE");
                 if let (Ok((frames, _)), Some(headroom)) = (&round, headroom.as_mut())
-                    && headroom.after_round(*frames, &store.work.room)
+                    && headroom.after_round(*frames, rounds, &store.work.room)
                 {
                     queue_lengthen(&store, headroom.wal().clone(), busy_timeout);
                 }
+                // Turned away as busy (-1: another connection checkpoints): tried again
+                // next round.
+                if matches!(round, Ok((frames, _)) if frames >= 0) {
+                    (checkpointed, rounds) = (now, 0);
+                }
                 match round {
+                    Ok((frames, _)) if frames < 0 => grows(),
                     Ok((frames, _)) if frames >= cadence.restart_frames => {
                         let work = store.work.clone();
                         let restart: ReadJob = Box::new(move |conn, _| {
-                            restart_wal(conn, busy_timeout, synchronous, &work);
+                            restart_wal(conn, busy_timeout, &work);
                         });
                         // Pending until done (no write runs on a caller's thread before it),
                         // after which the next commit, on the store's thread, starts over.
@@ -1073,20 +1075,17 @@ fn spawn_checkpointer(
                         let _ = store.send(Job::Read(restart));
                         grows();
                     }
-                    // Caught up: the next commit may start the WAL over; the store's thread
-                    // makes that commit its own if callers have written since it last did
-                    // (else the WAL holds only that commit's frame).
+                    // Caught up: the next commit may start the WAL over, and the store's
+                    // thread makes it its own (a round checkpoints only after callers'
+                    // writes, so an idle store is not written to).
                     Ok((frames, copied)) if frames == copied => {
                         wal.store(WAL_MAY_RESTART, Ordering::Release);
-                        let now = writes();
-                        if std::mem::replace(&mut started_over_after, now) != now {
-                            let work = store.work.clone();
-                            let start: ReadJob = Box::new(move |conn, _| {
-                                start_wal_over(conn, busy_timeout, synchronous, &work);
-                            });
-                            // Fails only once the store is closing.
-                            let _ = store.send(Job::Read(start));
-                        }
+                        let work = store.work.clone();
+                        let start: ReadJob = Box::new(move |conn, _| {
+                            start_wal_over(conn, busy_timeout, &work);
+                        });
+                        // Fails only once the store is closing.
+                        let _ = store.send(Job::Read(start));
                     }
                     Ok(_) => grows(),
                     Err(e) => {
@@ -1208,7 +1207,7 @@ mod tests {
         let work = s.queue.work.clone();
         let (done, ran) = tokio::sync::oneshot::channel();
         let job: ReadJob = Box::new(move |conn, _| {
-            start_wal_over(conn, Duration::from_secs(2), Synchronous::Normal, &work);
+            start_wal_over(conn, Duration::from_secs(2), &work);
             let _ = done.send(());
         });
         s.queue.send(Job::Read(job)).unwrap();

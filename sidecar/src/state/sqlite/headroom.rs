@@ -69,11 +69,12 @@ impl Headroom {
         &self.wal
     }
 
-    /// After a checkpoint found `frames` in the WAL: raises `room`'s length to two more
-    /// rounds of the growth it saw, or to where the WAL starts over (in whole chunks), and
-    /// says whether a chain of jobs must start writing toward it. Nothing while the WAL
-    /// grows slowly: a store with a few writes keeps a small WAL file.
-    pub(super) fn after_round(&mut self, frames: i64, room: &Room) -> bool {
+    /// After a checkpoint found `frames` in the WAL, `rounds` rounds after the last one:
+    /// raises `room`'s length to two more rounds of the growth it saw per round, or to
+    /// where the WAL starts over (in whole chunks), and says whether a chain of jobs must
+    /// start writing toward it. Nothing while the WAL grows slowly: a store with a few
+    /// writes keeps a small WAL file.
+    pub(super) fn after_round(&mut self, frames: i64, rounds: i64, room: &Room) -> bool {
         // -1: the checkpoint was turned away as busy, and saw nothing.
         if frames < 0 {
             return false;
@@ -83,7 +84,7 @@ impl Headroom {
             frames - self.last
         } else {
             frames
-        };
+        } / rounds.max(1);
         self.last = frames;
         if grown < self.sustained {
             return false;
@@ -182,20 +183,25 @@ mod tests {
         let mut h = Headroom::new(&db, 4096, 1_024, 16_384);
         let room = Room::default();
 
-        assert!(!h.after_round(1_000, &room), "slow growth: no room");
+        assert!(!h.after_round(1_000, 1, &room), "slow growth: no room");
         assert!(
-            h.after_round(4_000, &room),
+            !h.after_round(4_000, 3, &room),
+            "3,000 frames over three rounds: slow growth too"
+        );
+        h.last = 1_000;
+        assert!(
+            h.after_round(4_000, 1, &room),
             "3,000 frames in a round: a chain starts"
         );
         assert_eq!(to(&room), bytes(4_000 + 2 * 3_000));
         assert!(
-            !h.after_round(8_000, &room),
+            !h.after_round(8_000, 1, &room),
             "a chain is running: no second one"
         );
         assert_eq!(to(&room), bytes(8_000 + 2 * 4_000));
         // Near the restart: one round's growth past it, not two.
         room.running.store(false, Ordering::Release);
-        assert!(h.after_round(14_000, &room));
+        assert!(h.after_round(14_000, 1, &room));
         assert_eq!(to(&room), bytes(16_384 + 6_000));
 
         // A file already that long: nothing to do.
@@ -207,7 +213,7 @@ mod tests {
             .set_len(bytes(100_000))
             .unwrap();
         let room = Room::default();
-        assert!(!long.after_round(2_000, &room));
+        assert!(!long.after_round(2_000, 1, &room));
         assert_eq!(to(&room), 0);
     }
 }
