@@ -550,6 +550,10 @@ impl SqliteStore {
             .map_err(StoreError::backend)
         })
         .await
+        // A write the checkpointer counts (one, however many rows it took).
+        .inspect(|_| {
+            self.queue.work.writes.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
