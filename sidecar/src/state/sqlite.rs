@@ -1443,9 +1443,17 @@ mod tests {
             "WAL file {len} bytes, of which SQLite wrote {used}"
         );
 
+        // The two files as of one instant, as a crash leaves them: no commit (and so no
+        // start of the WAL over, which may follow a checkpoint that caught up) while they
+        // are copied; a checkpoint may still copy frames into the database file meanwhile,
+        // and the WAL's copy holds those frames all the same.
+        let hold = Connection::open(&db).unwrap();
+        hold.execute_batch("BEGIN IMMEDIATE").unwrap();
         let copy = testkit::TempDir::new("sqlite-wal-room-copy");
         std::fs::copy(&db, copy.path().join("state.db")).unwrap();
         std::fs::copy(&wal, copy.path().join("state.db-wal")).unwrap();
+        hold.execute_batch("ROLLBACK").unwrap();
+        drop(hold);
         let conn = Connection::open(copy.path().join("state.db")).unwrap();
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM state", [], |r| r.get(0))
