@@ -359,10 +359,9 @@ impl SqliteStore {
         .map_err(StoreError::backend)?;
         let work = Arc::new(Work::default());
         if wal {
-            // An empty WAL (a new file, or one emptied at the last close) is started by
-            // the store, not by its first caller's commit.
-            // Not started (another process holds the database): the first commit may start
-            // it, so it runs on the store's thread.
+            // An empty WAL (one emptied at the last close) is started by the store, not by
+            // its first caller's commit; if another process holds the database, that
+            // commit may start it, and so runs on the store's thread.
             if !start_wal_over(&conn, settings.busy_timeout, &work) {
                 work.wal.store(WAL_MAY_RESTART, Ordering::Release);
             }
@@ -904,7 +903,9 @@ fn delete_one(conn: &Connection, sql: &Sql, req: &DeleteRequest) -> Result<(), S
 fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
     work.wal.store(WAL_MAY_RESTART, Ordering::Release);
     let _ = conn.busy_timeout(Duration::ZERO);
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+    let restarted = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+    let _ = conn.busy_timeout(busy_timeout);
+    match restarted {
         // Another process reads the WAL or holds the database: tried again next round; a
         // WAL that never starts over grows with every commit, so this is said.
         Ok(1) => tracing::info!("the WAL could not start over (the database is busy); next round"),
@@ -913,7 +914,6 @@ fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
         }
         Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
     }
-    let _ = conn.busy_timeout(busy_timeout);
 }
 
 /// On the store's connection, once a checkpoint has copied the whole WAL: the commit that
@@ -1025,7 +1025,6 @@ fn spawn_checkpointer(
     let thread = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            let writes = || store.work.writes.load(Ordering::Relaxed);
             // The store's writes counted at its last checkpoint, when that was, and the
             // rounds since (the WAL's growth per round is what `headroom` weighs).
             let mut checkpointed = (0, std::time::Instant::now());
@@ -1048,12 +1047,15 @@ fn spawn_checkpointer(
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(cadence.every) {
                 store.work.rounds.fetch_add(1, Ordering::Release);
                 rounds += 1;
-                let new = writes().wrapping_sub(checkpointed.0);
-                if new == 0 || (new < cadence.writes && checkpointed.1.elapsed() < cadence.patience)
-                {
+                let now = (
+                    store.work.writes.load(Ordering::Relaxed),
+                    std::time::Instant::now(),
+                );
+                let new = now.0.wrapping_sub(checkpointed.0);
+                let waited = now.1.duration_since(checkpointed.1);
+                if new == 0 || (new < cadence.writes && waited < cadence.patience) {
                     continue;
                 }
-                let now = (writes(), std::time::Instant::now());
                 wal.store(WAL_CHECKPOINTING, Ordering::Release);
                 let round = checkpoint("PASSIVE");
                 if let (Ok((frames, _)), Some(headroom)) = (&round, headroom.as_mut())
@@ -1161,15 +1163,12 @@ mod tests {
     }
 
     /// Polls `done` until it holds (for at most 20 s, then fails saying `what`).
-    async fn until(what: &str, done: &dyn Fn() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "waited 20 s for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        testkit::wait_until(what, Duration::from_secs(20), || async {
+            done().then_some(())
+        })
+        .await
+        .unwrap();
     }
 
     /// The WAL's checkpoint sequence (header bytes 12..16): SQLite counts one more each
@@ -1252,7 +1251,7 @@ mod tests {
         for i in 0..3 {
             let before = wal_starts(&db);
             s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
-            until("the WAL to start over", &|| wal_starts(&db) > before).await;
+            until("the WAL to start over", || wal_starts(&db) > before).await;
         }
         // Idle: rounds go on, the WAL is not started over again, nothing is written.
         let (starts, len) = (
@@ -1262,7 +1261,7 @@ mod tests {
                 .len(),
         );
         let round = rounds();
-        until("five more checkpoint rounds", &|| rounds() >= round + 5).await;
+        until("five more checkpoint rounds", || rounds() >= round + 5).await;
         assert_eq!(
             wal_starts(&db),
             starts,
@@ -1299,20 +1298,20 @@ mod tests {
             s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
         }
         let round = rounds(&s);
-        until("ten checkpointer rounds", &|| rounds(&s) >= round + 10).await;
+        until("ten checkpointer rounds", || rounds(&s) >= round + 10).await;
         assert_eq!(
             wal_starts(&db),
             starts,
             "19 writes of 20: no checkpoint yet"
         );
         s.set(&set("k19", b"1", None)).await.unwrap();
-        until("the WAL to start over", &|| wal_starts(&db) > starts).await;
+        until("the WAL to start over", || wal_starts(&db) > starts).await;
         drop(s);
 
         let s = open(Duration::from_millis(50));
         let starts = wal_starts(&db);
         s.set(&set("k0", b"2", None)).await.unwrap();
-        until("the WAL to start over", &|| wal_starts(&db) > starts).await;
+        until("the WAL to start over", || wal_starts(&db) > starts).await;
     }
 
     /// Under steady writes the WAL is started over once it holds the cadence's frames: the
@@ -1357,7 +1356,7 @@ mod tests {
         // leaves room for a checkpointer the machine keeps waiting a while (on 2 busy
         // cores, a WAL of 4 MB after a few hundred ms without a round): a quarter of
         // what 20,000 more commits of a frame each would have added.
-        let unbounded = first + 20_000 * (4096 + 24);
+        let unbounded = first + 20_000 * (4096 + headroom::FRAME_HEADER);
         assert!(
             len() < unbounded / 4,
             "the WAL grew from {first} bytes after 1,000 commits to {} after 21,000",
