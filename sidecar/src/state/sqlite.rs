@@ -31,7 +31,7 @@
 //! what it holds (`headroom`), so that they overwrite it instead of extending it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -132,7 +132,7 @@ struct Work {
     /// even with NORMAL, so while it may, writes are left to the store's thread, off the
     /// runtime, where the store's own commit normally starts it over first
     /// (`WAL_GROWS`, `WAL_CHECKPOINTING`, `WAL_MAY_RESTART`).
-    wal: AtomicU8,
+    wal: WalPhase,
     /// How far the WAL file is kept ahead of its writer (commits that sync only).
     room: headroom::Room,
     /// Writes this store's callers have made (each of a group counts): what tells the
@@ -143,23 +143,62 @@ struct Work {
 }
 
 /// The next commit appends to the WAL: a write may run on the caller's thread.
-const WAL_GROWS: u8 = 0;
+const WAL_GROWS: u32 = 0;
 /// A checkpoint is under way; if it catches up, the next commit starts the WAL over.
-const WAL_CHECKPOINTING: u8 = 1;
+const WAL_CHECKPOINTING: u32 = 1;
 /// A checkpoint caught up, or RESTART ran: the next commit (the store's own, or a caller's
 /// on the store's thread) starts the WAL over, and sets `WAL_GROWS` again.
-const WAL_MAY_RESTART: u8 = 2;
+const WAL_MAY_RESTART: u32 = 2;
+
+/// Where the WAL is in its cycle (one of the `WAL_*` above), with a count of the times a
+/// checkpoint or a restart set it: whoever ends a phase ends the one it saw begin, never
+/// a later one that began meanwhile (a commit that started the WAL over must not clear
+/// the "may restart" of a checkpoint that caught up while it ran, or a caller's commit
+/// would start the WAL over on the runtime).
+#[derive(Default)]
+struct WalPhase(AtomicU32);
+
+impl WalPhase {
+    /// What it is now, as a token for [`WalPhase::end`].
+    fn seen(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn phase(&self) -> u32 {
+        self.seen() & 3
+    }
+
+    fn is(&self, phase: u32) -> bool {
+        self.phase() == phase
+    }
+
+    /// Begins `phase` (a checkpoint or a restart), returning its token.
+    fn begin(&self, phase: u32) -> u32 {
+        let next = |v: u32| (v & !3).wrapping_add(4) | phase;
+        let before = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(next(v)))
+            .unwrap_or_else(|v| v);
+        next(before)
+    }
+
+    /// Sets `WAL_GROWS` if the phase is still the one `seen` names.
+    fn end(&self, seen: u32) {
+        let grows = seen & !3 | WAL_GROWS;
+        let _ = self
+            .0
+            .compare_exchange(seen, grows, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
 
 impl Work {
-    /// A commit that may have started the WAL over is done: later ones may run where they
-    /// are asked again (unless a checkpoint began since, whose end decides).
-    fn started_over(&self) {
-        let _ = self.wal.compare_exchange(
-            WAL_MAY_RESTART,
-            WAL_GROWS,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+    /// A commit that may have started the WAL over is done (`seen` before it began): later
+    /// ones may run where they are asked again, unless a checkpoint began since, whose end
+    /// decides.
+    fn started_over(&self, seen: u32) {
+        if seen & 3 == WAL_MAY_RESTART {
+            self.wal.end(seen);
+        }
     }
 }
 
@@ -363,7 +402,7 @@ impl SqliteStore {
             // its first caller's commit; if another process holds the database, that
             // commit may start it, and so runs on the store's thread.
             if !start_wal_over(&conn, settings.busy_timeout, &work) {
-                work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+                work.wal.begin(WAL_MAY_RESTART);
             }
         }
         let groups = Arc::new(AtomicUsize::new(0));
@@ -610,7 +649,7 @@ impl SqliteStore {
         work: impl FnOnce(&Connection, &Sql) -> Result<(), StoreError>,
     ) -> Option<Result<(), StoreError>> {
         self.inline.as_ref().filter(|i| i.writes)?;
-        if self.queue.work.wal.load(Ordering::Acquire) != WAL_GROWS {
+        if !self.queue.work.wal.is(WAL_GROWS) {
             return None;
         }
         let (borrowed, sql) = self.borrow()?;
@@ -696,16 +735,14 @@ fn spawn_worker(
                             }
                         }
                         let n = group.len();
-                        let wal = work.wal.load(Ordering::Acquire);
+                        let wal = work.wal.seen();
                         // The writers hear the outcome once the connection is free again,
                         // so a read each of them makes next can run where it is asked.
                         let replies = commit_group(&lock(&writer), &sql, group, &groups);
                         work.writes.fetch_add(n, Ordering::Relaxed);
                         // This commit started the WAL over if it was to: later ones may
                         // run where they are asked again (unless a checkpoint began since).
-                        if wal == WAL_MAY_RESTART {
-                            work.started_over();
-                        }
+                        work.started_over(wal);
                         done(n);
                         replies.send();
                     }
@@ -901,7 +938,7 @@ fn delete_one(conn: &Connection, sql: &Sql, req: &DeleteRequest) -> Result<(), S
 /// checkpoint and starts the WAL over ([`start_wal_over`]), without waiting on another
 /// process that holds the database (then the WAL is left as it is).
 fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
-    work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+    work.wal.begin(WAL_MAY_RESTART);
     let _ = conn.busy_timeout(Duration::ZERO);
     let restarted = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
     let _ = conn.busy_timeout(busy_timeout);
@@ -925,6 +962,7 @@ fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
 /// queues behind it. It does not wait for another process that holds the database: then
 /// it says so (false), and the next commit starts the WAL over instead.
 fn start_wal_over(conn: &Connection, busy_timeout: Duration, work: &Work) -> bool {
+    let seen = work.wal.seen();
     let _ = conn.busy_timeout(Duration::ZERO);
     let written = control(conn, "BEGIN IMMEDIATE").and_then(|()| {
         let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -936,7 +974,7 @@ fn start_wal_over(conn: &Connection, busy_timeout: Duration, work: &Work) -> boo
     }
     let _ = conn.busy_timeout(busy_timeout);
     if written.is_ok() {
-        work.started_over();
+        work.started_over(seen);
     }
     written.is_ok()
 }
@@ -1036,14 +1074,6 @@ fn spawn_checkpointer(
                 })
             };
             let wal = &store.work.wal;
-            let grows = || {
-                let _ = wal.compare_exchange(
-                    WAL_CHECKPOINTING,
-                    WAL_GROWS,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            };
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(cadence.every) {
                 store.work.rounds.fetch_add(1, Ordering::Release);
                 rounds += 1;
@@ -1056,7 +1086,8 @@ fn spawn_checkpointer(
                 if new == 0 || (new < cadence.writes && waited < cadence.patience) {
                     continue;
                 }
-                wal.store(WAL_CHECKPOINTING, Ordering::Release);
+                let this_round = wal.begin(WAL_CHECKPOINTING);
+                let grows = || wal.end(this_round);
                 let round = checkpoint("PASSIVE");
                 if let (Ok((frames, _)), Some(headroom)) = (&round, headroom.as_mut())
                     && headroom.after_round(*frames, rounds, &store.work.room)
@@ -1085,7 +1116,7 @@ fn spawn_checkpointer(
                     // thread makes it its own (a round checkpoints only after callers'
                     // writes, so an idle store is not written to).
                     Ok((frames, copied)) if frames == copied => {
-                        wal.store(WAL_MAY_RESTART, Ordering::Release);
+                        wal.begin(WAL_MAY_RESTART);
                         let work = store.work.clone();
                         let start: ReadJob = Box::new(move |conn, _| {
                             start_wal_over(conn, busy_timeout, &work);
@@ -1182,6 +1213,47 @@ mod tests {
     /// Once a checkpoint has copied the whole WAL, the store's own one-page commit starts
     /// it over (and syncs its new header), so that the next caller's commit appends
     /// instead: it waits for no device flush with NORMAL.
+    /// A commit that began while the WAL might start over ends that phase, not one a
+    /// checkpoint began while it ran: the interleavings, played in order.
+    #[test]
+    fn a_phase_is_ended_only_by_whoever_saw_it_begin() {
+        let work = Work::default();
+        // A commit sees "may restart"; meanwhile a round begins and catches up.
+        let commit = work.wal.begin(WAL_MAY_RESTART);
+        let round = work.wal.begin(WAL_CHECKPOINTING);
+        work.wal.begin(WAL_MAY_RESTART);
+        work.started_over(commit);
+        assert!(work.wal.is(WAL_MAY_RESTART), "the round's end stands");
+        work.wal.end(round);
+        assert!(
+            work.wal.is(WAL_MAY_RESTART),
+            "the round's token is gone too"
+        );
+        // The store's own commit after that round ends it.
+        work.started_over(work.wal.seen());
+        assert!(work.wal.is(WAL_GROWS));
+
+        // A commit that saw the WAL growing, or a checkpoint under way, ends nothing.
+        let commit = work.wal.seen();
+        work.wal.begin(WAL_MAY_RESTART);
+        work.started_over(commit);
+        assert!(work.wal.is(WAL_MAY_RESTART));
+        let round = work.wal.begin(WAL_CHECKPOINTING);
+        work.started_over(work.wal.seen());
+        assert!(
+            work.wal.is(WAL_CHECKPOINTING),
+            "only the round's end clears it"
+        );
+        work.wal.end(round);
+        assert!(work.wal.is(WAL_GROWS));
+
+        // A round that queued a restart which ran first leaves the restart's phase.
+        let round = work.wal.begin(WAL_CHECKPOINTING);
+        work.wal.begin(WAL_MAY_RESTART);
+        work.wal.end(round);
+        assert!(work.wal.is(WAL_MAY_RESTART));
+    }
+
     #[tokio::test]
     async fn the_stores_own_commit_starts_the_wal_over_not_a_callers() {
         let dir = testkit::TempDir::new("sqlite-start-over");
@@ -1205,7 +1277,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(frames, copied, "caught up");
-        s.queue.work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+        s.queue.work.wal.begin(WAL_MAY_RESTART);
         let before = wal_starts(&db);
         let work = s.queue.work.clone();
         let (done, ran) = tokio::sync::oneshot::channel();
@@ -1220,7 +1292,7 @@ mod tests {
             before + 1,
             "the store's commit started it over"
         );
-        assert_eq!(s.queue.work.wal.load(Ordering::Acquire), WAL_GROWS);
+        assert_eq!(s.queue.work.wal.phase(), WAL_GROWS);
         s.set(&set("k9", b"2", None)).await.unwrap();
         assert_eq!(wal_starts(&db), before + 1, "the caller's commit appended");
         assert_eq!(&s.get("k9").await.unwrap().unwrap().data[..], b"2");
@@ -1613,19 +1685,19 @@ mod tests {
         s.queue.work.pending.fetch_sub(1, Ordering::AcqRel);
         // A commit that may start the WAL over syncs its header: left to the store's thread.
         for wal in [WAL_MAY_RESTART, WAL_CHECKPOINTING] {
-            s.queue.work.wal.store(wal, Ordering::Release);
+            s.queue.work.wal.begin(wal);
             assert!(here(&s, &one).is_none(), "the WAL may start over");
         }
         s.set(&set("d", b"1", None)).await.unwrap();
         assert_eq!(
-            s.queue.work.wal.load(Ordering::Acquire),
+            s.queue.work.wal.phase(),
             WAL_CHECKPOINTING,
             "only a checkpoint's own end clears this"
         );
-        s.queue.work.wal.store(WAL_MAY_RESTART, Ordering::Release);
+        s.queue.work.wal.begin(WAL_MAY_RESTART);
         s.set(&set("d", b"2", None)).await.unwrap();
         assert_eq!(
-            s.queue.work.wal.load(Ordering::Acquire),
+            s.queue.work.wal.phase(),
             WAL_GROWS,
             "the store's commit ended it"
         );
