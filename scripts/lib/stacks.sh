@@ -2,7 +2,8 @@
 # booking path on free loopback ports, ours or the limit probe's four processes, so that
 # each script compares the two started the same way. Not a command of its own.
 #
-#   work=$(mktemp -d); pids=()
+#   . scripts/lib/stacks.sh   # makes $work (a temporary directory) and an empty pids;
+#                             # on exit kills pids and jobs and removes $work (KEEP=1 keeps it)
 #   stack_start ours|probe    # BIN=dir takes our binaries from dir (else `scripts/build`),
 #                             # SYNC=FULL sets our SQLite's synchronous (NORMAL otherwise)
 #
@@ -10,9 +11,18 @@
 # stack_names; F is the frontend's port; L1..L3 the URLs that enter the path at the backend,
 # its sidecar's invoke and the frontend's sidecar's invoke, RAND the oha flag their hotel
 # pattern needs ("" for the probe); $work/bodies holds frontend bodies and $work/ubodies
-# the matching backend bodies, one per line for `oha -Z`. The caller kills "${pids[@]}".
+# the matching backend bodies, one per line for `oha -Z`.
 
 stack_names=(backend-sidecar backend frontend-sidecar frontend)
+
+work=$(mktemp -d)
+pids=()
+stack_stop() {
+  kill "${pids[@]}" $(jobs -p) 2>/dev/null
+  wait 2>/dev/null
+  if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+trap stack_stop EXIT
 
 stack_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
