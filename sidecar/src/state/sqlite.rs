@@ -15,7 +15,8 @@
 //! alone in its own transaction, where it is asked, while that thread is idle. The one
 //! commit that syncs even with NORMAL, the first after a checkpoint caught up (it starts
 //! the WAL over and syncs its new header), is the store's own: a one-page commit on its
-//! thread right after that checkpoint, so that no caller's commit waits for that flush; and
+//! thread right after that checkpoint, so that no caller's commit waits for that flush (a
+//! checkpoint by another process on the same file is not seen, and may leave it to one); and
 //! at low rates the checkpointer waits for a few hundred writes (or half a minute) before
 //! it copies, so that such flushes, which a caller's write may queue behind, stay rare.
 //! Under heavy load reads queue, and those queued together run in one go beside the
@@ -146,9 +147,13 @@ struct Work {
 const WAL_GROWS: u32 = 0;
 /// A checkpoint is under way; if it catches up, the next commit starts the WAL over.
 const WAL_CHECKPOINTING: u32 = 1;
-/// A checkpoint caught up, or RESTART ran: the next commit (the store's own, or a caller's
-/// on the store's thread) starts the WAL over, and sets `WAL_GROWS` again.
+/// A checkpoint caught up, a RESTART is under way, or the store's own start at open was
+/// turned away: the next commit (the store's own, or a caller's group on the store's
+/// thread, which then writes page 1 as well) starts the WAL over, and sets `WAL_GROWS`
+/// again unless a phase began meanwhile.
 const WAL_MAY_RESTART: u32 = 2;
+/// The low bits of a [`WalPhase`] token hold the phase, the rest the times one began.
+const PHASE_BITS: u32 = 3;
 
 /// Where the WAL is in its cycle (one of the `WAL_*` above), with a count of the times a
 /// checkpoint or a restart set it: whoever ends a phase ends the one it saw begin, never
@@ -165,7 +170,7 @@ impl WalPhase {
     }
 
     fn phase(&self) -> u32 {
-        self.seen() & 3
+        self.seen() & PHASE_BITS
     }
 
     fn is(&self, phase: u32) -> bool {
@@ -174,7 +179,7 @@ impl WalPhase {
 
     /// Begins `phase` (a checkpoint or a restart), returning its token.
     fn begin(&self, phase: u32) -> u32 {
-        let next = |v: u32| (v & !3).wrapping_add(4) | phase;
+        let next = |v: u32| (v & !PHASE_BITS).wrapping_add(PHASE_BITS + 1) | phase;
         let before = self
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(next(v)))
@@ -184,10 +189,15 @@ impl WalPhase {
 
     /// Sets `WAL_GROWS` if the phase is still the one `seen` names.
     fn end(&self, seen: u32) {
-        let grows = seen & !3 | WAL_GROWS;
+        let grows = seen & !PHASE_BITS;
         let _ = self
             .0
             .compare_exchange(seen, grows, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether the token says the next commit may start the WAL over.
+    fn may_restart(seen: u32) -> bool {
+        seen & PHASE_BITS == WAL_MAY_RESTART
     }
 }
 
@@ -196,7 +206,7 @@ impl Work {
     /// ones may run where they are asked again, unless a checkpoint began since, whose end
     /// decides.
     fn started_over(&self, seen: u32) {
-        if seen & 3 == WAL_MAY_RESTART {
+        if WalPhase::may_restart(seen) {
             self.wal.end(seen);
         }
     }
@@ -655,6 +665,15 @@ impl SqliteStore {
         let (borrowed, sql) = self.borrow()?;
         let conn = &*borrowed.conn;
         control(conn, "BEGIN IMMEDIATE").ok()?;
+        // Whether this commit starts the WAL over was settled by BEGIN (SQLite restarts it
+        // from a snapshot taken while the WAL was wholly copied): a checkpoint that began
+        // since the check above sends the write to the store's thread after all (given
+        // back, the connection rolls the empty transaction back).
+        if !self.queue.work.wal.is(WAL_GROWS)
+            || self.queue.work.pending.load(Ordering::Acquire) != 0
+        {
+            return None;
+        }
         let outcome = match caught(|| work(conn, sql)) {
             Some(Ok(())) => control(conn, "COMMIT").map_err(StoreError::backend),
             Some(Err(e)) => Err(e),
@@ -738,11 +757,20 @@ fn spawn_worker(
                         let wal = work.wal.seen();
                         // The writers hear the outcome once the connection is free again,
                         // so a read each of them makes next can run where it is asked.
-                        let replies = commit_group(&lock(&writer), &sql, group, &groups);
+                        let (replies, committed) = commit_group(
+                            &lock(&writer),
+                            &sql,
+                            group,
+                            &groups,
+                            WalPhase::may_restart(wal),
+                        );
                         work.writes.fetch_add(n, Ordering::Relaxed);
-                        // This commit started the WAL over if it was to: later ones may
-                        // run where they are asked again (unless a checkpoint began since).
-                        work.started_over(wal);
+                        // A commit that was to start the WAL over did (it wrote page 1
+                        // whatever its writes did): later ones may run where they are asked
+                        // again (unless a checkpoint began since).
+                        if committed {
+                            work.started_over(wal);
+                        }
                         done(n);
                         replies.send();
                     }
@@ -792,23 +820,36 @@ impl Replies {
 }
 
 /// One transaction for the group, a savepoint for each write in it: a write that fails is
-/// rolled back to its savepoint alone. Every reply waits for the commit's outcome.
+/// rolled back to its savepoint alone. Every reply waits for the commit's outcome. With
+/// `start_over` (the WAL may start over) page 1 is written too, so that a commit, even one
+/// whose writes all fail or change nothing, starts it over. Says whether it committed.
 fn commit_group(
     conn: &Connection,
     sql: &Sql,
     group: Vec<WriteJob>,
     commits: &AtomicUsize,
-) -> Replies {
-    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
-        // No transaction, so nothing runs; each caller hears why.
+    start_over: bool,
+) -> (Replies, bool) {
+    let begun = control(conn, "BEGIN IMMEDIATE").and_then(|()| {
+        if start_over {
+            rewrite_page_one(conn)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = begun {
+        if !conn.is_autocommit() {
+            let _ = control(conn, "ROLLBACK");
+        }
+        // Nothing runs; each caller hears why.
         let why = e.to_string();
         for write in group {
             refuse(write, &why, sql);
         }
-        return Replies {
+        let none = Replies {
             replies: Vec::new(),
             outcome: Ok(()),
         };
+        return (none, false);
     }
     let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
     for write in group {
@@ -851,10 +892,12 @@ fn commit_group(
     }
     // Counted before anyone hears of it.
     commits.fetch_add(1, Ordering::Relaxed);
-    Replies {
+    let ok = committed.is_ok();
+    let replies = Replies {
         replies,
         outcome: committed,
-    }
+    };
+    (replies, ok)
 }
 
 fn get_one(conn: &Connection, sql: &Sql, key: &str) -> Result<Option<Stored>, StoreError> {
@@ -964,11 +1007,9 @@ fn restart_wal(conn: &Connection, busy_timeout: Duration, work: &Work) {
 fn start_wal_over(conn: &Connection, busy_timeout: Duration, work: &Work) -> bool {
     let seen = work.wal.seen();
     let _ = conn.busy_timeout(Duration::ZERO);
-    let written = control(conn, "BEGIN IMMEDIATE").and_then(|()| {
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        conn.pragma_update(None, "user_version", v)?;
-        control(conn, "COMMIT")
-    });
+    let written = control(conn, "BEGIN IMMEDIATE")
+        .and_then(|()| rewrite_page_one(conn))
+        .and_then(|()| control(conn, "COMMIT"));
     if written.is_err() && !conn.is_autocommit() {
         let _ = control(conn, "ROLLBACK");
     }
@@ -977,6 +1018,13 @@ fn start_wal_over(conn: &Connection, busy_timeout: Duration, work: &Work) -> boo
         work.started_over(seen);
     }
     written.is_ok()
+}
+
+/// Inside a write transaction: page 1 written as it is (`user_version` set to its own
+/// value), so that the commit writes at least one frame.
+fn rewrite_page_one(conn: &Connection) -> rusqlite::Result<()> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    conn.pragma_update(None, "user_version", v)
 }
 
 /// Queues one chunk of [`headroom::lengthen`] on the store's thread; each chunk queues the
@@ -1086,6 +1134,12 @@ fn spawn_checkpointer(
                 if new == 0 || (new < cadence.writes && waited < cadence.patience) {
                     continue;
                 }
+                // The last round's restart, or the start over after it caught up, is still
+                // to come: a phase is one slot, and a round begun now would be overwritten
+                // by it while its own checkpoint might catch up.
+                if !wal.is(WAL_GROWS) {
+                    continue;
+                }
                 let this_round = wal.begin(WAL_CHECKPOINTING);
                 let grows = || wal.end(this_round);
                 let round = checkpoint("PASSIVE");
@@ -1108,9 +1162,10 @@ fn spawn_checkpointer(
                         });
                         // Pending until done (no write runs on a caller's thread before it),
                         // after which the next commit, on the store's thread, starts over.
-                        // Fails only once the store is closing: its last checkpoint follows.
+                        // The round's phase stays until the restart begins its own, so that
+                        // no round begins meanwhile. Fails only once the store is closing:
+                        // its last checkpoint follows.
                         let _ = store.send(Job::Read(restart));
-                        grows();
                     }
                     // Caught up: the next commit may start the WAL over, and the store's
                     // thread makes it its own (a round checkpoints only after callers'
@@ -1202,6 +1257,15 @@ mod tests {
         .unwrap();
     }
 
+    /// A checkpointer that never comes round: the tests play its rounds themselves.
+    const NO_ROUNDS: Cadence = Cadence {
+        every: Duration::from_secs(3_600),
+        restart_frames: i64::MAX,
+        sustained_frames: i64::MAX,
+        writes: 1,
+        patience: Duration::ZERO,
+    };
+
     /// The WAL's checkpoint sequence (header bytes 12..16): SQLite counts one more each
     /// time a commit starts the WAL over.
     fn wal_starts(db: &Path) -> u32 {
@@ -1210,9 +1274,6 @@ mod tests {
             .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
     }
 
-    /// Once a checkpoint has copied the whole WAL, the store's own one-page commit starts
-    /// it over (and syncs its new header), so that the next caller's commit appends
-    /// instead: it waits for no device flush with NORMAL.
     /// A commit that began while the WAL might start over ends that phase, not one a
     /// checkpoint began while it ran: the interleavings, played in order.
     #[test]
@@ -1254,18 +1315,69 @@ mod tests {
         assert!(work.wal.is(WAL_MAY_RESTART));
     }
 
+    /// The store's thread, once a checkpoint caught up: a group whose writes all fail still
+    /// starts the WAL over (were the phase ended without that, the next caller's commit
+    /// would start it on the runtime), and a group ends only the phase it saw begin.
+    #[tokio::test]
+    async fn a_group_ends_only_the_phase_it_saw_and_starts_the_wal_over() {
+        let dir = testkit::TempDir::new("sqlite-group-phase");
+        let db = dir.path().join("state.db");
+        let s = SqliteStore::open_with(&at(&db, Synchronous::Normal), NO_ROUNDS).unwrap();
+        s.set(&set("k", b"1", None)).await.unwrap();
+        let other = Connection::open(&db).unwrap();
+        let caught_up = || {
+            let (frames, copied): (i64, i64) = other
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(1)?, r.get(2)?))
+                })
+                .unwrap();
+            assert_eq!(frames, copied, "caught up");
+        };
+        caught_up();
+        s.queue.work.wal.begin(WAL_MAY_RESTART);
+        let before = wal_starts(&db);
+        let stale = s.set(&set("k", b"2", Some("not-its-etag".into()))).await;
+        assert!(stale.is_err(), "the write itself fails");
+        // A write that fails hears so at once; its group commits after.
+        let (done, ran) = tokio::sync::oneshot::channel();
+        let behind: ReadJob = Box::new(move |_, _| {
+            let _ = done.send(());
+        });
+        s.queue.send(Job::Read(behind)).unwrap();
+        ran.await.unwrap();
+        assert_eq!(
+            wal_starts(&db),
+            before + 1,
+            "its group started the WAL over"
+        );
+        assert!(s.queue.work.wal.is(WAL_GROWS));
+
+        // A round begins and catches up while a group commits on the store's thread.
+        s.set(&set("k", b"3", None)).await.unwrap();
+        caught_up();
+        s.queue.work.wal.begin(WAL_MAY_RESTART);
+        let work = s.queue.work.clone();
+        s.write(move |conn, sql| {
+            work.wal.begin(WAL_CHECKPOINTING);
+            work.wal.begin(WAL_MAY_RESTART);
+            set_one(conn, sql, &set("k", b"4", None))
+        })
+        .await
+        .unwrap();
+        assert!(
+            s.queue.work.wal.is(WAL_MAY_RESTART),
+            "the round's end stands after the group's commit"
+        );
+    }
+
+    /// Once a checkpoint has copied the whole WAL, the store's own one-page commit starts
+    /// it over (and syncs its new header), so that the next caller's commit appends
+    /// instead: it waits for no device flush with NORMAL.
     #[tokio::test]
     async fn the_stores_own_commit_starts_the_wal_over_not_a_callers() {
         let dir = testkit::TempDir::new("sqlite-start-over");
         let db = dir.path().join("state.db");
-        let no_rounds = Cadence {
-            every: Duration::from_secs(3_600),
-            restart_frames: i64::MAX,
-            sustained_frames: i64::MAX,
-            writes: 1,
-            patience: Duration::ZERO,
-        };
-        let s = SqliteStore::open_with(&at(&db, Synchronous::Normal), no_rounds).unwrap();
+        let s = SqliteStore::open_with(&at(&db, Synchronous::Normal), NO_ROUNDS).unwrap();
         for i in 0..5 {
             s.set(&set(&format!("k{i}"), b"1", None)).await.unwrap();
         }
