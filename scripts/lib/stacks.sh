@@ -17,10 +17,12 @@ stack_names=(backend-sidecar backend frontend-sidecar frontend)
 
 work=$(mktemp -d)
 pids=()
+# Under `set -e` a failing command would cut the trap short (and set the exit status):
+# processes may be gone already, so nothing here may fail.
 stack_stop() {
-  kill "${pids[@]}" $(jobs -p) 2>/dev/null
-  wait 2>/dev/null
-  if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+  kill "${pids[@]}" $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ "${KEEP:-}" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap stack_stop EXIT
 
