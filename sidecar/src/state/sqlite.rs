@@ -1257,6 +1257,17 @@ mod tests {
         .unwrap();
     }
 
+    /// Runs `job` as a job of the store's thread, behind what is queued, and waits for it.
+    async fn on_the_stores_thread(s: &SqliteStore, job: impl FnOnce(&Connection) + Send + 'static) {
+        let (done, ran) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |conn, _| {
+            job(conn);
+            let _ = done.send(());
+        });
+        s.queue.send(Job::Read(job)).unwrap();
+        ran.await.unwrap();
+    }
+
     /// A checkpointer that never comes round: the tests play its rounds themselves.
     const NO_ROUNDS: Cadence = Cadence {
         every: Duration::from_secs(3_600),
@@ -1339,12 +1350,7 @@ mod tests {
         let stale = s.set(&set("k", b"2", Some("not-its-etag".into()))).await;
         assert!(stale.is_err(), "the write itself fails");
         // A write that fails hears so at once; its group commits after.
-        let (done, ran) = tokio::sync::oneshot::channel();
-        let behind: ReadJob = Box::new(move |_, _| {
-            let _ = done.send(());
-        });
-        s.queue.send(Job::Read(behind)).unwrap();
-        ran.await.unwrap();
+        on_the_stores_thread(&s, |_| {}).await;
         assert_eq!(
             wal_starts(&db),
             before + 1,
@@ -1392,13 +1398,10 @@ mod tests {
         s.queue.work.wal.begin(WAL_MAY_RESTART);
         let before = wal_starts(&db);
         let work = s.queue.work.clone();
-        let (done, ran) = tokio::sync::oneshot::channel();
-        let job: ReadJob = Box::new(move |conn, _| {
+        on_the_stores_thread(&s, move |conn| {
             start_wal_over(conn, Duration::from_secs(2), &work);
-            let _ = done.send(());
-        });
-        s.queue.send(Job::Read(job)).unwrap();
-        ran.await.unwrap();
+        })
+        .await;
         assert_eq!(
             wal_starts(&db),
             before + 1,
