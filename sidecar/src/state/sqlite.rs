@@ -199,16 +199,22 @@ impl WalPhase {
     fn may_restart(seen: u32) -> bool {
         seen & PHASE_BITS == WAL_MAY_RESTART
     }
-}
 
-impl Work {
     /// A commit that may have started the WAL over is done (`seen` before it began): later
     /// ones may run where they are asked again, unless a checkpoint began since, whose end
     /// decides.
     fn started_over(&self, seen: u32) {
-        if WalPhase::may_restart(seen) {
-            self.wal.end(seen);
+        if Self::may_restart(seen) {
+            self.end(seen);
         }
+    }
+}
+
+impl Work {
+    /// Whether a write may run on the caller's thread now: the next commit appends to the
+    /// WAL, and nothing queued would be overtaken.
+    fn allows_writes_here(&self) -> bool {
+        self.wal.is(WAL_GROWS) && self.pending.load(Ordering::Acquire) == 0
     }
 }
 
@@ -659,7 +665,7 @@ impl SqliteStore {
         work: impl FnOnce(&Connection, &Sql) -> Result<(), StoreError>,
     ) -> Option<Result<(), StoreError>> {
         self.inline.as_ref().filter(|i| i.writes)?;
-        if !self.queue.work.wal.is(WAL_GROWS) {
+        if !self.queue.work.allows_writes_here() {
             return None;
         }
         let (borrowed, sql) = self.borrow()?;
@@ -669,9 +675,7 @@ impl SqliteStore {
         // from a snapshot taken while the WAL was wholly copied): a checkpoint that began
         // since the check above sends the write to the store's thread after all (given
         // back, the connection rolls the empty transaction back).
-        if !self.queue.work.wal.is(WAL_GROWS)
-            || self.queue.work.pending.load(Ordering::Acquire) != 0
-        {
+        if !self.queue.work.allows_writes_here() {
             return None;
         }
         let outcome = match caught(|| work(conn, sql)) {
@@ -757,7 +761,7 @@ fn spawn_worker(
                         let wal = work.wal.seen();
                         // The writers hear the outcome once the connection is free again,
                         // so a read each of them makes next can run where it is asked.
-                        let (replies, committed) = commit_group(
+                        let replies = commit_group(
                             &lock(&writer),
                             &sql,
                             group,
@@ -768,8 +772,8 @@ fn spawn_worker(
                         // A commit that was to start the WAL over did (it wrote page 1
                         // whatever its writes did): later ones may run where they are asked
                         // again (unless a checkpoint began since).
-                        if committed {
-                            work.started_over(wal);
+                        if replies.outcome.is_ok() {
+                            work.wal.started_over(wal);
                         }
                         done(n);
                         replies.send();
@@ -822,14 +826,15 @@ impl Replies {
 /// One transaction for the group, a savepoint for each write in it: a write that fails is
 /// rolled back to its savepoint alone. Every reply waits for the commit's outcome. With
 /// `start_over` (the WAL may start over) page 1 is written too, so that a commit, even one
-/// whose writes all fail or change nothing, starts it over. Says whether it committed.
+/// whose writes all fail or change nothing, starts it over. The outcome says whether it
+/// committed.
 fn commit_group(
     conn: &Connection,
     sql: &Sql,
     group: Vec<WriteJob>,
     commits: &AtomicUsize,
     start_over: bool,
-) -> (Replies, bool) {
+) -> Replies {
     let begun = control(conn, "BEGIN IMMEDIATE").and_then(|()| {
         if start_over {
             rewrite_page_one(conn)?;
@@ -845,11 +850,10 @@ fn commit_group(
         for write in group {
             refuse(write, &why, sql);
         }
-        let none = Replies {
+        return Replies {
             replies: Vec::new(),
-            outcome: Ok(()),
+            outcome: Err(why),
         };
-        return (none, false);
     }
     let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
     for write in group {
@@ -892,12 +896,10 @@ fn commit_group(
     }
     // Counted before anyone hears of it.
     commits.fetch_add(1, Ordering::Relaxed);
-    let ok = committed.is_ok();
-    let replies = Replies {
+    Replies {
         replies,
         outcome: committed,
-    };
-    (replies, ok)
+    }
 }
 
 fn get_one(conn: &Connection, sql: &Sql, key: &str) -> Result<Option<Stored>, StoreError> {
@@ -1015,7 +1017,7 @@ fn start_wal_over(conn: &Connection, busy_timeout: Duration, work: &Work) -> boo
     }
     let _ = conn.busy_timeout(busy_timeout);
     if written.is_ok() {
-        work.started_over(seen);
+        work.wal.started_over(seen);
     }
     written.is_ok()
 }
@@ -1268,6 +1270,17 @@ mod tests {
         ran.await.unwrap();
     }
 
+    /// A PASSIVE checkpoint by another connection, as the checkpointer's round would run it;
+    /// it must copy the whole WAL.
+    fn catch_up(other: &Connection) {
+        let (frames, copied): (i64, i64) = other
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(frames, copied, "caught up");
+    }
+
     /// A checkpointer that never comes round: the tests play its rounds themselves.
     const NO_ROUNDS: Cadence = Cadence {
         every: Duration::from_secs(3_600),
@@ -1294,7 +1307,7 @@ mod tests {
         let commit = work.wal.begin(WAL_MAY_RESTART);
         let round = work.wal.begin(WAL_CHECKPOINTING);
         work.wal.begin(WAL_MAY_RESTART);
-        work.started_over(commit);
+        work.wal.started_over(commit);
         assert!(work.wal.is(WAL_MAY_RESTART), "the round's end stands");
         work.wal.end(round);
         assert!(
@@ -1302,16 +1315,16 @@ mod tests {
             "the round's token is gone too"
         );
         // The store's own commit after that round ends it.
-        work.started_over(work.wal.seen());
+        work.wal.started_over(work.wal.seen());
         assert!(work.wal.is(WAL_GROWS));
 
         // A commit that saw the WAL growing, or a checkpoint under way, ends nothing.
         let commit = work.wal.seen();
         work.wal.begin(WAL_MAY_RESTART);
-        work.started_over(commit);
+        work.wal.started_over(commit);
         assert!(work.wal.is(WAL_MAY_RESTART));
         let round = work.wal.begin(WAL_CHECKPOINTING);
-        work.started_over(work.wal.seen());
+        work.wal.started_over(work.wal.seen());
         assert!(
             work.wal.is(WAL_CHECKPOINTING),
             "only the round's end clears it"
@@ -1336,15 +1349,7 @@ mod tests {
         let s = SqliteStore::open_with(&at(&db, Synchronous::Normal), NO_ROUNDS).unwrap();
         s.set(&set("k", b"1", None)).await.unwrap();
         let other = Connection::open(&db).unwrap();
-        let caught_up = || {
-            let (frames, copied): (i64, i64) = other
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(1)?, r.get(2)?))
-                })
-                .unwrap();
-            assert_eq!(frames, copied, "caught up");
-        };
-        caught_up();
+        catch_up(&other);
         s.queue.work.wal.begin(WAL_MAY_RESTART);
         let before = wal_starts(&db);
         let stale = s.set(&set("k", b"2", Some("not-its-etag".into()))).await;
@@ -1360,7 +1365,7 @@ mod tests {
 
         // A round begins and catches up while a group commits on the store's thread.
         s.set(&set("k", b"3", None)).await.unwrap();
-        caught_up();
+        catch_up(&other);
         s.queue.work.wal.begin(WAL_MAY_RESTART);
         let work = s.queue.work.clone();
         s.write(move |conn, sql| {
@@ -1389,12 +1394,7 @@ mod tests {
         }
         // A checkpoint that catches up, as the checkpointer's would.
         let other = Connection::open(&db).unwrap();
-        let (frames, copied): (i64, i64) = other
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })
-            .unwrap();
-        assert_eq!(frames, copied, "caught up");
+        catch_up(&other);
         s.queue.work.wal.begin(WAL_MAY_RESTART);
         let before = wal_starts(&db);
         let work = s.queue.work.clone();
