@@ -91,15 +91,14 @@ def report(out, rounds, cpu):
     for row in runs[0]:
         print(f"\n{row}  (rounds: " + ", ".join(map(str, range(1, rounds + 1))) + ")")
         o = [run[row] for run in runs]
-        versus = lambda key, sub=None: [
-            (a[key] if sub is None else a[key][sub]) / (p[key] if sub is None else p[key][sub])
-            for a, p in zip(o, probes)]
-        line("full speed ≥ 0.85×", versus("full"), lambda m: m >= 0.85, ratio)
-        line("CPU at 1,000/s ≤ 1.25×", versus("cpu", "total"), lambda m: m <= 1.25, ratio)
+        versus = lambda pick: [pick(a) / pick(p) for a, p in zip(o, probes)]
+        line("full speed ≥ 0.85×", versus(lambda x: x["full"]), lambda m: m >= 0.85, ratio)
+        line("CPU at 1,000/s ≤ 1.25×", versus(lambda x: x["cpu"]["total"]),
+             lambda m: m <= 1.25, ratio)
         for n in NAMES:
-            line(f"  {n}", versus("cpu", n), lambda m: m <= 1.25, ratio)
-        line("p50 at 1,000/s ≤ 1.25×", versus("p50"), lambda m: m <= 1.25, ratio)
-        line("p99 at 1,000/s ≤ 1.5×", versus("p99"), lambda m: m <= 1.5, ratio)
+            line(f"  {n}", versus(lambda x: x["cpu"][n]), lambda m: m <= 1.25, ratio)
+        line("p50 at 1,000/s ≤ 1.25×", versus(lambda x: x["p50"]), lambda m: m <= 1.25, ratio)
+        line("p99 at 1,000/s ≤ 1.5×", versus(lambda x: x["p99"]), lambda m: m <= 1.5, ratio)
         line("p99.9 at 10/s ≤ 5 ms", [a["p999_10"] for a in o], lambda m: m <= 5,
              lambda v: f"{v:.1f}ms")
 
