@@ -1,6 +1,7 @@
-"""Reads the runs of scripts/against-probe: the limit probe's output and our bench's
-results.json, each checked as soon as it is written (`probe FILE`, `ours FILE`), and at the
-end the report of ratios per round and their median against each aim
+"""Reads the runs of scripts/against-probe: the limit probe's output, our bench's
+results.json and flush-floor's lines, each checked as soon as it is written (`probe FILE`,
+`ours FILE`, `floor FILE`), and at the end the report of ratios per round and their median
+against each aim, and what one flush per booking costs against what each aim allows
 (`report OUT ROUNDS CPU`). Not a command of its own."""
 import json
 import re
@@ -62,6 +63,20 @@ def ours(path):
     return rows
 
 
+FLOOR_MODES = ["unsynced", "inline", "handoff"]
+
+
+def floor(path):
+    """flush-floor's line: CPU µs per write and p50 / p99 ms."""
+    text = open(path).read()
+    m = re.search(r"flush floor \((\w+)\): .*; p50 ([\d.]+) ms p99 ([\d.]+) ms .*"
+                  r"CPU per write (\d+) us", text)
+    if not m:
+        fail(f"{path} is not flush-floor's output:\n{text}")
+    return {"mode": m.group(1), "p50": float(m.group(2)), "p99": float(m.group(3)),
+            "cpu": float(m.group(4))}
+
+
 def mean(a, b):
     if isinstance(a, dict):
         return {k: mean(a[k], b[k]) for k in a}
@@ -69,13 +84,14 @@ def mean(a, b):
 
 
 def line(label, values, aim, fmt):
+    """Per-round values, their median and, when `aim` is given, whether it meets it."""
     if any(v is None for v in values):
         print(f"  {label:28} not measured in every round")
         return
     med = statistics.median(values)
-    mark = "meets" if aim(med) else "MISSES"
+    mark = "" if aim is None else "meets" if aim(med) else "MISSES"
     cells = "  ".join(f"{fmt(v):>7}" for v in values)
-    print(f"  {label:28} {cells}   median {fmt(med):>7}  {mark}")
+    print(f"  {label:28} {cells}   median {fmt(med):>7}  {mark}".rstrip())
 
 
 def report(out, rounds, cpu):
@@ -101,6 +117,33 @@ def report(out, rounds, cpu):
         line("p99 at 1,000/s ≤ 1.5×", versus(lambda x: x["p99"]), lambda m: m <= 1.5, ratio)
         line("p99.9 at 10/s ≤ 5 ms", [a["p999_10"] for a in o], lambda m: m <= 5,
              lambda v: f"{v:.1f}ms")
+    flush_bounds(out, rounds, probes)
+
+
+def flush_bounds(out, rounds, probes):
+    """What one flush per booking costs by itself, and the ratio it alone sets for any path
+    that makes one (the probe's path plus the flush, over the probe's): an aim below that
+    bound is out of reach with synchronous=FULL on this machine, whatever the code."""
+    floors = [{m: floor(f"{out}/floor-{r}-{m}.txt") for m in FLOOR_MODES}
+              for r in range(1, rounds + 1)]
+    cpu = [f["inline"]["cpu"] - f["unsynced"]["cpu"] for f in floors]
+    handoff = [f["handoff"]["cpu"] - f["inline"]["cpu"] for f in floors]
+    p50 = [f["inline"]["p50"] for f in floors]
+    us = lambda v: f"{v:.0f}µs"
+    ms = lambda v: f"{v:.3f}ms"
+    print("\none fdatasync per booking by itself (flush-floor at 1,000/s, 12 KiB overwrites;"
+          " CPU: inline less unsynced)")
+    line("CPU of the flush", cpu, None, us)
+    line("… more when handed off", handoff, None, us)
+    line("p50 of write + flush", p50, None, ms)
+    print("the least any path that flushes once per booking can reach: (probe + flush) / probe")
+    bound = lambda pick, add: [(pick(p) + a) / pick(p) for p, a in zip(probes, add)]
+    ratio = lambda v: f"{v:.2f}×"
+    line("CPU at 1,000/s ≤ 1.25×", bound(lambda p: p["cpu"]["total"], cpu),
+         lambda m: m <= 1.25, ratio)
+    line("  backend-sidecar", bound(lambda p: p["cpu"]["backend-sidecar"], cpu),
+         lambda m: m <= 1.25, ratio)
+    line("p50 at 1,000/s ≤ 1.25×", bound(lambda p: p["p50"], p50), lambda m: m <= 1.25, ratio)
 
 
 if __name__ == "__main__":
@@ -109,7 +152,9 @@ if __name__ == "__main__":
         print(probe(sys.argv[2]))
     elif what == "ours" and len(sys.argv) == 3:
         print(ours(sys.argv[2]))
+    elif what == "floor" and len(sys.argv) == 3:
+        print(floor(sys.argv[2]))
     elif what == "report" and len(sys.argv) == 5:
         report(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
-        fail("usage: against.py probe FILE | ours RESULTS_JSON | report OUT ROUNDS CPU")
+        fail("usage: against.py probe FILE | ours RESULTS_JSON | floor FILE | report OUT ROUNDS CPU")
