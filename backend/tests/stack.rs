@@ -254,7 +254,6 @@ async fn contend(s: &Stack) -> (Vec<String>, usize, Vec<(u16, Value)>) {
 #[test_case(StoreKind::Redis, "etag" ; "etag_redis")]
 #[test_case(StoreKind::SqliteNormal, "lock" ; "lock_sqlite_normal")]
 #[test_case(StoreKind::SqliteNormal, "etag" ; "etag_sqlite_normal")]
-#[test_case(StoreKind::SqliteInline, "lock" ; "lock_sqlite_inline")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_oversell(kind: StoreKind, consistency: &str) {
     no_oversell_on(kind, consistency, "http").await;

@@ -48,8 +48,6 @@ pub struct Row {
     pub consistency: &'static str,
     /// SQLite's `synchronous` for the SQLite rows: FULL (the default) or NORMAL.
     pub sqlite_sync: &'static str,
-    /// Where SQLite's writes that sync run (`syncedWrites`): thread (the default) or inline.
-    pub sqlite_synced_writes: &'static str,
     /// Every booking carries its own `Idempotency-Key`.
     pub keyed: bool,
     /// Each app reaches its sidecar's API on Unix domain sockets (`--unix-domain-socket`).
@@ -74,7 +72,6 @@ const fn row(id: &'static str, title: &'static str, shape: Shape, be: usize, fe:
         redis: false,
         consistency: "lock",
         sqlite_sync: "FULL",
-        sqlite_synced_writes: "thread",
         keyed: false,
         unix_sockets: false,
         api: "http",
@@ -220,16 +217,6 @@ pub fn all_rows() -> Vec<Row> {
             ..row(
                 "through-full-sync-normal",
                 "frontend + backend through Dapr, full booking, SQLite synchronous=NORMAL",
-                ThroughFull,
-                1,
-                1,
-            )
-        },
-        Row {
-            sqlite_synced_writes: "inline",
-            ..row(
-                "through-full-sync-inline",
-                "frontend + backend through Dapr, full booking, SQLite FULL with its flushes on the sidecar's runtime (syncedWrites: inline)",
                 ThroughFull,
                 1,
                 1,
@@ -455,10 +442,7 @@ pub fn run_row(
         Some(r) => ComponentsDir::redis(r.port, &[]),
         None => ComponentsDir::sqlite_with(
             &scratch.path().join("state.db"),
-            &[
-                ("synchronous", row.sqlite_sync.to_string()),
-                ("syncedWrites", row.sqlite_synced_writes.to_string()),
-            ],
+            &[("synchronous", row.sqlite_sync.to_string())],
         ),
     };
     // Sidecars with nothing to load get an empty folder, not ~/.dapr/components.

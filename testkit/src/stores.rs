@@ -12,9 +12,6 @@ pub enum StoreKind {
     /// SQLite with `synchronous=NORMAL`, whose writes commit on the sidecar's runtime
     /// thread when its store thread is idle (the default, FULL, keeps them on that thread).
     SqliteNormal,
-    /// SQLite with FULL and `syncedWrites: inline`: writes that sync commit on the
-    /// sidecar's runtime thread when its store thread is idle.
-    SqliteInline,
     Redis,
 }
 
@@ -36,11 +33,6 @@ impl StoreFixture {
                 let db = data.path().join("state.db");
                 let normal = [("synchronous", "NORMAL".to_string())];
                 (ComponentsDir::sqlite_with(&db, &normal), None)
-            }
-            StoreKind::SqliteInline => {
-                let db = data.path().join("state.db");
-                let inline = [("syncedWrites", "inline".to_string())];
-                (ComponentsDir::sqlite_with(&db, &inline), None)
             }
             StoreKind::Redis => {
                 let redis = RedisServer::start().await?;

@@ -230,12 +230,6 @@ impl Components {
                             )
                         })?,
                     },
-                    synced_writes: match spec.meta("syncedWrites") {
-                        None => state::sqlite::SyncedWrites::default(),
-                        Some(v) => state::sqlite::SyncedWrites::parse(v).ok_or_else(|| {
-                            fail(spec, format!("syncedWrites {v:?} must be thread or inline"))
-                        })?,
-                    },
                 };
                 let store = state::sqlite::SqliteStore::open(&settings)
                     .map_err(|e| fail(spec, e.to_string()))?;
@@ -389,36 +383,6 @@ mod tests {
             (Some("shared".into()), "lock||shared||".into())
         );
         assert!(prefixes(&spec(Some("a||b")), "backend").is_err());
-    }
-
-    /// SQLite's settings of ours are refused with what they may be, not taken as defaults.
-    #[tokio::test]
-    async fn sqlite_settings_of_ours_are_checked() {
-        let dir = testkit::TempDir::new("components-sqlite");
-        let sqlite = |key: &str, value: &str| {
-            let mut spec = spec(None);
-            spec.kind = "state.sqlite".into();
-            let db = dir.path().join(format!("{key}-{value}.db"));
-            // Kept lowercased, as the resources loader keeps them.
-            spec.metadata
-                .insert("connectionstring".into(), db.display().to_string());
-            spec.metadata.insert(key.to_ascii_lowercase(), value.into());
-            spec
-        };
-        for (key, value, says) in [
-            ("syncedWrites", "sometimes", "must be thread or inline"),
-            ("synchronous", "OFF", "must be FULL, EXTRA or NORMAL"),
-        ] {
-            let e = Components::load(&[sqlite(key, value)], "app")
-                .await
-                .err()
-                .unwrap_or_else(|| panic!("{key}: {value} loaded"));
-            assert!(e.to_string().contains(says), "{key}: {e}");
-        }
-        for (key, value) in [("syncedWrites", "inline"), ("syncedWrites", "thread")] {
-            let loaded = Components::load(&[sqlite(key, value)], "app").await;
-            assert!(loaded.is_ok(), "{key}: {value}: {:?}", loaded.err());
-        }
     }
 
     #[test]

@@ -12,9 +12,7 @@
 //! load; such a read holds the runtime's thread for its few page reads (a slow disk
 //! slows it there), and one the database turns away as busy queues instead of waiting.
 //! With `synchronous=NORMAL` (a WAL commit waits for no disk sync) a write does the same:
-//! alone in its own transaction, where it is asked, while that thread is idle; so does one
-//! that syncs when the metadata says `syncedWrites: inline` (the runtime then waits for
-//! the flush). The one
+//! alone in its own transaction, where it is asked, while that thread is idle. The one
 //! commit that syncs even with NORMAL, the first after a checkpoint caught up (it starts
 //! the WAL over and syncs its new header), is the store's own: a one-page commit on its
 //! thread right after that checkpoint, so that no caller's commit waits for that flush (a
@@ -57,30 +55,6 @@ pub struct SqliteSettings {
     pub busy_timeout: Duration,
     pub disable_wal: bool,
     pub synchronous: Synchronous,
-    pub synced_writes: SyncedWrites,
-}
-
-/// Where a write whose commit waits for a disk sync runs (metadata `syncedWrites`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncedWrites {
-    /// On the store's own thread: a slow flush holds back only this store's work, while
-    /// locks, invocations and health checks go on.
-    #[default]
-    Thread,
-    /// Where it is asked, as writes with NORMAL do, while the store's thread is idle with
-    /// nothing queued: two thread hand-offs less per write (about 30 µs of CPU per booking
-    /// at 1,000/s on a 2-vCPU VM), but while a flush lasts the whole sidecar waits for it.
-    Inline,
-}
-
-impl SyncedWrites {
-    pub fn parse(v: &str) -> Option<Self> {
-        match v {
-            "thread" => Some(SyncedWrites::Thread),
-            "inline" => Some(SyncedWrites::Inline),
-            _ => None,
-        }
-    }
 }
 
 /// SQLite's `synchronous` setting: how hard a commit waits for the disk.
@@ -289,9 +263,8 @@ struct Inline {
     sql: Arc<Sql>,
     busy_timeout: Duration,
     writer: Arc<Mutex<Connection>>,
-    /// A commit waits for no disk sync (`synchronous=NORMAL` in WAL mode), or the metadata
-    /// lets one that does hold the runtime ([`SyncedWrites::Inline`]): a write may run here
-    /// too. Otherwise one that syncs stays on the store's thread, off the runtime.
+    /// A commit waits for no disk sync (`synchronous=NORMAL` in WAL mode), so a write may
+    /// run here too; one that syncs stays on the store's thread, off the runtime.
     writes: bool,
 }
 
@@ -462,8 +435,7 @@ impl SqliteStore {
             sql,
             busy_timeout: settings.busy_timeout,
             writer,
-            writes: settings.synchronous == Synchronous::Normal
-                || settings.synced_writes == SyncedWrites::Inline,
+            writes: settings.synchronous == Synchronous::Normal,
         });
         Ok(SqliteStore {
             queue,
@@ -1238,7 +1210,6 @@ mod tests {
             busy_timeout: Duration::from_secs(2),
             disable_wal: false,
             synchronous: Synchronous::Full,
-            synced_writes: SyncedWrites::Thread,
         })
         .unwrap()
     }
@@ -1261,7 +1232,6 @@ mod tests {
             busy_timeout: Duration::from_secs(2),
             disable_wal: false,
             synchronous,
-            synced_writes: SyncedWrites::Thread,
         }
     }
 
@@ -1751,7 +1721,6 @@ mod tests {
             busy_timeout: Duration::from_secs(2),
             disable_wal: false,
             synchronous: Synchronous::Normal,
-            synced_writes: SyncedWrites::Thread,
         })
         .unwrap();
         s.set(&set("k", b"1", None)).await.unwrap();
@@ -1790,23 +1759,22 @@ mod tests {
     /// asked, alone and all-or-nothing; with the thread at work, with work queued, or with
     /// the database held by another writer it queues (the store's thread waits for the
     /// database) instead of failing; with `FULL` it always queues (its sync stays off the
-    /// runtime), unless `syncedWrites` is `inline`.
+    /// runtime).
     #[tokio::test]
     async fn writes_run_here_only_when_commits_do_not_sync() {
         let dir = testkit::TempDir::new("sqlite-write-here");
         let db = dir.path().join("state.db").display().to_string();
-        let open = |synchronous, synced_writes| {
+        let open = |synchronous| {
             SqliteStore::open(&SqliteSettings {
                 connection_string: db.clone(),
                 table_name: "state".into(),
                 busy_timeout: Duration::from_secs(5),
                 disable_wal: false,
                 synchronous,
-                synced_writes,
             })
             .unwrap()
         };
-        let s = open(Synchronous::Normal, SyncedWrites::Thread);
+        let s = open(Synchronous::Normal);
         let here =
             |s: &SqliteStore, ops: &[TxOperation]| s.write_here(|conn, sql| apply(conn, sql, ops));
         let one = [TxOperation::Upsert(set("a", b"1", None))];
@@ -1866,21 +1834,8 @@ mod tests {
         assert!(s.get("c").await.unwrap().is_some());
         drop(s);
 
-        let full = open(Synchronous::Full, SyncedWrites::Thread);
+        let full = open(Synchronous::Full);
         assert!(here(&full, &one).is_none(), "FULL: on the store's thread");
-        drop(full);
-        // Unless the metadata lets a commit that syncs run here; it still syncs.
-        let inline = open(Synchronous::Full, SyncedWrites::Inline);
-        let two = [TxOperation::Upsert(set("e", b"1", None))];
-        assert!(
-            matches!(here(&inline, &two), Some(Ok(()))),
-            "inline: runs here"
-        );
-        assert_eq!(&inline.get("e").await.unwrap().unwrap().data[..], b"1");
-        let synchronous: i64 = lock(&inline.inline.as_ref().unwrap().writer)
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(synchronous, 2, "FULL still");
     }
 
     /// Writes queued behind one another share one commit; each stays all-or-nothing on its

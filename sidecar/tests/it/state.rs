@@ -398,7 +398,7 @@ async fn dapr_crate_client(kind: StoreKind) {
 }
 
 for_each_store!(
-    [memory => Memory, sqlite => Sqlite, sqlite_normal => SqliteNormal, sqlite_inline => SqliteInline, redis => Redis],
+    [memory => Memory, sqlite => Sqlite, sqlite_normal => SqliteNormal, redis => Redis],
     [
         http_save_get_and_etags,
         http_bulk_get,
