@@ -121,29 +121,29 @@ def report(out, rounds, cpu):
 
 
 def flush_bounds(out, rounds, probes):
-    """What one flush per booking costs by itself, and the ratio it alone sets for any path
-    that makes one (the probe's path plus the flush, over the probe's): an aim below that
-    bound is out of reach with synchronous=FULL on this machine, whatever the code."""
+    """What one flush per booking costs by itself, and an estimate of where a path as lean
+    as the probe's would land if it made one: the probe's path plus the flush, over the
+    probe's. An estimate, not a floor: the flush is timed apart from the probe, and this
+    VM's speed moves between runs."""
     floors = [{m: floor(f"{out}/floor-{r}-{m}.txt") for m in FLOOR_MODES}
               for r in range(1, rounds + 1)]
     cpu = [f["inline"]["cpu"] - f["unsynced"]["cpu"] for f in floors]
     handoff = [f["handoff"]["cpu"] - f["inline"]["cpu"] for f in floors]
-    p50 = [f["inline"]["p50"] for f in floors]
+    # The probe makes the write too: only the flush is added.
+    p50 = [f["inline"]["p50"] - f["unsynced"]["p50"] for f in floors]
     us = lambda v: f"{v:.0f}µs"
     ms = lambda v: f"{v:.3f}ms"
     print("\none fdatasync per booking by itself (flush-floor at 1,000/s, 12 KiB overwrites;"
           " CPU: inline less unsynced)")
     line("CPU of the flush", cpu, None, us)
     line("… more when handed off", handoff, None, us)
-    line("p50 of write + flush", p50, None, ms)
-    print("the least any path that flushes once per booking can reach: (probe + flush) / probe")
+    line("p50 of the flush", p50, None, ms)
+    print("estimate for the probe's path plus one flush per booking: (probe + flush) / probe")
     bound = lambda pick, add: [(pick(p) + a) / pick(p) for p, a in zip(probes, add)]
     ratio = lambda v: f"{v:.2f}×"
-    line("CPU at 1,000/s ≤ 1.25×", bound(lambda p: p["cpu"]["total"], cpu),
-         lambda m: m <= 1.25, ratio)
-    line("  backend-sidecar", bound(lambda p: p["cpu"]["backend-sidecar"], cpu),
-         lambda m: m <= 1.25, ratio)
-    line("p50 at 1,000/s ≤ 1.25×", bound(lambda p: p["p50"], p50), lambda m: m <= 1.25, ratio)
+    line("CPU at 1,000/s (aim 1.25×)", bound(lambda p: p["cpu"]["total"], cpu), None, ratio)
+    line("  backend-sidecar", bound(lambda p: p["cpu"]["backend-sidecar"], cpu), None, ratio)
+    line("p50 at 1,000/s (aim 1.25×)", bound(lambda p: p["p50"], p50), None, ratio)
 
 
 if __name__ == "__main__":
