@@ -145,6 +145,13 @@ pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(fields_after_name(&stat)?.map(str::to_string).collect())
 }
 
+/// The user and system CPU seconds `pid` has used so far. `None` once it is gone.
+pub fn cpu_times(pid: u32) -> Option<(f64, f64)> {
+    let fields = stat_fields(pid)?;
+    let seconds = |i: usize| Some(fields.get(i)?.parse::<f64>().ok()? / clock_ticks());
+    Some((seconds(11)?, seconds(12)?))
+}
+
 /// When `pid` started, in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
 /// pid, it names one process, also after the pid is reused.
 pub fn start_time(pid: u32) -> Option<u64> {

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 
 /// CPU seconds used so far by `pid`, or `None` once it is gone.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let fields = appkit::process::stat_fields(pid)?;
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / appkit::process::clock_ticks())
+    let (user, system) = appkit::process::cpu_times(pid)?;
+    Some(user + system)
 }
 
 /// Peak resident set size of `pid` in MiB.

@@ -2,11 +2,12 @@
 //! itself, with no database, no HTTP and no sidecar: a constant rate of small overwrites
 //! of a preallocated file (as a WAL is overwritten once started over), each followed by
 //! `fdatasync`, the one flush `synchronous=FULL` adds to a commit. The limit probe
-//! syncs nothing per booking, so this is the part of our FULL rows that no code of ours
-//! can remove; `scripts/against-probe` runs it beside them.
+//! syncs nothing per booking, so this estimates what our FULL rows pay that it does not;
+//! `scripts/against-probe` runs it beside them (timed apart from the probe, on a VM whose
+//! speed moves: an estimate, not a floor).
 //!
-//! `inline`: written and flushed where asked, on the async runtime's own thread (the
-//! least a flush can cost). `handoff`: sent to a thread of its own and answered through a
+//! `inline`: written and flushed where asked, on the async runtime's own thread (no
+//! hand-off). `handoff`: sent to a thread of its own and answered through a
 //! oneshot, as the SQLite store sends a write that syncs (writes that queue meanwhile
 //! share one flush), so the difference is what that hand-off adds. `unsynced`: `inline`
 //! without the flush, the write a commit with `synchronous=NORMAL` makes as well.
@@ -102,7 +103,7 @@ fn measure(
     let count = rate * secs;
     let runtime = appkit::process::runtime(1)?;
     let before = cpu_seconds()?;
-    let (latencies, flushes) = if inline {
+    let (mut latencies, flushes) = if inline {
         runtime.block_on(async {
             let mut latencies = Vec::with_capacity(count as usize);
             let mut tick = pacer(rate);
@@ -154,7 +155,6 @@ fn measure(
         (latencies, flushes)
     };
     let after = cpu_seconds()?;
-    let mut latencies = latencies;
     latencies.sort_unstable();
     Ok(Measured {
         latencies,
@@ -205,14 +205,5 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 /// This process's user and system CPU seconds so far.
 fn cpu_seconds() -> anyhow::Result<(f64, f64)> {
-    let fields =
-        appkit::process::stat_fields(std::process::id()).context("read /proc/self/stat")?;
-    let field = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(i)
-            .context("short /proc/self/stat")?
-            .parse::<f64>()?
-            / appkit::process::clock_ticks())
-    };
-    Ok((field(11)?, field(12)?))
+    appkit::process::cpu_times(std::process::id()).context("read /proc/self/stat")
 }
